@@ -1,0 +1,264 @@
+"""Microsoft Graph ``messageTraces`` reader: filter, paging, retries, clear errors.
+
+``GET {graph}/v1.0/admin/exchange/tracing/messageTraces`` with
+``$filter=receivedDateTime ge {start} and receivedDateTime le {end}`` (both bounds,
+both inclusive, whole seconds) and ``$top=5000``; pages follow ``@odata.nextLink``
+verbatim. Retries (tenacity) cover 429, 5xx, timeouts, dropped connections and
+unreadable bodies, honouring ``Retry-After``; a wait longer than the run has left
+ends the run cleanly (:class:`~connector.errors.GraphThrottledError`) since the
+100-requests-per-5-minutes quota is shared by the whole tenant. A 401 about the
+missing Transport Data Platform service principal and a 403 each become one error
+saying how to fix it; any other 401 refreshes the token once.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import requests
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from connector import __version__
+from connector.auth import TokenProvider
+from connector.errors import (
+    SERVICE_PRINCIPAL_APP_ID,
+    AuthenticationError,
+    GraphPermissionError,
+    GraphRequestError,
+    GraphResponseError,
+    GraphThrottledError,
+    GraphUnavailableError,
+    HttpDisposition,
+    PagingLoopError,
+    ServicePrincipalMissingError,
+    classify_http_status,
+)
+from connector.sync import Deadline
+from connector.windows import Window
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_TRACES_PATH = "/v1.0/admin/exchange/tracing/messageTraces"
+PAGE_SIZE = 5000
+MAX_BACKOFF_SECONDS = 60.0
+
+
+class _RetriableFailure(Exception):
+    """One failed attempt that another attempt may fix."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def format_filter_time(value: datetime) -> str:
+    """``YYYY-MM-DDThh:mm:ssZ``, the documented filter format."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def message_trace_url(base_url: str, window: Window) -> str:
+    """First-page URL for ``window`` with the closed ``ge``/``le`` filter and ``$top=5000``."""
+    query = urlencode(
+        {
+            "$filter": f"receivedDateTime ge {format_filter_time(window.start)} "
+            f"and receivedDateTime le {format_filter_time(window.end)}",
+            "$top": str(PAGE_SIZE),
+        },
+        quote_via=quote,
+        safe="$:",
+    )
+    return f"{base_url}{MESSAGE_TRACES_PATH}?{query}"
+
+
+def parse_retry_after(value: str | None, now: Callable[[], datetime] | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent or bad."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    current = (now or (lambda: datetime.now(UTC)))()
+    return max(0.0, (when - current).total_seconds())
+
+
+def _error_detail(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = body["error"]
+        return f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
+    return str(body)[:300]
+
+
+def _redact(url: str) -> str:
+    """URL without its query (skiptokens are opaque and long)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+class GraphMessageTraceSource:
+    """Implements :class:`connector.sync.TraceSource` over Microsoft Graph."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        tokens: TokenProvider,
+        session: requests.Session,
+        timeout_seconds: float,
+        max_retries: int,
+        backoff_seconds: float,
+        deadline: Deadline,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._origin = urlsplit(self._base_url)[:2]
+        self._tokens = tokens
+        self._session = session
+        self._timeout = timeout_seconds
+        self._max_retries = max_retries
+        self._backoff = backoff_seconds
+        self._deadline = deadline
+        self._sleep = sleep
+        self.requests_sent = 0
+        self.retries = 0
+
+    def pages(self, window: Window) -> Iterator[list[Mapping[str, object]]]:
+        """Yield each page of ``window``; detects a repeated nextLink."""
+        url: str | None = message_trace_url(self._base_url, window)
+        followed: set[str] = set()
+        pages = 0
+        while url is not None:
+            body = self._get_page(url)
+            pages += 1
+            records = body["value"]
+            logger.debug("graph page %d of %s..%s: %d records", pages, window.start, window.end, len(records))
+            yield records
+            next_link = body.get("@odata.nextLink")
+            if next_link is None:
+                return
+            if not isinstance(next_link, str) or urlsplit(next_link)[:2] != self._origin:
+                raise GraphResponseError(
+                    f"Microsoft Graph sent an @odata.nextLink outside {self._base_url}: {str(next_link)[:200]}; "
+                    "not following it (the bearer token must not leave Graph)"
+                )
+            if next_link in followed or next_link == url:
+                raise PagingLoopError(next_link, pages)
+            followed.add(url)
+            url = next_link
+
+    # ------------------------------------------------------------------ one page, with retries
+
+    def _get_page(self, url: str) -> dict[str, Any]:
+        state = {"force_refresh": False, "refreshed": False}
+        retrying = Retrying(
+            stop=stop_after_attempt(self._max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception_type(_RetriableFailure),
+            sleep=self._sleep,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self._attempt(url, state)
+        except _RetriableFailure as err:
+            raise GraphUnavailableError(
+                f"Microsoft Graph message trace still failing after {self._max_retries + 1} attempts "
+                f"({_redact(url)}): {err.reason}"
+            ) from err
+        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+    def _wait(self, retry_state: RetryCallState) -> float:
+        failure = retry_state.outcome.exception() if retry_state.outcome else None
+        retry_after = failure.retry_after if isinstance(failure, _RetriableFailure) else None
+        if retry_after is not None:
+            wait = retry_after
+        else:
+            exponential = self._backoff * (2 ** (retry_state.attempt_number - 1))
+            wait = min(MAX_BACKOFF_SECONDS, exponential) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+        if wait > self._deadline.remaining():
+            raise GraphThrottledError(wait)
+        return wait
+
+    def _log_retry(self, retry_state: RetryCallState) -> None:
+        self.retries += 1
+        failure = retry_state.outcome.exception() if retry_state.outcome else None
+        wait = retry_state.next_action.sleep if retry_state.next_action else 0.0
+        logger.warning(
+            "graph request failed (%s); retry %d in %.1f s",
+            failure,
+            retry_state.attempt_number,
+            wait,
+        )
+
+    def _attempt(self, url: str, state: dict[str, bool]) -> dict[str, Any]:
+        token = self._tokens.token(force_refresh=state["force_refresh"])
+        state["force_refresh"] = False
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json",
+            "Prefer": "include-unknown-enum-members",
+            "client-request-id": str(uuid.uuid4()),
+            "User-Agent": f"message-trace-connector/{__version__}",
+        }
+        self.requests_sent += 1
+        try:
+            response = self._session.get(url, headers=headers, timeout=self._timeout)
+        except requests.Timeout as err:
+            raise _RetriableFailure(f"timed out after {self._timeout:g} s") from err
+        except requests.ConnectionError as err:
+            raise _RetriableFailure(f"connection failed: {type(err).__name__}") from err
+        status = response.status_code
+        if status == 401:
+            detail = _error_detail(response)
+            if SERVICE_PRINCIPAL_APP_ID in detail or "service principal" in detail.lower():
+                raise ServicePrincipalMissingError(detail)
+            if state["refreshed"]:
+                raise AuthenticationError(
+                    f"Microsoft Graph rejected a freshly issued access token (401): {detail}"
+                )
+            state["force_refresh"] = state["refreshed"] = True
+            raise _RetriableFailure(f"401 ({detail}); getting a new token", retry_after=0.0)
+        if status == 403:
+            raise GraphPermissionError(_error_detail(response))
+        disposition = classify_http_status(status)
+        if disposition is HttpDisposition.RETRY:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if status == 429 and retry_after is not None and retry_after > self._deadline.remaining():
+                raise GraphThrottledError(retry_after)
+            raise _RetriableFailure(f"HTTP {status} {_error_detail(response)[:200]}", retry_after)
+        if disposition is HttpDisposition.FATAL:
+            raise GraphRequestError(status, _redact(url), _error_detail(response))
+        return self._parse_body(response)
+
+    @staticmethod
+    def _parse_body(response: requests.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError as err:
+            content_type = response.headers.get("Content-Type", "?")
+            raise _RetriableFailure(
+                f"200 with a body that is not JSON (Content-Type {content_type})"
+            ) from err
+        if not isinstance(body, dict) or not isinstance(body.get("value"), list):
+            raise _RetriableFailure("200 with JSON that has no 'value' list")
+        return body

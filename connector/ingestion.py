@@ -1,0 +1,98 @@
+"""Logs Ingestion sink: one batch → one ``azure-monitor-ingestion`` upload, failures reported per row.
+
+The SDK retries through azure-core (Retry-After honoured; POST retried on 500/503/504
+and on any status with Retry-After), so no second retry layer is put around it.
+``on_error`` collects failed chunks instead of letting the SDK raise after it may
+already have sent earlier chunks: the sync loop then knows exactly which rows are
+stored. Service errors become one :class:`~connector.errors.SinkError` that says
+what to fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+)
+from azure.monitor.ingestion import LogsIngestionClient, LogsUploadError
+
+from connector.errors import AuthenticationError, ConnectorError, SinkError
+from connector.sync import UploadResult
+
+logger = logging.getLogger(__name__)
+
+
+def describe_ingestion_error(error: Exception, *, rule_id: str, stream: str, rows: int) -> ConnectorError:
+    """Turn an SDK/transport exception into the one message the run stops with."""
+    where = f"DCR {rule_id}, stream {stream}"
+    if isinstance(error, ClientAuthenticationError) and error.status_code is None:
+        return AuthenticationError(f"could not get a Logs Ingestion token: {error.message}")
+    if isinstance(error, HttpResponseError) and error.status_code is not None:
+        status = error.status_code
+        detail = (error.message or "").splitlines()[0][:400]
+        hints = {
+            401: "the token was refused; check TENANT_ID and the identity in AZURE_AUTH_MODE",
+            403: "give the connector's identity the 'Monitoring Metrics Publisher' role on the data collection "
+            "rule (a new role assignment can take up to 30 minutes to apply)",
+            404: "check INGESTION_ENDPOINT (the DCR's logsIngestion endpoint), DCR_IMMUTABLE_ID and DCR_STREAM_NAME",
+            400: "the DCR stream does not accept these columns; redeploy the DCR from "
+            "connector/data/EmailEvents_CL.json so both use the same schema",
+            413: "the request was over the 1 MB limit (a connector bug: batches are sized below it)",
+        }
+        hint = hints.get(
+            status, "the Logs Ingestion API kept failing after the SDK's retries; the next run resends"
+        )
+        return SinkError(
+            f"Logs Ingestion API answered {status} for {rows} rows ({where}): {detail}. {hint}",
+            rows_failed=rows,
+            status=status,
+        )
+    if isinstance(error, ServiceRequestError):
+        return SinkError(
+            f"cannot reach the Logs Ingestion endpoint ({where}): {error}", rows_failed=rows, status=None
+        )
+    return SinkError(f"upload of {rows} rows failed ({where}): {error}", rows_failed=rows, status=None)
+
+
+class LogsIngestionSink:
+    """Implements :class:`connector.sync.RowSink` with ``LogsIngestionClient.upload``."""
+
+    def __init__(self, client: LogsIngestionClient, *, rule_id: str, stream_name: str) -> None:
+        self._client = client
+        self._rule_id = rule_id
+        self._stream = stream_name
+        self.uploads = 0
+
+    def upload(self, rows: Sequence[Mapping[str, object]]) -> UploadResult:
+        """Upload ``rows`` (sized by the batcher to be one request) and report what failed."""
+        logs: list[Any] = list(rows)
+        failures: list[LogsUploadError] = []
+        self.uploads += 1
+        try:
+            self._client.upload(
+                rule_id=self._rule_id, stream_name=self._stream, logs=logs, on_error=failures.append
+            )
+        except AzureError as err:  # raised before any chunk was sent (e.g. the request could not be built)
+            return UploadResult(
+                failed_indexes=frozenset(range(len(logs))),
+                error=describe_ingestion_error(
+                    err, rule_id=self._rule_id, stream=self._stream, rows=len(logs)
+                ),
+            )
+        if not failures:
+            return UploadResult()
+        failed_ids = {id(log) for failure in failures for log in failure.failed_logs}
+        failed = frozenset(index for index, log in enumerate(logs) if id(log) in failed_ids)
+        logger.warning("logs ingestion refused %d of %d rows", len(failed), len(logs))
+        return UploadResult(
+            failed_indexes=failed,
+            error=describe_ingestion_error(
+                failures[0].error, rule_id=self._rule_id, stream=self._stream, rows=len(failed)
+            ),
+        )

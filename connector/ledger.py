@@ -1,0 +1,106 @@
+"""The dedup ledger: which (trace id, recipient) rows are already in the table, in which status.
+
+Pure logic, no I/O. Log Analytics only appends, so the connector itself must know
+what it already stored for as long as it may see the same record again, i.e. over
+the overlap lookback it re-reads every run. The rules:
+
+* key = (trace id, lower-cased recipient); one trace id covers several recipients;
+* a record whose key is stored with the same status is a duplicate and is dropped;
+* a known key with a new status is stored again as a *revision* (its number and the
+  previous status go in the row), so the final status reaches Sentinel;
+* decisions are *staged* until the batch holding them is accepted by the service,
+  then *committed*; only committed entries are persisted with the checkpoint;
+* committed entries older than the span that will be re-read are pruned.
+
+Keys are stored as 128-bit BLAKE2b digests: the checkpoint stays compact and holds
+no mail addresses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+
+def ledger_key(trace_id: str, recipient: str) -> str:
+    """Digest of (trace id, lower-cased recipient): the identity of one row stream."""
+    material = f"{trace_id}\x1f{recipient.lower()}".encode()
+    return hashlib.blake2b(material, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """What the table holds for one key: receive time, last stored status, its revision number."""
+
+    received: datetime
+    status: str
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A row to store: the entry it will commit and the status it supersedes (if any)."""
+
+    key: str
+    entry: LedgerEntry
+    previous_status: str | None
+
+
+class DedupLedger:
+    """Committed entries (persisted) plus staged ones (in a batch not yet accepted)."""
+
+    def __init__(self, entries: Mapping[str, LedgerEntry] | None = None) -> None:
+        self._committed: dict[str, LedgerEntry] = dict(entries or {})
+        self._staged: dict[str, LedgerEntry] = {}
+
+    def __len__(self) -> int:
+        return len(self._committed)
+
+    @property
+    def staged_count(self) -> int:
+        """Keys decided but not yet committed."""
+        return len(self._staged)
+
+    def entries(self) -> dict[str, LedgerEntry]:
+        """A copy of the committed entries (what the checkpoint persists)."""
+        return dict(self._committed)
+
+    def decide(self, key: str, received: datetime, status: str) -> Decision | None:
+        """Return the row to store for this observation, or ``None`` for a duplicate.
+
+        The decision is staged, so the same key seen again before its batch is
+        committed (Graph pages shift while new records arrive) is still a duplicate.
+        """
+        known = self._staged.get(key) or self._committed.get(key)
+        if known is None:
+            entry = LedgerEntry(received=received, status=status, revision=0)
+            previous = None
+        elif known.status == status:
+            return None
+        else:
+            entry = LedgerEntry(received=known.received, status=status, revision=known.revision + 1)
+            previous = known.status
+        self._staged[key] = entry
+        return Decision(key=key, entry=entry, previous_status=previous)
+
+    def commit(self, decisions: Iterable[Decision]) -> None:
+        """Record decisions whose rows the service accepted."""
+        for decision in decisions:
+            current = self._committed.get(decision.key)
+            if current is None or decision.entry.revision >= current.revision:
+                self._committed[decision.key] = decision.entry
+            if self._staged.get(decision.key) == decision.entry:
+                del self._staged[decision.key]
+
+    def discard_staged(self) -> None:
+        """Forget decisions whose rows were not stored, so a re-run decides them again."""
+        self._staged.clear()
+
+    def prune(self, keep_from: datetime) -> int:
+        """Drop committed entries received before ``keep_from``; return how many went."""
+        stale = [key for key, entry in self._committed.items() if entry.received < keep_from]
+        for key in stale:
+            del self._committed[key]
+        return len(stale)

@@ -1,0 +1,400 @@
+"""Connector settings: read from the environment when a run starts, never at import.
+
+``Settings.from_env`` reads every setting, checks it, and raises one
+:class:`~connector.errors.ConfigError` that names every bad or missing setting,
+so a misconfigured deployment fails on its first run with a message that says
+exactly what to fix instead of a strange HTTP error later. The README's settings
+table lists the same names and defaults as ``SETTINGS_DOC`` below (a test keeps
+them in step).
+
+Secrets (client secret, certificate password, storage connection string) are
+kept out of ``repr`` so a logged ``Settings`` never leaks them.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from connector.errors import ConfigError
+
+DEFAULT_TIMER_SCHEDULE = "0 */5 * * * *"
+GRAPH_RETENTION = timedelta(days=90)
+GRAPH_MAX_WINDOW = timedelta(days=10)
+
+_T = TypeVar("_T")
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+class AuthMode(enum.Enum):
+    """How the connector proves who it is to Entra ID."""
+
+    MANAGED_IDENTITY = "managed_identity"
+    CLIENT_SECRET = "client_secret"  # noqa: S105 - a mode name, not a secret
+    CLIENT_CERTIFICATE = "client_certificate"
+
+
+class StoreKind(enum.Enum):
+    """Where the checkpoint lives."""
+
+    BLOB = "blob"
+    FILE = "file"
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """The identity the connector uses; one app registration or managed identity."""
+
+    tenant_id: str
+    client_id: str | None
+    client_secret: str | None = field(default=None, repr=False)
+    certificate_path: str | None = None
+    certificate_password: str | None = field(default=None, repr=False)
+    managed_identity_client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointLocation:
+    """Blob container (or local directory) holding the checkpoint documents."""
+
+    kind: StoreKind
+    container: str
+    account_url: str | None = None
+    connection_string: str | None = field(default=None, repr=False)
+    directory: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a run needs, validated."""
+
+    credentials: Credentials
+    graph_auth_mode: AuthMode
+    azure_auth_mode: AuthMode
+    local_domains: tuple[str, ...]
+    authority_host: str
+    graph_base_url: str
+    graph_scope: str
+    ingestion_endpoint: str
+    dcr_immutable_id: str
+    dcr_stream_name: str
+    ingestion_scope: str
+    checkpoint: CheckpointLocation
+    overlap_lookback: timedelta
+    settle_delay: timedelta
+    initial_lookback: timedelta
+    max_slice_span: timedelta
+    target_records_per_slice: int
+    run_time_budget: timedelta
+    http_timeout_seconds: float
+    http_max_retries: int
+    http_retry_backoff_seconds: float
+    ledger_warn_entries: int
+    ca_bundle: str | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every setting from ``env`` (default ``os.environ``).
+
+        Raises:
+            ConfigError: naming each missing or bad setting.
+        """
+        reader = _Reader(os.environ if env is None else env)
+        tenant_id = reader.required("TENANT_ID", _guid_or_domain)
+        graph_mode = reader.optional("GRAPH_AUTH_MODE", AuthMode.MANAGED_IDENTITY, _enum(AuthMode))
+        azure_mode = reader.optional("AZURE_AUTH_MODE", AuthMode.MANAGED_IDENTITY, _enum(AuthMode))
+        modes = {graph_mode, azure_mode}
+        needs_app = bool(modes & {AuthMode.CLIENT_SECRET, AuthMode.CLIENT_CERTIFICATE})
+        client_id = (
+            reader.required("CLIENT_ID", _non_empty)
+            if needs_app
+            else reader.optional("CLIENT_ID", None, _non_empty)
+        )
+        client_secret = (
+            reader.required("CLIENT_SECRET", _non_empty) if AuthMode.CLIENT_SECRET in modes else None
+        )
+        cert_path = (
+            reader.required("CLIENT_CERTIFICATE_PATH", _readable_file)
+            if AuthMode.CLIENT_CERTIFICATE in modes
+            else None
+        )
+        credentials = Credentials(
+            tenant_id=tenant_id or "",
+            client_id=client_id,
+            client_secret=client_secret,
+            certificate_path=cert_path,
+            certificate_password=reader.optional("CLIENT_CERTIFICATE_PASSWORD", None, _non_empty),
+            managed_identity_client_id=reader.optional("MANAGED_IDENTITY_CLIENT_ID", None, _non_empty),
+        )
+
+        store_kind = reader.optional("CHECKPOINT_STORE", StoreKind.BLOB, _enum(StoreKind))
+        container = reader.optional("CHECKPOINT_CONTAINER", "message-trace-connector", _container_name)
+        if store_kind is StoreKind.BLOB:
+            connection_string = reader.optional("STORAGE_CONNECTION_STRING", None, _non_empty)
+            account_url = reader.optional("STORAGE_ACCOUNT_URL", None, _http_url)
+            if connection_string is None and account_url is None:
+                reader.problem(
+                    "STORAGE_ACCOUNT_URL",
+                    "is required for CHECKPOINT_STORE=blob (or set STORAGE_CONNECTION_STRING)",
+                )
+            checkpoint = CheckpointLocation(
+                kind=store_kind,
+                container=container or "",
+                account_url=account_url,
+                connection_string=connection_string,
+            )
+        else:
+            checkpoint = CheckpointLocation(
+                kind=store_kind,
+                container=container or "",
+                directory=reader.optional("CHECKPOINT_DIRECTORY", ".state", _non_empty),
+            )
+
+        settings = cls(
+            credentials=credentials,
+            graph_auth_mode=graph_mode,
+            azure_auth_mode=azure_mode,
+            local_domains=reader.required("LOCAL_DOMAINS", _domain_list) or (),
+            authority_host=reader.optional("AUTHORITY_HOST", "https://login.microsoftonline.com", _https_url),
+            graph_base_url=reader.optional("GRAPH_BASE_URL", "https://graph.microsoft.com", _https_url),
+            graph_scope=reader.optional("GRAPH_SCOPE", "https://graph.microsoft.com/.default", _scope),
+            ingestion_endpoint=reader.required("INGESTION_ENDPOINT", _https_url) or "",
+            dcr_immutable_id=reader.required("DCR_IMMUTABLE_ID", _dcr_id) or "",
+            dcr_stream_name=reader.optional("DCR_STREAM_NAME", "Custom-EmailEvents", _stream_name),
+            ingestion_scope=reader.optional("INGESTION_SCOPE", "https://monitor.azure.com/.default", _scope),
+            checkpoint=checkpoint,
+            overlap_lookback=reader.optional(
+                "OVERLAP_LOOKBACK_MINUTES", timedelta(minutes=60), _minutes(0, 7 * 24 * 60)
+            ),
+            settle_delay=reader.optional("SETTLE_DELAY_MINUTES", timedelta(minutes=2), _minutes(0, 120)),
+            initial_lookback=reader.optional(
+                "INITIAL_LOOKBACK_HOURS",
+                timedelta(hours=24),
+                _hours(0.01, GRAPH_RETENTION / timedelta(hours=1)),
+            ),
+            max_slice_span=reader.optional("MAX_SLICE_HOURS", timedelta(hours=24), _hours(0.1, 240)),
+            target_records_per_slice=reader.optional(
+                "TARGET_RECORDS_PER_SLICE", 50_000, _int(1_000, 10_000_000)
+            ),
+            run_time_budget=reader.optional(
+                "RUN_TIME_BUDGET_SECONDS", timedelta(seconds=420), _seconds(5, 24 * 3600)
+            ),
+            http_timeout_seconds=reader.optional("HTTP_TIMEOUT_SECONDS", 60.0, _float(1, 600)),
+            http_max_retries=reader.optional("HTTP_MAX_RETRIES", 6, _int(0, 20)),
+            http_retry_backoff_seconds=reader.optional("HTTP_RETRY_BACKOFF_SECONDS", 2.0, _float(0, 60)),
+            ledger_warn_entries=reader.optional("LEDGER_WARN_ENTRIES", 500_000, _int(1, 100_000_000)),
+            ca_bundle=_ca_bundle(reader),
+        )
+        reader.raise_if_problems()
+        return settings
+
+
+def timer_schedule(env: Mapping[str, str] | None = None) -> str:
+    """Return the NCRONTAB schedule for the timer trigger (``TIMER_SCHEDULE``, default every 5 min).
+
+    This one setting is read when the function app is indexed, because the
+    Functions host needs the schedule to register the trigger.
+
+    Raises:
+        ConfigError: the value is not a six-field NCRONTAB expression.
+    """
+    source = os.environ if env is None else env
+    value = source.get("TIMER_SCHEDULE", "").strip() or DEFAULT_TIMER_SCHEDULE
+    fields = value.split()
+    if len(fields) != 6 or not all(re.fullmatch(r"[0-9*/,\-A-Za-z]+", part) for part in fields):
+        raise ConfigError(
+            [
+                (
+                    "TIMER_SCHEDULE",
+                    f"must be a six-field NCRONTAB expression like '0 */5 * * * *', got {value!r}",
+                )
+            ]
+        )
+    return value
+
+
+# ----------------------------------------------------------------------------- parsing helpers
+
+
+class _Reader:
+    """Collects problems so one ConfigError can name them all."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+        self._problems: list[tuple[str, str]] = []
+
+    def get(self, name: str) -> str | None:
+        value = self._env.get(name)
+        if value is None or not value.strip():
+            return None
+        return value.strip()
+
+    def problem(self, name: str, text: str) -> None:
+        self._problems.append((name, text))
+
+    def required(self, name: str, parse: Callable[[str], _T]) -> _T | None:
+        raw = self.get(name)
+        if raw is None:
+            self.problem(name, "is required but not set")
+            return None
+        return self._parse(name, raw, parse)
+
+    def optional(self, name: str, default: _T, parse: Callable[[str], _T]) -> _T:
+        raw = self.get(name)
+        if raw is None:
+            return default
+        parsed = self._parse(name, raw, parse)
+        return default if parsed is None else parsed
+
+    def _parse(self, name: str, raw: str, parse: Callable[[str], _T]) -> _T | None:
+        try:
+            return parse(raw)
+        except ValueError as err:
+            self.problem(name, str(err))
+            return None
+
+    def raise_if_problems(self) -> None:
+        if self._problems:
+            raise ConfigError(self._problems)
+
+
+def _non_empty(raw: str) -> str:
+    return raw
+
+
+def _guid_or_domain(raw: str) -> str:
+    if re.fullmatch(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", raw) or re.fullmatch(
+        r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", raw
+    ):
+        return raw
+    raise ValueError(f"must be a tenant GUID or a verified domain, got {raw!r}")
+
+
+def _enum(kind: type[_E]) -> Callable[[str], _E]:
+    def parse(raw: str) -> _E:
+        for member in kind:
+            if member.value == raw.lower():
+                return member
+        allowed = ", ".join(str(m.value) for m in kind)
+        raise ValueError(f"must be one of {allowed}, got {raw!r}")
+
+    return parse
+
+
+def _https_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme != "https" or not parts.netloc:
+        raise ValueError(f"must be an https:// URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _http_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise ValueError(f"must be an http(s):// URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+def _scope(raw: str) -> str:
+    if not raw.endswith("/.default"):
+        raise ValueError(f"must be a resource scope ending in /.default, got {raw!r}")
+    return raw
+
+
+def _dcr_id(raw: str) -> str:
+    if not re.fullmatch(r"dcr-[0-9a-fA-F]{32}", raw):
+        raise ValueError(f"must be a DCR immutable id like dcr-0123...(32 hex digits), got {raw!r}")
+    return raw
+
+
+def _stream_name(raw: str) -> str:
+    if not re.fullmatch(r"Custom-[A-Za-z0-9_]+", raw):
+        raise ValueError(f"must be a custom stream name like Custom-EmailEvents, got {raw!r}")
+    return raw
+
+
+def _container_name(raw: str) -> str:
+    if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", raw):
+        raise ValueError(f"must be a blob container name (3-63 lower-case letters, digits, '-'), got {raw!r}")
+    return raw
+
+
+def _domain_list(raw: str) -> tuple[str, ...]:
+    domains = tuple(part.strip().lower().lstrip("@") for part in raw.split(",") if part.strip())
+    bad = [d for d in domains if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", d)]
+    if not domains or bad:
+        raise ValueError(f"must be a comma-separated list of mail domains like contoso.com, got {raw!r}")
+    return domains
+
+
+def _readable_file(raw: str) -> str:
+    if not os.path.isfile(raw):
+        raise ValueError(f"file {raw!r} does not exist")
+    return raw
+
+
+def _number(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"must be a number, got {raw!r}") from None
+
+
+def _float(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = _number(raw)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _int(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        if not re.fullmatch(r"[0-9_]+", raw):
+            raise ValueError(f"must be a whole number, got {raw!r}")
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _duration(unit: timedelta, low: float, high: float) -> Callable[[str], timedelta]:
+    bounded = _float(low, high)
+
+    def parse(raw: str) -> timedelta:
+        return unit * bounded(raw)
+
+    return parse
+
+
+def _minutes(low: float, high: float) -> Callable[[str], timedelta]:
+    return _duration(timedelta(minutes=1), low, high)
+
+
+def _hours(low: float, high: float) -> Callable[[str], timedelta]:
+    return _duration(timedelta(hours=1), low, high)
+
+
+def _seconds(low: float, high: float) -> Callable[[str], timedelta]:
+    return _duration(timedelta(seconds=1), low, high)
+
+
+def _ca_bundle(reader: _Reader) -> str | None:
+    for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        raw = reader.get(name)
+        if raw is not None:
+            if not os.path.isfile(raw):
+                reader.problem(name, f"CA bundle file {raw!r} does not exist")
+                return None
+            return raw
+    return None

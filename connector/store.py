@@ -1,0 +1,214 @@
+"""Checkpoint stores: Azure Blob Storage (production) and a local directory (CLI, demo).
+
+Both implement :class:`connector.sync.CheckpointStore` with optimistic concurrency:
+``save`` succeeds only if the document still has the ETag the run loaded (or, for
+a first save, does not exist yet). A second writer, e.g. a manual run next to the
+timer, therefore gets :class:`~connector.errors.CheckpointConflictError` and stops
+instead of silently overwriting progress.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.storage.blob import ContainerClient, ContentSettings
+
+from connector.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from connector.errors import CheckpointConflictError, CheckpointError
+from connector.sync import StoredCheckpoint
+
+logger = logging.getLogger(__name__)
+
+_CONFLICT_HINT = (
+    "another run of the connector (a second timer host, or a manual `run`/`backfill`) wrote it since this run "
+    "loaded it; this run stopped without overwriting it, and what it had committed is safe"
+)
+
+
+def _blob_name(feed: str) -> str:
+    return f"{feed}.json"
+
+
+class BlobCheckpointStore:
+    """Checkpoint documents as block blobs ``<feed>.json`` in one container."""
+
+    def __init__(self, container: ContainerClient) -> None:
+        self._container = container
+        self._container_checked = False
+
+    @property
+    def where(self) -> str:
+        """Human-readable location for messages."""
+        return f"{self._container.url}"
+
+    def _ensure_container(self) -> None:
+        if self._container_checked:
+            return
+        try:
+            self._container.create_container()
+            logger.info("created checkpoint container %s", self._container.container_name)
+        except ResourceExistsError:
+            pass
+        except ClientAuthenticationError as err:
+            raise CheckpointError(
+                f"blob storage refused the connector's identity for {self.where}: {err.message}. Give it the "
+                "'Storage Blob Data Contributor' role on the storage account (or fix STORAGE_CONNECTION_STRING)"
+            ) from err
+        except HttpResponseError as err:
+            if err.status_code != 403:
+                raise CheckpointError(
+                    f"cannot create checkpoint container {self.where}: {err.message}"
+                ) from err
+            # No right to create containers: fine if it exists (Bicep creates it); reads tell.
+        except AzureError as err:
+            raise CheckpointError(f"cannot reach checkpoint storage {self.where}: {err}") from err
+        self._container_checked = True
+
+    def load(self, feed: str) -> StoredCheckpoint | None:
+        """Download ``<feed>.json`` with its ETag; None if it does not exist."""
+        self._ensure_container()
+        blob = self._container.get_blob_client(_blob_name(feed))
+        try:
+            downloader = blob.download_blob()
+            data = downloader.readall()
+        except ResourceNotFoundError:
+            return None
+        except ClientAuthenticationError as err:
+            raise CheckpointError(
+                f"blob storage refused reading {blob.url}: {err.message}. Give the connector's identity "
+                "'Storage Blob Data Contributor' on the storage account"
+            ) from err
+        except AzureError as err:
+            raise CheckpointError(f"cannot read checkpoint {blob.url}: {err}") from err
+        etag = downloader.properties.etag
+        return StoredCheckpoint(checkpoint=decode_checkpoint(data, where=blob.url), etag=etag)
+
+    def save(self, checkpoint: Checkpoint, etag: str | None) -> str:
+        """Upload guarded by ``If-Match: etag`` (or ``If-None-Match: *`` for the first save)."""
+        self._ensure_container()
+        blob = self._container.get_blob_client(_blob_name(checkpoint.feed))
+        data = encode_checkpoint(checkpoint)
+        try:
+            if etag is None:
+                result = blob.upload_blob(
+                    data,
+                    overwrite=True,
+                    etag="*",
+                    match_condition=MatchConditions.IfMissing,
+                    content_settings=ContentSettings(content_type="application/json"),
+                )
+            else:
+                result = blob.upload_blob(
+                    data,
+                    overwrite=True,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                    content_settings=ContentSettings(content_type="application/json"),
+                )
+        except (ResourceModifiedError, ResourceExistsError) as err:
+            raise CheckpointConflictError(
+                f"checkpoint {blob.url} changed under this run: {_CONFLICT_HINT}"
+            ) from err
+        except HttpResponseError as err:
+            if err.status_code in (409, 412):
+                raise CheckpointConflictError(
+                    f"checkpoint {blob.url} changed under this run: {_CONFLICT_HINT}"
+                ) from err
+            raise CheckpointError(f"cannot write checkpoint {blob.url}: {err.message}") from err
+        except AzureError as err:
+            raise CheckpointError(f"cannot write checkpoint {blob.url}: {err}") from err
+        return str(result["etag"])
+
+    def list_feeds(self, prefix: str) -> list[str]:
+        """Feeds whose blob name starts with ``prefix``."""
+        self._ensure_container()
+        try:
+            names = [blob.name for blob in self._container.list_blobs(name_starts_with=prefix)]
+        except AzureError as err:
+            raise CheckpointError(f"cannot list checkpoints in {self.where}: {err}") from err
+        return sorted(name.removesuffix(".json") for name in names if name.endswith(".json"))
+
+
+class FileCheckpointStore:
+    """Checkpoint documents as files ``<directory>/<feed>.json`` (CLI and demo).
+
+    The ETag is a content digest; compare-and-swap runs under an ``flock`` on a lock
+    file so two local processes cannot both win, and files are replaced atomically.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self._directory = Path(directory)
+
+    @property
+    def where(self) -> str:
+        """Human-readable location for messages."""
+        return str(self._directory)
+
+    def _path(self, feed: str) -> Path:
+        return self._directory / _blob_name(feed)
+
+    @staticmethod
+    def _etag(data: bytes) -> str:
+        return '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+
+    def load(self, feed: str) -> StoredCheckpoint | None:
+        """Read ``<feed>.json``; None if it does not exist."""
+        path = self._path(feed)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+        return StoredCheckpoint(checkpoint=decode_checkpoint(data, where=str(path)), etag=self._etag(data))
+
+    def save(self, checkpoint: Checkpoint, etag: str | None) -> str:
+        """Compare-and-swap the file: write only if its digest still equals ``etag``."""
+        path = self._path(checkpoint.feed)
+        data = encode_checkpoint(checkpoint)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self._directory / ".lock", "a+b") as lock:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                try:
+                    current = path.read_bytes() if path.exists() else None
+                    current_etag = None if current is None else self._etag(current)
+                    if current_etag != etag:
+                        raise CheckpointConflictError(
+                            f"checkpoint {path} changed under this run: {_CONFLICT_HINT}"
+                        )
+                    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".checkpoint-")
+                    with os.fdopen(handle, "wb") as tmp:
+                        tmp.write(data)
+                        tmp.flush()
+                        os.fsync(tmp.fileno())
+                    os.replace(tmp_name, path)
+                finally:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        except OSError as err:
+            raise CheckpointError(f"cannot write checkpoint {path}: {err}") from err
+        return self._etag(data)
+
+    def list_feeds(self, prefix: str) -> list[str]:
+        """Feeds whose relative path starts with ``prefix``."""
+        if not self._directory.exists():
+            return []
+        feeds = [
+            path.relative_to(self._directory).as_posix().removesuffix(".json")
+            for path in self._directory.rglob("*.json")
+        ]
+        return sorted(feed for feed in feeds if feed.startswith(prefix))

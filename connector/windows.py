@@ -1,0 +1,155 @@
+"""Time windows to query: lookback, settle delay, 90-day clamp, slices. Pure: no I/O.
+
+Graph's ``$filter=receivedDateTime ge {start} and receivedDateTime le {end}`` is
+closed on both ends and takes whole seconds, so every bound here is a whole
+second and consecutive slices share their boundary second; the dedup ledger makes
+the record that sits exactly on a boundary land once.
+
+A live run re-reads ``[high-water mark - overlap lookback, now - settle delay]``:
+the lookback catches records Microsoft publishes late (5-10 minutes) and status
+changes; the settle delay keeps ``end`` safely before Graph's "now".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+RETENTION = timedelta(days=90)
+# Start a little inside the 90 days, so a request sent later in the run (or to a server
+# whose clock runs ahead) is not refused for asking past the retention.
+RETENTION_MARGIN = timedelta(minutes=15)
+MAX_GRAPH_WINDOW = timedelta(days=10)
+MIN_SLICE = timedelta(minutes=5)
+INITIAL_SLICE = timedelta(hours=1)
+
+
+def floor_second(value: datetime) -> datetime:
+    """Drop sub-second precision (Graph's filter takes whole seconds)."""
+    return value.replace(microsecond=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A closed interval ``[start, end]`` of receive times, in whole seconds."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise ValueError(f"window end {self.end} is before its start {self.start}")
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("window bounds must be timezone-aware")
+
+    @property
+    def span(self) -> timedelta:
+        """Length of the window."""
+        return self.end - self.start
+
+    def contains(self, moment: datetime) -> bool:
+        """True if ``moment`` falls inside the closed window."""
+        return self.start <= moment <= self.end
+
+
+@dataclass(frozen=True, slots=True)
+class WindowPlan:
+    """The window a run will read, and what the retention clamp cut off (if anything)."""
+
+    window: Window | None
+    requested_start: datetime
+    retention_floor: datetime
+    unrecoverable: timedelta
+
+    @property
+    def clamped(self) -> bool:
+        """True when history that was never fetched is older than Graph keeps."""
+        return self.unrecoverable > timedelta(0)
+
+
+def retention_floor(now: datetime) -> datetime:
+    """Oldest receive time the connector asks Graph for."""
+    return floor_second(now - RETENTION + RETENTION_MARGIN)
+
+
+def plan_live_window(
+    *,
+    high_water_mark: datetime | None,
+    now: datetime,
+    overlap_lookback: timedelta,
+    settle_delay: timedelta,
+    initial_lookback: timedelta,
+    coverage_start: datetime | None = None,
+) -> WindowPlan:
+    """Plan a live run: from the high-water mark minus the lookback up to now minus the settle delay.
+
+    A first run (no high-water mark) starts ``initial_lookback`` before now, or where
+    an interrupted first run started (``coverage_start``), so the feed's coverage has
+    no hole between its recorded start and its first committed slice. The start
+    is clamped to the retention floor; ``unrecoverable`` measures history that was
+    never fetched and now never can be (the overlap part was fetched before, so
+    clamping it loses nothing).
+    """
+    end = floor_second(now - settle_delay)
+    floor = retention_floor(now)
+    if high_water_mark is None:
+        requested = floor_second(coverage_start or now - initial_lookback)
+        never_fetched_from = requested
+    else:
+        requested = floor_second(high_water_mark - overlap_lookback)
+        never_fetched_from = high_water_mark
+    start = max(requested, floor)
+    unrecoverable = max(timedelta(0), floor - never_fetched_from)
+    window = Window(start, end) if start < end else None
+    return WindowPlan(
+        window=window, requested_start=requested, retention_floor=floor, unrecoverable=unrecoverable
+    )
+
+
+def plan_backfill_window(
+    *, start: datetime, end: datetime, now: datetime, settle_delay: timedelta
+) -> WindowPlan:
+    """Plan a backfill of ``[start, end)``: clamp to retention and to now minus the settle delay."""
+    floor = retention_floor(now)
+    requested = floor_second(start)
+    capped_end = min(_ceil_second(end), floor_second(now - settle_delay))
+    clamped_start = max(requested, floor)
+    unrecoverable = max(timedelta(0), min(floor, capped_end) - requested)
+    window = Window(clamped_start, capped_end) if clamped_start < capped_end else None
+    return WindowPlan(
+        window=window, requested_start=requested, retention_floor=floor, unrecoverable=unrecoverable
+    )
+
+
+def _ceil_second(value: datetime) -> datetime:
+    floored = floor_second(value)
+    return floored if floored == value else floored + timedelta(seconds=1)
+
+
+def next_slice(cursor: datetime, end: datetime, span: timedelta) -> Window:
+    """The slice starting at ``cursor``: ``span`` long (at most 10 days), cut at ``end``."""
+    width = max(timedelta(seconds=1), min(span, MAX_GRAPH_WINDOW))
+    return Window(cursor, min(floor_second(cursor + width), end))
+
+
+def adapt_slice_span(
+    span: timedelta, records_in_slice: int, *, target_records: int, maximum: timedelta
+) -> timedelta:
+    """Size the next slice from how full the last one was.
+
+    Sparse slices double (fewer Graph requests against the 100-per-5-minutes quota
+    during catch-up); slices over the target halve (bounded memory and ledger).
+    """
+    if records_in_slice > target_records:
+        proposed = span / 2
+    elif records_in_slice < target_records // 4:
+        proposed = span * 2
+    else:
+        proposed = span
+    upper = min(maximum, MAX_GRAPH_WINDOW)
+    return max(MIN_SLICE, min(upper, floor_timedelta(proposed)))
+
+
+def floor_timedelta(value: timedelta) -> timedelta:
+    """Whole seconds only."""
+    return timedelta(seconds=int(value.total_seconds()))
