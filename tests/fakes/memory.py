@@ -1,0 +1,138 @@
+"""In-memory implementations of the sync Protocols (no Mock): source, sink, store, clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from connector.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from connector.errors import CheckpointConflictError, ConnectorError, SinkError
+from connector.mapping import parse_datetime
+from connector.sync import StoredCheckpoint, UploadResult
+from connector.windows import Window
+
+
+class FakeClock:
+    """A settable aware clock."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+def _in_window(record: Mapping[str, object], window: Window) -> bool:
+    try:
+        return window.contains(parse_datetime(str(record["receivedDateTime"])))
+    except (KeyError, ValueError):
+        return True  # a malformed record is served, as a broken server would
+
+
+@dataclass
+class MemorySource:
+    """Serves Graph-shaped records newest first, in pages, honouring the closed window."""
+
+    records: list[dict[str, object]] = field(default_factory=list)
+    page_size: int = 3
+    windows: list[Window] = field(default_factory=list)
+    fail_after_pages: int | None = None
+    failure: ConnectorError | None = None
+    pages_served: int = 0
+
+    def pages(self, window: Window) -> Iterator[list[Mapping[str, object]]]:
+        self.windows.append(window)
+        matching = [r for r in self.records if _in_window(r, window)]
+        matching.sort(key=lambda r: str(r["receivedDateTime"]), reverse=True)
+        for offset in range(0, max(len(matching), 1), self.page_size):
+            if self.fail_after_pages is not None and self.pages_served >= self.fail_after_pages:
+                assert self.failure is not None
+                raise self.failure
+            self.pages_served += 1
+            yield list(matching[offset : offset + self.page_size])
+
+
+@dataclass
+class MemorySink:
+    """Stores rows; can refuse the n-th upload (whole batch) to simulate a failing service."""
+
+    rows: list[Mapping[str, object]] = field(default_factory=list)
+    uploads: int = 0
+    fail_on_upload: set[int] = field(default_factory=set)
+
+    def upload(self, rows: Sequence[Mapping[str, object]]) -> UploadResult:
+        self.uploads += 1
+        if self.uploads in self.fail_on_upload:
+            return UploadResult(
+                failed_indexes=frozenset(range(len(rows))),
+                error=SinkError("injected 500", rows_failed=len(rows), status=500),
+            )
+        self.rows.extend(dict(row) for row in rows)
+        return UploadResult()
+
+
+class MemoryStore:
+    """ETag-checked documents kept as encoded bytes (so the JSON round trip is exercised)."""
+
+    def __init__(self) -> None:
+        self.documents: dict[str, tuple[bytes, str]] = {}
+        self.saves = 0
+        self._counter = 0
+
+    def load(self, feed: str) -> StoredCheckpoint | None:
+        if feed not in self.documents:
+            return None
+        data, etag = self.documents[feed]
+        return StoredCheckpoint(checkpoint=decode_checkpoint(data, where=feed), etag=etag)
+
+    def save(self, checkpoint: Checkpoint, etag: str | None) -> str:
+        current = self.documents.get(checkpoint.feed)
+        if (current[1] if current else None) != etag:
+            raise CheckpointConflictError(f"{checkpoint.feed} changed")
+        self._counter += 1
+        new_etag = f'"{self._counter}"'
+        self.documents[checkpoint.feed] = (encode_checkpoint(checkpoint), new_etag)
+        self.saves += 1
+        return new_etag
+
+    def list_feeds(self, prefix: str) -> list[str]:
+        return sorted(name for name in self.documents if name.startswith(prefix))
+
+    def checkpoint(self, feed: str = "live") -> Checkpoint:
+        stored = self.load(feed)
+        assert stored is not None
+        return stored.checkpoint
+
+    def touch_behind_the_back(self, feed: str = "live") -> None:
+        """Another writer saves the document: the ETag changes."""
+        data, _ = self.documents[feed]
+        self._counter += 1
+        self.documents[feed] = (data, f'"other-{self._counter}"')
+
+
+def trace(
+    trace_id: str,
+    recipient: str,
+    received: str,
+    status: str = "delivered",
+    sender: str = "alice@contoso.com",
+    subject: str = "hello",
+    size: int = 1234,
+) -> dict[str, object]:
+    """A Graph exchangeMessageTrace record."""
+    return {
+        "id": trace_id,
+        "senderAddress": sender,
+        "recipientAddress": recipient,
+        "messageId": f"<{trace_id}@contoso.com>",
+        "receivedDateTime": received,
+        "subject": subject,
+        "size": size,
+        "fromIP": "203.0.113.25",
+        "toIP": "",
+        "status": status,
+    }

@@ -1,0 +1,123 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from connector.errors import RecordError
+from connector.mapping import (
+    RowMapper,
+    classify_direction,
+    normalise_status,
+    parse_datetime,
+    parse_trace_record,
+)
+from connector.schema import load_table_schema
+from tests.fakes.memory import trace
+
+LOCAL = ("contoso.com", "fabrikam.com")
+
+
+class TestStatus:
+    @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [
+            ("delivered", "Delivered"),
+            ("Delivered", "Delivered"),
+            ("filteredAsSpam", "FilteredAsSpam"),
+            ("FILTEREDASSPAM", "FilteredAsSpam"),
+            ("gettingStatus", "GettingStatus"),
+            ("recalled", "Recalled"),
+            ("somethingNew", "SomethingNew"),
+        ],
+    )
+    def test_status_is_normalised_to_pascal_case(self, raw, expected):
+        assert normalise_status(raw) == expected
+
+
+class TestDirection:
+    @pytest.mark.parametrize(
+        ("sender", "recipient", "expected"),
+        [
+            ("contoso.com", "fabrikam.com", "Internal"),
+            ("contoso.com", "gmail.com", "Outbound"),
+            ("gmail.com", "contoso.com", "Inbound"),
+            ("gmail.com", "yahoo.com", "External"),
+            ("", "contoso.com", "Inbound"),
+            ("mail.contoso.com", "gmail.com", "Outbound"),
+            ("notcontoso.com", "gmail.com", "External"),
+        ],
+    )
+    def test_direction_from_local_domains(self, sender, recipient, expected):
+        assert classify_direction(sender, recipient, LOCAL) == expected
+
+
+class TestParse:
+    def test_seven_fractional_digits_and_missing_zone_are_utc(self):
+        assert parse_datetime("2022-11-29T05:35:08.2652371") == datetime(2022, 11, 29, 5, 35, 8, 265237, tzinfo=UTC)
+
+    @pytest.mark.parametrize("field", ["id", "recipientAddress", "receivedDateTime", "status"])
+    def test_missing_key_field_is_a_record_error_naming_the_field(self, field):
+        raw = trace("id-1", "bob@contoso.com", "2026-03-10T10:00:00Z")
+        del raw[field]
+
+        with pytest.raises(RecordError, match=field):
+            parse_trace_record(raw)
+
+    def test_unparseable_date_is_a_record_error_naming_the_record(self):
+        raw = trace("id-1", "bob@contoso.com", "yesterday")
+
+        with pytest.raises(RecordError, match=r"id='id-1'.*not an ISO 8601"):
+            parse_trace_record(raw)
+
+    def test_non_integer_size_is_a_record_error(self):
+        raw = trace("id-1", "bob@contoso.com", "2026-03-10T10:00:00Z")
+        raw["size"] = "big"
+
+        with pytest.raises(RecordError, match="size"):
+            parse_trace_record(raw)
+
+
+class TestRow:
+    def test_row_has_exactly_the_schema_columns_and_types(self):
+        mapper = RowMapper(LOCAL)
+        record = parse_trace_record(
+            trace("id-1", "Bob@FABRIKAM.COM", "2026-03-10T10:00:00.109Z", status="filteredAsSpam", sender="x@Evil.example")
+        )
+
+        row = mapper.to_row(record, revision=0, previous_status=None)
+
+        schema = load_table_schema()
+        assert set(row) == set(schema.column_names)
+        assert row["TimeGenerated"] == row["Received"] == "2026-03-10T10:00:00.109000Z"
+        assert row["Status"] == "FilteredAsSpam"
+        assert row["RecipientDomain"] == "fabrikam.com"
+        assert row["SenderDomain"] == "evil.example"
+        assert row["Direction"] == "Inbound"
+        assert row["StatusRevision"] == 0
+        assert row["PreviousStatus"] == ""
+
+    def test_null_sender_has_empty_domain_and_keeps_the_address(self):
+        record = parse_trace_record(trace("id-1", "bob@contoso.com", "2026-03-10T10:00:00Z", sender="<>"))
+
+        row = RowMapper(LOCAL).to_row(record, revision=0, previous_status=None)
+
+        assert row["SenderAddress"] == "<>"
+        assert row["SenderDomain"] == ""
+        assert row["Direction"] == "Inbound"
+
+    def test_null_optional_fields_are_left_out_of_the_row(self):
+        raw = trace("id-1", "bob@contoso.com", "2026-03-10T10:00:00Z")
+        raw["subject"] = None
+        raw["size"] = None
+
+        row = RowMapper(LOCAL).to_row(parse_trace_record(raw), revision=0, previous_status=None)
+
+        assert "Subject" not in row
+        assert "Size" not in row
+
+    def test_revision_row_carries_the_previous_status(self):
+        record = parse_trace_record(trace("id-1", "bob@contoso.com", "2026-03-10T10:00:00Z"))
+
+        row = RowMapper(LOCAL).to_row(record, revision=2, previous_status="Pending")
+
+        assert row["StatusRevision"] == 2
+        assert row["PreviousStatus"] == "Pending"

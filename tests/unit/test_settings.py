@@ -1,0 +1,86 @@
+from datetime import timedelta
+
+import pytest
+
+from connector.errors import ConfigError
+from connector.settings import AuthMode, Settings, StoreKind, timer_schedule
+
+BASE = {
+    "TENANT_ID": "00000000-0000-0000-0000-000000000001",
+    "LOCAL_DOMAINS": "Contoso.com, fabrikam.com",
+    "INGESTION_ENDPOINT": "https://dcr.example.ingest.monitor.azure.com",
+    "DCR_IMMUTABLE_ID": "dcr-0123456789abcdef0123456789abcdef",
+    "STORAGE_ACCOUNT_URL": "https://acct.blob.core.windows.net",
+}
+
+
+def test_defaults_are_applied_when_only_required_settings_are_given():
+    settings = Settings.from_env(BASE)
+
+    assert settings.graph_auth_mode is AuthMode.MANAGED_IDENTITY
+    assert settings.local_domains == ("contoso.com", "fabrikam.com")
+    assert settings.overlap_lookback == timedelta(minutes=60)
+    assert settings.settle_delay == timedelta(minutes=2)
+    assert settings.checkpoint.kind is StoreKind.BLOB
+    assert settings.dcr_stream_name == "Custom-EmailEvents"
+
+
+def test_every_missing_required_setting_is_named_in_one_error():
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({})
+
+    names = {name for name, _ in caught.value.problems}
+    assert {"TENANT_ID", "LOCAL_DOMAINS", "INGESTION_ENDPOINT", "DCR_IMMUTABLE_ID", "STORAGE_ACCOUNT_URL"} <= names
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("OVERLAP_LOOKBACK_MINUTES", "ten", "must be a number"),
+        ("MAX_SLICE_HOURS", "500", "between 0.1 and 240"),
+        ("INGESTION_ENDPOINT", "http://plain.example", "https://"),
+        ("DCR_IMMUTABLE_ID", "my-dcr", "DCR immutable id"),
+        ("GRAPH_AUTH_MODE", "password", "one of managed_identity"),
+        ("CHECKPOINT_CONTAINER", "Bad_Name", "container name"),
+        ("LOCAL_DOMAINS", "not a domain", "mail domains"),
+    ],
+)
+def test_bad_value_is_named_with_what_is_wrong(name, value, fragment):
+    with pytest.raises(ConfigError, match=f"setting {name}: .*{fragment}"):
+        Settings.from_env({**BASE, name: value})
+
+
+def test_client_secret_mode_requires_client_id_and_secret():
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**BASE, "GRAPH_AUTH_MODE": "client_secret"})
+
+    assert {name for name, _ in caught.value.problems} == {"CLIENT_ID", "CLIENT_SECRET"}
+
+
+def test_secrets_are_not_in_repr():
+    settings = Settings.from_env(
+        {
+            **BASE,
+            "GRAPH_AUTH_MODE": "client_secret",
+            "CLIENT_ID": "app",
+            "CLIENT_SECRET": "s3cr3t-value",
+            "STORAGE_CONNECTION_STRING": "AccountKey=very-secret-key",
+        }
+    )
+
+    assert "s3cr3t-value" not in repr(settings)
+    assert "very-secret-key" not in repr(settings)
+
+
+def test_file_store_needs_no_storage_account():
+    env = {k: v for k, v in BASE.items() if k != "STORAGE_ACCOUNT_URL"}
+
+    settings = Settings.from_env({**env, "CHECKPOINT_STORE": "file", "CHECKPOINT_DIRECTORY": "/tmp/x"})
+
+    assert settings.checkpoint.directory == "/tmp/x"
+
+
+def test_timer_schedule_defaults_to_every_five_minutes_and_rejects_five_fields():
+    assert timer_schedule({}) == "0 */5 * * * *"
+    with pytest.raises(ConfigError, match="TIMER_SCHEDULE"):
+        timer_schedule({"TIMER_SCHEDULE": "*/5 * * * *"})

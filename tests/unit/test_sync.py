@@ -1,0 +1,277 @@
+"""FeedSync against in-memory fakes: the commit rule, dedup, revisions, budget, backfill."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from connector.errors import CheckpointConflictError, GraphThrottledError, RecordError, SinkError
+from connector.mapping import RowMapper
+from connector.sync import Deadline, FeedSync
+from tests.fakes.memory import FakeClock, MemorySink, MemorySource, MemoryStore, trace
+
+NOW = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
+
+
+def make_sync(source, sink, store, clock, *, budget=timedelta(minutes=5), batch_budget=None, **overrides):
+    options = {
+        "overlap_lookback": timedelta(minutes=60),
+        "settle_delay": timedelta(minutes=2),
+        "initial_lookback": timedelta(hours=6),
+        "max_slice_span": timedelta(hours=24),
+        "target_records_per_slice": 50_000,
+        "ledger_warn_entries": 1_000_000,
+    }
+    options.update(overrides)
+    return FeedSync(
+        source=source,
+        sink=sink,
+        store=store,
+        mapper=RowMapper(("contoso.com",)),
+        clock=clock,
+        deadline=Deadline(budget),
+        batch_budget_bytes=batch_budget,
+        **options,
+    )
+
+
+def iso(moment):
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@pytest.fixture
+def world():
+    return MemorySource(), MemorySink(), MemoryStore(), FakeClock(NOW)
+
+
+def keys(rows):
+    return sorted((r["MessageTraceId"], r["RecipientAddress"].lower(), r["Status"]) for r in rows)
+
+
+def test_first_run_stores_every_record_once_and_sets_the_high_water_mark(world):
+    source, sink, store, clock = world
+    source.records = [trace(f"id-{i}", "bob@contoso.com", iso(NOW - timedelta(hours=i))) for i in range(1, 5)]
+
+    report = make_sync(source, sink, store, clock).run_live()
+
+    assert report.ok, report.error
+    assert report.outcome == "completed"
+    assert len(sink.rows) == 4
+    assert store.checkpoint().high_water_mark == NOW - timedelta(minutes=2)
+
+
+def test_multi_recipient_mail_is_one_row_per_recipient(world):
+    source, sink, store, clock = world
+    at = iso(NOW - timedelta(hours=1))
+    source.records = [trace("id-1", r, at) for r in ("a@contoso.com", "b@contoso.com", "c@gmail.com")]
+
+    make_sync(source, sink, store, clock).run_live()
+
+    assert keys(sink.rows) == [
+        ("id-1", "a@contoso.com", "Delivered"),
+        ("id-1", "b@contoso.com", "Delivered"),
+        ("id-1", "c@gmail.com", "Delivered"),
+    ]
+
+
+def test_second_run_with_no_new_mail_uploads_nothing(world):
+    source, sink, store, clock = world
+    source.records = [trace("id-1", "bob@contoso.com", iso(NOW - timedelta(minutes=30)))]
+    make_sync(source, sink, store, clock).run_live()
+    clock.advance(timedelta(minutes=5))
+
+    report = make_sync(source, sink, store, clock).run_live()
+
+    assert report.rows_uploaded == 0
+    assert report.duplicates_dropped == 1
+    assert len(sink.rows) == 1
+
+
+def test_late_record_inside_the_overlap_is_stored_once(world):
+    source, sink, store, clock = world
+    source.records = [trace("id-1", "bob@contoso.com", iso(NOW - timedelta(minutes=20)))]
+    make_sync(source, sink, store, clock).run_live()
+    source.records.append(trace("id-late", "bob@contoso.com", iso(NOW - timedelta(minutes=15))))
+    clock.advance(timedelta(minutes=5))
+
+    make_sync(source, sink, store, clock).run_live()
+    clock.advance(timedelta(minutes=5))
+    make_sync(source, sink, store, clock).run_live()
+
+    assert keys(sink.rows) == [("id-1", "bob@contoso.com", "Delivered"), ("id-late", "bob@contoso.com", "Delivered")]
+
+
+def test_status_change_is_stored_as_one_revision_row(world):
+    source, sink, store, clock = world
+    source.records = [trace("id-1", "bob@contoso.com", iso(NOW - timedelta(minutes=20)), status="pending")]
+    make_sync(source, sink, store, clock).run_live()
+    source.records = [trace("id-1", "BOB@contoso.com", iso(NOW - timedelta(minutes=20)), status="Delivered")]
+    clock.advance(timedelta(minutes=5))
+
+    make_sync(source, sink, store, clock).run_live()
+    clock.advance(timedelta(minutes=5))
+    make_sync(source, sink, store, clock).run_live()
+
+    assert [(r["Status"], r["StatusRevision"], r["PreviousStatus"]) for r in sink.rows] == [
+        ("Pending", 0, ""),
+        ("Delivered", 1, "Pending"),
+    ]
+
+
+def test_record_exactly_on_a_slice_boundary_is_stored_once(world):
+    source, sink, store, clock = world
+    sync = make_sync(source, sink, store, clock, max_slice_span=timedelta(hours=1), target_records_per_slice=1000)
+    boundary = NOW - timedelta(hours=5)
+    # The first slice is one hour long and starts at NOW - 6h, so NOW - 5h is its end and the next start.
+    source.records = [trace("id-edge", "bob@contoso.com", iso(boundary))]
+
+    report = sync.run_live()
+
+    assert report.slices > 1
+    assert report.duplicates_dropped == 1
+    assert len(sink.rows) == 1
+
+
+def test_failed_batch_keeps_the_checkpoint_at_the_last_accepted_batch_and_rerun_has_no_gap_or_duplicate(world):
+    source, sink, store, clock = world
+    source.records = [trace(f"id-{i}", "bob@contoso.com", iso(NOW - timedelta(minutes=10 + i))) for i in range(40)]
+    sink.fail_on_upload = {3}
+
+    first = make_sync(source, sink, store, clock, batch_budget=2_000).run_live()
+
+    assert isinstance(first.error, SinkError)
+    assert first.outcome == "failed"
+    assert store.checkpoint().high_water_mark < NOW - timedelta(minutes=49)
+    stored_before_failure = len(sink.rows)
+    assert 0 < stored_before_failure < 40
+    assert len(store.checkpoint().ledger) == stored_before_failure
+
+    second = make_sync(source, sink, store, clock, batch_budget=2_000).run_live()
+
+    assert second.ok
+    assert keys(sink.rows) == sorted(set(keys(sink.rows)))
+    assert len(sink.rows) == 40
+
+
+def test_malformed_record_stops_the_run_without_moving_the_checkpoint(world):
+    source, sink, store, clock = world
+    bad = trace("id-bad", "bob@contoso.com", iso(NOW - timedelta(minutes=10)))
+    bad["receivedDateTime"] = "not-a-date"
+    source.records = [bad]
+    source.records.sort(key=str)
+
+    report = make_sync(source, sink, store, clock).run_live()
+
+    assert isinstance(report.error, RecordError)
+    assert "id-bad" in str(report.error)
+    assert store.checkpoint().high_water_mark is None
+
+
+def test_checkpoint_written_by_someone_else_stops_the_run_cleanly(world):
+    source, sink, store, clock = world
+    source.records = [trace("id-1", "bob@contoso.com", iso(NOW - timedelta(minutes=10)))]
+    make_sync(source, sink, store, clock).run_live()
+    source.records.append(trace("id-2", "bob@contoso.com", iso(NOW - timedelta(minutes=1))))
+    clock.advance(timedelta(minutes=5))
+
+    class InterferingSink(MemorySink):
+        def upload(self, rows):
+            store.touch_behind_the_back()
+            return super().upload(rows)
+
+    interfering = InterferingSink()
+    report = make_sync(source, interfering, store, clock).run_live()
+
+    assert isinstance(report.error, CheckpointConflictError)
+
+
+def test_budget_exhausted_stops_between_slices_and_next_run_continues(world):
+    source, sink, store, clock = world
+    source.records = [trace(f"id-{i}", "bob@contoso.com", iso(NOW - timedelta(hours=i, minutes=30))) for i in range(6)]
+    ticks = iter(range(1000))
+    sync = make_sync(source, sink, store, clock, max_slice_span=timedelta(hours=1), target_records_per_slice=1000)
+    sync._deadline = Deadline(timedelta(seconds=2.5), monotonic=lambda: float(next(ticks)))
+
+    first = sync.run_live()
+
+    assert first.outcome == "budget_exhausted"
+    assert 0 < first.slices < 6
+    second = make_sync(source, sink, store, clock).run_live()
+    assert second.outcome == "completed"
+    assert len(sink.rows) == 6
+
+
+def test_throttling_beyond_the_budget_ends_the_run_cleanly_and_the_next_run_completes(world):
+    source, sink, store, clock = world
+    source.records = [trace(f"id-{i}", "bob@contoso.com", iso(NOW - timedelta(minutes=10 + i))) for i in range(9)]
+    source.fail_after_pages = 2
+    source.failure = GraphThrottledError(300)
+
+    report = make_sync(source, sink, store, clock, initial_lookback=timedelta(hours=1)).run_live()
+
+    assert report.ok
+    assert report.outcome == "throttled"
+    assert store.checkpoint().high_water_mark is None
+    source.fail_after_pages = None
+    again = make_sync(source, sink, store, clock).run_live()
+    assert again.outcome == "completed"
+    assert len(sink.rows) == len(set(keys(sink.rows))) == 9
+
+
+class TestBackfill:
+    def test_backfill_needs_a_live_checkpoint_first(self, world):
+        source, sink, store, clock = world
+
+        report = make_sync(source, sink, store, clock).run_backfill(NOW - timedelta(days=3), NOW - timedelta(days=2))
+
+        assert report.error is not None
+        assert "run the connector once" in str(report.error)
+
+    def test_backfill_stops_at_the_live_coverage_start_and_never_moves_the_live_mark(self, world):
+        source, sink, store, clock = world
+        live_start = NOW - timedelta(hours=6)
+        source.records = [
+            trace("old", "bob@contoso.com", iso(NOW - timedelta(days=2))),
+            trace("edge", "bob@contoso.com", iso(live_start)),
+            trace("live", "bob@contoso.com", iso(NOW - timedelta(hours=1))),
+        ]
+        make_sync(source, sink, store, clock).run_live()
+        live_before = store.checkpoint("live")
+
+        report = make_sync(source, sink, store, clock).run_backfill(NOW - timedelta(days=3), NOW)
+
+        assert report.ok, report.error
+        assert sorted(r["MessageTraceId"] for r in sink.rows) == ["edge", "live", "old"]
+        assert store.checkpoint("live").high_water_mark == live_before.high_water_mark
+
+    def test_rerunning_a_finished_backfill_stores_nothing_more(self, world):
+        source, sink, store, clock = world
+        source.records = [trace("old", "bob@contoso.com", iso(NOW - timedelta(days=2)))]
+        make_sync(source, sink, store, clock).run_live()
+        make_sync(source, sink, store, clock).run_backfill(NOW - timedelta(days=3), NOW - timedelta(days=1))
+
+        again = make_sync(source, sink, store, clock).run_backfill(NOW - timedelta(days=3), NOW - timedelta(days=1))
+
+        assert again.ok
+        assert again.rows_uploaded == 0
+        assert len(sink.rows) == 1
+
+    def test_overlapping_backfill_range_is_refused(self, world):
+        source, sink, store, clock = world
+        make_sync(source, sink, store, clock).run_live()
+        make_sync(source, sink, store, clock).run_backfill(NOW - timedelta(days=3), NOW - timedelta(days=1))
+
+        report = make_sync(source, sink, store, clock).run_backfill(NOW - timedelta(days=2), NOW - timedelta(hours=20))
+
+        assert report.error is not None
+        assert "overlaps the earlier backfill" in str(report.error)
+
+    def test_adjacent_backfill_ranges_are_allowed(self, world):
+        source, sink, store, clock = world
+        source.records = [trace("edge", "bob@contoso.com", iso(NOW - timedelta(days=2)))]
+        make_sync(source, sink, store, clock).run_live()
+        make_sync(source, sink, store, clock).run_backfill(NOW - timedelta(days=3), NOW - timedelta(days=2))
+
+        report = make_sync(source, sink, store, clock).run_backfill(NOW - timedelta(days=2), NOW - timedelta(days=1))
+
+        assert report.ok, report.error
+        assert len(sink.rows) == 1

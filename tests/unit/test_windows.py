@@ -1,0 +1,148 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from connector.windows import (
+    MAX_GRAPH_WINDOW,
+    MIN_SLICE,
+    RETENTION,
+    Window,
+    adapt_slice_span,
+    next_slice,
+    plan_backfill_window,
+    plan_live_window,
+)
+
+NOW = datetime(2026, 3, 10, 12, 0, 30, 750_000, tzinfo=UTC)
+
+
+def live(hwm, **overrides):
+    args = {
+        "high_water_mark": hwm,
+        "now": NOW,
+        "overlap_lookback": timedelta(minutes=60),
+        "settle_delay": timedelta(minutes=2),
+        "initial_lookback": timedelta(hours=24),
+    }
+    args.update(overrides)
+    return plan_live_window(**args)
+
+
+class TestPlanLiveWindow:
+    def test_first_run_starts_initial_lookback_before_now_and_ends_settle_before_now(self):
+        plan = live(None)
+
+        assert plan.window == Window(
+            datetime(2026, 3, 9, 12, 0, 30, tzinfo=UTC), datetime(2026, 3, 10, 11, 58, 30, tzinfo=UTC)
+        )
+        assert not plan.clamped
+
+    def test_bounds_are_whole_seconds(self):
+        plan = live(datetime(2026, 3, 10, 11, 0, 0, 123_456, tzinfo=UTC))
+
+        assert plan.window is not None
+        assert plan.window.start.microsecond == 0
+        assert plan.window.end.microsecond == 0
+
+    def test_later_run_rereads_the_overlap_lookback_before_the_high_water_mark(self):
+        hwm = datetime(2026, 3, 10, 11, 55, tzinfo=UTC)
+
+        plan = live(hwm)
+
+        assert plan.window is not None
+        assert plan.window.start == hwm - timedelta(minutes=60)
+
+    def test_interrupted_first_run_resumes_at_its_recorded_coverage_start(self):
+        coverage = datetime(2026, 3, 8, 0, 0, tzinfo=UTC)
+
+        plan = live(None, coverage_start=coverage)
+
+        assert plan.window is not None
+        assert plan.window.start == coverage
+
+    def test_high_water_mark_older_than_retention_is_clamped_and_reports_lost_history(self):
+        hwm = NOW - RETENTION - timedelta(days=3)
+
+        plan = live(hwm)
+
+        assert plan.clamped
+        assert plan.window is not None
+        assert plan.window.start == plan.retention_floor
+        assert timedelta(days=3) < plan.unrecoverable < timedelta(days=3, hours=1)
+
+    def test_only_the_overlap_beyond_retention_is_not_a_loss(self):
+        hwm = NOW - RETENTION + timedelta(minutes=30)
+
+        plan = live(hwm)
+
+        assert plan.window is not None
+        assert plan.window.start == plan.retention_floor
+        assert not plan.clamped
+
+    def test_no_window_when_the_settle_delay_has_not_passed(self):
+        plan = live(NOW, overlap_lookback=timedelta(0))
+
+        assert plan.window is None
+
+
+class TestPlanBackfillWindow:
+    def test_end_is_capped_to_now_minus_settle(self):
+        plan = plan_backfill_window(
+            start=NOW - timedelta(days=2), end=NOW + timedelta(days=1), now=NOW, settle_delay=timedelta(minutes=2)
+        )
+
+        assert plan.window is not None
+        assert plan.window.end == (NOW - timedelta(minutes=2)).replace(microsecond=0)
+
+    def test_start_older_than_retention_is_clamped_with_the_loss_reported(self):
+        plan = plan_backfill_window(
+            start=NOW - timedelta(days=100), end=NOW - timedelta(days=80), now=NOW, settle_delay=timedelta(0)
+        )
+
+        assert plan.clamped
+        assert plan.window is not None
+        assert plan.window.start == plan.retention_floor
+        assert plan.unrecoverable > timedelta(days=9)
+
+    def test_range_entirely_outside_retention_has_no_window(self):
+        plan = plan_backfill_window(
+            start=NOW - timedelta(days=120), end=NOW - timedelta(days=100), now=NOW, settle_delay=timedelta(0)
+        )
+
+        assert plan.window is None
+        assert timedelta(days=20) <= plan.unrecoverable <= timedelta(days=20, seconds=1)
+
+
+class TestSlices:
+    def test_slice_never_exceeds_graphs_ten_day_window(self):
+        start = datetime(2026, 1, 1, tzinfo=UTC)
+
+        piece = next_slice(start, start + timedelta(days=30), timedelta(days=40))
+
+        assert piece.span == MAX_GRAPH_WINDOW
+
+    def test_slice_is_cut_at_the_window_end(self):
+        start = datetime(2026, 1, 1, tzinfo=UTC)
+
+        piece = next_slice(start, start + timedelta(minutes=7), timedelta(hours=1))
+
+        assert piece.end == start + timedelta(minutes=7)
+
+    @pytest.mark.parametrize(
+        ("records", "expected"),
+        [(0, timedelta(hours=2)), (30_000, timedelta(hours=1)), (200_000, timedelta(minutes=30))],
+    )
+    def test_span_doubles_when_sparse_and_halves_when_over_target(self, records, expected):
+        assert adapt_slice_span(timedelta(hours=1), records, target_records=50_000, maximum=timedelta(days=1)) == expected
+
+    def test_span_stays_within_minimum_and_configured_maximum(self):
+        assert adapt_slice_span(MIN_SLICE, 10**9, target_records=1000, maximum=timedelta(days=1)) == MIN_SLICE
+        assert adapt_slice_span(timedelta(hours=20), 0, target_records=1000, maximum=timedelta(days=1)) == timedelta(
+            days=1
+        )
+
+    def test_window_rejects_naive_or_reversed_bounds(self):
+        with pytest.raises(ValueError, match="timezone-aware"):
+            Window(datetime(2026, 1, 1), datetime(2026, 1, 2))  # noqa: DTZ001
+        with pytest.raises(ValueError, match="before its start"):
+            Window(datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC))
