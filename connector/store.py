@@ -107,7 +107,6 @@ class BlobCheckpointStore:
                 result = blob.upload_blob(
                     data,
                     overwrite=True,
-                    etag="*",
                     match_condition=MatchConditions.IfMissing,
                     content_settings=ContentSettings(content_type="application/json"),
                 )
@@ -146,8 +145,10 @@ class BlobCheckpointStore:
 class FileCheckpointStore:
     """Checkpoint documents as files ``<directory>/<feed>.json`` (CLI and demo).
 
-    The ETag is a content digest; compare-and-swap runs under an ``flock`` on a lock
-    file so two local processes cannot both win, and files are replaced atomically.
+    The ETag is a digest of the content: a writer whose content changed since it was
+    read is always detected, and the only "change" a digest misses is a rewrite with
+    identical bytes, which loses nothing. Compare-and-swap runs under an ``flock`` on
+    a lock file so two local processes cannot both win; files are replaced atomically.
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
@@ -165,16 +166,25 @@ class FileCheckpointStore:
     def _etag(data: bytes) -> str:
         return '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
 
-    def load(self, feed: str) -> StoredCheckpoint | None:
-        """Read ``<feed>.json``; None if it does not exist."""
-        path = self._path(feed)
+    @classmethod
+    def _read(cls, path: Path) -> tuple[bytes, str] | None:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             return None
+        return data, cls._etag(data)
+
+    def load(self, feed: str) -> StoredCheckpoint | None:
+        """Read ``<feed>.json``; None if it does not exist."""
+        path = self._path(feed)
+        try:
+            current = self._read(path)
         except OSError as err:
             raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
-        return StoredCheckpoint(checkpoint=decode_checkpoint(data, where=str(path)), etag=self._etag(data))
+        if current is None:
+            return None
+        data, etag = current
+        return StoredCheckpoint(checkpoint=decode_checkpoint(data, where=str(path)), etag=etag)
 
     def save(self, checkpoint: Checkpoint, etag: str | None) -> str:
         """Compare-and-swap the file: write only if its digest still equals ``etag``."""
@@ -185,9 +195,8 @@ class FileCheckpointStore:
             with open(self._directory / ".lock", "a+b") as lock:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
                 try:
-                    current = path.read_bytes() if path.exists() else None
-                    current_etag = None if current is None else self._etag(current)
-                    if current_etag != etag:
+                    current = self._read(path)
+                    if (None if current is None else current[1]) != etag:
                         raise CheckpointConflictError(
                             f"checkpoint {path} changed under this run: {_CONFLICT_HINT}"
                         )

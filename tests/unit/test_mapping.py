@@ -52,7 +52,9 @@ class TestDirection:
 
 class TestParse:
     def test_seven_fractional_digits_and_missing_zone_are_utc(self):
-        assert parse_datetime("2022-11-29T05:35:08.2652371") == datetime(2022, 11, 29, 5, 35, 8, 265237, tzinfo=UTC)
+        assert parse_datetime("2022-11-29T05:35:08.2652371") == datetime(
+            2022, 11, 29, 5, 35, 8, 265237, tzinfo=UTC
+        )
 
     @pytest.mark.parametrize("field", ["id", "recipientAddress", "receivedDateTime", "status"])
     def test_missing_key_field_is_a_record_error_naming_the_field(self, field):
@@ -80,7 +82,13 @@ class TestRow:
     def test_row_has_exactly_the_schema_columns_and_types(self):
         mapper = RowMapper(LOCAL)
         record = parse_trace_record(
-            trace("id-1", "Bob@FABRIKAM.COM", "2026-03-10T10:00:00.109Z", status="filteredAsSpam", sender="x@Evil.example")
+            trace(
+                "id-1",
+                "Bob@FABRIKAM.COM",
+                "2026-03-10T10:00:00.109Z",
+                status="filteredAsSpam",
+                sender="x@Evil.example",
+            )
         )
 
         row = mapper.to_row(record, revision=0, previous_status=None)

@@ -30,7 +30,13 @@ def test_every_missing_required_setting_is_named_in_one_error():
         Settings.from_env({})
 
     names = {name for name, _ in caught.value.problems}
-    assert {"TENANT_ID", "LOCAL_DOMAINS", "INGESTION_ENDPOINT", "DCR_IMMUTABLE_ID", "STORAGE_ACCOUNT_URL"} <= names
+    assert {
+        "TENANT_ID",
+        "LOCAL_DOMAINS",
+        "INGESTION_ENDPOINT",
+        "DCR_IMMUTABLE_ID",
+        "STORAGE_ACCOUNT_URL",
+    } <= names
 
 
 @pytest.mark.parametrize(
@@ -75,9 +81,9 @@ def test_secrets_are_not_in_repr():
 def test_file_store_needs_no_storage_account():
     env = {k: v for k, v in BASE.items() if k != "STORAGE_ACCOUNT_URL"}
 
-    settings = Settings.from_env({**env, "CHECKPOINT_STORE": "file", "CHECKPOINT_DIRECTORY": "/tmp/x"})
+    settings = Settings.from_env({**env, "CHECKPOINT_STORE": "file", "CHECKPOINT_DIRECTORY": "state-dir"})
 
-    assert settings.checkpoint.directory == "/tmp/x"
+    assert settings.checkpoint.directory == "state-dir"
 
 
 def test_timer_schedule_defaults_to_every_five_minutes_and_rejects_five_fields():

@@ -97,7 +97,10 @@ def test_late_record_inside_the_overlap_is_stored_once(world):
     clock.advance(timedelta(minutes=5))
     make_sync(source, sink, store, clock).run_live()
 
-    assert keys(sink.rows) == [("id-1", "bob@contoso.com", "Delivered"), ("id-late", "bob@contoso.com", "Delivered")]
+    assert keys(sink.rows) == [
+        ("id-1", "bob@contoso.com", "Delivered"),
+        ("id-late", "bob@contoso.com", "Delivered"),
+    ]
 
 
 def test_status_change_is_stored_as_one_revision_row(world):
@@ -119,7 +122,9 @@ def test_status_change_is_stored_as_one_revision_row(world):
 
 def test_record_exactly_on_a_slice_boundary_is_stored_once(world):
     source, sink, store, clock = world
-    sync = make_sync(source, sink, store, clock, max_slice_span=timedelta(hours=1), target_records_per_slice=1000)
+    sync = make_sync(
+        source, sink, store, clock, max_slice_span=timedelta(hours=1), target_records_per_slice=1000
+    )
     boundary = NOW - timedelta(hours=5)
     # The first slice is one hour long and starts at NOW - 6h, so NOW - 5h is its end and the next start.
     source.records = [trace("id-edge", "bob@contoso.com", iso(boundary))]
@@ -131,9 +136,13 @@ def test_record_exactly_on_a_slice_boundary_is_stored_once(world):
     assert len(sink.rows) == 1
 
 
-def test_failed_batch_keeps_the_checkpoint_at_the_last_accepted_batch_and_rerun_has_no_gap_or_duplicate(world):
+def test_failed_batch_keeps_the_checkpoint_at_the_last_accepted_batch_and_rerun_has_no_gap_or_duplicate(
+    world,
+):
     source, sink, store, clock = world
-    source.records = [trace(f"id-{i}", "bob@contoso.com", iso(NOW - timedelta(minutes=10 + i))) for i in range(40)]
+    source.records = [
+        trace(f"id-{i}", "bob@contoso.com", iso(NOW - timedelta(minutes=10 + i))) for i in range(40)
+    ]
     sink.fail_on_upload = {3}
 
     first = make_sync(source, sink, store, clock, batch_budget=2_000).run_live()
@@ -186,9 +195,13 @@ def test_checkpoint_written_by_someone_else_stops_the_run_cleanly(world):
 
 def test_budget_exhausted_stops_between_slices_and_next_run_continues(world):
     source, sink, store, clock = world
-    source.records = [trace(f"id-{i}", "bob@contoso.com", iso(NOW - timedelta(hours=i, minutes=30))) for i in range(6)]
+    source.records = [
+        trace(f"id-{i}", "bob@contoso.com", iso(NOW - timedelta(hours=i, minutes=30))) for i in range(6)
+    ]
     ticks = iter(range(1000))
-    sync = make_sync(source, sink, store, clock, max_slice_span=timedelta(hours=1), target_records_per_slice=1000)
+    sync = make_sync(
+        source, sink, store, clock, max_slice_span=timedelta(hours=1), target_records_per_slice=1000
+    )
     sync._deadline = Deadline(timedelta(seconds=2.5), monotonic=lambda: float(next(ticks)))
 
     first = sync.run_live()
@@ -202,7 +215,9 @@ def test_budget_exhausted_stops_between_slices_and_next_run_continues(world):
 
 def test_throttling_beyond_the_budget_ends_the_run_cleanly_and_the_next_run_completes(world):
     source, sink, store, clock = world
-    source.records = [trace(f"id-{i}", "bob@contoso.com", iso(NOW - timedelta(minutes=10 + i))) for i in range(9)]
+    source.records = [
+        trace(f"id-{i}", "bob@contoso.com", iso(NOW - timedelta(minutes=10 + i))) for i in range(9)
+    ]
     source.fail_after_pages = 2
     source.failure = GraphThrottledError(300)
 
@@ -221,7 +236,9 @@ class TestBackfill:
     def test_backfill_needs_a_live_checkpoint_first(self, world):
         source, sink, store, clock = world
 
-        report = make_sync(source, sink, store, clock).run_backfill(NOW - timedelta(days=3), NOW - timedelta(days=2))
+        report = make_sync(source, sink, store, clock).run_backfill(
+            NOW - timedelta(days=3), NOW - timedelta(days=2)
+        )
 
         assert report.error is not None
         assert "run the connector once" in str(report.error)
@@ -249,7 +266,9 @@ class TestBackfill:
         make_sync(source, sink, store, clock).run_live()
         make_sync(source, sink, store, clock).run_backfill(NOW - timedelta(days=3), NOW - timedelta(days=1))
 
-        again = make_sync(source, sink, store, clock).run_backfill(NOW - timedelta(days=3), NOW - timedelta(days=1))
+        again = make_sync(source, sink, store, clock).run_backfill(
+            NOW - timedelta(days=3), NOW - timedelta(days=1)
+        )
 
         assert again.ok
         assert again.rows_uploaded == 0
@@ -260,7 +279,9 @@ class TestBackfill:
         make_sync(source, sink, store, clock).run_live()
         make_sync(source, sink, store, clock).run_backfill(NOW - timedelta(days=3), NOW - timedelta(days=1))
 
-        report = make_sync(source, sink, store, clock).run_backfill(NOW - timedelta(days=2), NOW - timedelta(hours=20))
+        report = make_sync(source, sink, store, clock).run_backfill(
+            NOW - timedelta(days=2), NOW - timedelta(hours=20)
+        )
 
         assert report.error is not None
         assert "overlaps the earlier backfill" in str(report.error)
@@ -271,7 +292,9 @@ class TestBackfill:
         make_sync(source, sink, store, clock).run_live()
         make_sync(source, sink, store, clock).run_backfill(NOW - timedelta(days=3), NOW - timedelta(days=2))
 
-        report = make_sync(source, sink, store, clock).run_backfill(NOW - timedelta(days=2), NOW - timedelta(days=1))
+        report = make_sync(source, sink, store, clock).run_backfill(
+            NOW - timedelta(days=2), NOW - timedelta(days=1)
+        )
 
         assert report.ok, report.error
         assert len(sink.rows) == 1

@@ -88,7 +88,10 @@ class TestPlanLiveWindow:
 class TestPlanBackfillWindow:
     def test_end_is_capped_to_now_minus_settle(self):
         plan = plan_backfill_window(
-            start=NOW - timedelta(days=2), end=NOW + timedelta(days=1), now=NOW, settle_delay=timedelta(minutes=2)
+            start=NOW - timedelta(days=2),
+            end=NOW + timedelta(days=1),
+            now=NOW,
+            settle_delay=timedelta(minutes=2),
         )
 
         assert plan.window is not None
@@ -133,13 +136,16 @@ class TestSlices:
         [(0, timedelta(hours=2)), (30_000, timedelta(hours=1)), (200_000, timedelta(minutes=30))],
     )
     def test_span_doubles_when_sparse_and_halves_when_over_target(self, records, expected):
-        assert adapt_slice_span(timedelta(hours=1), records, target_records=50_000, maximum=timedelta(days=1)) == expected
+        assert (
+            adapt_slice_span(timedelta(hours=1), records, target_records=50_000, maximum=timedelta(days=1))
+            == expected
+        )
 
     def test_span_stays_within_minimum_and_configured_maximum(self):
         assert adapt_slice_span(MIN_SLICE, 10**9, target_records=1000, maximum=timedelta(days=1)) == MIN_SLICE
-        assert adapt_slice_span(timedelta(hours=20), 0, target_records=1000, maximum=timedelta(days=1)) == timedelta(
-            days=1
-        )
+        assert adapt_slice_span(
+            timedelta(hours=20), 0, target_records=1000, maximum=timedelta(days=1)
+        ) == timedelta(days=1)
 
     def test_window_rejects_naive_or_reversed_bounds(self):
         with pytest.raises(ValueError, match="timezone-aware"):
