@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole check, from a fresh clone: set up, then ruff, mypy --strict and pytest.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k ledger).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "== mypy --strict"
+.venv/bin/mypy
+echo "== pytest"
+.venv/bin/python -m pytest "$@"
