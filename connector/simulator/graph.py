@@ -1,0 +1,755 @@
+"""Fake Microsoft Graph ``admin/exchange/tracing/messageTraces``.
+
+Why it is this detailed: the hard parts of the connector are exactly the
+service's edges, so the simulator reproduces them instead of returning canned
+pages:
+
+* the ``$filter`` window rules (both bounds, end <= now, start >= now - 90 d,
+  span <= 10 d), ``$top`` 1..5000 (default 1000) and opaque ``$skiptoken`` paging
+  evaluated against the data *as it is at each request* (newly published rows
+  shift later pages, as offset-based paging does in real services);
+* publication delay (a row is invisible until the clock reaches its
+  ``visible_at``) and status changes over time (``pending`` -> ``delivered``);
+* inconsistent status casing (v1.0 docs show ``delivered``, beta shows
+  ``Delivered``) and the evolvable enum (``recalled`` only with
+  ``Prefer: include-unknown-enum-members``, otherwise ``unknownFutureValue``);
+* the per-tenant rolling quota (100 requests / 5 min) with 429 + Retry-After,
+  the missing-service-principal 401 and missing-permission 403;
+* scripted faults (5xx, 429, dropped connections, slow answers, cut JSON, HTML,
+  a nextLink loop).
+
+Sort order of real results is undocumented; the simulator returns newest
+first with ties broken by (id, recipient), so tests are deterministic.
+
+The data clock (``clock``) is the simulator's notion of "now" for the window
+rules, visibility and status history. The quota uses ``time.monotonic``
+because ``Retry-After`` is a real-time promise to the client.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+import re
+import ssl
+import threading
+import time
+import urllib.parse
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from .entra import (
+    GRAPH_RESOURCE,
+    MESSAGE_TRACE_ROLE,
+    REASON_EXPIRED,
+    REASON_MISSING,
+    REASON_NOT_YET_VALID,
+    Claims,
+)
+from .entra import REASON_WRONG_AUDIENCE as _WRONG_AUDIENCE
+from .http import Request, Response, SimulatedHttpServer
+
+StatusCase = Literal["camel", "pascal", "mixed"]
+TokenValidator = Callable[[str | None, str], Claims | str]
+Clock = Callable[[], datetime]
+
+TRANSPORT_DATA_PLATFORM_APP_ID = "8bd644d1-64a1-4d4b-ae52-2e0cbf64e373"
+SP_MISSING_MESSAGE = (
+    "Service principal-less Authentication failed: the service principal for App ID "
+    f"{TRANSPORT_DATA_PLATFORM_APP_ID} was not found. Please create a service principal for this app in your "
+    "tenant. Provisioning may take several hours to complete."
+)
+EXPIRED_TOKEN_MESSAGE = "Access token has expired or is not yet valid."
+
+STATUSES: tuple[str, ...] = (
+    "gettingStatus",
+    "pending",
+    "failed",
+    "delivered",
+    "expanded",
+    "quarantined",
+    "filteredAsSpam",
+    "unknownFutureValue",
+    "recalled",
+)
+_STATUS_BY_LOWER = {s.lower(): s for s in STATUSES}
+GRAPH_PROPERTIES: tuple[str, ...] = (
+    "id",
+    "senderAddress",
+    "recipientAddress",
+    "messageId",
+    "receivedDateTime",
+    "subject",
+    "size",
+    "fromIP",
+    "toIP",
+    "status",
+)
+EQ_FILTER_PROPERTIES: dict[str, str] = {
+    p.lower(): p for p in ("id", "senderAddress", "recipientAddress", "messageId", "fromIP", "toIP", "status")
+}
+GRAPH_CONTENT_TYPE = (
+    "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
+)
+MAX_TOP = 5000
+DEFAULT_TOP = 1000
+MAX_WINDOW = timedelta(days=10)
+RETENTION = timedelta(days=90)
+DEFAULT_WINDOW_WITHOUT_FILTER = timedelta(hours=48)
+_EPOCH_MIN = datetime(1, 1, 1, tzinfo=UTC)
+
+_DATETIME_LITERAL = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,7})?)?(?:Z|[+-]\d{2}:\d{2})", re.IGNORECASE
+)
+_RANGE_CLAUSE = re.compile(r"receivedDateTime\s+(?P<op>[a-z]+)\s+(?P<value>\S+)", re.IGNORECASE)
+_EQ_CLAUSE = re.compile(r"(?P<prop>[a-z]+)\s+eq\s+'(?P<value>(?:[^']|'')*)'", re.IGNORECASE)
+_SUBJECT_CLAUSE = re.compile(
+    r"(?P<fn>contains|startswith|endswith)\(\s*subject\s*,\s*'(?P<value>(?:[^']|'')*)'\s*\)", re.IGNORECASE
+)
+
+
+def parse_graph_datetime(text: str) -> datetime:
+    """Parse an ISO 8601 DateTimeOffset (``Z`` or offset, optional fraction) to aware UTC."""
+    if not _DATETIME_LITERAL.fullmatch(text):
+        raise ValueError(f"not an ISO 8601 DateTimeOffset: {text!r}")
+    value = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    return value.astimezone(UTC)
+
+
+def format_graph_datetime(value: datetime) -> str:
+    """Format like Graph's samples: ``2026-01-21T14:12:34.109Z`` (UTC, milliseconds)."""
+    utc = value.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def normalise_status(status: str) -> str:
+    """Map any casing of a status to Graph's camelCase enum member."""
+    try:
+        return _STATUS_BY_LOWER[status.strip().lower()]
+    except KeyError:
+        raise ValueError(f"unknown exchangeMessageTraceStatus {status!r}") from None
+
+
+def pascal(status: str) -> str:
+    """``filteredAsSpam`` -> ``FilteredAsSpam``."""
+    return status[:1].upper() + status[1:]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """A scheduled status change of one (trace id, recipient)."""
+
+    id: str
+    recipient: str
+    status: str
+    at: datetime
+
+
+@dataclass(slots=True)
+class _TraceRow:
+    data: dict[str, Any]  # Graph properties except status
+    received: datetime
+    visible_at: datetime
+    history: list[tuple[datetime, str]]  # sorted by time; first entry at _EPOCH_MIN
+
+    def status_at(self, now: datetime) -> str:
+        current = self.history[0][1]
+        for effective, status in self.history:
+            if effective <= now:
+                current = status
+            else:
+                break
+        return current
+
+
+def _key(trace_id: str, recipient: str) -> tuple[str, str]:
+    return trace_id.lower(), recipient.lower()
+
+
+class MessageTraceStore:
+    """Thread-safe store of trace rows with visibility and status history.
+
+    Args:
+        clock: the simulator's data clock (aware UTC).
+        publication_delay: default delay between ``receivedDateTime`` and
+            visibility when :meth:`add` gets no ``visible_at``.
+    """
+
+    def __init__(self, clock: Clock, publication_delay: timedelta = timedelta(0)) -> None:
+        self._clock = clock
+        self.publication_delay = publication_delay
+        self._rows: dict[tuple[str, str], _TraceRow] = {}
+        self._lock = threading.RLock()
+
+    def add(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        visible_at: datetime | Callable[[Mapping[str, Any]], datetime] | None = None,
+    ) -> int:
+        """Add Graph rows; returns how many were added.
+
+        Args:
+            rows: dicts with Graph's ``exchangeMessageTrace`` properties.
+            visible_at: when the rows appear in query results: a datetime for
+                all, a function of the row, or ``None`` for
+                ``receivedDateTime + publication_delay``.
+
+        Raises:
+            ValueError: a row lacks a property, has a bad value, or its
+                (id, recipientAddress) already exists (use :meth:`set_status`).
+        """
+        prepared: list[tuple[tuple[str, str], _TraceRow]] = []
+        for row in rows:
+            missing = [p for p in GRAPH_PROPERTIES if p not in row]
+            if missing:
+                raise ValueError(f"trace row lacks {missing}: {row!r}")
+            received = parse_graph_datetime(str(row["receivedDateTime"]))
+            status = normalise_status(str(row["status"]))
+            if callable(visible_at):
+                when = visible_at(row)
+            elif visible_at is not None:
+                when = visible_at
+            else:
+                when = received + self.publication_delay
+            data = {p: row[p] for p in GRAPH_PROPERTIES if p != "status"}
+            prepared.append(
+                (
+                    _key(str(row["id"]), str(row["recipientAddress"])),
+                    _TraceRow(data=data, received=received, visible_at=when, history=[(_EPOCH_MIN, status)]),
+                )
+            )
+        with self._lock:
+            seen: set[tuple[str, str]] = set()
+            for key, _ in prepared:
+                if key in self._rows or key in seen:
+                    raise ValueError(f"duplicate trace row (id, recipientAddress) = {key}")
+                seen.add(key)
+            for key, trace in prepared:
+                self._rows[key] = trace
+        return len(prepared)
+
+    def set_status(self, trace_id: str, recipient: str, status: str, at: datetime | None = None) -> None:
+        """Change a row's status from ``at`` on (default: the clock's now).
+
+        Raises:
+            KeyError: no such (id, recipient).
+        """
+        canonical = normalise_status(status)
+        when = at if at is not None else self._clock()
+        with self._lock:
+            trace = self._rows[_key(trace_id, recipient)]
+            trace.history.append((when, canonical))
+            trace.history.sort(key=lambda item: item[0])
+
+    def schedule(self, changes: Iterable[StatusChange]) -> int:
+        """Apply many :class:`StatusChange` (e.g. from ``plan_status_changes``)."""
+        count = 0
+        for change in changes:
+            self.set_status(change.id, change.recipient, change.status, change.at)
+            count += 1
+        return count
+
+    def publish_all(self) -> None:
+        """Make every stored row visible now, regardless of its ``visible_at``."""
+        with self._lock:
+            for trace in self._rows.values():
+                trace.visible_at = _EPOCH_MIN
+
+    def rows(self, visible_only: bool = False) -> list[dict[str, Any]]:
+        """Copies of the rows with their status as of now, oldest first."""
+        now = self._clock()
+        with self._lock:
+            traces = sorted(
+                self._rows.values(), key=lambda t: (t.received, t.data["id"], t.data["recipientAddress"])
+            )
+            return [
+                {**trace.data, "status": trace.status_at(now)}
+                for trace in traces
+                if not visible_only or trace.visible_at <= now
+            ]
+
+    def clear(self) -> None:
+        """Remove every row."""
+        with self._lock:
+            self._rows.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._rows)
+
+    def query(self, start: datetime, end: datetime, now: datetime) -> list[tuple[dict[str, Any], str]]:
+        """Visible rows with start <= received <= end, newest first, with status at ``now``."""
+        with self._lock:
+            hits = [
+                trace
+                for trace in self._rows.values()
+                if trace.visible_at <= now and start <= trace.received <= end
+            ]
+            hits.sort(key=lambda t: (str(t.data["id"]), str(t.data["recipientAddress"]).lower()))
+            hits.sort(key=lambda t: t.received, reverse=True)
+            return [(dict(trace.data), trace.status_at(now)) for trace in hits]
+
+
+class SlidingWindowQuota:
+    """Rolling-window request quota (Graph message trace: 100 per 300 s per tenant)."""
+
+    def __init__(
+        self, limit: int = 100, window_seconds: float = 300.0, now: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit = limit
+        self.window_seconds = window_seconds
+        self._now = now
+        self._hits: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def try_acquire(self, key: str) -> float | None:
+        """Take a slot; returns ``None`` if allowed, else seconds until one frees."""
+        now = self._now()
+        with self._lock:
+            hits = self._hits.setdefault(key, deque())
+            while hits and hits[0] <= now - self.window_seconds:
+                hits.popleft()
+            if len(hits) < self.limit:
+                hits.append(now)
+                return None
+            return max(0.0, hits[0] + self.window_seconds - now)
+
+    def used(self, key: str) -> int:
+        """Slots currently used by ``key``."""
+        now = self._now()
+        with self._lock:
+            hits = self._hits.get(key, deque())
+            return sum(1 for t in hits if t > now - self.window_seconds)
+
+    def reset(self) -> None:
+        """Forget every request."""
+        with self._lock:
+            self._hits.clear()
+
+
+class GraphError(Exception):
+    """A Graph error response in the making (status, code, message)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+@dataclass(slots=True)
+class _Query:
+    start: datetime
+    end: datetime
+    eq: dict[str, str] = field(default_factory=dict)
+    subject: list[tuple[str, str]] = field(default_factory=list)
+    canonical: str = ""
+
+
+class GraphServer(SimulatedHttpServer):
+    """Fake Graph serving ``/v1.0`` and ``/beta`` ``admin/exchange/tracing/messageTraces``.
+
+    Args:
+        ssl_context: server TLS context.
+        validate_token: ``EntraServer.validate_bearer``.
+        tenant_id: tokens from other tenants are rejected.
+        clock: the data clock (aware UTC ``datetime``).
+        status_case: ``"camel"``, ``"pascal"`` or ``"mixed"`` (alternates per response).
+        quota_limit, quota_window_seconds: rolling quota per tenant.
+
+    Attributes (settable at any time):
+        status_case, service_principal_missing, permission_granted,
+        send_retry_after, quota (``SlidingWindowQuota``), store (``MessageTraceStore``).
+    """
+
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext | None,
+        validate_token: TokenValidator,
+        tenant_id: str,
+        clock: Clock,
+        *,
+        status_case: StatusCase = "mixed",
+        quota_limit: int = 100,
+        quota_window_seconds: float = 300.0,
+        publication_delay: timedelta = timedelta(0),
+    ) -> None:
+        super().__init__("graph", ssl_context)
+        self._validate = validate_token
+        self.tenant_id = tenant_id
+        self._clock = clock
+        self.status_case: StatusCase = status_case
+        self.service_principal_missing = False
+        self.permission_granted = True
+        self.send_retry_after = True
+        self.quota = SlidingWindowQuota(quota_limit, quota_window_seconds)
+        self.store = MessageTraceStore(clock, publication_delay)
+        self._responses = 0
+        self._counter_lock = threading.Lock()
+        self._local = threading.local()
+        self.route("GET", r"/(?P<version>v1\.0|beta)/admin/exchange/tracing/messageTraces/?", self._list)
+
+    # ------------------------------------------------------------ data API
+    def add(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        visible_at: datetime | Callable[[Mapping[str, Any]], datetime] | None = None,
+    ) -> int:
+        """Add rows (see :meth:`MessageTraceStore.add`)."""
+        return self.store.add(rows, visible_at)
+
+    def set_status(self, trace_id: str, recipient: str, status: str, at: datetime | None = None) -> None:
+        """Change a row's status from ``at`` (default now) on."""
+        self.store.set_status(trace_id, recipient, status, at)
+
+    def schedule(self, changes: Iterable[StatusChange]) -> int:
+        """Apply scheduled status changes."""
+        return self.store.schedule(changes)
+
+    def publish_all(self) -> None:
+        """Make every row visible now."""
+        self.store.publish_all()
+
+    def rows(self, visible_only: bool = False) -> list[dict[str, Any]]:
+        """Copies of stored rows with their current status."""
+        return self.store.rows(visible_only)
+
+    def reset(self) -> None:
+        """Clear rows, faults, logs, quota and flags back to defaults."""
+        super().reset()
+        self.store.clear()
+        self.quota.reset()
+        self.service_principal_missing = False
+        self.permission_granted = True
+        self.send_retry_after = True
+        with self._counter_lock:
+            self._responses = 0
+
+    # -------------------------------------------------------- HTTP plumbing
+    def dispatch(self, request: Request) -> tuple[Response, str | None]:
+        """Give every request a ``request-id`` before faults and routing run."""
+        self._local.request_id = str(uuid.uuid4())
+        self._local.client_request_id = request.header("client-request-id") or self._local.request_id
+        return super().dispatch(request)
+
+    def error_response(self, status: int, message: str) -> Response:
+        """Graph's error shape with ``innerError`` (used for faults and 404s)."""
+        codes = {
+            429: "TooManyRequests",
+            503: "serviceNotAvailable",
+            504: "UnknownError",
+            500: "generalException",
+        }
+        code = codes.get(
+            status,
+            {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "ResourceNotFound"}.get(
+                status, "UnknownError"
+            ),
+        )
+        return self._error(GraphError(status, code, message))
+
+    def decorate(self, request: Request, response: Response) -> Response:
+        """Add Graph's tracing headers to every response."""
+        request_id = getattr(self._local, "request_id", str(uuid.uuid4()))
+        client_request_id = getattr(self._local, "client_request_id", request_id)
+        response.headers.setdefault("request-id", request_id)
+        response.headers.setdefault("client-request-id", client_request_id)
+        response.headers.setdefault(
+            "x-ms-ags-diagnostic",
+            json.dumps(
+                {"ServerInfo": {"DataCenter": "West Europe", "Slice": "E", "Ring": "5", "ScaleUnit": "002"}}
+            ),
+        )
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        response.headers.setdefault("Cache-Control", "no-cache")
+        return response
+
+    def _error(self, error: GraphError) -> Response:
+        body: dict[str, Any] = {
+            "error": {
+                "code": error.code,
+                "message": error.message,
+                "innerError": {
+                    "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
+                    "request-id": getattr(self._local, "request_id", ""),
+                    "client-request-id": getattr(self._local, "client_request_id", ""),
+                },
+            }
+        }
+        return Response.json(error.status, body, headers=error.headers)
+
+    # -------------------------------------------------------------- listing
+    def _list(self, request: Request) -> Response:
+        try:
+            return self._list_or_raise(request)
+        except GraphError as error:
+            return self._error(error)
+
+    def _authorise(self, request: Request) -> Claims:
+        result = self._validate(request.header("authorization") or None, GRAPH_RESOURCE)
+        www = {
+            "WWW-Authenticate": 'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/'
+            'oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000"'
+        }
+        if isinstance(result, str):
+            messages = {
+                REASON_MISSING: "Access token is empty.",
+                REASON_EXPIRED: EXPIRED_TOKEN_MESSAGE,
+                REASON_NOT_YET_VALID: EXPIRED_TOKEN_MESSAGE,
+                _WRONG_AUDIENCE: "Access token validation failure. Invalid audience.",
+            }
+            raise GraphError(
+                401,
+                "InvalidAuthenticationToken",
+                messages.get(result, "Access token validation failure."),
+                www,
+            )
+        if result.tid != self.tenant_id:
+            raise GraphError(
+                401, "InvalidAuthenticationToken", "Access token validation failure. Invalid issuer.", www
+            )
+        return result
+
+    def _list_or_raise(self, request: Request) -> Response:
+        claims = self._authorise(request)
+        if self.service_principal_missing:
+            # Exactly the body seen in the wild: no innerError.
+            return Response.json(401, {"error": {"code": "Unauthorized", "message": SP_MISSING_MESSAGE}})
+        if not self.permission_granted or MESSAGE_TRACE_ROLE not in claims.roles:
+            raise GraphError(
+                403,
+                "Forbidden",
+                f"Missing application permission {MESSAGE_TRACE_ROLE}. Grant the application permission and admin "
+                "consent, then acquire a new access token.",
+            )
+        wait = self.quota.try_acquire(claims.tid)
+        if wait is not None:
+            retry_after = max(1, math.ceil(wait))
+            headers = {"Retry-After": str(retry_after)} if self.send_retry_after else {}
+            raise GraphError(
+                429,
+                "TooManyRequests",
+                f"Too many requests. The message trace API allows {self.quota.limit} requests per "
+                f"{self.quota.window_seconds:g} seconds per tenant. Please retry after {retry_after} seconds.",
+                headers,
+            )
+        now = self._clock()
+        query = self._parse_filter(request, now)
+        top = self._parse_top(request)
+        offset, looping = self._parse_skiptoken(request, query.canonical)
+        version = request.params["version"]
+        include_unknown = "include-unknown-enum-members" in request.header("prefer").lower()
+        with self._counter_lock:
+            self._responses += 1
+            use_pascal = self.status_case == "pascal" or (
+                self.status_case == "mixed" and self._responses % 2 == 0
+            )
+        hits = [(d, s) for d, s in self.store.query(query.start, query.end, now) if _matches(d, s, query)]
+        page = hits[offset : offset + top]
+        values: list[dict[str, Any]] = []
+        for data, status in page:
+            shown = status if (status != "recalled" or include_unknown) else "unknownFutureValue"
+            if use_pascal:
+                shown = pascal(shown)
+            values.append({"@odata.type": "#microsoft.graph.exchangeMessageTrace", **data, "status": shown})
+        body: dict[str, Any] = {
+            "@odata.context": f"{self.url}/{version}/$metadata#admin/exchange/tracing/messageTraces",
+            "value": values,
+        }
+        if request.fault == "loop" or looping:
+            body["@odata.nextLink"] = self._next_link(request, version, top, offset, loop=True)
+        elif offset + top < len(hits):
+            body["@odata.nextLink"] = self._next_link(request, version, top, offset + top, loop=False)
+        headers = {
+            "Content-Type": GRAPH_CONTENT_TYPE,
+            "OData-Version": "4.0",
+        }
+        if include_unknown:
+            headers["Preference-Applied"] = "include-unknown-enum-members"
+        return Response.json(200, body, headers=headers, content_type=headers["Content-Type"])
+
+    def _parse_top(self, request: Request) -> int:
+        raw = request.query_ci("$top")
+        if raw is None:
+            return DEFAULT_TOP
+        if not re.fullmatch(r"\d{1,9}", raw.strip()):
+            raise GraphError(400, "BadRequest", f"Invalid value '{raw}' for query option '$top'.")
+        top = int(raw)
+        if not 1 <= top <= MAX_TOP:
+            raise GraphError(
+                400, "BadRequest", f"The value of '$top' must be between 1 and {MAX_TOP}, got {top}."
+            )
+        return top
+
+    def _parse_filter(self, request: Request, now: datetime) -> _Query:
+        for key in request.query:
+            if key.startswith("$") and key.lower() not in ("$filter", "$top", "$skiptoken"):
+                raise GraphError(
+                    400, "BadRequest", f"Query option '{key}' is not supported for messageTraces."
+                )
+        raw = request.query_ci("$filter")
+        if raw is None:
+            # Documented: no filter = the latest 1,000 traces of the previous 48 hours.
+            return _Query(start=now - DEFAULT_WINDOW_WITHOUT_FILTER, end=now, canonical="")
+        canonical = " ".join(raw.split()).lower()
+        start: datetime | None = None
+        end: datetime | None = None
+        query = _Query(start=now, end=now, canonical=canonical)
+        for clause in _split_and(raw):
+            range_match = _RANGE_CLAUSE.fullmatch(clause)
+            if range_match:
+                op = range_match["op"].lower()
+                if op not in ("ge", "le"):
+                    raise GraphError(
+                        400,
+                        "BadRequest",
+                        f"Operator '{op}' is not supported for receivedDateTime; use 'ge' and 'le'.",
+                    )
+                try:
+                    value = parse_graph_datetime(range_match["value"])
+                except ValueError:
+                    raise GraphError(
+                        400,
+                        "BadRequest",
+                        f"Invalid receivedDateTime value '{range_match['value']}'. Use ISO 8601 UTC, e.g. "
+                        "2026-01-20T00:00:00Z.",
+                    ) from None
+                if op == "ge":
+                    if start is not None:
+                        raise GraphError(
+                            400, "BadRequest", "receivedDateTime 'ge' is specified more than once."
+                        )
+                    start = value
+                else:
+                    if end is not None:
+                        raise GraphError(
+                            400, "BadRequest", "receivedDateTime 'le' is specified more than once."
+                        )
+                    end = value
+                continue
+            eq_match = _EQ_CLAUSE.fullmatch(clause)
+            if eq_match and eq_match["prop"].lower() in EQ_FILTER_PROPERTIES:
+                prop = EQ_FILTER_PROPERTIES[eq_match["prop"].lower()]
+                value_text = eq_match["value"].replace("''", "'")
+                if prop == "status":
+                    try:
+                        value_text = normalise_status(value_text)
+                    except ValueError:
+                        raise GraphError(400, "BadRequest", f"Invalid status value '{value_text}'.") from None
+                query.eq[prop] = value_text
+                continue
+            subject_match = _SUBJECT_CLAUSE.fullmatch(clause)
+            if subject_match:
+                query.subject.append((subject_match["fn"].lower(), subject_match["value"].replace("''", "'")))
+                continue
+            raise GraphError(400, "BadRequest", f"Invalid filter clause: '{clause}'.")
+        if start is None or end is None:
+            raise GraphError(
+                400,
+                "BadRequest",
+                "Both a start and an end receivedDateTime must be specified: "
+                "$filter=receivedDateTime ge {start} and receivedDateTime le {end}.",
+            )
+        if start > end:
+            raise GraphError(
+                400, "BadRequest", "The start date must be earlier than or equal to the end date."
+            )
+        if end > now:
+            raise GraphError(400, "BadRequest", "The end date cannot be in the future.")
+        if start < now - RETENTION:
+            raise GraphError(400, "BadRequest", "The start date cannot be older than 90 days.")
+        if end - start > MAX_WINDOW:
+            raise GraphError(400, "BadRequest", "The date range cannot exceed 10 days.")
+        query.start, query.end = start, end
+        return query
+
+    def _parse_skiptoken(self, request: Request, canonical: str) -> tuple[int, bool]:
+        raw = request.query_ci("$skiptoken")
+        if raw is None:
+            return 0, False
+        try:
+            decoded = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+            offset = decoded["o"]
+            digest = decoded["h"]
+            looping = bool(decoded.get("l", False))
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise GraphError(400, "BadRequest", "The $skiptoken is malformed or has expired.") from None
+        if not isinstance(offset, int) or offset < 0:
+            raise GraphError(400, "BadRequest", "The $skiptoken is malformed or has expired.")
+        if digest != _filter_hash(canonical):
+            raise GraphError(400, "BadRequest", "The $skiptoken does not belong to this $filter.")
+        return offset, looping
+
+    def _next_link(self, request: Request, version: str, top: int, offset: int, *, loop: bool) -> str:
+        raw_filter = request.query_ci("$filter")
+        canonical = "" if raw_filter is None else " ".join(raw_filter.split()).lower()
+        token_doc: dict[str, Any] = {"o": offset, "h": _filter_hash(canonical)}
+        if loop:
+            token_doc["l"] = True
+        token = (
+            base64.urlsafe_b64encode(json.dumps(token_doc, separators=(",", ":")).encode())
+            .decode()
+            .rstrip("=")
+        )
+        params: list[tuple[str, str]] = []
+        if raw_filter is not None:
+            params.append(("$filter", raw_filter))
+        params.append(("$top", str(top)))
+        params.append(("$skiptoken", token))
+        query = urllib.parse.urlencode(params, quote_via=urllib.parse.quote, safe=":'$")
+        return f"{self.url}/{version}/admin/exchange/tracing/messageTraces?{query}"
+
+
+def _filter_hash(canonical: str) -> str:
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def _split_and(text: str) -> list[str]:
+    """Split an OData filter on top-level ``and`` (outside quotes)."""
+    parts: list[str] = []
+    current: list[str] = []
+    in_quote = False
+    i = 0
+    lowered = text.lower()
+    while i < len(text):
+        ch = text[i]
+        if ch == "'":
+            in_quote = not in_quote
+        if not in_quote and ch.isspace():
+            match = re.match(r"\s+and\s+", lowered[i:])
+            if match:
+                parts.append("".join(current).strip())
+                current = []
+                i += match.end()
+                continue
+        current.append(ch)
+        i += 1
+    parts.append("".join(current).strip())
+    return [p for p in parts if p] or [text.strip()]
+
+
+def _matches(data: Mapping[str, Any], status: str, query: _Query) -> bool:
+    for prop, wanted in query.eq.items():
+        actual = status if prop == "status" else str(data.get(prop, ""))
+        if actual.lower() != wanted.lower():
+            return False
+    subject = str(data.get("subject", "")).lower()
+    for fn, value in query.subject:
+        needle = value.lower()
+        if fn == "contains" and needle not in subject:
+            return False
+        if fn == "startswith" and not subject.startswith(needle):
+            return False
+        if fn == "endswith" and not subject.endswith(needle):
+            return False
+    return True

@@ -1,0 +1,1 @@
+"""Tests of the local service simulator (connector.simulator)."""
