@@ -10,11 +10,12 @@ import logging
 
 import azure.functions as func
 
-from connector.runner import run_live
+from connector.runner import quiet_sdk_loggers, run_live
 from connector.settings import timer_schedule
 
 app = func.FunctionApp()
 logger = logging.getLogger("connector.function")
+quiet_sdk_loggers()
 
 
 @app.timer_trigger(schedule=timer_schedule(), arg_name="timer", run_on_startup=False, use_monitor=True)

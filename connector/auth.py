@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from connector.errors import AuthenticationError, ConfigError
+from connector.httpsession import ConnectorSession
 from connector.settings import AuthMode, Settings
 
 logger = logging.getLogger(__name__)
@@ -155,10 +156,19 @@ def graph_token_provider(settings: Settings) -> TokenProvider:
             client_credential=credential,
             authority=f"{settings.authority_host}/{creds.tenant_id}",
             instance_discovery=False,
-            verify=settings.ca_bundle or True,
+            http_client=ConnectorSession(
+                ca_bundle=settings.ca_bundle, timeout_seconds=settings.http_timeout_seconds
+            ),
         )
 
-    app: msal.ConfidentialClientApplication = _cached(key, build)
+    try:
+        app: msal.ConfidentialClientApplication = _cached(key, build)
+    except requests.RequestException as err:
+        raise AuthenticationError(
+            f"cannot reach the Entra ID authority {settings.authority_host} (tenant discovery failed): {err}"
+        ) from err
+    except ValueError as err:  # msal refuses a malformed authority or tenant
+        raise AuthenticationError(f"Entra ID authority {settings.authority_host} refused: {err}") from err
     return MsalTokenProvider(app, settings.graph_scope)
 
 

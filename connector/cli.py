@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from connector.errors import ConnectorError
 from connector.mapping import parse_datetime
-from connector.runner import describe_time, read_status, run_backfill, run_live, utc_now
+from connector.runner import describe_time, quiet_sdk_loggers, read_status, run_backfill, run_live, utc_now
 from connector.sync import ProgressCallback, RunReport
 from connector.windows import Window
 
@@ -172,6 +172,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.log_level.upper() != "DEBUG":
+        quiet_sdk_loggers()
     show_progress = not args.no_progress and sys.stderr.isatty()
     try:
         if args.command == "status":

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import requests
 from azure.monitor.ingestion import LogsIngestionClient
 from azure.storage.blob import ContainerClient
 
 from connector.auth import azure_credential, graph_token_provider
 from connector.checkpoint import LIVE_FEED, Checkpoint
 from connector.graph import GraphMessageTraceSource
+from connector.httpsession import ConnectorSession
 from connector.ingestion import LogsIngestionSink
 from connector.mapping import RowMapper, format_datetime
 from connector.settings import Settings, StoreKind
@@ -28,6 +28,12 @@ from connector.store import BlobCheckpointStore, FileCheckpointStore
 from connector.sync import CheckpointStore, Clock, Deadline, FeedSync, ProgressCallback, RunReport
 
 logger = logging.getLogger(__name__)
+
+
+def quiet_sdk_loggers(level: int = logging.WARNING) -> None:
+    """Keep the Azure SDK's per-request INFO logs (URLs, headers) out of the connector's logs."""
+    for name in ("azure", "msal", "urllib3"):
+        logging.getLogger(name).setLevel(level)
 
 
 def utc_now() -> datetime:
@@ -75,8 +81,7 @@ def open_connector(
 ) -> Iterator[Connector]:
     """Build Graph source, ingestion sink and checkpoint store; close them afterwards."""
     deadline = Deadline(settings.run_time_budget)
-    session = requests.Session()
-    session.verify = settings.ca_bundle or True
+    session = ConnectorSession(ca_bundle=settings.ca_bundle, timeout_seconds=settings.http_timeout_seconds)
     source_kwargs: dict[str, Callable[[float], None]] = {} if sleep is None else {"sleep": sleep}
     source = GraphMessageTraceSource(
         base_url=settings.graph_base_url,

@@ -250,8 +250,8 @@ class Simulator:
 
         Args:
             auth_mode: ``client_secret`` (default; the documented key set),
-                ``certificate`` (adds ``CLIENT_CERTIFICATE_PATH`` and
-                ``CLIENT_CERTIFICATE_THUMBPRINT``, uses the certificate app) or
+                ``certificate`` (``client_certificate`` modes with
+                ``CLIENT_CERTIFICATE_PATH``, uses the certificate app) or
                 ``managed_identity`` (auth modes set to ``managed_identity``).
         """
         env = {
@@ -278,17 +278,17 @@ class Simulator:
             env.update(
                 {
                     "CLIENT_ID": self.cert_client_id,
-                    "GRAPH_AUTH_MODE": "certificate",
-                    "AZURE_AUTH_MODE": "certificate",
+                    "GRAPH_AUTH_MODE": "client_certificate",
+                    "AZURE_AUTH_MODE": "client_certificate",
                     "CLIENT_CERTIFICATE_PATH": str(self.client_certificate.pem_path),
-                    "CLIENT_CERTIFICATE_THUMBPRINT": self.client_certificate.thumbprint,
                 }
             )
         elif auth_mode == "managed_identity":
             env.pop("CLIENT_SECRET")
+            env.pop("CLIENT_ID")
             env.update(
                 {
-                    "CLIENT_ID": self.managed_identity_client_id,
+                    "MANAGED_IDENTITY_CLIENT_ID": self.managed_identity_client_id,
                     "GRAPH_AUTH_MODE": "managed_identity",
                     "AZURE_AUTH_MODE": "managed_identity",
                 }

@@ -185,6 +185,8 @@ class Fault:
         body: response body; ``None`` = the service's usual error body.
         seconds: delay for ``"timeout"``.
         path: optional regex; the fault only applies to paths it matches (search).
+        after: matching requests to let through untouched before the fault starts
+            (e.g. fail the second upload of a run, not the first).
     """
 
     kind: FaultKind
@@ -194,6 +196,7 @@ class Fault:
     body: bytes | None = None
     seconds: float = 30.0
     path: str | None = None
+    after: int = 0
 
 
 Handler = Callable[[Request], Response]
@@ -324,6 +327,7 @@ class SimulatedHttpServer:
         body: bytes | str | Mapping[str, Any] | None = None,
         seconds: float = 30.0,
         path: str | None = None,
+        after: int = 0,
     ) -> Fault:
         """Queue a fault for the next ``times`` matching requests (FIFO).
 
@@ -337,6 +341,7 @@ class SimulatedHttpServer:
                 service's own error body for ``status``.
             seconds: how long ``"timeout"`` waits before answering.
             path: regex limiting the fault to matching request paths.
+            after: let this many matching requests through before the fault applies.
 
         Returns:
             The queued :class:`Fault` (mutable; ``remaining`` counts down).
@@ -367,6 +372,7 @@ class SimulatedHttpServer:
             body=raw,
             seconds=seconds,
             path=path,
+            after=after,
         )
         with self._lock:
             self._faults.append(fault)
@@ -387,6 +393,9 @@ class SimulatedHttpServer:
             for index, fault in enumerate(self._faults):
                 if fault.path is not None and not re.search(fault.path, path):
                     continue
+                if fault.after > 0:
+                    fault.after -= 1
+                    return None
                 if fault.remaining is not None:
                     fault.remaining -= 1
                     if fault.remaining <= 0:

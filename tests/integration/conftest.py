@@ -26,3 +26,45 @@ def container_name() -> str:
 @pytest.fixture
 def container(azurite: Azurite, container_name: str) -> ContainerClient:
     return ContainerClient.from_connection_string(azurite.connection_string, container_name)
+
+
+# --------------------------------------------------------------------------- simulator
+
+from connector.simulator import Simulator  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[Simulator]:
+    with Simulator() as sim:
+        yield sim
+
+
+@pytest.fixture
+def sim(simulator: Simulator) -> Iterator[Simulator]:
+    simulator.reset()
+    yield simulator
+    simulator.reset()
+
+
+@pytest.fixture
+def connector_env(sim: Simulator, azurite: Azurite, container_name: str) -> dict[str, str]:
+    """Settings pointing the connector at the simulator and Azurite, tuned for fast tests."""
+    return {
+        **sim.connector_env(),
+        "STORAGE_CONNECTION_STRING": azurite.connection_string,
+        "CHECKPOINT_CONTAINER": container_name,
+        "INITIAL_LOOKBACK_HOURS": "6",
+        "SETTLE_DELAY_MINUTES": "1",
+        "HTTP_MAX_RETRIES": "3",
+        "HTTP_RETRY_BACKOFF_SECONDS": "0.01",
+        "HTTP_TIMEOUT_SECONDS": "10",
+    }
+
+
+@pytest.fixture
+def blob_store(azurite: Azurite, container_name: str):
+    from connector.store import BlobCheckpointStore
+
+    return BlobCheckpointStore(
+        ContainerClient.from_connection_string(azurite.connection_string, container_name)
+    )

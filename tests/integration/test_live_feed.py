@@ -1,0 +1,313 @@
+"""The live feed end to end: real msal/azure-identity/ingestion/blob code, simulator + Azurite."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from connector.checkpoint import Checkpoint
+from connector.errors import (
+    AuthenticationError,
+    CheckpointConflictError,
+    GraphPermissionError,
+    PagingLoopError,
+    ServicePrincipalMissingError,
+    SinkError,
+)
+from connector.mapping import format_datetime, parse_datetime
+from connector.runner import run_live
+from connector.simulator import generate_traffic
+from tests.fakes.memory import trace
+
+pytestmark = pytest.mark.integration
+
+
+def at(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def stored_keys(sim) -> Counter:
+    return Counter(
+        (r["MessageTraceId"], r["RecipientAddress"].lower(), r["Status"]) for r in sim.ingestion.rows()
+    )
+
+
+def graph_filters(sim) -> list[tuple[datetime, datetime]]:
+    """(start, end) of every first-page Graph request."""
+    bounds = []
+    for record in sim.graph.requests(path="messageTraces"):
+        query = parse_qs(urlsplit(record.url).query)
+        if "$filter" in query and "$skiptoken" not in query:
+            parts = query["$filter"][0].split()
+            bounds.append((parse_datetime(parts[2]), parse_datetime(parts[6])))
+    return bounds
+
+
+def test_every_generated_record_is_stored_exactly_once(sim, connector_env):
+    now = sim.now()
+    sim.graph.add(
+        generate_traffic(now - timedelta(hours=5), now - timedelta(minutes=5), messages=400, seed=7)
+    )
+    expected = Counter((r["id"], r["recipientAddress"].lower(), r["status"]) for r in sim.graph.rows())
+
+    report = run_live(connector_env)
+
+    assert report.ok, report.error
+    stored = stored_keys(sim)
+    assert max(stored.values()) == 1
+    assert {(i, r) for i, r, _ in stored} == {(i, r) for i, r, _ in expected}
+    assert all("$top=5000" in record.url for record in sim.graph.requests(path="messageTraces"))
+
+
+def test_multi_recipient_mail_is_one_row_per_recipient(sim, connector_env):
+    received = at(sim.now() - timedelta(minutes=30))
+    sim.graph.add(
+        [trace("mail-1", rcpt, received) for rcpt in ("a@contoso.com", "B@Fabrikam.com", "c@gmail.com")]
+    )
+
+    run_live(connector_env)
+
+    rows = sorted(sim.ingestion.rows(), key=lambda r: r["RecipientAddress"])
+    assert [(r["MessageTraceId"], r["RecipientAddress"], r["Direction"]) for r in rows] == [
+        ("mail-1", "B@Fabrikam.com", "Internal"),
+        ("mail-1", "a@contoso.com", "Internal"),
+        ("mail-1", "c@gmail.com", "Outbound"),
+    ]
+
+
+def test_second_run_with_no_new_mail_uploads_nothing(sim, connector_env):
+    sim.graph.add(
+        generate_traffic(sim.now() - timedelta(hours=2), sim.now() - timedelta(minutes=5), 50, seed=3)
+    )
+    run_live(connector_env)
+    uploads_before = sim.ingestion.request_count
+
+    report = run_live(connector_env)
+
+    assert report.ok
+    assert report.rows_uploaded == 0
+    assert report.duplicates_dropped > 0
+    assert sim.ingestion.request_count == uploads_before
+
+
+def test_late_record_inside_the_overlap_is_stored_once(sim, connector_env):
+    now = sim.now()
+    sim.graph.add([trace("early", "bob@contoso.com", at(now - timedelta(minutes=20)))])
+    sim.graph.add(
+        [trace("late", "bob@contoso.com", at(now - timedelta(minutes=18)))],
+        visible_at=now + timedelta(days=1),
+    )
+    run_live(connector_env)
+    assert [r["MessageTraceId"] for r in sim.ingestion.rows()] == ["early"]
+
+    sim.graph.publish_all()
+    run_live(connector_env)
+    run_live(connector_env)
+
+    assert stored_keys(sim) == Counter(
+        {("early", "bob@contoso.com", "Delivered"): 1, ("late", "bob@contoso.com", "Delivered"): 1}
+    )
+
+
+def test_status_change_is_stored_as_one_revision_row(sim, connector_env):
+    received = at(sim.now() - timedelta(minutes=15))
+    sim.graph.add([trace("mail-1", "bob@contoso.com", received, status="pending")])
+    run_live(connector_env)
+
+    sim.graph.set_status("mail-1", "bob@contoso.com", "quarantined")
+    run_live(connector_env)
+    run_live(connector_env)
+
+    rows = sim.ingestion.rows()
+    assert [(r["Status"], r["StatusRevision"], r["PreviousStatus"]) for r in rows] == [
+        ("Pending", 0, ""),
+        ("Quarantined", 1, "Pending"),
+    ]
+
+
+def test_record_exactly_on_a_slice_boundary_is_stored_once(sim, connector_env, blob_store):
+    env = {**connector_env, "MAX_SLICE_HOURS": "0.25", "INITIAL_LOOKBACK_HOURS": "1"}
+    run_live(env)
+    hwm = blob_store.load("live").checkpoint.high_water_mark
+    boundary = hwm - timedelta(minutes=45)  # next run: slices of 15 min from hwm - 60 min
+    sim.graph.add([trace("edge", "bob@contoso.com", at(boundary))])
+    sim.graph.clear_requests()
+
+    report = run_live(env)
+
+    assert report.ok, report.error
+    assert sum(1 for start, end in graph_filters(sim) if start <= boundary <= end) == 2
+    assert stored_keys(sim) == Counter({("edge", "bob@contoso.com", "Delivered"): 1})
+
+
+def test_retry_after_from_graph_is_honoured(sim, connector_env):
+    sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
+    sim.graph.inject(429, headers={"Retry-After": "1"})
+
+    report = run_live(connector_env)
+
+    assert report.ok, report.error
+    graph_calls = sim.graph.requests(path="messageTraces")
+    assert graph_calls[0].status == 429
+    assert graph_calls[1].time - graph_calls[0].time >= 1.0
+    assert len(sim.ingestion.rows()) == 1
+
+
+def test_repeated_next_link_stops_with_a_paging_loop_error(sim, connector_env, blob_store):
+    sim.graph.add(
+        generate_traffic(sim.now() - timedelta(hours=1), sim.now() - timedelta(minutes=5), 20, seed=1)
+    )
+    sim.graph.inject("loop", times=None)
+
+    report = run_live(connector_env)
+
+    assert isinstance(report.error, PagingLoopError)
+    assert "paging loop" in str(report.error)
+    assert len(sim.graph.requests(path="messageTraces")) < 10
+    stored = blob_store.load("live")
+    assert stored is None or stored.checkpoint.high_water_mark is None
+
+
+def test_ingestion_500_mid_run_then_rerun_completes_with_no_duplicate_and_no_gap(
+    sim, connector_env, blob_store
+):
+    now = sim.now()
+    sim.graph.add(
+        generate_traffic(now - timedelta(hours=5), now - timedelta(minutes=5), messages=2500, seed=11)
+    )
+    expected = {(r["id"], r["recipientAddress"].lower()) for r in sim.graph.rows()}
+    sim.ingestion.inject(500, times=10, after=1)  # the second upload and its retries fail
+
+    first = run_live(connector_env)
+
+    assert isinstance(first.error, SinkError)
+    assert "500" in str(first.error)
+    committed = blob_store.load("live").checkpoint
+    assert 0 < len(sim.ingestion.rows()) < len(expected)
+    assert len(committed.ledger) == len(sim.ingestion.rows())
+    sim.ingestion.clear_faults()
+
+    second = run_live(connector_env)
+
+    assert second.ok, second.error
+    stored = stored_keys(sim)
+    assert max(stored.values()) == 1
+    assert {(i, r) for i, r, _ in stored} == expected
+
+
+def test_high_water_mark_older_than_90_days_is_clamped_with_a_warning(sim, connector_env, blob_store, caplog):
+    old = sim.now() - timedelta(days=95)
+    blob_store.save(Checkpoint(feed="live", high_water_mark=old, coverage_start=old), None)
+    sim.graph.add([trace("recent", "bob@contoso.com", at(sim.now() - timedelta(days=89)))])
+    caplog.set_level(logging.WARNING, logger="connector")
+
+    report = run_live({**connector_env, "MAX_SLICE_HOURS": "240"})
+
+    assert report.ok, report.error
+    assert timedelta(days=4, hours=23) < report.unrecoverable < timedelta(days=5, hours=1)
+    assert any("90-day retention" in message and "5.0 days" in message for message in caplog.messages)
+    assert min(start for start, _ in graph_filters(sim)) >= sim.now() - timedelta(days=90)
+    assert [r["MessageTraceId"] for r in sim.ingestion.rows()] == ["recent"]
+
+
+def test_missing_service_principal_gives_the_provisioning_instructions(sim, connector_env):
+    sim.graph.service_principal_missing = True
+
+    report = run_live(connector_env)
+
+    assert isinstance(report.error, ServicePrincipalMissingError)
+    assert "New-MgServicePrincipal -AppId 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373" in str(report.error)
+    assert len(sim.graph.requests(path="messageTraces")) == 1
+
+
+def test_missing_permission_names_the_permission_to_grant(sim, connector_env):
+    sim.graph.permission_granted = False
+
+    report = run_live(connector_env)
+
+    assert isinstance(report.error, GraphPermissionError)
+    assert "ExchangeMessageTrace.Read.All" in str(report.error)
+
+
+def test_wrong_client_secret_is_a_clear_authentication_error(sim, connector_env):
+    report_or_error = None
+    try:
+        report_or_error = run_live({**connector_env, "CLIENT_SECRET": "wrong-secret"})
+    except AuthenticationError as err:
+        report_or_error = err
+    error = report_or_error if isinstance(report_or_error, AuthenticationError) else report_or_error.error
+
+    assert isinstance(error, AuthenticationError)
+    assert "AADSTS7000215" in str(error)
+    assert "wrong-secret" not in str(error)
+
+
+def test_checkpoint_written_concurrently_stops_the_run_without_overwriting(sim, connector_env, blob_store):
+    sim.graph.add([trace("first", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
+    run_live(connector_env)
+    sim.graph.add([trace("second", "bob@contoso.com", at(sim.now() - timedelta(minutes=9)))])
+    sim.graph.inject("timeout", seconds=2.0)  # the next Graph page answers after 2 s
+    other_writer_done = threading.Event()
+
+    def other_writer():
+        time.sleep(0.5)
+        stored = blob_store.load("live")
+        blob_store.save(
+            stored.checkpoint.with_changes(coverage_start=stored.checkpoint.coverage_start), stored.etag
+        )
+        other_writer_done.set()
+
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    report = run_live(connector_env)
+    thread.join()
+
+    assert other_writer_done.is_set()
+    assert isinstance(report.error, CheckpointConflictError)
+    assert "another run of the connector" in str(report.error)
+    assert report.error.exit_code == 4
+
+
+def test_tokens_are_cached_across_runs(sim, connector_env):
+    sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
+    before = sim.entra.token_request_count()
+
+    for _ in range(3):
+        assert run_live(connector_env).ok
+
+    assert sim.entra.token_request_count() - before <= 2
+
+
+@pytest.mark.parametrize("auth_mode", ["certificate", "managed_identity"])
+def test_certificate_and_managed_identity_credentials_work(sim, connector_env, auth_mode, monkeypatch):
+    env = {**connector_env, **sim.connector_env(auth_mode)}
+    # The platform (App Service / Functions) sets these for managed identity, in the process environment.
+    monkeypatch.setenv("IDENTITY_ENDPOINT", env["IDENTITY_ENDPOINT"])
+    monkeypatch.setenv("IDENTITY_HEADER", env["IDENTITY_HEADER"])
+    for name in ("CLIENT_SECRET", "CLIENT_ID"):
+        if name not in sim.connector_env(auth_mode):
+            env.pop(name, None)
+    sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
+
+    report = run_live(env)
+
+    assert report.ok, report.error
+    assert len(sim.ingestion.rows()) == 1
+    if auth_mode == "managed_identity":
+        assert sim.managed_identity.request_count() >= 1
+
+
+def test_rows_are_timestamped_with_the_receive_time(sim, connector_env):
+    received = sim.now().replace(microsecond=109_000) - timedelta(minutes=10)
+    sim.graph.add([trace("mail-1", "bob@contoso.com", at(received))])
+
+    run_live(connector_env)
+
+    row = sim.ingestion.rows()[0]
+    assert row["TimeGenerated"] == row["Received"] == format_datetime(received)
