@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from azure.storage.blob import ContainerClient
 
-from tests.fakes.azurite import Azurite, start_azurite
+from connector.simulator.azurite import Azurite, start_azurite
 
 
 @pytest.fixture(scope="session")

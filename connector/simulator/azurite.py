@@ -1,4 +1,4 @@
-"""Start Azurite's blob service (npm ``azurite``) on a free loopback port for the tests."""
+"""Start Azurite's blob service (npm ``azurite``) on a free loopback port (tests and the demo)."""
 
 from __future__ import annotations
 
