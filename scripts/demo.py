@@ -116,7 +116,8 @@ def main() -> int:
             connector(env, "status")
 
             checkpoint = store.load("live")
-            assert checkpoint is not None and checkpoint.checkpoint.high_water_mark is not None
+            assert checkpoint is not None
+            assert checkpoint.checkpoint.high_water_mark is not None
             window_end = checkpoint.checkpoint.high_water_mark
             rows = sim.ingestion.rows()
             per_row = Counter((r["MessageTraceId"], r["RecipientAddress"].lower(), r["Status"]) for r in rows)
