@@ -1,0 +1,98 @@
+"""Benchmark: one catch-up run of the connector over N generated records.
+
+Runs ``python -m connector run`` as a child process against the simulator and
+Azurite, and prints records/s, requests per 1,000 records (Graph, ingestion,
+checkpoint saves) and the child's peak RSS. Figures, not assertions: compare
+runs on the same machine.
+
+    .venv/bin/python scripts/bench.py --messages 50000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from connector.simulator import Simulator, generate_traffic  # noqa: E402
+from connector.simulator.azurite import start_azurite  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="one catch-up run over generated message trace")
+    parser.add_argument("--messages", type=int, default=50_000, help="messages to generate (rows ~1.9x)")
+    parser.add_argument("--hours", type=float, default=48.0, help="span of the generated traffic")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    azurite = start_azurite(Path(tempfile.mkdtemp(prefix="connector-bench-")))
+    try:
+        with Simulator(graph_quota=(100_000, 300.0)) as sim:
+            now = sim.now()
+            rows = generate_traffic(
+                now - timedelta(hours=args.hours), now - timedelta(minutes=5), args.messages, seed=args.seed
+            )
+            sim.graph.add(rows)
+            env = {
+                **os.environ,
+                **sim.connector_env(),
+                "STORAGE_CONNECTION_STRING": azurite.connection_string,
+                "CHECKPOINT_CONTAINER": "bench",
+                "INITIAL_LOOKBACK_HOURS": str(args.hours + 1),
+                "RUN_TIME_BUDGET_SECONDS": "3600",
+                "PYTHONPATH": str(ROOT),
+            }
+            started = time.perf_counter()
+            result = subprocess.run(
+                [sys.executable, "-m", "connector", "--no-progress", "run"],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            elapsed = time.perf_counter() - started
+            peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            if result.returncode != 0:
+                print(result.stdout, result.stderr)
+                return 1
+            stored = len(sim.ingestion.rows())
+            graph_requests = len(sim.graph.requests(path="messageTraces"))
+            ingestion_requests = sim.ingestion.request_count
+            saves = next(
+                int(line.split()[-1])
+                for line in result.stdout.splitlines()
+                if line.startswith("checkpoint saves")
+            )
+            uncompressed = sum(batch.uncompressed_bytes for batch in sim.ingestion.batches())
+            sent = sum(batch.body_bytes for batch in sim.ingestion.batches())
+            per_k = 1000 / max(stored, 1)
+            print(f"records generated            {len(rows)}")
+            print(f"rows stored                  {stored}")
+            print(f"wall time                    {elapsed:.2f} s (child process, incl. interpreter start)")
+            print(f"records/s                    {stored / elapsed:,.0f}")
+            print(f"graph requests / 1k rows     {graph_requests * per_k:.2f} ({graph_requests} total)")
+            print(
+                f"ingestion requests / 1k rows {ingestion_requests * per_k:.2f} ({ingestion_requests} total)"
+            )
+            print(f"checkpoint saves / 1k rows   {saves * per_k:.2f} ({saves} total)")
+            print(
+                f"upload bytes per row         {uncompressed / max(stored, 1):.0f} json, {sent / max(stored, 1):.0f} gzip"
+            )
+            print(f"peak RSS of the connector    {peak_kib / 1024:.1f} MiB")
+            return 0 if stored == len(rows) else 1
+    finally:
+        azurite.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
