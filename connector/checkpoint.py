@@ -11,7 +11,7 @@ Format (``format_version`` 1)::
     {"format_version": 1, "feed": "live", "high_water_mark": "...Z" | null,
      "coverage_start": "...Z" | null, "range": {"start": ..., "end": ...} | null,
      "slice_span_seconds": 3600,
-     "ledger": {"<key digest>": ["<received>Z", "<status>", <revision>], ...},
+     "ledger": {"<key digest>": [<received, epoch ms>, "<status>", <revision>], ...},
      "last_run": {...} | null, "updated": "...Z"}
 """
 
@@ -88,8 +88,7 @@ def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
         if checkpoint.slice_span is None
         else int(checkpoint.slice_span.total_seconds()),
         "ledger": {
-            key: [format_datetime(entry.received), entry.status, entry.revision]
-            for key, entry in checkpoint.ledger.items()
+            key: [entry.received_ms, entry.status, entry.revision] for key, entry in checkpoint.ledger.items()
         },
         "last_run": None if checkpoint.last_run is None else asdict(checkpoint.last_run),
         "updated": _iso(checkpoint.updated),
@@ -122,9 +121,7 @@ def decode_checkpoint(data: bytes, *, where: str) -> Checkpoint:
         )
     try:
         ledger = {
-            str(key): LedgerEntry(
-                received=parse_datetime(value[0]), status=str(value[1]), revision=int(value[2])
-            )
+            str(key): LedgerEntry(received_ms=int(value[0]), status=str(value[1]), revision=int(value[2]))
             for key, value in dict(document.get("ledger") or {}).items()
         }
         range_doc = document.get("range")

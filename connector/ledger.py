@@ -12,8 +12,9 @@ the overlap lookback it re-reads every run. The rules:
   then *committed*; only committed entries are persisted with the checkpoint;
 * committed entries older than the span that will be re-read are pruned.
 
-Keys are stored as 128-bit BLAKE2b digests: the checkpoint stays compact and holds
-no mail addresses.
+Keys are stored as 128-bit BLAKE2b digests and receive times as epoch milliseconds:
+the checkpoint stays compact, cheap to write after every batch, and holds no mail
+addresses.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 
+def epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the Unix epoch (receive times carry at most millisecond precision)."""
+    return int(moment.timestamp() * 1000)
+
+
 def ledger_key(trace_id: str, recipient: str) -> str:
     """Digest of (trace id, lower-cased recipient): the identity of one row stream."""
     material = f"{trace_id}\x1f{recipient.lower()}".encode()
@@ -32,9 +38,9 @@ def ledger_key(trace_id: str, recipient: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
-    """What the table holds for one key: receive time, last stored status, its revision number."""
+    """What the table holds for one key: receive time (epoch ms), last stored status, its revision."""
 
-    received: datetime
+    received_ms: int
     status: str
     revision: int
 
@@ -75,12 +81,12 @@ class DedupLedger:
         """
         known = self._staged.get(key) or self._committed.get(key)
         if known is None:
-            entry = LedgerEntry(received=received, status=status, revision=0)
+            entry = LedgerEntry(received_ms=epoch_ms(received), status=status, revision=0)
             previous = None
         elif known.status == status:
             return None
         else:
-            entry = LedgerEntry(received=known.received, status=status, revision=known.revision + 1)
+            entry = LedgerEntry(received_ms=known.received_ms, status=status, revision=known.revision + 1)
             previous = known.status
         self._staged[key] = entry
         return Decision(key=key, entry=entry, previous_status=previous)
@@ -100,7 +106,8 @@ class DedupLedger:
 
     def prune(self, keep_from: datetime) -> int:
         """Drop committed entries received before ``keep_from``; return how many went."""
-        stale = [key for key, entry in self._committed.items() if entry.received < keep_from]
+        cutoff = epoch_ms(keep_from)
+        stale = [key for key, entry in self._committed.items() if entry.received_ms < cutoff]
         for key in stale:
             del self._committed[key]
         return len(stale)

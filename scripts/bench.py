@@ -32,6 +32,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=50_000, help="messages to generate (rows ~1.9x)")
     parser.add_argument("--hours", type=float, default=48.0, help="span of the generated traffic")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the connector process to FILE")
     args = parser.parse_args()
 
     azurite = start_azurite(Path(tempfile.mkdtemp(prefix="connector-bench-")))
@@ -53,7 +54,14 @@ def main() -> int:
             }
             started = time.perf_counter()
             result = subprocess.run(
-                [sys.executable, "-m", "connector", "--no-progress", "run"],
+                [
+                    sys.executable,
+                    *(["-m", "cProfile", "-o", args.profile] if args.profile else []),
+                    "-m",
+                    "connector",
+                    "--no-progress",
+                    "run",
+                ],
                 cwd=ROOT,
                 env=env,
                 capture_output=True,

@@ -10,7 +10,7 @@ from connector.checkpoint import (
     encode_checkpoint,
 )
 from connector.errors import CheckpointFormatError
-from connector.ledger import LedgerEntry
+from connector.ledger import LedgerEntry, epoch_ms
 
 T0 = datetime(2026, 3, 10, 10, 0, 0, 109_000, tzinfo=UTC)
 
@@ -21,7 +21,7 @@ def test_checkpoint_round_trips_through_json():
         high_water_mark=T0,
         coverage_start=T0 - timedelta(days=1),
         slice_span=timedelta(hours=2),
-        ledger={"abc": LedgerEntry(T0, "Delivered", 1)},
+        ledger={"abc": LedgerEntry(epoch_ms(T0), "Delivered", 1)},
         last_run=RunSummary("s", "f", "completed", 3, 1, 2, 1),
         updated=T0,
     )

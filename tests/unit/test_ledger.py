@@ -1,6 +1,6 @@
 from datetime import UTC, datetime
 
-from connector.ledger import DedupLedger, LedgerEntry, ledger_key
+from connector.ledger import DedupLedger, LedgerEntry, epoch_ms, ledger_key
 
 T0 = datetime(2026, 3, 10, 10, 0, tzinfo=UTC)
 T1 = datetime(2026, 3, 10, 11, 0, tzinfo=UTC)
@@ -24,16 +24,16 @@ class TestDecide:
         decision = ledger.decide("k", T0, "Delivered")
 
         assert decision is not None
-        assert decision.entry == LedgerEntry(T0, "Delivered", 0)
+        assert decision.entry == LedgerEntry(epoch_ms(T0), "Delivered", 0)
         assert decision.previous_status is None
 
     def test_committed_key_with_same_status_is_a_duplicate(self):
-        ledger = DedupLedger({"k": LedgerEntry(T0, "Delivered", 0)})
+        ledger = DedupLedger({"k": LedgerEntry(epoch_ms(T0), "Delivered", 0)})
 
         assert ledger.decide("k", T0, "Delivered") is None
 
     def test_committed_key_with_new_status_is_the_next_revision(self):
-        ledger = DedupLedger({"k": LedgerEntry(T0, "Pending", 0)})
+        ledger = DedupLedger({"k": LedgerEntry(epoch_ms(T0), "Pending", 0)})
 
         decision = ledger.decide("k", T0, "Delivered")
 
@@ -64,7 +64,7 @@ class TestCommitAndPrune:
 
         ledger.commit([decision])
 
-        assert ledger.entries() == {"k": LedgerEntry(T0, "Delivered", 0)}
+        assert ledger.entries() == {"k": LedgerEntry(epoch_ms(T0), "Delivered", 0)}
         assert ledger.staged_count == 0
 
     def test_older_revision_committed_late_does_not_overwrite_newer(self):
@@ -80,7 +80,12 @@ class TestCommitAndPrune:
         assert ledger.entries()["k"].status == "Delivered"
 
     def test_prune_drops_entries_received_before_the_cutoff_only(self):
-        ledger = DedupLedger({"old": LedgerEntry(T0, "Delivered", 0), "new": LedgerEntry(T1, "Delivered", 0)})
+        ledger = DedupLedger(
+            {
+                "old": LedgerEntry(epoch_ms(T0), "Delivered", 0),
+                "new": LedgerEntry(epoch_ms(T1), "Delivered", 0),
+            }
+        )
 
         removed = ledger.prune(T1)
 
