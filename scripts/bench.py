@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,19 @@ sys.path.insert(0, str(ROOT))
 
 from connector.simulator import Simulator, generate_traffic  # noqa: E402
 from connector.simulator.azurite import start_azurite  # noqa: E402
+
+
+def high_water_rss_kib(pid: int) -> int:
+    """VmHWM of a running process. (getrusage's ru_maxrss would count the parent's memory,
+    which Linux carries across fork and exec, and the parent here holds the simulator's data.)"""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def main() -> int:
@@ -53,7 +65,7 @@ def main() -> int:
                 "PYTHONPATH": str(ROOT),
             }
             started = time.perf_counter()
-            result = subprocess.run(
+            child = subprocess.Popen(
                 [
                     sys.executable,
                     *(["-m", "cProfile", "-o", args.profile] if args.profile else []),
@@ -64,21 +76,25 @@ def main() -> int:
                 ],
                 cwd=ROOT,
                 env=env,
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
-                check=False,
             )
+            peak_kib = 0
+            while child.poll() is None:
+                peak_kib = max(peak_kib, high_water_rss_kib(child.pid))
+                time.sleep(0.02)
+            stdout, stderr = child.communicate()
             elapsed = time.perf_counter() - started
-            peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            if result.returncode != 0:
-                print(result.stdout, result.stderr)
+            if child.returncode != 0:
+                print(stdout, stderr)
                 return 1
             stored = len(sim.ingestion.rows())
             graph_requests = len(sim.graph.requests(path="messageTraces"))
             ingestion_requests = sim.ingestion.request_count
             saves = next(
                 int(line.split()[-1])
-                for line in result.stdout.splitlines()
+                for line in stdout.splitlines()
                 if line.startswith("checkpoint saves")
             )
             uncompressed = sum(batch.uncompressed_bytes for batch in sim.ingestion.batches())
