@@ -92,9 +92,9 @@ def _secret_digest(secret: str | None) -> str | None:
     return None if secret is None else hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _cached(key: tuple[object, ...], build: Any) -> Any:
+def _cached(key: tuple[object, ...], build: Any, *, fresh: bool = False) -> Any:
     with _CACHE_LOCK:
-        if key not in _CACHE:
+        if fresh or key not in _CACHE:
             _CACHE[key] = build()
         return _CACHE[key]
 
@@ -172,8 +172,13 @@ def graph_token_provider(settings: Settings) -> TokenProvider:
     return MsalTokenProvider(app, settings.graph_scope)
 
 
-def azure_credential(settings: Settings, mode: AuthMode | None = None) -> TokenCredential:
-    """The azure-identity credential for ingestion and blob (``AZURE_AUTH_MODE``)."""
+def azure_credential(
+    settings: Settings, mode: AuthMode | None = None, *, fresh: bool = False
+) -> TokenCredential:
+    """The azure-identity credential for ingestion and blob (``AZURE_AUTH_MODE``).
+
+    ``fresh=True`` replaces the cached credential (and so its token cache).
+    """
     creds = settings.credentials
     mode = mode or settings.azure_auth_mode
     key = (
@@ -205,7 +210,7 @@ def azure_credential(settings: Settings, mode: AuthMode | None = None) -> TokenC
             **common,
         )
 
-    credential: TokenCredential = _cached(key, build)
+    credential: TokenCredential = _cached(key, build, fresh=fresh)
     return credential
 
 

@@ -11,7 +11,7 @@ what to fix.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from azure.core.exceptions import (
@@ -60,18 +60,34 @@ def describe_ingestion_error(error: Exception, *, rule_id: str, stream: str, row
     return SinkError(f"upload of {rows} rows failed ({where}): {error}", rows_failed=rows, status=None)
 
 
-class LogsIngestionSink:
-    """Implements :class:`connector.sync.RowSink` with ``LogsIngestionClient.upload``."""
+def _is_token_refused(error: Exception) -> bool:
+    return isinstance(error, HttpResponseError) and error.status_code == 401
 
-    def __init__(self, client: LogsIngestionClient, *, rule_id: str, stream_name: str) -> None:
-        self._client = client
+
+ClientFactory = Callable[[bool], LogsIngestionClient]
+
+
+class LogsIngestionSink:
+    """Implements :class:`connector.sync.RowSink` with ``LogsIngestionClient.upload``.
+
+    ``client_factory(fresh)`` builds the SDK client; ``fresh=True`` asks for a new
+    credential. azure-core renews a token only before it expires, not when the
+    service refuses it, so on a 401 the sink rebuilds the client once and resends
+    just the refused rows.
+    """
+
+    def __init__(self, client_factory: ClientFactory, *, rule_id: str, stream_name: str) -> None:
+        self._factory = client_factory
+        self._client = client_factory(False)
         self._rule_id = rule_id
         self._stream = stream_name
         self.uploads = 0
 
-    def upload(self, rows: Sequence[Mapping[str, object]]) -> UploadResult:
-        """Upload ``rows`` (sized by the batcher to be one request) and report what failed."""
-        logs: list[Any] = list(rows)
+    def close(self) -> None:
+        """Close the SDK client's transport."""
+        self._client.close()
+
+    def _send(self, logs: list[Any]) -> list[LogsUploadError]:
         failures: list[LogsUploadError] = []
         self.uploads += 1
         try:
@@ -79,12 +95,18 @@ class LogsIngestionSink:
                 rule_id=self._rule_id, stream_name=self._stream, logs=logs, on_error=failures.append
             )
         except AzureError as err:  # raised before any chunk was sent (e.g. the request could not be built)
-            return UploadResult(
-                failed_indexes=frozenset(range(len(logs))),
-                error=describe_ingestion_error(
-                    err, rule_id=self._rule_id, stream=self._stream, rows=len(logs)
-                ),
-            )
+            failures.append(LogsUploadError(error=err, failed_logs=logs))
+        return failures
+
+    def upload(self, rows: Sequence[Mapping[str, object]]) -> UploadResult:
+        """Upload ``rows`` (sized by the batcher to be one request) and report what failed."""
+        logs: list[Any] = list(rows)
+        failures = self._send(logs)
+        if failures and all(_is_token_refused(failure.error) for failure in failures):
+            logger.warning("logs ingestion refused the access token (401); renewing the credential once")
+            self._client.close()
+            self._client = self._factory(True)
+            failures = self._send([log for failure in failures for log in failure.failed_logs])
         if not failures:
             return UploadResult()
         failed_ids = {id(log) for failure in failures for log in failure.failed_logs}

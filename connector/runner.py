@@ -81,7 +81,9 @@ def open_connector(
 ) -> Iterator[Connector]:
     """Build Graph source, ingestion sink and checkpoint store; close them afterwards."""
     deadline = Deadline(settings.run_time_budget)
-    session = ConnectorSession(ca_bundle=settings.ca_bundle, timeout_seconds=settings.http_timeout_seconds)
+    session = ConnectorSession(
+        ca_bundle=settings.ca_bundle, timeout_seconds=settings.http_timeout_seconds, connection_retries=0
+    )
     source_kwargs: dict[str, Callable[[float], None]] = {} if sleep is None else {"sleep": sleep}
     source = GraphMessageTraceSource(
         base_url=settings.graph_base_url,
@@ -102,8 +104,14 @@ def open_connector(
     }
     if settings.ca_bundle:
         client_kwargs["connection_verify"] = settings.ca_bundle
-    client = LogsIngestionClient(settings.ingestion_endpoint, azure_credential(settings), **client_kwargs)
-    sink = LogsIngestionSink(client, rule_id=settings.dcr_immutable_id, stream_name=settings.dcr_stream_name)
+
+    def ingestion_client(fresh: bool) -> LogsIngestionClient:
+        credential = azure_credential(settings, fresh=fresh)
+        return LogsIngestionClient(settings.ingestion_endpoint, credential, **client_kwargs)
+
+    sink = LogsIngestionSink(
+        ingestion_client, rule_id=settings.dcr_immutable_id, stream_name=settings.dcr_stream_name
+    )
     store = build_store(settings)
     sync = FeedSync(
         source=source,
@@ -121,7 +129,7 @@ def open_connector(
         progress=progress,
     )
     connector = Connector(
-        sync=sync, source=source, sink=sink, store=store, closers=[session.close, client.close]
+        sync=sync, source=source, sink=sink, store=store, closers=[session.close, sink.close]
     )
     try:
         yield connector

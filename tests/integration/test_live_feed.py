@@ -311,3 +311,53 @@ def test_rows_are_timestamped_with_the_receive_time(sim, connector_env):
 
     row = sim.ingestion.rows()[0]
     assert row["TimeGenerated"] == row["Received"] == format_datetime(received)
+
+
+def test_graph_5xx_and_timeouts_are_retried_until_the_page_arrives(sim, connector_env):
+    sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
+    sim.graph.inject(503)
+    sim.graph.inject("timeout", seconds=3.0)
+    sim.graph.inject(502)
+
+    report = run_live({**connector_env, "HTTP_TIMEOUT_SECONDS": "1"})
+
+    assert report.ok, report.error
+    assert {503, 502} <= {r.status for r in sim.graph.requests(path="messageTraces")}
+    assert len(sim.ingestion.rows()) == 1
+
+
+def test_graph_still_failing_after_the_retries_is_a_clear_error(sim, connector_env):
+    sim.graph.inject(500, times=None)
+
+    report = run_live(connector_env)
+
+    assert report.error is not None
+    assert "still failing after 4 attempts" in str(report.error)
+    assert len(sim.graph.requests(path="messageTraces")) == 4
+
+
+def test_throttling_longer_than_the_run_budget_ends_the_run_cleanly(sim, connector_env, blob_store):
+    sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
+    sim.graph.inject(429, headers={"Retry-After": "600"})
+
+    report = run_live({**connector_env, "RUN_TIME_BUDGET_SECONDS": "30"})
+
+    assert report.ok
+    assert report.outcome == "throttled"
+    assert blob_store.load("live").checkpoint.last_run.outcome == "throttled"
+    assert run_live(connector_env).ok
+    assert len(sim.ingestion.rows()) == 1
+
+
+def test_tokens_refused_mid_run_are_renewed_once_for_graph_and_ingestion(sim, connector_env):
+    sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
+    run_live(connector_env)
+    sim.entra.expire_all_tokens()
+    sim.graph.add([trace("mail-2", "bob@contoso.com", at(sim.now() - timedelta(minutes=9)))])
+
+    report = run_live(connector_env)
+
+    assert report.ok, report.error
+    assert 401 in [r.status for r in sim.graph.requests(path="messageTraces")]
+    assert 401 in [r.status for r in sim.ingestion.requests()]
+    assert len(sim.ingestion.rows()) == 2
