@@ -42,6 +42,7 @@ class RunSummary:
     duplicates_dropped: int
     batches: int
     error: str | None = None
+    dead_lettered: int = 0
 
 
 @dataclass(frozen=True, slots=True)

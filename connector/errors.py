@@ -13,7 +13,7 @@ The tree::
     │   ├── GraphThrottledError            the quota wait would cross the run budget (not a fault)
     │   ├── GraphResponseError             a 200 whose body is not the documented JSON
     │   └── PagingLoopError                an @odata.nextLink repeated (server loop)
-    ├── RecordError                a trace record cannot be mapped to a row
+    ├── RecordError                a trace record cannot be mapped to a row (it is dead-lettered)
     ├── SinkError                  the Logs Ingestion API refused a batch
     └── CheckpointError            the checkpoint store
         ├── CheckpointConflictError        someone else wrote the checkpoint (ETag mismatch)

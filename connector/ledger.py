@@ -100,6 +100,11 @@ class DedupLedger:
             if self._staged.get(decision.key) == decision.entry:
                 del self._staged[decision.key]
 
+    def forget_staged(self, decision: Decision) -> None:
+        """Undo one staged decision whose row will not be sent (it was dead-lettered)."""
+        if self._staged.get(decision.key) == decision.entry:
+            del self._staged[decision.key]
+
     def discard_staged(self) -> None:
         """Forget decisions whose rows were not stored, so a re-run decides them again."""
         self._staged.clear()

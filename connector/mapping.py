@@ -57,8 +57,23 @@ ROW_COLUMNS = frozenset(
         "Direction",
         "StatusRevision",
         "PreviousStatus",
+        "TruncatedFields",
     }
 )
+
+# Log Analytics silently truncates a field value over 64 KB. The connector cuts first,
+# a little below the limit and on a UTF-8 character boundary, and says so in a column.
+MAX_FIELD_BYTES = 64_000
+
+
+def cut_utf8(value: str, max_bytes: int = MAX_FIELD_BYTES) -> str | None:
+    """``value`` cut to at most ``max_bytes`` UTF-8 bytes on a character boundary; None if it fits."""
+    if len(value) * 4 <= max_bytes:  # cannot be over: no encoding needed
+        return None
+    encoded = value.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return None
+    return encoded[:max_bytes].decode("utf-8", errors="ignore")
 
 
 def normalise_status(raw: str) -> str:
@@ -246,5 +261,15 @@ class RowMapper:
             "Direction": classify_direction(sender_domain, recipient_domain, self._local_domains),
             "StatusRevision": revision,
             "PreviousStatus": previous_status or "",
+            "TruncatedFields": "",
         }
+        truncated = []
+        for name, value in row.items():
+            if isinstance(value, str):
+                cut = cut_utf8(value)
+                if cut is not None:
+                    row[name] = cut
+                    truncated.append(name)
+        if truncated:
+            row["TruncatedFields"] = ",".join(truncated)
         return {name: value for name, value in row.items() if value is not None}

@@ -25,7 +25,7 @@ from connector.ingestion import LogsIngestionSink
 from connector.mapping import RowMapper, format_datetime
 from connector.settings import Settings, StoreKind
 from connector.store import BlobCheckpointStore, FileCheckpointStore
-from connector.sync import CheckpointStore, Clock, Deadline, FeedSync, ProgressCallback, RunReport
+from connector.sync import Clock, Deadline, FeedSync, ProgressCallback, RunReport
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def build_store(settings: Settings) -> CheckpointStore:
+def build_store(settings: Settings) -> BlobCheckpointStore | FileCheckpointStore:
     """The checkpoint store that ``CHECKPOINT_STORE`` selects."""
     location = settings.checkpoint
     if location.kind is StoreKind.FILE:
@@ -67,7 +67,7 @@ class Connector:
     sync: FeedSync
     source: GraphMessageTraceSource
     sink: LogsIngestionSink
-    store: CheckpointStore
+    store: BlobCheckpointStore | FileCheckpointStore
     closers: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -117,6 +117,7 @@ def open_connector(
         source=source,
         sink=sink,
         store=store,
+        dead_letters=store,
         mapper=RowMapper(settings.local_domains),
         clock=clock,
         deadline=deadline,

@@ -28,6 +28,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import ContainerClient, ContentSettings
 
 from connector.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from connector.deadletter import DEAD_LETTER_PREFIX, DeadLetter
 from connector.errors import CheckpointConflictError, CheckpointError
 from connector.sync import StoredCheckpoint
 
@@ -132,6 +133,20 @@ class BlobCheckpointStore:
             raise CheckpointError(f"cannot write checkpoint {blob.url}: {err}") from err
         return str(result["etag"])
 
+    def put_dead_letter(self, letter: DeadLetter) -> str:
+        """Write the dead-letter document (overwrites the same record's earlier copy)."""
+        self._ensure_container()
+        blob = self._container.get_blob_client(letter.name)
+        try:
+            blob.upload_blob(
+                letter.encode(),
+                overwrite=True,
+                content_settings=ContentSettings(content_type="application/json"),
+            )
+        except AzureError as err:
+            raise CheckpointError(f"cannot write dead-letter record {blob.url}: {err}") from err
+        return blob.url
+
     def list_feeds(self, prefix: str) -> list[str]:
         """Feeds whose blob name starts with ``prefix``."""
         self._ensure_container()
@@ -139,7 +154,11 @@ class BlobCheckpointStore:
             names = [blob.name for blob in self._container.list_blobs(name_starts_with=prefix)]
         except AzureError as err:
             raise CheckpointError(f"cannot list checkpoints in {self.where}: {err}") from err
-        return sorted(name.removesuffix(".json") for name in names if name.endswith(".json"))
+        return sorted(
+            name.removesuffix(".json")
+            for name in names
+            if name.endswith(".json") and not name.startswith(DEAD_LETTER_PREFIX)
+        )
 
 
 class FileCheckpointStore:
@@ -212,6 +231,16 @@ class FileCheckpointStore:
             raise CheckpointError(f"cannot write checkpoint {path}: {err}") from err
         return self._etag(data)
 
+    def put_dead_letter(self, letter: DeadLetter) -> str:
+        """Write the dead-letter document as a file under the store's directory."""
+        path = self._directory / letter.name
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(letter.encode())
+        except OSError as err:
+            raise CheckpointError(f"cannot write dead-letter record {path}: {err}") from err
+        return str(path)
+
     def list_feeds(self, prefix: str) -> list[str]:
         """Feeds whose relative path starts with ``prefix``."""
         if not self._directory.exists():
@@ -220,4 +249,6 @@ class FileCheckpointStore:
             path.relative_to(self._directory).as_posix().removesuffix(".json")
             for path in self._directory.rglob("*.json")
         ]
-        return sorted(feed for feed in feeds if feed.startswith(prefix))
+        return sorted(
+            feed for feed in feeds if feed.startswith(prefix) and not feed.startswith(DEAD_LETTER_PREFIX)
+        )

@@ -28,7 +28,8 @@ from typing import Protocol
 
 from connector.batching import Batch, Batcher
 from connector.checkpoint import LIVE_FEED, Checkpoint, RunSummary, backfill_feed_name
-from connector.errors import CheckpointError, ConnectorError, GraphThrottledError
+from connector.deadletter import DeadLetter
+from connector.errors import CheckpointError, ConnectorError, GraphThrottledError, RecordError
 from connector.ledger import Decision, DedupLedger, ledger_key
 from connector.mapping import RowMapper, format_datetime, parse_trace_record
 from connector.windows import (
@@ -98,6 +99,18 @@ class CheckpointStore(Protocol):
         ...
 
 
+class DeadLetterSink(Protocol):
+    """Where records that cannot be mapped are kept (next to the checkpoint)."""
+
+    def put_dead_letter(self, letter: DeadLetter) -> str:
+        """Store ``letter`` (idempotent by its name); return where it went.
+
+        Raises:
+            CheckpointError: it could not be written (the run must stop: nothing is dropped silently).
+        """
+        ...
+
+
 class Deadline:
     """The run's time budget, on a monotonic clock."""
 
@@ -138,6 +151,7 @@ class RunReport:
     revisions: int = 0
     duplicates_dropped: int = 0
     outside_range: int = 0
+    dead_lettered: int = 0
     batches: int = 0
     checkpoint_saves: int = 0
     ledger_entries: int = 0
@@ -170,6 +184,7 @@ class RunReport:
             "revisions": self.revisions,
             "duplicates_dropped": self.duplicates_dropped,
             "outside_range": self.outside_range,
+            "dead_lettered": self.dead_lettered,
             "batches": self.batches,
             "checkpoint_saves": self.checkpoint_saves,
             "ledger_entries": self.ledger_entries,
@@ -201,6 +216,7 @@ class FeedSync:
         source: TraceSource,
         sink: RowSink,
         store: CheckpointStore,
+        dead_letters: DeadLetterSink,
         mapper: RowMapper,
         clock: Clock,
         deadline: Deadline,
@@ -216,6 +232,7 @@ class FeedSync:
         self._source = source
         self._sink = sink
         self._store = store
+        self._dead_letters = dead_letters
         self._mapper = mapper
         self._clock = clock
         self._deadline = deadline
@@ -395,9 +412,13 @@ class FeedSync:
         for page in self._source.pages(current):
             report.pages += 1
             for raw in page:
-                record = parse_trace_record(raw)
                 records += 1
                 report.records_seen += 1
+                try:
+                    record = parse_trace_record(raw)
+                except RecordError as err:
+                    self._dead_letter(report, raw, err, current)
+                    continue
                 if not current.contains(record.received) or (
                     exclude_from is not None and record.received >= exclude_from
                 ):
@@ -412,13 +433,26 @@ class FeedSync:
                 row = self._mapper.to_row(
                     record, revision=decision.entry.revision, previous_status=decision.previous_status
                 )
-                full = batcher.add(row, decision)
+                try:
+                    full = batcher.add(row, decision)
+                except RecordError as err:
+                    state.ledger.forget_staged(decision)
+                    self._dead_letter(report, raw, err, current)
+                    continue
                 if full is not None:
                     self._upload(report, state, full)
         last = batcher.flush()
         if last is not None:
             self._upload(report, state, last)
         return records
+
+    def _dead_letter(self, report: RunReport, raw: object, err: RecordError, current: Window) -> None:
+        letter = DeadLetter(
+            feed=report.feed, reason=err.problem, record=raw, window=current, seen_at=self._clock()
+        )
+        where = self._dead_letters.put_dead_letter(letter)
+        report.dead_lettered += 1
+        logger.warning("message trace record dead-lettered to %s: %s", where, err)
 
     def _upload(self, report: RunReport, state: _FeedState, batch: Batch[Decision]) -> None:
         result = self._sink.upload(batch.rows)
@@ -463,6 +497,7 @@ class FeedSync:
             revisions=report.revisions,
             duplicates_dropped=report.duplicates_dropped,
             batches=report.batches,
+            dead_lettered=report.dead_lettered,
             error=None if report.error is None else str(report.error),
         )
         try:

@@ -93,9 +93,7 @@ def main() -> int:
             graph_requests = len(sim.graph.requests(path="messageTraces"))
             ingestion_requests = sim.ingestion.request_count
             saves = next(
-                int(line.split()[-1])
-                for line in stdout.splitlines()
-                if line.startswith("checkpoint saves")
+                int(line.split()[-1]) for line in stdout.splitlines() if line.startswith("checkpoint saves")
             )
             uncompressed = sum(batch.uncompressed_bytes for batch in sim.ingestion.batches())
             sent = sum(batch.body_bytes for batch in sim.ingestion.batches())

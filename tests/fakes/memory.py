@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from connector.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from connector.deadletter import DeadLetter
 from connector.errors import CheckpointConflictError, ConnectorError, SinkError
 from connector.mapping import parse_datetime
 from connector.sync import StoredCheckpoint, UploadResult
@@ -80,6 +81,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.documents: dict[str, tuple[bytes, str]] = {}
+        self.dead_letters: dict[str, DeadLetter] = {}
         self.saves = 0
         self._counter = 0
 
@@ -101,6 +103,10 @@ class MemoryStore:
 
     def list_feeds(self, prefix: str) -> list[str]:
         return sorted(name for name in self.documents if name.startswith(prefix))
+
+    def put_dead_letter(self, letter: DeadLetter) -> str:
+        self.dead_letters[letter.name] = letter
+        return f"memory://{letter.name}"
 
     def checkpoint(self, feed: str = "live") -> Checkpoint:
         stored = self.load(feed)

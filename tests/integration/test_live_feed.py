@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -361,3 +362,23 @@ def test_tokens_refused_mid_run_are_renewed_once_for_graph_and_ingestion(sim, co
     assert 401 in [r.status for r in sim.graph.requests(path="messageTraces")]
     assert 401 in [r.status for r in sim.ingestion.requests()]
     assert len(sim.ingestion.rows()) == 2
+
+
+def test_poison_record_goes_to_a_dead_letter_blob_and_the_feed_goes_on(sim, connector_env, container):
+    good = trace("good", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))
+    poison = {
+        **trace("poison", "bob@contoso.com", at(sim.now() - timedelta(minutes=10))),
+        "receivedDateTime": 17,
+    }
+    sim.graph.inject(200, body={"value": [poison, good]}, times=None)
+
+    report = run_live({**connector_env, "INITIAL_LOOKBACK_HOURS": "0.5"})
+
+    assert report.ok, report.error
+    assert [r["MessageTraceId"] for r in sim.ingestion.rows()] == ["good"]
+    letters = [b.name for b in container.list_blobs(name_starts_with="deadletter/")]
+    assert len(letters) == 1
+    document = json.loads(container.download_blob(letters[0]).readall())
+    assert document["record"] == poison
+    assert "receivedDateTime" in document["reason"]
+    assert report.dead_lettered >= 1

@@ -4,8 +4,10 @@ import pytest
 
 from connector.errors import RecordError
 from connector.mapping import (
+    MAX_FIELD_BYTES,
     RowMapper,
     classify_direction,
+    cut_utf8,
     normalise_status,
     parse_datetime,
     parse_trace_record,
@@ -129,3 +131,34 @@ class TestRow:
 
         assert row["StatusRevision"] == 2
         assert row["PreviousStatus"] == "Pending"
+
+
+class TestFieldLimit:
+    def test_short_values_are_not_cut(self):
+        assert cut_utf8("hello", max_bytes=10) is None
+
+    def test_cut_lands_on_a_character_boundary_below_the_limit(self):
+        value = "a" + "€" * 10  # 1 + 30 bytes
+
+        cut = cut_utf8(value, max_bytes=12)
+
+        assert cut == "a" + "€" * 3
+        assert len(cut.encode("utf-8")) <= 12
+
+    def test_subject_over_64_kb_is_cut_by_the_connector_and_marked(self):
+        raw = trace("id-1", "bob@contoso.com", "2026-03-10T10:00:00Z", subject="日本" * 20_000)
+
+        row = RowMapper(LOCAL).to_row(parse_trace_record(raw), revision=0, previous_status=None)
+
+        assert len(row["Subject"].encode("utf-8")) <= MAX_FIELD_BYTES
+        assert row["Subject"] == ("日本" * 20_000)[: len(row["Subject"])]
+        assert row["TruncatedFields"] == "Subject"
+
+    def test_rows_within_limits_have_an_empty_truncation_marker(self):
+        row = RowMapper(LOCAL).to_row(
+            parse_trace_record(trace("id-1", "bob@contoso.com", "2026-03-10T10:00:00Z")),
+            revision=0,
+            previous_status=None,
+        )
+
+        assert row["TruncatedFields"] == ""

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from connector.errors import CheckpointConflictError, GraphThrottledError, RecordError, SinkError
+from connector.errors import CheckpointConflictError, GraphThrottledError, SinkError
 from connector.mapping import RowMapper
 from connector.sync import Deadline, FeedSync
 from tests.fakes.memory import FakeClock, MemorySink, MemorySource, MemoryStore, trace
@@ -26,6 +26,7 @@ def make_sync(source, sink, store, clock, *, budget=timedelta(minutes=5), batch_
         source=source,
         sink=sink,
         store=store,
+        dead_letters=store,
         mapper=RowMapper(("contoso.com",)),
         clock=clock,
         deadline=Deadline(budget),
@@ -161,18 +162,38 @@ def test_failed_batch_keeps_the_checkpoint_at_the_last_accepted_batch_and_rerun_
     assert len(sink.rows) == 40
 
 
-def test_malformed_record_stops_the_run_without_moving_the_checkpoint(world):
+def test_malformed_record_is_dead_lettered_with_its_reason_and_the_feed_goes_on(world):
     source, sink, store, clock = world
     bad = trace("id-bad", "bob@contoso.com", iso(NOW - timedelta(minutes=10)))
     bad["receivedDateTime"] = "not-a-date"
-    source.records = [bad]
-    source.records.sort(key=str)
+    source.records = [bad, trace("id-good", "bob@contoso.com", iso(NOW - timedelta(minutes=11)))]
+
+    report = make_sync(source, sink, store, clock).run_live()
+    again = make_sync(source, sink, store, clock).run_live()
+
+    assert report.ok, report.error
+    assert report.dead_lettered >= 1
+    assert [r["MessageTraceId"] for r in sink.rows] == ["id-good"]
+    (letter,) = store.dead_letters.values()
+    assert "not an ISO 8601 timestamp" in letter.reason
+    assert letter.record == bad
+    assert store.checkpoint().last_run.dead_lettered == again.dead_lettered
+
+
+def test_record_missing_key_fields_or_with_wrong_types_is_dead_lettered(world):
+    source, sink, store, clock = world
+    no_id = trace("x", "bob@contoso.com", iso(NOW - timedelta(minutes=10)))
+    del no_id["id"]
+    bad_size = trace("y", "bob@contoso.com", iso(NOW - timedelta(minutes=10)))
+    bad_size["size"] = "large"
+    source.records = [no_id, bad_size]
 
     report = make_sync(source, sink, store, clock).run_live()
 
-    assert isinstance(report.error, RecordError)
-    assert "id-bad" in str(report.error)
-    assert store.checkpoint().high_water_mark is None
+    assert report.ok
+    assert report.dead_lettered == 2
+    assert sink.rows == []
+    assert sorted(letter.reason.split()[1] for letter in store.dead_letters.values()) == ["'id'", "'size'"]
 
 
 def test_checkpoint_written_by_someone_else_stops_the_run_cleanly(world):

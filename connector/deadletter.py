@@ -1,0 +1,52 @@
+"""Dead letters: records that cannot become rows, kept with the reason instead of lost. Pure.
+
+A record without the fields the pipeline needs (trace id, recipient, receive time,
+status), with a date that does not parse or with fields of the wrong type cannot be
+stored in ``EmailEvents_CL``, and must not stop the feed either. It is written as a
+document ``deadletter/<feed>/<digest>.json`` next to the checkpoint, counted in the
+run summary and logged at WARNING. The name is a digest of the record, so reading
+the same slice again after a crash rewrites the same document instead of adding one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from connector import __version__
+from connector.mapping import format_datetime
+from connector.windows import Window
+
+DEAD_LETTER_PREFIX = "deadletter/"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One record the connector could not store, with why and where it came from."""
+
+    feed: str
+    reason: str
+    record: object
+    window: Window
+    seen_at: datetime
+
+    @property
+    def name(self) -> str:
+        """Stable document name: the same record always lands in the same document."""
+        material = json.dumps(self.record, sort_keys=True, default=str, ensure_ascii=False)
+        digest = hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+        return f"{DEAD_LETTER_PREFIX}{self.feed}/{digest}.json"
+
+    def encode(self) -> bytes:
+        """The document: reason, the raw record as Graph sent it, and context."""
+        document = {
+            "reason": self.reason,
+            "record": self.record,
+            "feed": self.feed,
+            "window": {"start": format_datetime(self.window.start), "end": format_datetime(self.window.end)},
+            "seen_at": format_datetime(self.seen_at),
+            "connector_version": __version__,
+        }
+        return json.dumps(document, indent=2, default=str, ensure_ascii=False).encode("utf-8")
