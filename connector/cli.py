@@ -2,8 +2,8 @@
 
 ``run`` is the exact code path of the timer function. Settings come from the
 environment (see README). Exit codes: 0 done, 1 failed, 2 bad settings or
-arguments, 3 an authentication/permission problem, 4 another run holds the
-checkpoint.
+arguments, 3 an authentication/permission problem, 4 a checkpoint conflict,
+5 another run holds the feed's lock.
 """
 
 from __future__ import annotations
@@ -21,7 +21,15 @@ from tqdm import tqdm
 
 from connector.errors import ConnectorError
 from connector.mapping import parse_datetime
-from connector.runner import describe_time, quiet_sdk_loggers, read_status, run_backfill, run_live, utc_now
+from connector.runner import (
+    describe_time,
+    quiet_sdk_loggers,
+    read_status,
+    run_backfill,
+    run_live,
+    unlock,
+    utc_now,
+)
 from connector.sync import ProgressCallback, RunReport
 from connector.windows import Window
 
@@ -52,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backfill.add_argument("--start", required=True, type=_timestamp, help="inclusive, ISO 8601 UTC")
     backfill.add_argument("--end", required=True, type=_timestamp, help="exclusive, ISO 8601 UTC")
+    unlock_cmd = commands.add_parser("unlock", help="break the lock a killed run left on a feed")
+    unlock_cmd.add_argument("--feed", default="live", help="live (default) or backfill/<start>_<end>")
     return parser
 
 
@@ -178,6 +188,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         if args.command == "status":
             _print_status(args.json, out)
+            return 0
+        if args.command == "unlock":
+            holder = unlock(args.feed)
+            out.write(
+                f"lock on {args.feed} broken (was held by {holder})\n"
+                if holder
+                else f"{args.feed}: no lock held\n"
+            )
             return 0
         if args.command == "run":
             with _progress_bar(show_progress, "live") as progress:

@@ -15,9 +15,11 @@ The tree::
     │   └── PagingLoopError                an @odata.nextLink repeated (server loop)
     ├── RecordError                a trace record cannot be mapped to a row (it is dead-lettered)
     ├── SinkError                  the Logs Ingestion API refused a batch
-    └── CheckpointError            the checkpoint store
-        ├── CheckpointConflictError        someone else wrote the checkpoint (ETag mismatch)
-        └── CheckpointFormatError          the stored checkpoint is unreadable / newer format
+    ├── CheckpointError            the checkpoint store
+    │   ├── CheckpointConflictError        someone else wrote the checkpoint (ETag mismatch)
+    │   └── CheckpointFormatError          the stored checkpoint is unreadable / newer format
+    ├── RunLockedError             another run holds the feed's lock (lease)
+    └── LockLostError              this run's lock could not be renewed; it stops before uploading
 
 ``classify_http_status`` is the one table that says which HTTP statuses are worth a
 retry; the Graph client and the tests both use it.
@@ -153,6 +155,24 @@ class CheckpointConflictError(CheckpointError):
 
 class CheckpointFormatError(CheckpointError):
     """The stored checkpoint is not one this version can read."""
+
+
+class RunLockedError(ConnectorError):
+    """Another run holds the feed's lock; this run did nothing."""
+
+    exit_code = 5
+
+
+class LockLostError(ConnectorError):
+    """The run's lock may have expired; it stops before its next upload."""
+
+    exit_code = 5
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"this run lost its lock ({detail}); stopping before the next upload so two runs never send "
+            "the same rows; the next run continues from the checkpoint"
+        )
 
 
 class HttpDisposition(enum.Enum):

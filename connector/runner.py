@@ -18,10 +18,11 @@ from azure.monitor.ingestion import LogsIngestionClient
 from azure.storage.blob import ContainerClient
 
 from connector.auth import azure_credential, graph_token_provider
-from connector.checkpoint import LIVE_FEED, Checkpoint
+from connector.checkpoint import LIVE_FEED, Checkpoint, backfill_feed_name
 from connector.graph import GraphMessageTraceSource
 from connector.httpsession import ConnectorSession
 from connector.ingestion import LogsIngestionSink
+from connector.locks import BlobRunLock, FileRunLock, RunLock
 from connector.mapping import RowMapper, format_datetime
 from connector.settings import Settings, StoreKind
 from connector.store import BlobCheckpointStore, FileCheckpointStore
@@ -60,6 +61,13 @@ def build_store(settings: Settings) -> BlobCheckpointStore | FileCheckpointStore
     return BlobCheckpointStore(container)
 
 
+def build_lock(store: BlobCheckpointStore | FileCheckpointStore, settings: Settings) -> RunLock:
+    """The per-feed run lock next to the checkpoint (blob lease, or flock for the file store)."""
+    if isinstance(store, BlobCheckpointStore):
+        return BlobRunLock(store.container, lease_seconds=settings.lock_lease_seconds)
+    return FileRunLock(store.directory)
+
+
 @dataclass(slots=True)
 class Connector:
     """The adapters for one run, wired to a :class:`FeedSync`."""
@@ -68,6 +76,7 @@ class Connector:
     source: GraphMessageTraceSource
     sink: LogsIngestionSink
     store: BlobCheckpointStore | FileCheckpointStore
+    lock: RunLock
     closers: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -130,7 +139,12 @@ def open_connector(
         progress=progress,
     )
     connector = Connector(
-        sync=sync, source=source, sink=sink, store=store, closers=[session.close, sink.close]
+        sync=sync,
+        source=source,
+        sink=sink,
+        store=store,
+        lock=build_lock(store, settings),
+        closers=[session.close, sink.close],
     )
     try:
         yield connector
@@ -155,8 +169,11 @@ def run_live(
 ) -> RunReport:
     """Run the live feed once (what each timer tick does)."""
     settings = Settings.from_env(env)
-    with open_connector(settings, clock=clock, progress=progress) as connector:
-        report = connector.sync.run_live()
+    with (
+        open_connector(settings, clock=clock, progress=progress) as connector,
+        connector.lock.hold(LIVE_FEED) as held,
+    ):
+        report = connector.sync.run_live(lock=held)
     log_report(report)
     return report
 
@@ -171,8 +188,11 @@ def run_backfill(
 ) -> RunReport:
     """Backfill ``[start, end)`` with its own progress record."""
     settings = Settings.from_env(env)
-    with open_connector(settings, clock=clock, progress=progress) as connector:
-        report = connector.sync.run_backfill(start, end)
+    with (
+        open_connector(settings, clock=clock, progress=progress) as connector,
+        connector.lock.hold(backfill_feed_name(start, end)) as held,
+    ):
+        report = connector.sync.run_backfill(start, end, lock=held)
     log_report(report)
     return report
 
@@ -196,6 +216,12 @@ def read_status(env: Mapping[str, str] | None = None) -> list[FeedStatus]:
         if stored is not None:
             result.append(FeedStatus(feed=feed, checkpoint=stored.checkpoint))
     return result
+
+
+def unlock(feed: str = LIVE_FEED, env: Mapping[str, str] | None = None) -> str | None:
+    """Break a feed's lock left by a killed run; return who held it, if recorded."""
+    settings = Settings.from_env(env)
+    return build_lock(build_store(settings), settings).break_lock(feed)
 
 
 def describe_time(value: datetime | None) -> str:

@@ -96,6 +96,7 @@ class Settings:
     http_max_retries: int
     http_retry_backoff_seconds: float
     ledger_warn_entries: int
+    lock_lease_seconds: int
     ca_bundle: str | None
 
     @classmethod
@@ -189,6 +190,7 @@ class Settings:
             http_max_retries=reader.optional("HTTP_MAX_RETRIES", 6, _int(0, 20)),
             http_retry_backoff_seconds=reader.optional("HTTP_RETRY_BACKOFF_SECONDS", 2.0, _float(0, 60)),
             ledger_warn_entries=reader.optional("LEDGER_WARN_ENTRIES", 500_000, _int(1, 100_000_000)),
+            lock_lease_seconds=reader.optional("LOCK_LEASE_SECONDS", 60, _int(15, 60)),
             ca_bundle=_ca_bundle(reader),
         )
         reader.raise_if_problems()

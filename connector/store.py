@@ -56,6 +56,12 @@ class BlobCheckpointStore:
         """Human-readable location for messages."""
         return f"{self._container.url}"
 
+    @property
+    def container(self) -> ContainerClient:
+        """The container (the run lock lives in it too)."""
+        self._ensure_container()
+        return self._container
+
     def _ensure_container(self) -> None:
         if self._container_checked:
             return
@@ -177,6 +183,11 @@ class FileCheckpointStore:
     def where(self) -> str:
         """Human-readable location for messages."""
         return str(self._directory)
+
+    @property
+    def directory(self) -> Path:
+        """The directory holding the documents (the run lock lives there too)."""
+        return self._directory
 
     def _path(self, feed: str) -> Path:
         return self._directory / _blob_name(feed)

@@ -111,6 +111,14 @@ class DeadLetterSink(Protocol):
         ...
 
 
+class HeldLock(Protocol):
+    """The run's lock on its feed (see :mod:`connector.locks`)."""
+
+    def check(self) -> None:
+        """Raise LockLostError if the lock can no longer be trusted."""
+        ...
+
+
 class Deadline:
     """The run's time budget, on a monotonic clock."""
 
@@ -244,11 +252,13 @@ class FeedSync:
         self._ledger_warn = ledger_warn_entries
         self._progress = progress
         self._batch_budget = batch_budget_bytes
+        self._lock: HeldLock | None = None
 
     # ------------------------------------------------------------------ feeds
 
-    def run_live(self) -> RunReport:
+    def run_live(self, lock: HeldLock | None = None) -> RunReport:
         """Read from the high-water mark (minus the overlap) to now (minus the settle delay)."""
+        self._lock = lock
         report = RunReport(feed=LIVE_FEED, started=self._clock())
         try:
             state = self._load(LIVE_FEED)
@@ -270,13 +280,14 @@ class FeedSync:
             report.error = err
         return report
 
-    def run_backfill(self, start: datetime, end: datetime) -> RunReport:
+    def run_backfill(self, start: datetime, end: datetime, lock: HeldLock | None = None) -> RunReport:
         """Fill ``[start, end)`` from history without touching the live checkpoint.
 
         Rows at or after the live feed's coverage start are the live feed's and are
         skipped, and ranges overlapping another backfill are refused, so a backfill
         never stores a row twice.
         """
+        self._lock = lock
         feed = backfill_feed_name(start, end)
         report = RunReport(feed=feed, started=self._clock())
         try:
@@ -455,6 +466,8 @@ class FeedSync:
         logger.warning("message trace record dead-lettered to %s: %s", where, err)
 
     def _upload(self, report: RunReport, state: _FeedState, batch: Batch[Decision]) -> None:
+        if self._lock is not None:
+            self._lock.check()
         result = self._sink.upload(batch.rows)
         accepted = [tag for index, tag in enumerate(batch.tags) if index not in result.failed_indexes]
         report.batches += 1

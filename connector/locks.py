@@ -1,0 +1,222 @@
+"""Single writer: a run holds a lock on its feed from start to end.
+
+The ETag on the checkpoint detects a second writer only when it saves, after it may
+already have uploaded rows; a lock stops it before it reads anything. In Azure the
+lock is a blob lease on ``locks/<feed>.lock`` (60 s by default, renewed in the
+background every third of that); a run killed with the lease held loses it when the
+lease expires, and the next run takes over. Locally it is an ``flock`` on a file,
+which the kernel releases when the process dies.
+
+A second run gets :class:`~connector.errors.RunLockedError` ("another run holds the
+lock since …") and exits non-zero. If renewing fails, or the renewals fall behind so
+far that the lease may have expired, the run stops before its next upload
+(:class:`~connector.errors.LockLostError`) instead of risking a double upload.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Protocol
+
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
+from azure.storage.blob import BlobClient, BlobLeaseClient, ContainerClient
+
+from connector.errors import CheckpointError, LockLostError, RunLockedError
+from connector.sync import HeldLock
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LEASE_SECONDS = 60
+
+
+def holder_description() -> str:
+    """Who is running: host and process, for the 'lock held by' message."""
+    return f"{socket.gethostname()} pid {os.getpid()}"
+
+
+class RunLock(Protocol):
+    """Acquires the per-feed lock for the length of a ``with`` block."""
+
+    def hold(self, feed: str) -> AbstractContextManager[HeldLock]:
+        """Acquire, yield, release (renewing in between if the lock expires on its own)."""
+        ...
+
+    def break_lock(self, feed: str) -> str | None:
+        """Force the lock free (after a run was killed); return who held it, if known."""
+        ...
+
+
+def _lock_blob_name(feed: str) -> str:
+    return f"locks/{feed}.lock"
+
+
+class _BlobLease:
+    """A held blob lease, renewed by a daemon thread."""
+
+    def __init__(self, lease: BlobLeaseClient, duration: int, monotonic: Callable[[], float]) -> None:
+        self._lease = lease
+        self._duration = duration
+        self._monotonic = monotonic
+        self._renewed_at = monotonic()
+        self._failure: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew_loop, name="checkpoint-lease", daemon=True)
+        self._thread.start()
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self._duration / 3):
+            try:
+                self._lease.renew()
+                self._renewed_at = self._monotonic()
+            except AzureError as err:
+                self._failure = f"renewing the lease failed: {err}"
+                logger.error("lost the checkpoint lock: %s", self._failure)
+                return
+
+    def check(self) -> None:
+        """Raise if a renewal failed or the last one is too old to trust."""
+        if self._failure is not None:
+            raise LockLostError(self._failure)
+        age = self._monotonic() - self._renewed_at
+        if age > self._duration - 5:
+            raise LockLostError(f"the lease was last renewed {age:.0f} s ago (lease {self._duration} s)")
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self._lease.release()
+        except AzureError as err:  # it expires on its own; the next run takes over
+            logger.warning("could not release the checkpoint lock: %s", err)
+
+
+class BlobRunLock:
+    """Per-feed lease on ``locks/<feed>.lock`` in the checkpoint container."""
+
+    def __init__(
+        self,
+        container: ContainerClient,
+        *,
+        lease_seconds: int = DEFAULT_LEASE_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 15 <= lease_seconds <= 60:
+            raise ValueError("blob leases last 15 to 60 seconds")
+        self._container = container
+        self._lease_seconds = lease_seconds
+        self._monotonic = monotonic
+
+    def _blob(self, feed: str) -> BlobClient:
+        return self._container.get_blob_client(_lock_blob_name(feed))
+
+    @contextmanager
+    def hold(self, feed: str) -> Iterator[HeldLock]:
+        """Lease the feed's lock blob for the run."""
+        blob = self._blob(feed)
+        try:
+            try:
+                blob.upload_blob(b"", overwrite=False)
+            except (ResourceExistsError, HttpResponseError) as err:
+                if getattr(err, "status_code", 409) not in (409, 412):
+                    raise
+            lease = blob.acquire_lease(lease_duration=self._lease_seconds, lease_id=str(uuid.uuid4()))
+        except HttpResponseError as err:
+            if err.status_code == 409:
+                raise RunLockedError(self._describe_holder(blob)) from err
+            raise CheckpointError(f"cannot take the run lock {blob.url}: {err.message}") from err
+        except AzureError as err:
+            raise CheckpointError(f"cannot take the run lock {blob.url}: {err}") from err
+        since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            blob.set_blob_metadata({"holder": holder_description(), "since": since}, lease=lease)
+        except AzureError as err:
+            logger.warning("could not record the lock holder: %s", err)
+        held = _BlobLease(lease, self._lease_seconds, self._monotonic)
+        try:
+            yield held
+        finally:
+            held.release()
+
+    def _describe_holder(self, blob: BlobClient) -> str:
+        try:
+            metadata = blob.get_blob_properties().metadata or {}
+        except AzureError:
+            metadata = {}
+        since = metadata.get("since", "an unknown time")
+        holder = metadata.get("holder", "another process")
+        return (
+            f"another run holds the lock since {since} ({holder}, {blob.url}); this run did nothing. "
+            f"If that run was killed, its lease expires within {self._lease_seconds} s, or free it now with "
+            "`python -m connector unlock`"
+        )
+
+    def break_lock(self, feed: str) -> str | None:
+        """Break the lease at once; return the recorded holder."""
+        blob = self._blob(feed)
+        try:
+            metadata = blob.get_blob_properties().metadata or {}
+            BlobLeaseClient(blob).break_lease(lease_break_period=0)
+        except HttpResponseError as err:
+            if err.status_code in (404, 409):  # no lock blob, or no lease on it
+                return None
+            raise CheckpointError(f"cannot break the run lock {blob.url}: {err.message}") from err
+        except AzureError as err:
+            raise CheckpointError(f"cannot break the run lock {blob.url}: {err}") from err
+        holder = metadata.get("holder")
+        return None if holder is None else f"{holder} since {metadata.get('since', '?')}"
+
+
+class _FileLockHeld:
+    def check(self) -> None:
+        """An flock cannot be lost while the process lives."""
+
+
+class FileRunLock:
+    """Per-feed ``flock`` on ``<directory>/locks/<feed>.lock``."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self._directory = Path(directory)
+
+    @contextmanager
+    def hold(self, feed: str) -> Iterator[HeldLock]:
+        """Take the flock without waiting; record the holder in the file."""
+        path = self._directory / _lock_blob_name(feed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle: IO[str] = open(path, "a+")  # noqa: SIM115 - held for the whole run
+        try:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                try:
+                    info = json.loads(handle.read() or "{}")
+                except json.JSONDecodeError:
+                    info = {}
+                raise RunLockedError(
+                    f"another run holds the lock since {info.get('since', 'an unknown time')} "
+                    f"({info.get('holder', 'another process')}, {path}); this run did nothing"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            handle.write(json.dumps({"holder": holder_description(), "since": since}))
+            handle.flush()
+            yield _FileLockHeld()
+        finally:
+            handle.close()
+
+    def break_lock(self, feed: str) -> str | None:
+        """Nothing to break: the kernel frees an flock when its process dies."""
+        del feed
+        return None

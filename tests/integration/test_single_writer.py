@@ -1,0 +1,157 @@
+"""One writer per feed: the blob lease held for a whole run."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from connector.cli import main
+from connector.errors import LockLostError, RunLockedError
+from connector.locks import BlobRunLock, FileRunLock
+from connector.runner import run_live
+from tests.fakes.memory import trace
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def container(container):
+    container.create_container()
+    return container
+
+
+def at(moment):
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def test_second_run_while_one_holds_the_lock_stops_with_who_and_since(connector_env, container):
+    lock = BlobRunLock(container)
+
+    with (
+        lock.hold("live"),
+        pytest.raises(RunLockedError, match=r"another run holds the lock since 20\d\d-.*pid"),
+    ):
+        run_live(connector_env)
+
+
+def test_cli_exits_5_when_the_feed_is_locked(connector_env, container, monkeypatch):
+    for name, value in connector_env.items():
+        monkeypatch.setenv(name, value)
+
+    with BlobRunLock(container).hold("live"):
+        code = main(["--no-progress", "run"], out=io.StringIO())
+
+    assert code == 5
+
+
+def test_two_runs_started_together_store_nothing_twice(sim, connector_env):
+    now = sim.now()
+    sim.graph.add(
+        [trace(f"id-{i}", "bob@contoso.com", at(now - timedelta(minutes=5 + i))) for i in range(200)]
+    )
+    sim.graph.inject("timeout", seconds=1.0)  # keep the first run busy while the second starts
+    outcomes: list[object] = []
+
+    def one_run():
+        try:
+            outcomes.append(run_live(connector_env))
+        except RunLockedError as err:
+            outcomes.append(err)
+
+    threads = [threading.Thread(target=one_run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sum(isinstance(o, RunLockedError) for o in outcomes) == 1
+    keys = [(r["MessageTraceId"], r["RecipientAddress"]) for r in sim.ingestion.rows()]
+    assert len(keys) == len(set(keys)) == 200
+
+
+def test_lease_left_by_a_killed_run_expires_and_is_taken_over(sim, connector_env, azurite, container_name):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from azure.storage.blob import ContainerClient\n"
+            "from connector.locks import BlobRunLock\n"
+            f"c = ContainerClient.from_connection_string({azurite.connection_string!r}, {container_name!r})\n"
+            "c.create_container()\n"
+            "lock = BlobRunLock(c, lease_seconds=15)\n"
+            "with lock.hold('live'):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(600)\n",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()
+    holder.wait()
+    env = {**connector_env, "LOCK_LEASE_SECONDS": "15"}
+
+    with pytest.raises(RunLockedError, match="expires within 15 s"):
+        run_live(env)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            report = run_live(env)
+            break
+        except RunLockedError:
+            assert time.monotonic() < deadline, "the dead run's lease never expired"
+            time.sleep(1)
+
+    assert report.ok, report.error
+
+
+def test_unlock_breaks_a_dead_runs_lease_at_once(connector_env, container, monkeypatch):
+    for name, value in connector_env.items():
+        monkeypatch.setenv(name, value)
+    lock = BlobRunLock(container)
+    held = lock.hold("live")
+    held.__enter__()  # a run that never got to release it
+
+    out = io.StringIO()
+    code = main(["--no-progress", "unlock"], out=out)
+
+    assert code == 0
+    assert "was held by" in out.getvalue()
+    assert run_live(connector_env).ok
+    held.__exit__(None, None, None)
+
+
+def test_run_stops_before_uploading_once_its_lease_is_too_old_to_trust(container):
+    clock = [0.0]
+    lock = BlobRunLock(container, lease_seconds=15, monotonic=lambda: clock[0])
+
+    with lock.hold("live") as held:
+        held.check()
+        clock[0] = 11.0
+        with pytest.raises(LockLostError, match="stopping before the next upload"):
+            held.check()
+
+
+def test_file_lock_refuses_a_second_holder_and_frees_when_released(tmp_path):
+    lock = FileRunLock(tmp_path)
+
+    with (
+        lock.hold("live"),
+        pytest.raises(RunLockedError, match="another run holds the lock since"),
+        FileRunLock(tmp_path).hold("live"),
+    ):
+        pass
+    with lock.hold("live"):
+        pass
