@@ -12,7 +12,8 @@ Format (``format_version`` 1)::
      "coverage_start": "...Z" | null, "range": {"start": ..., "end": ...} | null,
      "slice_span_seconds": 3600,
      "ledger": {"<key digest>": [<received, epoch ms>, "<status>", <revision>], ...},
-     "last_run": {...} | null, "updated": "...Z"}
+     "last_run": {...} | null, "updated": "...Z",
+     "pending_batch": {"created": "...Z", "entries": [[key, received_ms, status, revision, trace id]]} | null}
 """
 
 from __future__ import annotations
@@ -43,6 +44,30 @@ class RunSummary:
     batches: int
     error: str | None = None
     dead_lettered: int = 0
+    possible_duplicates: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class IntentEntry:
+    """One row of a batch about to be sent: enough to find it in the workspace and commit it."""
+
+    key: str
+    received_ms: int
+    status: str
+    revision: int
+    trace_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingBatch:
+    """The batch in flight: written before the upload, cleared once the upload's outcome is known.
+
+    Found on load, it means the process stopped between sending a batch and learning
+    (or recording) whether the service took it.
+    """
+
+    created: datetime
+    entries: tuple[IntentEntry, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +83,7 @@ class Checkpoint:
     ledger: dict[str, LedgerEntry] = field(default_factory=dict)
     last_run: RunSummary | None = None
     updated: datetime | None = None
+    pending_batch: PendingBatch | None = None
 
     def with_changes(self, **changes: Any) -> Checkpoint:
         """Copy with fields replaced."""
@@ -93,6 +119,15 @@ def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
         },
         "last_run": None if checkpoint.last_run is None else asdict(checkpoint.last_run),
         "updated": _iso(checkpoint.updated),
+        "pending_batch": None
+        if checkpoint.pending_batch is None
+        else {
+            "created": format_datetime(checkpoint.pending_batch.created),
+            "entries": [
+                [entry.key, entry.received_ms, entry.status, entry.revision, entry.trace_id]
+                for entry in checkpoint.pending_batch.entries
+            ],
+        },
     }
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
@@ -128,6 +163,7 @@ def decode_checkpoint(data: bytes, *, where: str) -> Checkpoint:
         range_doc = document.get("range")
         last_run = document.get("last_run")
         span = document.get("slice_span_seconds")
+        pending = document.get("pending_batch")
         return Checkpoint(
             feed=str(document["feed"]),
             high_water_mark=_optional_time(document, "high_water_mark"),
@@ -138,6 +174,17 @@ def decode_checkpoint(data: bytes, *, where: str) -> Checkpoint:
             ledger=ledger,
             last_run=None if not last_run else RunSummary(**last_run),
             updated=_optional_time(document, "updated"),
+            pending_batch=None
+            if not pending
+            else PendingBatch(
+                created=parse_datetime(pending["created"]),
+                entries=tuple(
+                    IntentEntry(
+                        key=str(k), received_ms=int(r), status=str(s), revision=int(v), trace_id=str(t)
+                    )
+                    for k, r, s, v, t in pending["entries"]
+                ),
+            ),
         )
     except (KeyError, IndexError, TypeError, ValueError) as err:
         raise CheckpointFormatError(f"checkpoint {where} has a malformed field: {err!r}") from err

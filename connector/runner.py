@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from azure.monitor.ingestion import LogsIngestionClient
+from azure.monitor.query import LogsQueryClient
 from azure.storage.blob import ContainerClient
 
 from connector.auth import azure_credential, graph_token_provider
@@ -24,9 +25,11 @@ from connector.httpsession import ConnectorSession
 from connector.ingestion import LogsIngestionSink
 from connector.locks import BlobRunLock, FileRunLock, RunLock
 from connector.mapping import RowMapper, format_datetime
+from connector.schema import load_table_schema
 from connector.settings import Settings, StoreKind
 from connector.store import BlobCheckpointStore, FileCheckpointStore
 from connector.sync import Clock, Deadline, FeedSync, ProgressCallback, RunReport
+from connector.workspace import LogAnalyticsVerifier
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +125,18 @@ def open_connector(
         ingestion_client, rule_id=settings.dcr_immutable_id, stream_name=settings.dcr_stream_name
     )
     store = build_store(settings)
+    verifier: LogAnalyticsVerifier | None = None
+    query_client: LogsQueryClient | None = None
+    if settings.workspace_id is not None:
+        query_kwargs: dict[str, Any] = {"endpoint": settings.logs_query_endpoint}
+        if settings.ca_bundle:
+            query_kwargs["connection_verify"] = settings.ca_bundle
+        query_client = LogsQueryClient(
+            azure_credential(settings), credential_scopes=[settings.logs_query_scope], **query_kwargs
+        )
+        verifier = LogAnalyticsVerifier(
+            query_client, workspace_id=settings.workspace_id, table=load_table_schema().table
+        )
     sync = FeedSync(
         source=source,
         sink=sink,
@@ -137,6 +152,8 @@ def open_connector(
         target_records_per_slice=settings.target_records_per_slice,
         ledger_warn_entries=settings.ledger_warn_entries,
         progress=progress,
+        verifier=verifier,
+        verify_delay=settings.verify_delay,
     )
     connector = Connector(
         sync=sync,
@@ -144,7 +161,7 @@ def open_connector(
         sink=sink,
         store=store,
         lock=build_lock(store, settings),
-        closers=[session.close, sink.close],
+        closers=[session.close, sink.close, *([query_client.close] if query_client else [])],
     )
     try:
         yield connector

@@ -97,6 +97,10 @@ class Settings:
     http_retry_backoff_seconds: float
     ledger_warn_entries: int
     lock_lease_seconds: int
+    workspace_id: str | None
+    logs_query_endpoint: str
+    logs_query_scope: str
+    verify_delay: timedelta
     ca_bundle: str | None
 
     @classmethod
@@ -191,6 +195,16 @@ class Settings:
             http_retry_backoff_seconds=reader.optional("HTTP_RETRY_BACKOFF_SECONDS", 2.0, _float(0, 60)),
             ledger_warn_entries=reader.optional("LEDGER_WARN_ENTRIES", 500_000, _int(1, 100_000_000)),
             lock_lease_seconds=reader.optional("LOCK_LEASE_SECONDS", 60, _int(15, 60)),
+            workspace_id=reader.optional("WORKSPACE_ID", None, _guid),
+            logs_query_endpoint=reader.optional(
+                "LOGS_QUERY_ENDPOINT", "https://api.loganalytics.io", _https_url
+            ),
+            logs_query_scope=reader.optional(
+                "LOGS_QUERY_SCOPE", "https://api.loganalytics.io/.default", _scope
+            ),
+            verify_delay=reader.optional(
+                "VERIFY_INGESTION_DELAY_MINUTES", timedelta(minutes=10), _minutes(0, 120)
+            ),
             ca_bundle=_ca_bundle(reader),
         )
         reader.raise_if_problems()
@@ -267,6 +281,12 @@ class _Reader:
 
 
 def _non_empty(raw: str) -> str:
+    return raw
+
+
+def _guid(raw: str) -> str:
+    if not re.fullmatch(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", raw):
+        raise ValueError(f"must be a GUID (the workspace id, not its name), got {raw!r}")
     return raw
 
 

@@ -27,10 +27,17 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from connector.batching import Batch, Batcher
-from connector.checkpoint import LIVE_FEED, Checkpoint, RunSummary, backfill_feed_name
+from connector.checkpoint import (
+    LIVE_FEED,
+    Checkpoint,
+    IntentEntry,
+    PendingBatch,
+    RunSummary,
+    backfill_feed_name,
+)
 from connector.deadletter import DeadLetter
 from connector.errors import CheckpointError, ConnectorError, GraphThrottledError, RecordError
-from connector.ledger import Decision, DedupLedger, ledger_key
+from connector.ledger import Decision, DedupLedger, LedgerEntry, ledger_key
 from connector.mapping import RowMapper, format_datetime, parse_trace_record
 from connector.windows import (
     INITIAL_SLICE,
@@ -111,6 +118,18 @@ class DeadLetterSink(Protocol):
         ...
 
 
+class WorkspaceVerifier(Protocol):
+    """Reads the workspace to learn which rows of an interrupted batch arrived."""
+
+    def rows_present(self, batch: PendingBatch, now: datetime) -> set[tuple[str, str]]:
+        """Return the (ledger key, status) pairs of ``batch`` found in the table.
+
+        Raises:
+            ConnectorError: the workspace could not be queried.
+        """
+        ...
+
+
 class HeldLock(Protocol):
     """The run's lock on its feed (see :mod:`connector.locks`)."""
 
@@ -160,6 +179,9 @@ class RunReport:
     duplicates_dropped: int = 0
     outside_range: int = 0
     dead_lettered: int = 0
+    intent_rows_found: int = 0
+    intent_rows_resent: int = 0
+    possible_duplicates: int = 0
     batches: int = 0
     checkpoint_saves: int = 0
     ledger_entries: int = 0
@@ -193,6 +215,9 @@ class RunReport:
             "duplicates_dropped": self.duplicates_dropped,
             "outside_range": self.outside_range,
             "dead_lettered": self.dead_lettered,
+            "intent_rows_found": self.intent_rows_found,
+            "intent_rows_resent": self.intent_rows_resent,
+            "possible_duplicates": self.possible_duplicates,
             "batches": self.batches,
             "checkpoint_saves": self.checkpoint_saves,
             "ledger_entries": self.ledger_entries,
@@ -236,6 +261,9 @@ class FeedSync:
         ledger_warn_entries: int,
         progress: ProgressCallback | None = None,
         batch_budget_bytes: int | None = None,
+        verifier: WorkspaceVerifier | None = None,
+        verify_delay: timedelta = timedelta(minutes=10),
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._source = source
         self._sink = sink
@@ -253,6 +281,9 @@ class FeedSync:
         self._progress = progress
         self._batch_budget = batch_budget_bytes
         self._lock: HeldLock | None = None
+        self._verifier = verifier
+        self._verify_delay = verify_delay
+        self._sleep = sleep
 
     # ------------------------------------------------------------------ feeds
 
@@ -263,6 +294,8 @@ class FeedSync:
         try:
             state = self._load(LIVE_FEED)
             report.high_water_mark_before = state.high_water_mark
+            if not self._resolve_pending_batch(report, state):
+                return report
             plan = plan_live_window(
                 high_water_mark=state.high_water_mark,
                 now=report.started,
@@ -310,6 +343,8 @@ class FeedSync:
                     format_datetime(live_start),
                 )
             state = self._load(feed)
+            if not self._resolve_pending_batch(report, state):
+                return report
             if state.checkpoint.range_start is None:
                 state.checkpoint = state.checkpoint.with_changes(range_start=start, range_end=end)
             report.high_water_mark_before = state.high_water_mark
@@ -341,6 +376,63 @@ class FeedSync:
             high_water_mark=checkpoint.high_water_mark,
             slice_span=checkpoint.slice_span or INITIAL_SLICE,
         )
+
+    def _resolve_pending_batch(self, report: RunReport, state: _FeedState) -> bool:
+        """Settle a batch whose upload outcome a killed run never recorded; False = defer the run.
+
+        With workspace verification the rows already in the table are committed (the
+        rest are sent again when their slice is read again); without it all of them
+        are sent again and counted as possible duplicates.
+        """
+        pending = state.checkpoint.pending_batch
+        if pending is None:
+            return True
+        if self._verifier is None:
+            report.possible_duplicates += len(pending.entries)
+            logger.warning(
+                "an earlier run stopped while sending %d rows and workspace verification is off "
+                "(WORKSPACE_ID unset): sending them again; up to %d rows may be duplicated",
+                len(pending.entries),
+                len(pending.entries),
+            )
+        else:
+            wait = (self._verify_delay - (self._clock() - pending.created)).total_seconds()
+            if wait > 0:
+                if wait > self._deadline.remaining() / 2:
+                    logger.info("unresolved batch is %.0f s too young to verify; deferring this run", wait)
+                    report.outcome = "deferred"
+                    report.finished = self._clock()
+                    self._save_summary(report, state)
+                    return False
+                logger.info(
+                    "waiting %.0f s for ingestion latency before verifying the unresolved batch", wait
+                )
+                self._sleep(wait)
+            present = self._verifier.rows_present(pending, self._clock())
+            found = [
+                Decision(
+                    key=entry.key,
+                    entry=LedgerEntry(
+                        received_ms=entry.received_ms, status=entry.status, revision=entry.revision
+                    ),
+                    previous_status=None,
+                )
+                for entry in pending.entries
+                if (entry.key, entry.status) in present
+            ]
+            state.ledger.commit(found)
+            report.intent_rows_found += len(found)
+            report.intent_rows_resent += len(pending.entries) - len(found)
+            logger.warning(
+                "resolved the batch an earlier run left unconfirmed: %d of %d rows are in the workspace, "
+                "%d will be sent again",
+                len(found),
+                len(pending.entries),
+                len(pending.entries) - len(found),
+            )
+        state.checkpoint = state.checkpoint.with_changes(pending_batch=None)
+        self._save(report, state)
+        return True
 
     def _note_plan(self, report: RunReport, plan: WindowPlan) -> None:
         report.window = plan.window
@@ -468,15 +560,33 @@ class FeedSync:
     def _upload(self, report: RunReport, state: _FeedState, batch: Batch[Decision]) -> None:
         if self._lock is not None:
             self._lock.check()
+        # Intent first: if the process dies after the service took the batch but before the
+        # commit below is saved, the next run finds this record and resolves it.
+        state.checkpoint = state.checkpoint.with_changes(
+            pending_batch=PendingBatch(
+                created=self._clock(),
+                entries=tuple(
+                    IntentEntry(
+                        key=decision.key,
+                        received_ms=decision.entry.received_ms,
+                        status=decision.entry.status,
+                        revision=decision.entry.revision,
+                        trace_id=str(row["MessageTraceId"]),
+                    )
+                    for decision, row in zip(batch.tags, batch.rows, strict=True)
+                ),
+            )
+        )
+        self._save(report, state)
         result = self._sink.upload(batch.rows)
         accepted = [tag for index, tag in enumerate(batch.tags) if index not in result.failed_indexes]
         report.batches += 1
-        if accepted:
-            state.ledger.commit(accepted)
-            report.rows_uploaded += len(accepted)
-            report.revisions += sum(1 for decision in accepted if decision.entry.revision > 0)
-            state.dirty = True
-            self._save(report, state)
+        state.ledger.commit(accepted)
+        report.rows_uploaded += len(accepted)
+        report.revisions += sum(1 for decision in accepted if decision.entry.revision > 0)
+        # The outcome is known either way: the refused rows are simply not committed.
+        state.checkpoint = state.checkpoint.with_changes(pending_batch=None)
+        self._save(report, state)
         if result.error is not None:
             raise result.error
 
@@ -511,6 +621,7 @@ class FeedSync:
             duplicates_dropped=report.duplicates_dropped,
             batches=report.batches,
             dead_lettered=report.dead_lettered,
+            possible_duplicates=report.possible_duplicates,
             error=None if report.error is None else str(report.error),
         )
         try:

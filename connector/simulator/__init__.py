@@ -39,6 +39,7 @@ from .entra import (
 from .graph import GraphServer, MessageTraceStore, SlidingWindowQuota, StatusCase, StatusChange
 from .http import Fault, Request, RequestRecord, Response, SimulatedHttpServer
 from .ingestion import IngestedBatch, IngestionServer
+from .logs_query import LogsQueryServer
 from .tls import ClientCertificate, TestCertificateAuthority
 from .traffic import generate_traffic, plan_status_changes, realistic_visibility
 
@@ -50,6 +51,7 @@ __all__ = [
     "GraphServer",
     "IngestedBatch",
     "IngestionServer",
+    "LogsQueryServer",
     "ManagedIdentity",
     "ManagedIdentityServer",
     "ManualClock",
@@ -180,6 +182,10 @@ class Simulator:
             self.ingestion = IngestionServer(
                 context, self.entra.validate_bearer, self.dcr_immutable_id, self.stream_name
             )
+            self.workspace_id = str(uuid.uuid4())
+            self.logs_query = LogsQueryServer(
+                context, self.entra.validate_bearer, self.ingestion, self.schema, self.workspace_id, self.now
+            )
         except BaseException:
             self.ca.close()
             raise
@@ -195,7 +201,7 @@ class Simulator:
     @property
     def servers(self) -> tuple[SimulatedHttpServer, ...]:
         """Every server, in start order."""
-        return (self.entra, self.managed_identity, self.graph, self.ingestion)
+        return (self.entra, self.managed_identity, self.graph, self.ingestion, self.logs_query)
 
     def start(self) -> Simulator:
         """Start every server (idempotent). A stopped simulator cannot restart: its CA is gone."""
@@ -267,6 +273,7 @@ class Simulator:
             "DCR_IMMUTABLE_ID": self.dcr_immutable_id,
             "DCR_STREAM_NAME": self.stream_name,
             "INGESTION_SCOPE": f"{MONITOR_RESOURCE}/.default",
+            "LOGS_QUERY_ENDPOINT": self.logs_query.url,
             "REQUESTS_CA_BUNDLE": self.ca_bundle_path,
             "SSL_CERT_FILE": self.ca_bundle_path,
             "LOCAL_DOMAINS": ",".join(LOCAL_DOMAINS),

@@ -105,6 +105,7 @@ class IngestionServer(SimulatedHttpServer):
         self.role_assigned = True
         self.max_request_bytes = MAX_CONTENT_LENGTH
         self.max_uncompressed_bytes = MAX_CONTENT_LENGTH
+        self.on_accepted: Callable[[IngestedBatch], None] | None = None
         self._rows: list[dict[str, Any]] = []
         self._batches: list[IngestedBatch] = []
         self._request_count = 0
@@ -138,6 +139,7 @@ class IngestionServer(SimulatedHttpServer):
         self.role_assigned = True
         self.max_request_bytes = MAX_CONTENT_LENGTH
         self.max_uncompressed_bytes = MAX_CONTENT_LENGTH
+        self.on_accepted = None
 
     # -------------------------------------------------------------- plumbing
     def dispatch(self, request: Request) -> tuple[Response, str | None]:
@@ -283,6 +285,9 @@ class IngestionServer(SimulatedHttpServer):
         with self._data_lock:
             self._rows.extend(dict(r) for r in document)
             self._batches.append(batch)
+        if self.on_accepted is not None:
+            # e.g. kill the client now: the service has the rows, the client never hears 204
+            self.on_accepted(batch)
         return Response.empty(204)
 
     def _check_record(self, index: int, record: Any) -> None:

@@ -142,3 +142,37 @@ def trace(
         "toIP": "",
         "status": status,
     }
+
+
+class ProcessKilled(BaseException):
+    """Stands for SIGKILL inside a unit test: nothing after it runs, no handler catches it."""
+
+
+@dataclass
+class KillingSink(MemorySink):
+    """Stores the n-th batch, then 'dies' before the connector learns the outcome."""
+
+    kill_on_upload: int = 1
+
+    def upload(self, rows: Sequence[Mapping[str, object]]) -> UploadResult:
+        result = super().upload(rows)
+        if self.uploads == self.kill_on_upload:
+            raise ProcessKilled
+        return result
+
+
+@dataclass
+class MemoryVerifier:
+    """Answers from what a MemorySink holds, like a Log Analytics query would."""
+
+    sink: MemorySink
+    queries: int = 0
+
+    def rows_present(self, batch: object, now: datetime) -> set[tuple[str, str]]:
+        from connector.ledger import ledger_key
+
+        self.queries += 1
+        return {
+            (ledger_key(str(row["MessageTraceId"]), str(row["RecipientAddress"])), str(row["Status"]))
+            for row in self.sink.rows
+        }

@@ -7,7 +7,16 @@ import pytest
 from connector.errors import CheckpointConflictError, GraphThrottledError, SinkError
 from connector.mapping import RowMapper
 from connector.sync import Deadline, FeedSync
-from tests.fakes.memory import FakeClock, MemorySink, MemorySource, MemoryStore, trace
+from tests.fakes.memory import (
+    FakeClock,
+    KillingSink,
+    MemorySink,
+    MemorySource,
+    MemoryStore,
+    MemoryVerifier,
+    ProcessKilled,
+    trace,
+)
 
 NOW = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
 
@@ -319,3 +328,101 @@ class TestBackfill:
 
         assert report.ok, report.error
         assert len(sink.rows) == 1
+
+
+class TestInterruptedBatch:
+    """A process killed after the service took a batch but before the commit was saved."""
+
+    def crash_after_upload(self, world, **options):
+        source, _, store, clock = world
+        source.records = [
+            trace(f"id-{i}", "bob@contoso.com", iso(NOW - timedelta(minutes=10 + i))) for i in range(5)
+        ]
+        killer = KillingSink(kill_on_upload=1)
+        with pytest.raises(ProcessKilled):
+            make_sync(source, killer, store, clock, **options).run_live()
+        assert store.checkpoint().pending_batch is not None
+        assert len(killer.rows) == 5
+        return killer
+
+    def test_without_verification_the_batch_is_resent_and_counted_as_possible_duplicates(self, world):
+        source, _, store, clock = world
+        sink = self.crash_after_upload(world)
+        sink.kill_on_upload = 0
+
+        report = make_sync(source, sink, store, clock).run_live()
+
+        assert report.ok
+        assert report.possible_duplicates == 5
+        assert len(sink.rows) == 10
+        assert store.checkpoint().pending_batch is None
+        assert store.checkpoint().last_run.possible_duplicates == 5
+
+    def test_with_verification_rows_already_stored_are_committed_not_resent(self, world):
+        source, _, store, clock = world
+        sink = self.crash_after_upload(world)
+        sink.kill_on_upload = 0
+        clock.advance(timedelta(minutes=11))
+        verifier = MemoryVerifier(sink)
+
+        report = make_sync(source, sink, store, clock, verifier=verifier).run_live()
+
+        assert report.ok, report.error
+        assert report.intent_rows_found == 5
+        assert report.possible_duplicates == 0
+        assert len(sink.rows) == 5
+        assert verifier.queries == 1
+
+    def test_verification_finds_missing_rows_and_only_those_are_sent_again(self, world):
+        source, _, store, clock = world
+        sink = self.crash_after_upload(world)
+        sink.kill_on_upload = 0
+        lost = sink.rows.pop()  # the service lost one row of the batch
+        clock.advance(timedelta(minutes=11))
+
+        report = make_sync(source, sink, store, clock, verifier=MemoryVerifier(sink)).run_live()
+
+        assert report.intent_rows_found == 4
+        assert report.intent_rows_resent == 1
+        assert sorted(keys(sink.rows)) == sorted(set(keys(sink.rows)))
+        assert lost["MessageTraceId"] in [r["MessageTraceId"] for r in sink.rows]
+        assert len(sink.rows) == 5
+
+    def test_young_batch_is_verified_after_waiting_out_the_ingestion_latency(self, world):
+        source, _, store, clock = world
+        sink = self.crash_after_upload(world)
+        sink.kill_on_upload = 0
+        clock.advance(timedelta(minutes=1))
+        slept = []
+
+        def sleep(seconds):
+            slept.append(seconds)
+            clock.advance(timedelta(seconds=seconds))
+
+        report = make_sync(
+            source,
+            sink,
+            store,
+            clock,
+            verifier=MemoryVerifier(sink),
+            verify_delay=timedelta(minutes=3),
+            sleep=sleep,
+        ).run_live()
+
+        assert report.ok
+        assert slept == [120.0]
+        assert len(sink.rows) == 5
+
+    def test_young_batch_defers_the_run_when_waiting_would_eat_the_budget(self, world):
+        source, _, store, clock = world
+        sink = self.crash_after_upload(world)
+        sink.kill_on_upload = 0
+
+        report = make_sync(
+            source, sink, store, clock, verifier=MemoryVerifier(sink), verify_delay=timedelta(minutes=10)
+        ).run_live()
+
+        assert report.ok
+        assert report.outcome == "deferred"
+        assert store.checkpoint().pending_batch is not None
+        assert len(sink.rows) == 5
