@@ -84,6 +84,7 @@ class Checkpoint:
     last_run: RunSummary | None = None
     updated: datetime | None = None
     pending_batch: PendingBatch | None = None
+    possible_duplicates_total: int = 0
 
     def with_changes(self, **changes: Any) -> Checkpoint:
         """Copy with fields replaced."""
@@ -119,6 +120,7 @@ def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
         },
         "last_run": None if checkpoint.last_run is None else asdict(checkpoint.last_run),
         "updated": _iso(checkpoint.updated),
+        "possible_duplicates_total": checkpoint.possible_duplicates_total,
         "pending_batch": None
         if checkpoint.pending_batch is None
         else {
@@ -174,6 +176,7 @@ def decode_checkpoint(data: bytes, *, where: str) -> Checkpoint:
             ledger=ledger,
             last_run=None if not last_run else RunSummary(**last_run),
             updated=_optional_time(document, "updated"),
+            possible_duplicates_total=int(document.get("possible_duplicates_total") or 0),
             pending_batch=None
             if not pending
             else PendingBatch(

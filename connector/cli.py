@@ -110,9 +110,16 @@ def print_report(report: RunReport, out: TextIO) -> None:
         f"rows uploaded     {report.rows_uploaded} (status revisions {report.revisions}) in {report.batches} batches",
         f"duplicates        {report.duplicates_dropped} dropped",
         f"outside range     {report.outside_range}",
+        f"dead-lettered     {report.dead_lettered}",
         f"ledger entries    {report.ledger_entries}",
         f"checkpoint saves  {report.checkpoint_saves}",
     ]
+    if report.intent_rows_found or report.intent_rows_resent or report.possible_duplicates:
+        lines.append(
+            f"unconfirmed batch {report.intent_rows_found} rows found in the workspace, "
+            f"{report.intent_rows_resent} resent"
+        )
+        lines.append(f"possible dups     {report.possible_duplicates}")
     if report.unrecoverable:
         lines.append(
             f"NOT FETCHABLE     {report.unrecoverable} of history was older than the 90-day retention"
@@ -135,6 +142,10 @@ def _print_status(as_json: bool, out: TextIO) -> None:
                 else int((now - status.checkpoint.high_water_mark).total_seconds()),
                 "coverage_start": describe_time(status.checkpoint.coverage_start),
                 "ledger_entries": len(status.checkpoint.ledger),
+                "possible_duplicates_total": status.checkpoint.possible_duplicates_total,
+                "unconfirmed_batch_rows": 0
+                if status.checkpoint.pending_batch is None
+                else len(status.checkpoint.pending_batch.entries),
                 "last_run": None
                 if status.checkpoint.last_run is None
                 else vars_of(status.checkpoint.last_run),
@@ -158,6 +169,13 @@ def _print_status(as_json: bool, out: TextIO) -> None:
         out.write(f"  lag               {'-' if lag is None else str(lag).split('.')[0]}\n")
         out.write(f"  coverage start    {describe_time(cp.coverage_start)}\n")
         out.write(f"  ledger entries    {len(cp.ledger)}\n")
+        if cp.possible_duplicates_total:
+            out.write(
+                f"  possible dups     {cp.possible_duplicates_total} rows re-sent after interrupted uploads "
+                "(set WORKSPACE_ID to verify instead)\n"
+            )
+        if cp.pending_batch is not None:
+            out.write(f"  unconfirmed batch {len(cp.pending_batch.entries)} rows, resolved by the next run\n")
         if cp.last_run is not None:
             run = cp.last_run
             out.write(

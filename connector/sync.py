@@ -389,6 +389,9 @@ class FeedSync:
             return True
         if self._verifier is None:
             report.possible_duplicates += len(pending.entries)
+            state.checkpoint = state.checkpoint.with_changes(
+                possible_duplicates_total=state.checkpoint.possible_duplicates_total + len(pending.entries)
+            )
             logger.warning(
                 "an earlier run stopped while sending %d rows and workspace verification is off "
                 "(WORKSPACE_ID unset): sending them again; up to %d rows may be duplicated",

@@ -230,6 +230,9 @@ class SimulatedHttpServer:
         self._routes: list[_Route] = []
         self._log: list[RequestRecord] = []
         self._faults: list[Fault] = []
+        # Called with every request before faults and routing; returning True drops the
+        # connection without an answer (the crash harness kills the client here).
+        self.on_request: Callable[[Request], bool] | None = None
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._httpd: _ThreadingServer | None = None
@@ -404,9 +407,10 @@ class SimulatedHttpServer:
         return None
 
     def reset(self) -> None:
-        """Clear the request log and faults; subclasses also clear their state."""
+        """Clear the request log, faults and hook; subclasses also clear their state."""
         self.clear_requests()
         self.clear_faults()
+        self.on_request = None
 
     # ----------------------------------------------------------- subclass hooks
     def error_response(self, status: int, message: str) -> Response:
@@ -420,6 +424,9 @@ class SimulatedHttpServer:
     # ----------------------------------------------------------------- dispatch
     def dispatch(self, request: Request) -> tuple[Response, str | None]:
         """Apply faults and routing; returns the response and the fault used."""
+        hook = self.on_request
+        if hook is not None and hook(request):
+            return Response(status=0, abort=True), "hook"
         fault = self._take_fault(request.path)
         fault_name: str | None = (
             None if fault is None else (fault.kind if fault.kind != "status" else str(fault.status))

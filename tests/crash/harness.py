@@ -1,0 +1,296 @@
+"""Crash harness: SIGKILL the connector at seeded points, re-run, check nothing lost or twice.
+
+The connector runs as a real process (``python -m connector run``) against the
+simulator and Azurite. Each attempt arms one kill point, chosen by a seeded RNG:
+
+* ``paging``        while Graph answers a ``messageTraces`` page
+* ``mid_batch``     while the ingestion service receives a batch (not stored)
+* ``accepted``      after the service stored a batch, before the client hears 204
+* ``save_before``   during a checkpoint write, before it reaches storage
+* ``save_after``    during a checkpoint write, after storage took it
+* ``random_time``   at a random moment (0.3-1.0 s into the process)
+
+and fault storms (Graph 429/5xx/timeouts/resets, ingestion 500/503/429) are mixed
+in. Between attempts new mail arrives and in-flight mail changes status. After a
+kill the dead run's lease is broken (as ``python -m connector unlock`` does); the
+high-water mark must never move backwards. At the end the table must hold every
+(trace id, recipient) with its final status, and no (trace id, recipient, status)
+twice.
+
+    .venv/bin/python -m tests.crash.harness --kills 200 --seed 7
+
+The last line printed is ``kills=N, lost=N, duplicated=N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from azure.storage.blob import ContainerClient
+
+from connector.locks import BlobRunLock
+from connector.mapping import normalise_status
+from connector.simulator import Simulator, generate_traffic
+from connector.simulator.azurite import ACCOUNT, ACCOUNT_KEY, start_azurite
+from connector.simulator.http import Request
+from connector.store import BlobCheckpointStore
+from tests.crash.blob_proxy import KillingBlobProxy
+
+ROOT = Path(__file__).resolve().parents[2]
+PHASES = ("paging", "mid_batch", "accepted", "save_before", "save_after", "random_time")
+CONTAINER = "crash-harness"
+
+
+@dataclass
+class HarnessResult:
+    kills: int
+    lost: int
+    duplicated: int
+    attempts: int
+    phases: Counter[str] = field(default_factory=Counter)
+    hwm_regressions: int = 0
+    possible_duplicates_reported: int = 0
+
+    @property
+    def summary(self) -> str:
+        return f"kills={self.kills}, lost={self.lost}, duplicated={self.duplicated}"
+
+
+class _Child:
+    """The connector process of one attempt, and a kill switch the servers can pull."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[str] | None = None
+        self.killed = threading.Event()
+
+    def kill(self) -> None:
+        if self.process is not None and not self.killed.is_set():
+            self.killed.set()
+            os.kill(self.process.pid, signal.SIGKILL)
+
+
+def _counting_hook(path_part: str, occurrence: int, child: _Child, method: str | None = None):  # noqa: ANN202
+    seen = [0]
+
+    def hook(request: Request) -> bool:
+        if path_part not in request.path or (method is not None and request.method != method):
+            return False
+        seen[0] += 1
+        if seen[0] == occurrence:
+            child.kill()
+            return True
+        return False
+
+    return hook
+
+
+def _storm(sim: Simulator, rng: random.Random) -> None:
+    """Maybe queue a few transient faults that the connector must ride out."""
+    if rng.random() < 0.3:
+        sim.graph.inject(
+            rng.choice([429, 500, 502, 503, 504, "timeout", "reset"]),
+            headers={"Retry-After": "0"},
+            seconds=0.5,
+        )
+    if rng.random() < 0.3:
+        sim.ingestion.inject(rng.choice([500, 503]))
+    if rng.random() < 0.15:
+        sim.ingestion.inject(429, headers={"Retry-After": "0"})
+
+
+def _new_traffic(sim: Simulator, rng: random.Random, attempt: int) -> None:
+    now = sim.now()
+    fresh = generate_traffic(
+        now - timedelta(minutes=4), now - timedelta(seconds=90), 10, seed=10_000 + attempt
+    )
+    sim.graph.add(fresh, visible_at=now)
+    recent = [
+        row
+        for row in sim.graph.rows(visible_only=True)
+        if row["status"].lower() in ("pending", "gettingstatus")
+        and datetime.fromisoformat(row["receivedDateTime"].replace("Z", "+00:00"))
+        > now - timedelta(minutes=45)
+    ]
+    for row in rng.sample(recent, min(3, len(recent))):
+        sim.graph.set_status(
+            row["id"], row["recipientAddress"], rng.choice(["delivered", "quarantined", "failed"])
+        )
+
+
+def run_harness(kills: int, seed: int, *, verification: bool = True, log: bool = False) -> HarnessResult:
+    rng = random.Random(seed)
+    workdir = Path(tempfile.mkdtemp(prefix="crash-harness-"))
+    azurite = start_azurite(workdir)
+    proxy = KillingBlobProxy(azurite.port)
+    try:
+        with Simulator(graph_quota=(1_000_000, 300.0)) as sim:
+            now = sim.now()
+            sim.graph.add(
+                generate_traffic(now - timedelta(hours=6), now - timedelta(minutes=5), 800, seed=seed)
+            )
+            sim.logs_query.latency_seconds = 0.3
+            via_proxy = (
+                f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+                f"BlobEndpoint=http://127.0.0.1:{proxy.port}/{ACCOUNT};"
+            )
+            env = {
+                **os.environ,
+                **sim.connector_env(),
+                "STORAGE_CONNECTION_STRING": via_proxy,
+                "CHECKPOINT_CONTAINER": CONTAINER,
+                "INITIAL_LOOKBACK_HOURS": "7",
+                "MAX_SLICE_HOURS": "1",
+                "SETTLE_DELAY_MINUTES": "1",
+                "HTTP_MAX_RETRIES": "4",
+                "HTTP_RETRY_BACKOFF_SECONDS": "0.01",
+                "HTTP_TIMEOUT_SECONDS": "5",
+                "LOCK_LEASE_SECONDS": "15",
+                "PYTHONPATH": str(ROOT),
+            }
+            if verification:
+                env |= {"WORKSPACE_ID": sim.workspace_id, "VERIFY_INGESTION_DELAY_MINUTES": "0.02"}
+            container = ContainerClient.from_connection_string(azurite.connection_string, CONTAINER)
+            store = BlobCheckpointStore(container)
+            lock = BlobRunLock(container)
+            result = HarnessResult(kills=0, lost=0, duplicated=0, attempts=0)
+            last_hwm: datetime | None = None
+
+            def attempt(phase: str | None) -> bool:
+                """One run of the connector; True if it was killed."""
+                nonlocal last_hwm
+                child = _Child()
+                occurrence = rng.randint(1, 3)
+                timer: threading.Timer | None = None
+                if phase == "paging":
+                    sim.graph.on_request = _counting_hook("messageTraces", occurrence, child)
+                elif phase == "mid_batch":
+                    sim.ingestion.on_request = _counting_hook(
+                        "dataCollectionRules", occurrence, child, "POST"
+                    )
+                elif phase == "accepted":
+                    accepted = [0]
+
+                    def on_accepted(batch: object) -> None:
+                        accepted[0] += 1
+                        if accepted[0] == occurrence:
+                            child.kill()
+
+                    sim.ingestion.on_accepted = on_accepted
+                elif phase in ("save_before", "save_after"):
+                    proxy.arm(b"/live.json", occurrence, landed=phase == "save_after", kill=child.kill)
+                elif phase == "random_time":
+                    timer = threading.Timer(rng.uniform(0.3, 1.0), child.kill)
+                if phase is not None:
+                    _storm(sim, rng)
+                child.process = subprocess.Popen(
+                    [sys.executable, "-m", "connector", "--no-progress", "run"],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                if timer is not None:
+                    timer.start()
+                out, err = child.process.communicate(timeout=300)
+                if timer is not None:
+                    timer.cancel()
+                sim.graph.on_request = None
+                sim.ingestion.on_request = None
+                sim.ingestion.on_accepted = None
+                sim.graph.clear_faults()
+                sim.ingestion.clear_faults()
+                proxy.disarm()
+                result.attempts += 1
+                killed = child.killed.is_set() and child.process.returncode == -signal.SIGKILL
+                if killed:
+                    lock.break_lock("live")
+                elif child.process.returncode != 0 and "Traceback" in err:
+                    # A run that stopped on an injected fault is fine; a traceback is a bug.
+                    raise RuntimeError(f"connector crashed on its own:\n{err}")
+                stored = store.load("live")
+                hwm = None if stored is None else stored.checkpoint.high_water_mark
+                if last_hwm is not None and (hwm is None or hwm < last_hwm):
+                    result.hwm_regressions += 1
+                last_hwm = hwm or last_hwm
+                if log:
+                    print(
+                        f"attempt {result.attempts}: phase={phase} killed={killed} rc={child.process.returncode}"
+                    )
+                return killed
+
+            while result.kills < kills:
+                phase = (
+                    PHASES[result.kills % len(PHASES)] if result.kills < len(PHASES) else rng.choice(PHASES)
+                )
+                if attempt(phase):
+                    result.kills += 1
+                    result.phases[phase] += 1
+                _new_traffic(sim, rng, result.attempts)
+                if result.attempts > kills * 6 + 20:
+                    raise RuntimeError(
+                        "kill points are not being reached; the harness is not exercising anything"
+                    )
+            # Let the connector finish: runs without kills until one completes with nothing left to do.
+            for _ in range(10):
+                attempt(None)
+                stored = store.load("live")
+                last = None if stored is None else stored.checkpoint.last_run
+                if last is not None and last.outcome == "completed" and last.rows_uploaded == 0:
+                    break
+            stored = store.load("live")
+            assert stored is not None
+            result.possible_duplicates_reported = stored.checkpoint.possible_duplicates_total
+            window_end = stored.checkpoint.high_water_mark
+            assert window_end is not None
+            rows = sim.ingestion.rows()
+            per_status = Counter(
+                (r["MessageTraceId"], r["RecipientAddress"].lower(), r["Status"]) for r in rows
+            )
+            due = [
+                r
+                for r in sim.graph.rows()
+                if datetime.fromisoformat(r["receivedDateTime"].replace("Z", "+00:00")) <= window_end
+            ]
+            result.lost = sum(
+                1
+                for r in due
+                if (r["id"], r["recipientAddress"].lower(), normalise_status(r["status"])) not in per_status
+            )
+            result.duplicated = sum(count - 1 for count in per_status.values())
+            return result
+    finally:
+        proxy.close()
+        azurite.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="SIGKILL the connector at seeded points and check the table")
+    parser.add_argument("--kills", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-verification", action="store_true", help="run without WORKSPACE_ID")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    result = run_harness(args.kills, args.seed, verification=not args.no_verification, log=args.verbose)
+    print(f"attempts={result.attempts} phases={dict(result.phases)} hwm_regressions={result.hwm_regressions}")
+    print(f"possible duplicates reported by the connector: {result.possible_duplicates_reported}")
+    print(f"elapsed {time.monotonic() - started:.0f} s")
+    print(result.summary)
+    return 0 if result.lost == 0 and result.duplicated == 0 and result.hwm_regressions == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""The crash harness at a modest count: every kill point hit, nothing lost, nothing twice."""
+
+import pytest
+
+from tests.crash.harness import PHASES, run_harness
+
+pytestmark = pytest.mark.integration
+
+
+def test_sigkill_at_every_phase_with_fault_storms_loses_nothing_and_duplicates_nothing():
+    result = run_harness(kills=18, seed=11, verification=True)
+
+    assert set(result.phases) == set(PHASES)
+    assert result.hwm_regressions == 0
+    assert (result.lost, result.duplicated) == (0, 0), result.summary
+
+
+def test_without_workspace_verification_duplicates_are_never_more_than_reported():
+    result = run_harness(kills=8, seed=4, verification=False)
+
+    assert result.lost == 0
+    assert result.hwm_regressions == 0
+    assert result.duplicated <= result.possible_duplicates_reported
