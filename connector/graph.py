@@ -141,12 +141,29 @@ class GraphMessageTraceSource:
         self.retries = 0
 
     def pages(self, window: Window) -> Iterator[list[Mapping[str, object]]]:
-        """Yield each page of ``window``; detects a repeated nextLink."""
-        url: str | None = message_trace_url(self._base_url, window)
+        """Yield each page of ``window``; detects a repeated nextLink.
+
+        If Graph refuses a nextLink's ``$skiptoken`` (400), the window is read again
+        from its first page, once: the pages already yielded come again, and the sync
+        loop's ledger drops what it has seen, so nothing is lost or sent twice.
+        """
+        first = message_trace_url(self._base_url, window)
+        url: str | None = first
         followed: set[str] = set()
         pages = 0
+        restarted = False
         while url is not None:
-            body = self._get_page(url)
+            try:
+                body = self._get_page(url)
+            except GraphRequestError as err:
+                if err.status != 400 or url == first or restarted:
+                    raise
+                logger.warning(
+                    "graph refused a nextLink (%s); reading the window again from its first page", err
+                )
+                restarted = True
+                url, followed = first, set()
+                continue
             pages += 1
             records = body["value"]
             logger.debug("graph page %d of %s..%s: %d records", pages, window.start, window.end, len(records))

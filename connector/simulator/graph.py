@@ -570,6 +570,10 @@ class GraphServer(SimulatedHttpServer):
             body["@odata.nextLink"] = self._next_link(request, version, top, offset, loop=True)
         elif offset + top < len(hits):
             body["@odata.nextLink"] = self._next_link(request, version, top, offset + top, loop=False)
+            if request.fault == "bad_skiptoken":
+                body["@odata.nextLink"] = re.sub(
+                    r"(\$skiptoken=)[^&]+", r"\1%21corrupt%21", body["@odata.nextLink"]
+                )
         headers = {
             "Content-Type": GRAPH_CONTENT_TYPE,
             "OData-Version": "4.0",

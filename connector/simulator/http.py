@@ -37,8 +37,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal
 
-FaultKind = Literal["status", "timeout", "reset", "truncated", "html", "loop"]
-SPECIAL_FAULTS: frozenset[str] = frozenset({"timeout", "reset", "truncated", "html", "loop"})
+FaultKind = Literal["status", "timeout", "reset", "truncated", "html", "loop", "bad_skiptoken"]
+SPECIAL_FAULTS: frozenset[str] = frozenset({"timeout", "reset", "truncated", "html", "loop", "bad_skiptoken"})
 
 # Headers copied into the request log. Authorization is reduced to its scheme
 # so logs never hold bearer tokens or client secrets.
@@ -177,6 +177,8 @@ class Fault:
             (drop the connection without answering), ``"truncated"`` (answer
             normally but cut the body in half, with a matching Content-Length,
             so the JSON does not parse), ``"html"`` (200 with an HTML page),
+            ``"bad_skiptoken"`` (Graph: the page's nextLink carries a corrupt
+            ``$skiptoken`` that the next request is refused for),
             ``"loop"`` (service specific: Graph answers with a nextLink that
             returns the same page forever).
         status: status code for ``kind == "status"``.
@@ -452,8 +454,8 @@ class SimulatedHttpServer:
             if fault.kind == "timeout":
                 # Wait (interruptibly, so stop() is quick), then answer normally.
                 self._stopping.wait(fault.seconds)
-            if fault.kind == "loop":
-                request = replace(request, fault="loop")
+            if fault.kind in ("loop", "bad_skiptoken"):
+                request = replace(request, fault=fault.kind)
         response = self._route(request)
         if fault is not None and fault.kind == "truncated" and response.body:
             response.body = response.body[: max(1, len(response.body) // 2)]

@@ -382,3 +382,84 @@ def test_poison_record_goes_to_a_dead_letter_blob_and_the_feed_goes_on(sim, conn
     assert document["record"] == poison
     assert "receivedDateTime" in document["reason"]
     assert report.dead_lettered >= 1
+
+
+def many_rows(sim, count=12_000):
+    now = sim.now()
+    sim.graph.add(
+        generate_traffic(now - timedelta(minutes=55), now - timedelta(minutes=5), messages=count // 2, seed=2)
+    )
+    return {(r["id"], r["recipientAddress"].lower()) for r in sim.graph.rows()}
+
+
+def exactly_once(sim, expected) -> bool:
+    counts = stored_keys(sim)
+    got = {(i, r) for i, r, _ in counts}
+    return max(counts.values()) == 1 and got == expected
+
+
+def test_malformed_skiptoken_restarts_the_window_without_it_and_never_loops(sim, connector_env):
+    expected = many_rows(sim)
+    assert len(expected) > 5000  # more than one page
+    sim.graph.inject("bad_skiptoken")
+
+    report = run_live({**connector_env, "INITIAL_LOOKBACK_HOURS": "1"})
+
+    assert report.ok, report.error
+    assert 400 in [r.status for r in sim.graph.requests(path="messageTraces")]
+    assert exactly_once(sim, expected)
+
+
+@pytest.mark.parametrize("fault", ["truncated", "html", "reset"])
+def test_graph_garbage_and_dropped_connections_are_retried(sim, connector_env, fault):
+    sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
+    sim.graph.inject(fault)
+
+    report = run_live(connector_env)
+
+    assert report.ok, report.error
+    assert len(sim.ingestion.rows()) == 1
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_ingestion_5xx_is_retried_by_the_sdk(sim, connector_env, status):
+    sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
+    sim.ingestion.inject(status, times=2)
+
+    report = run_live(connector_env)
+
+    assert report.ok, report.error
+    assert len(sim.ingestion.rows()) == 1
+
+
+def test_ingestion_429_with_retry_after_is_honoured(sim, connector_env):
+    sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
+    sim.ingestion.inject(429, headers={"Retry-After": "1"})
+
+    report = run_live(connector_env)
+
+    assert report.ok, report.error
+    posts = sim.ingestion.requests()
+    assert posts[1].time - posts[0].time >= 1.0
+
+
+@pytest.mark.parametrize(
+    ("status", "hint"),
+    [(403, "Monitoring Metrics Publisher"), (413, "1 MB limit"), (400, "redeploy the DCR")],
+)
+def test_ingestion_refusal_stops_cleanly_with_the_fix_and_the_checkpoint_intact(
+    sim, connector_env, blob_store, status, hint
+):
+    sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
+    sim.ingestion.inject(status, times=None)
+
+    report = run_live(connector_env)
+
+    assert report.error is not None
+    assert hint in str(report.error)
+    checkpoint = blob_store.load("live").checkpoint
+    assert checkpoint.pending_batch is None
+    assert checkpoint.ledger == {}
+    sim.ingestion.clear_faults()
+    assert run_live(connector_env).ok
+    assert len(sim.ingestion.rows()) == 1
