@@ -463,3 +463,15 @@ def test_ingestion_refusal_stops_cleanly_with_the_fix_and_the_checkpoint_intact(
     sim.ingestion.clear_faults()
     assert run_live(connector_env).ok
     assert len(sim.ingestion.rows()) == 1
+
+
+def test_graph_429_without_retry_after_backs_off_and_succeeds(sim, connector_env):
+    sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
+    sim.graph.inject(429, times=2)
+
+    report = run_live(connector_env)
+
+    assert report.ok, report.error
+    statuses = [r.status for r in sim.graph.requests(path="messageTraces")]
+    assert statuses[:3] == [429, 429, 200]
+    assert len(sim.ingestion.rows()) == 1
