@@ -236,7 +236,6 @@ class _FeedState:
     ledger: DedupLedger
     high_water_mark: datetime | None
     slice_span: timedelta
-    dirty: bool = False
     warned_ledger: bool = False
 
 
@@ -307,7 +306,6 @@ class FeedSync:
             self._note_plan(report, plan)
             if plan.window is not None and state.checkpoint.coverage_start is None:
                 state.checkpoint = state.checkpoint.with_changes(coverage_start=plan.window.start)
-                state.dirty = True
             self._run_window(report, state, plan.window, keep_lookback=self._lookback, exclude_from=None)
         except ConnectorError as err:
             report.error = err
@@ -502,7 +500,6 @@ class FeedSync:
             state.slice_span = adapt_slice_span(
                 state.slice_span, records, target_records=self._target_records, maximum=self._max_slice
             )
-            state.dirty = True
             logger.debug("slice %s..%s done: %d records", current.start, current.end, records)
             if self._progress is not None:
                 self._progress(window, current.end)
@@ -603,7 +600,6 @@ class FeedSync:
         )
         state.etag = self._store.save(checkpoint, state.etag)
         state.checkpoint = checkpoint
-        state.dirty = False
         report.checkpoint_saves += 1
         if len(state.ledger) > self._ledger_warn and not state.warned_ledger:
             state.warned_ledger = True
