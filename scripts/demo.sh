@@ -3,5 +3,5 @@
 # showing incremental pickup and dedup, and print a summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --no-checkov
 .venv/bin/python scripts/demo.py "$@"

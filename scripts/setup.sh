@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Create .venv with the pinned Python packages and install npm azurite (node_modules/).
-# Idempotent: safe to run again; the other scripts call it.
+# Create .venv with the pinned Python packages, .venv-checkov with the pinned checkov
+# (it pins an old `packaging`, so it gets its own venv) and install npm azurite (node_modules/).
+# Idempotent: safe to run again; the other scripts call it. `--no-checkov` skips the
+# checkov venv (only the infra tests need it; the demo passes this).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -8,6 +10,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+if [ "${1:-}" != "--no-checkov" ] && { [ ! -x .venv-checkov/bin/checkov ] || [ requirements-checkov.txt -nt .venv-checkov/.installed ]; }; then
+  "$PYTHON" -m venv .venv-checkov
+  .venv-checkov/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+  touch .venv-checkov/.installed
+fi
 if [ ! -x node_modules/.bin/azurite-blob ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 fi

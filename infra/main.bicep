@@ -1,0 +1,346 @@
+// Message trace connector: the whole feed in one resource-group deployment.
+//
+//   az deployment group create -g <rg> -f infra/main.bicep -p infra/main.bicepparam
+//   azd up                      (azure.yaml at the repository root; infra + code)
+//
+// Exchange Online message trace (Microsoft Graph) -> Flex Consumption function app
+// -> Logs Ingestion API (Direct DCR) -> custom table EmailEvents_CL.
+// Secretless by default: one user-assigned managed identity reaches Graph, the DCR and
+// the storage account. Every name is derived from uniqueString(resourceGroup().id, ...)
+// and every role assignment name from guid(...), so a redeploy with the same
+// parameters changes nothing. See infra/README.md.
+
+targetScope = 'resourceGroup'
+
+// ----------------------------------------------------------------------------- parameters
+
+@description('Short name put into every resource name: 2-12 lower-case letters or digits.')
+@minLength(2)
+@maxLength(12)
+param baseName string
+
+@description('Region of the function app, storage, identity and Application Insights. A new workspace is created here too; the DCR and the alert always follow the workspace.')
+param location string = resourceGroup().location
+
+@description('Tags added to every resource.')
+param tags object = {}
+
+@description('Resource id of an existing Log Analytics workspace (for example the Sentinel one), possibly in another resource group or subscription. Empty: create a new workspace.')
+param existingWorkspaceResourceId string = ''
+
+@description('Retention of a NEW workspace (days). Ignored for an existing workspace.')
+@minValue(30)
+@maxValue(730)
+param workspaceRetentionInDays int = 90
+
+@description('Plan of the EmailEvents_CL table. Analytics: full KQL, alerts, Sentinel analytics rules. Basic: cheaper ingestion, 30-day interactive retention, single-table queries, no alerts (the no-data alert is then not deployed).')
+@allowed([
+  'Analytics'
+  'Basic'
+])
+param tablePlan string = 'Analytics'
+
+@description('Interactive retention of EmailEvents_CL in days (Analytics plan only; Basic tables always keep 30 days interactive).')
+@minValue(4)
+@maxValue(730)
+param tableRetentionInDays int = 90
+
+@description('Total retention of EmailEvents_CL in days, including long-term retention. 0: no long-term retention beyond the interactive period.')
+@minValue(0)
+@maxValue(4383)
+param tableTotalRetentionInDays int = 0
+
+@description('Send the workspace Audit category (table LAQueryLogs) to the workspace itself, so every query of EmailEvents_CL is logged. Turn off only if the workspace already sends Audit to itself (Azure refuses a second setting with the same category and destination).')
+param enableQueryAudit bool = true
+
+@description('Entra tenant of the Exchange Online organisation (GUID or verified domain). Default: the tenant of this deployment.')
+param tenantId string = tenant().tenantId
+
+@description('Comma-separated accepted domains of the organisation, for the Direction column (LOCAL_DOMAINS), e.g. contoso.com,contoso.onmicrosoft.com.')
+@minLength(3)
+param localDomains string
+
+@description('NCRONTAB schedule of the timer (six fields, UTC).')
+param timerSchedule string = '0 */5 * * * *'
+
+@description('Blob container holding the checkpoint, the dead letters and the run lock.')
+@minLength(3)
+@maxLength(63)
+param checkpointContainerName string = 'message-trace-connector'
+
+@description('How the connector gets Graph tokens. managed_identity (default, no secret): grant ExchangeMessageTrace.Read.All to the managed identity (grantGraphPermission or infra/scripts). client_secret: an app registration (clientId) whose secret lives in Key Vault.')
+@allowed([
+  'managed_identity'
+  'client_secret'
+])
+param graphAuthMode string = 'managed_identity'
+
+@description('Application (client) id of the app registration. Used only when graphAuthMode is client_secret.')
+param clientId string = ''
+
+@description('Secret of that app registration, written to Key Vault as secret "graph-client-secret". Pass it on the command line, never in a file; leave empty to set the secret in the vault yourself.')
+@secure()
+param clientSecret string = ''
+
+@description('Create a Key Vault (RBAC, purge protection) readable by the function identity. Always created when graphAuthMode is client_secret.')
+param useKeyVault bool = false
+
+@description('Let the connector verify, after a crash, which rows of an unconfirmed batch arrived (WORKSPACE_ID), instead of resending the batch. Grants Log Analytics Reader on the EmailEvents_CL table only.')
+param enableWorkspaceVerification bool = false
+
+@description('Grant ExchangeMessageTrace.Read.All to the managed identity and create the service principal of the Exchange message trace app, with the Microsoft Graph Bicep extension. The deploying user needs AppRoleAssignment.ReadWrite.All and Application.ReadWrite.All (e.g. Privileged Role Administrator). Otherwise run infra/scripts/grant-graph-permission.sh.')
+param grantGraphPermission bool = false
+
+@description('The alert fires when EmailEvents_CL received no row for this many minutes. Raise it for a tenant with quiet hours.')
+@allowed([
+  15
+  30
+  45
+  60
+  120
+  180
+  240
+  360
+  720
+  1440
+])
+param noDataAlertMinutes int = 60
+
+@description('E-mail address that gets the no-data alert. Empty: the alert fires without notifying anyone (visible in Azure Monitor).')
+param alertEmail string = ''
+
+@description('Replication of the storage account (checkpoint + deployment package). Standard_ZRS needs a region with availability zones.')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+])
+param storageSkuName string = 'Standard_LRS'
+
+@description('Maximum instances of the Flex Consumption app (the timer runs on one instance at a time anyway).')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Memory of one Flex Consumption instance (MB).')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Further connector settings (names from the settings table of the main README), e.g. { INITIAL_LOOKBACK_HOURS: \'72\' }. They are kept on every redeploy; the settings this template wires cannot be overridden here.')
+param extraConnectorSettings object = {}
+
+// ----------------------------------------------------------------------------- names
+
+// The table's columns, its name and the DCR stream all come from the connector's own schema file.
+var schema = loadJsonContent('../connector/data/EmailEvents_CL.json')
+
+var token = toLower(uniqueString(resourceGroup().id, baseName))
+var compactBase = toLower(replace(baseName, '-', ''))
+var names = {
+  identity: 'id-${baseName}-${token}'
+  workspace: 'log-${baseName}-${token}'
+  appInsights: 'appi-${baseName}-${token}'
+  storage: take('st${compactBase}${token}', 24)
+  deploymentContainer: 'app-package-${take(token, 12)}'
+  plan: 'plan-${baseName}-${token}'
+  functionApp: 'func-${baseName}-${take(token, 8)}'
+  dcr: 'dcr-${baseName}-${token}'
+  keyVault: 'kv-${take(compactBase, 8)}-${take(token, 10)}'
+  alert: 'alert-${baseName}-${token}-no-data'
+  actionGroup: 'ag-${baseName}-${token}'
+}
+
+var useExistingWorkspace = !empty(existingWorkspaceResourceId)
+var workspaceSubscriptionId = useExistingWorkspace ? split(existingWorkspaceResourceId, '/')[2] : subscription().subscriptionId
+var workspaceResourceGroupName = useExistingWorkspace ? split(existingWorkspaceResourceId, '/')[4] : resourceGroup().name
+var workspaceName = useExistingWorkspace ? last(split(existingWorkspaceResourceId, '/')) : names.workspace
+var isClientSecret = graphAuthMode == 'client_secret'
+var deployKeyVault = useKeyVault || isClientSecret
+var allTags = union(tags, {
+  application: 'message-trace-connector'
+})
+
+// ----------------------------------------------------------------------------- resources
+
+module identity 'modules/identity.bicep' = {
+  name: 'mtc-${baseName}-identity'
+  params: {
+    name: names.identity
+    location: location
+    tags: allTags
+  }
+}
+
+module workspace 'modules/workspace.bicep' = {
+  name: 'mtc-${baseName}-workspace'
+  params: {
+    name: workspaceName
+    location: location
+    tags: allTags
+    existingWorkspaceResourceId: existingWorkspaceResourceId
+    retentionInDays: workspaceRetentionInDays
+  }
+}
+
+// The table, the query audit and the table-scoped reader role live where the workspace lives.
+module table 'modules/table.bicep' = {
+  name: 'mtc-${baseName}-table'
+  scope: resourceGroup(workspaceSubscriptionId, workspaceResourceGroupName)
+  dependsOn: [
+    workspace
+  ]
+  params: {
+    workspaceName: workspaceName
+    schema: schema
+    plan: tablePlan
+    retentionInDays: tableRetentionInDays
+    totalRetentionInDays: tableTotalRetentionInDays
+    enableQueryAudit: enableQueryAudit
+    readerPrincipalId: enableWorkspaceVerification ? identity.outputs.principalId : ''
+  }
+}
+
+module dcr 'modules/dcr.bicep' = {
+  name: 'mtc-${baseName}-dcr'
+  dependsOn: [
+    table
+  ]
+  params: {
+    name: names.dcr
+    location: workspace.outputs.location
+    tags: allTags
+    workspaceResourceId: workspace.outputs.id
+    schema: schema
+    publisherPrincipalId: identity.outputs.principalId
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'mtc-${baseName}-storage'
+  params: {
+    name: names.storage
+    location: location
+    tags: allTags
+    containerNames: [
+      checkpointContainerName
+      names.deploymentContainer
+    ]
+    principalId: identity.outputs.principalId
+    skuName: storageSkuName
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'mtc-${baseName}-monitoring'
+  params: {
+    name: names.appInsights
+    location: location
+    tags: allTags
+    workspaceResourceId: workspace.outputs.id
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = if (deployKeyVault) {
+  name: 'mtc-${baseName}-keyvault'
+  params: {
+    name: names.keyVault
+    location: location
+    tags: allTags
+    clientSecret: clientSecret
+    principalId: identity.outputs.principalId
+  }
+}
+
+// Every setting the connector reads that this deployment decides (README "Settings").
+var connectorSettings = union(
+  extraConnectorSettings,
+  {
+    TENANT_ID: tenantId
+    LOCAL_DOMAINS: localDomains
+    GRAPH_AUTH_MODE: graphAuthMode
+    AZURE_AUTH_MODE: 'managed_identity'
+    MANAGED_IDENTITY_CLIENT_ID: identity.outputs.clientId
+    INGESTION_ENDPOINT: dcr.outputs.logsIngestionEndpoint
+    DCR_IMMUTABLE_ID: dcr.outputs.immutableId
+    DCR_STREAM_NAME: schema.stream
+    CHECKPOINT_STORE: 'blob'
+    STORAGE_ACCOUNT_URL: storage.outputs.blobEndpoint
+    CHECKPOINT_CONTAINER: checkpointContainerName
+    TIMER_SCHEDULE: timerSchedule
+  },
+  enableWorkspaceVerification ? {
+    WORKSPACE_ID: workspace.outputs.customerId
+  } : {},
+  isClientSecret ? {
+    CLIENT_ID: clientId
+    CLIENT_SECRET: keyVault.outputs.clientCredentialReference
+  } : {}
+)
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'mtc-${baseName}-function'
+  dependsOn: [
+    storage
+  ]
+  params: {
+    name: names.functionApp
+    planName: names.plan
+    location: location
+    tags: union(allTags, {
+      'azd-service-name': 'connector'
+    })
+    identityResourceId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: names.deploymentContainer
+    appInsightsConnectionString: monitoring.outputs.connectionString
+    connectorSettings: connectorSettings
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+  }
+}
+
+module noDataAlert 'modules/alert.bicep' = if (tablePlan == 'Analytics') {
+  name: 'mtc-${baseName}-alert'
+  dependsOn: [
+    table
+  ]
+  params: {
+    name: names.alert
+    actionGroupName: names.actionGroup
+    location: workspace.outputs.location
+    tags: allTags
+    workspaceResourceId: workspace.outputs.id
+    tableName: schema.table
+    windowMinutes: noDataAlertMinutes
+    alertEmail: alertEmail
+  }
+}
+
+module graphPermission 'modules/graph-permission.bicep' = if (grantGraphPermission) {
+  name: 'mtc-${baseName}-graph'
+  params: {
+    principalId: identity.outputs.principalId
+  }
+}
+
+// ----------------------------------------------------------------------------- outputs
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_FUNCTION_NAME string = functionApp.outputs.name
+output FUNCTION_APP_NAME string = functionApp.outputs.name
+output MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output INGESTION_ENDPOINT string = dcr.outputs.logsIngestionEndpoint
+output DCR_IMMUTABLE_ID string = dcr.outputs.immutableId
+output DCR_STREAM_NAME string = schema.stream
+output WORKSPACE_RESOURCE_ID string = workspace.outputs.id
+output WORKSPACE_CUSTOMER_ID string = workspace.outputs.customerId
+output TABLE_RESOURCE_ID string = table.outputs.id
+output STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output STORAGE_ACCOUNT_URL string = storage.outputs.blobEndpoint
+output KEY_VAULT_NAME string = deployKeyVault ? names.keyVault : ''

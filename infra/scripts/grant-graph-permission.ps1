@@ -1,0 +1,58 @@
+<#
+.SYNOPSIS
+  Give the message trace connector's managed identity secretless access to Exchange
+  message trace, with Microsoft Graph PowerShell. Same steps as grant-graph-permission.sh.
+
+.DESCRIPTION
+  1. Creates the service principal of Microsoft's message trace app
+     8bd644d1-64a1-4d4b-ae52-2e0cbf64e373 if the tenant has none (provisioning can take hours).
+  2. Assigns the Microsoft Graph application permission ExchangeMessageTrace.Read.All
+     (app role 89b20d8a-76e2-4057-867b-9961f800b9a4) to the managed identity.
+  Idempotent: what already exists is left alone.
+  Needs the Microsoft.Graph.Applications module and a user who may grant Graph
+  application permissions (Global Administrator, or Privileged Role Administrator +
+  Application Administrator). The identity's token can take up to 24 h to carry it.
+
+.PARAMETER PrincipalId
+  Object (principal) id of the managed identity: output MANAGED_IDENTITY_PRINCIPAL_ID of
+  the deployment, or `az identity list -g <rg> --query "[].principalId"`.
+
+.EXAMPLE
+  ./infra/scripts/grant-graph-permission.ps1 -PrincipalId 11111111-2222-3333-4444-555555555555
+#>
+[CmdletBinding()]
+param(
+    [Parameter(Mandatory = $true)]
+    [ValidatePattern('^[0-9a-fA-F-]{36}$')]
+    [string] $PrincipalId
+)
+$ErrorActionPreference = 'Stop'
+
+$MicrosoftGraphAppId = '00000003-0000-0000-c000-000000000000'
+$MessageTraceAppId = '8bd644d1-64a1-4d4b-ae52-2e0cbf64e373'
+$MessageTraceRoleId = '89b20d8a-76e2-4057-867b-9961f800b9a4'  # ExchangeMessageTrace.Read.All
+
+Import-Module Microsoft.Graph.Applications
+Connect-MgGraph -Scopes 'AppRoleAssignment.ReadWrite.All', 'Application.ReadWrite.All' -NoWelcome
+
+# 1. The message trace app's service principal.
+$traceSp = Get-MgServicePrincipal -Filter "appId eq '$MessageTraceAppId'"
+if (-not $traceSp) {
+    $traceSp = New-MgServicePrincipal -AppId $MessageTraceAppId
+    Write-Host "created the service principal of app $MessageTraceAppId (provisioning can take several hours)"
+} else {
+    Write-Host "service principal of app $MessageTraceAppId exists ($($traceSp.Id))"
+}
+
+# 2. ExchangeMessageTrace.Read.All for the managed identity.
+$graphSp = Get-MgServicePrincipal -Filter "appId eq '$MicrosoftGraphAppId'"
+if (-not $graphSp) { throw 'Microsoft Graph service principal not found in this tenant' }
+$existing = Get-MgServicePrincipalAppRoleAssignment -ServicePrincipalId $PrincipalId -All |
+    Where-Object { $_.AppRoleId -eq $MessageTraceRoleId -and $_.ResourceId -eq $graphSp.Id }
+if ($existing) {
+    Write-Host "ExchangeMessageTrace.Read.All already granted to $PrincipalId"
+} else {
+    New-MgServicePrincipalAppRoleAssignment -ServicePrincipalId $PrincipalId `
+        -PrincipalId $PrincipalId -ResourceId $graphSp.Id -AppRoleId $MessageTraceRoleId | Out-Null
+    Write-Host "granted ExchangeMessageTrace.Read.All to $PrincipalId (the identity's token can take up to 24 h to carry it)"
+}

@@ -1,0 +1,36 @@
+"""infra/README.md documents every parameter of main.bicep and both deploy commands."""
+
+import re
+
+from tests.infra.bicep import INFRA, MAIN, parse
+
+README = (INFRA / "README.md").read_text()
+
+
+def test_parameter_table_lists_exactly_the_parameters_of_main():
+    table = README.split("### Parameters", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE)
+    assert sorted(documented) == sorted(parse(MAIN)["parameters"])
+    assert len(documented) == len(set(documented))
+
+
+def test_readme_shows_both_deploy_commands_and_the_checks_a_deployer_runs():
+    for text in (
+        "az deployment group create -g rg-msgtrace -f infra/main.bicep -p infra/main.bicepparam",
+        "azd up",
+        "az bicep build",
+        "az deployment group what-if",
+        "grant-graph-permission.sh",
+        "grant-graph-permission.ps1",
+        "0.36.1",
+        "EmailEvents_CL",
+        "LAQueryLogs",
+    ):
+        assert text in README, text
+
+
+def test_every_infra_file_is_in_the_file_table():
+    table = README.split("## Prerequisites", 1)[0]
+    for path in sorted(INFRA.rglob("*")):
+        if path.is_file() and path.suffix in {".bicep", ".bicepparam"}:
+            assert f"`{path.relative_to(INFRA).as_posix()}`" in table, path.name

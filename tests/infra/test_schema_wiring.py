@@ -1,0 +1,111 @@
+"""Table columns == DCR stream columns == the connector's rows, all from one schema file."""
+
+import json
+
+from connector.mapping import ROW_COLUMNS
+from connector.schema import DCR_COLUMN_TYPES, load_table_schema
+from tests.infra.bicep import (
+    MAIN,
+    SCHEMA_FILE,
+    bicep_files,
+    body,
+    evaluate,
+    leaves,
+    module,
+    nodes,
+    parse,
+)
+
+SCHEMA = json.loads(SCHEMA_FILE.read_text())
+TABLE_COLUMN_TYPES = {"string", "int", "long", "real", "boolean", "dateTime", "dynamic"}
+
+
+def _table_columns() -> list[dict]:
+    table = module("table")
+    return evaluate(table["variables"]["tableColumns"]["value"], {"schema": SCHEMA})
+
+
+def _stream_columns() -> list[dict]:
+    dcr = module("dcr")
+    return evaluate(dcr["variables"]["streamColumns"]["value"], {"schema": SCHEMA})
+
+
+def test_main_loads_the_connector_schema_file_with_loadjsoncontent():
+    function = parse(MAIN)["variables"]["schema"]["value"]["function"]
+    assert function["type"] == "load_json_content"
+    assert (MAIN.parent / function["parameters"]["file_path"]).resolve() == SCHEMA_FILE.resolve()
+    assert function["parameters"]["json_path"] is None
+
+
+def test_schema_is_loaded_once_and_passed_to_table_and_dcr():
+    loads = [path.name for path in bicep_files() if "loadJsonContent(" in path.read_text()]
+    assert loads == ["main.bicep"]
+    modules = parse(MAIN)["modules"]
+    assert body(modules["table"])["params"]["schema"] == "schema"
+    assert body(modules["dcr"])["params"]["schema"] == "schema"
+
+
+def test_no_template_holds_a_hand_written_column_list():
+    names = set(load_table_schema().column_names)
+    for path in bicep_files():
+        parsed = parse(path)
+        written = {leaf for leaf in leaves(parsed) if isinstance(leaf, str)} & names
+        assert not written, f"{path.name} spells out column names {sorted(written)}"
+        for node in nodes(parsed):
+            if isinstance(node, dict) and "columns" in node:
+                assert isinstance(node["columns"], str), f"{path.name}: literal columns {node['columns']!r}"
+
+
+def test_table_columns_equal_stream_columns_equal_connector_rows():
+    table = _table_columns()
+    stream = _stream_columns()
+    schema = load_table_schema()
+    assert [c["name"] for c in table] == [c["name"] for c in stream] == list(schema.column_names)
+    assert set(schema.column_names) == ROW_COLUMNS
+
+
+def test_column_types_map_datetime_to_table_datetime():
+    table = {c["name"]: c["type"] for c in _table_columns()}
+    stream = {c["name"]: c["type"] for c in _stream_columns()}
+    schema = load_table_schema()
+    for column in schema.columns:
+        assert stream[column.name] == column.type
+        assert stream[column.name] in DCR_COLUMN_TYPES
+        assert table[column.name] == ("dateTime" if column.type == "datetime" else column.type)
+        assert table[column.name] in TABLE_COLUMN_TYPES
+    assert table["TimeGenerated"] == "dateTime"
+    assert stream["TimeGenerated"] == "datetime"
+
+
+def test_table_resource_uses_the_generated_columns_and_the_schema_name():
+    table = body(module("table")["resources"]["table"])
+    env = {"schema": SCHEMA}
+    assert evaluate(table["name"], env) == "EmailEvents_CL"
+    assert evaluate(table["properties"]["schema"]["name"], env) == "EmailEvents_CL"
+    assert table["properties"]["schema"]["columns"] == "tableColumns"
+    assert table["properties"]["plan"] == "plan"
+
+
+def test_dcr_is_direct_and_flows_the_schema_stream_into_the_table():
+    dcr = module("dcr")["resources"]["dcr"]
+    config = body(dcr)
+    assert config["kind"] == "Direct"
+    properties = evaluate(config["properties"], {"schema": SCHEMA})
+    assert properties["streamDeclarations"] == {"Custom-EmailEvents": {"columns": "streamColumns"}}
+    assert config["properties"]["streamDeclarations"]["'${schema.stream}'"]["columns"] == "streamColumns"
+    (flow,) = properties["dataFlows"]
+    assert flow["streams"] == [SCHEMA["stream"]] == ["Custom-EmailEvents"]
+    assert flow["outputStream"] == "Custom-EmailEvents_CL"
+    assert flow["destinations"] == [properties["destinations"]["logAnalytics"][0]["name"]]
+
+
+def test_table_plan_is_analytics_by_default_basic_allowed():
+    spec = parse(MAIN)["parameters"]["tablePlan"]
+    assert spec["default"] == "Analytics"
+    allowed = [d["argument"] for d in spec["decorators"] if d["type"] == "allowed"]
+    assert allowed == [["Analytics", "Basic"]]
+    assert body(parse(MAIN)["modules"]["table"])["params"]["plan"] == "tablePlan"
+
+
+def test_dcr_waits_for_the_table():
+    assert "table" in body(parse(MAIN)["modules"]["dcr"])["dependsOn"]
