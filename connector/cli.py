@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
@@ -148,7 +149,7 @@ def _print_status(as_json: bool, out: TextIO) -> None:
                 else len(status.checkpoint.pending_batch.entries),
                 "last_run": None
                 if status.checkpoint.last_run is None
-                else vars_of(status.checkpoint.last_run),
+                else asdict(status.checkpoint.last_run),
             }
             for status in feeds
         ]
@@ -184,11 +185,6 @@ def _print_status(as_json: bool, out: TextIO) -> None:
             )
             if run.error:
                 out.write(f"  last error        {run.error}\n")
-
-
-def vars_of(summary: object) -> dict[str, object]:
-    """Dataclass (slots) to dict."""
-    return {name: getattr(summary, name) for name in getattr(summary, "__slots__", ())}
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
