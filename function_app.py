@@ -10,7 +10,7 @@ import logging
 
 import azure.functions as func
 
-from connector.runner import quiet_sdk_loggers, run_live
+from connector.runner import quiet_sdk_loggers, run_feed
 from connector.settings import timer_schedule
 
 app = func.FunctionApp()
@@ -23,6 +23,6 @@ def message_trace_sync(timer: func.TimerRequest) -> None:
     """Copy new message trace records into EmailEvents_CL."""
     if timer.past_due:
         logger.warning("timer is past due; this run catches up from the checkpoint")
-    report = run_live()
+    report = run_feed()
     if report.error is not None:
         raise report.error

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from typing import Any, Protocol
+from typing import Any
 
 import msal
 import requests
@@ -26,9 +26,16 @@ from azure.identity import CertificateCredential, ClientSecretCredential, Manage
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from connector.errors import AuthenticationError, ConfigError
-from connector.httpsession import ConnectorSession
+from connector.errors import AuthenticationError, ConfigError, ErrorKind
+from connector.ports import TokenProvider
 from connector.settings import AuthMode, Settings
+from connector.transport import (
+    CA_BUNDLE_HINT,
+    ConnectorSession,
+    failure_kind,
+    tls_options,
+    untrusted_certificate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,12 +43,11 @@ _CACHE: dict[tuple[object, ...], object] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-class TokenProvider(Protocol):
-    """Hands out a bearer token for one resource."""
-
-    def token(self, *, force_refresh: bool = False) -> str:
-        """Return a valid access token; ``force_refresh`` skips any cached one."""
-        ...
+def unreachable_authority(where: str, err: BaseException) -> AuthenticationError:
+    """The error for an Entra ID authority that could not be reached: a setting if its certificate is untrusted."""
+    if untrusted_certificate(err):
+        return AuthenticationError(f"cannot reach {where}: {CA_BUNDLE_HINT}", kind=ErrorKind.SETTING)
+    return AuthenticationError(f"cannot reach {where}: {err}", kind=ErrorKind.TRANSIENT)
 
 
 class MsalTokenProvider:
@@ -58,9 +64,7 @@ class MsalTokenProvider:
         try:
             result: dict[str, Any] = self._app.acquire_token_for_client(scopes=[self._scope])
         except requests.RequestException as err:
-            raise AuthenticationError(
-                f"cannot reach the Entra ID authority for a Graph token: {err}"
-            ) from err
+            raise unreachable_authority("the Entra ID authority for a Graph token", err) from err
         token = result.get("access_token")
         if isinstance(token, str):
             return token
@@ -85,7 +89,11 @@ class AzureCredentialTokenProvider:
         try:
             return self._credential.get_token(self._scope).token
         except ClientAuthenticationError as err:
-            raise AuthenticationError(f"could not get a token for {self._scope}: {err.message}") from err
+            kind = failure_kind(err, default=ErrorKind.PERMISSION)
+            detail = CA_BUNDLE_HINT if kind is ErrorKind.SETTING else err.message
+            raise AuthenticationError(
+                f"could not get a token for {self._scope}: {detail}", kind=kind
+            ) from err
 
 
 def _secret_digest(secret: str | None) -> str | None:
@@ -164,11 +172,13 @@ def graph_token_provider(settings: Settings) -> TokenProvider:
     try:
         app: msal.ConfidentialClientApplication = _cached(key, build)
     except requests.RequestException as err:
-        raise AuthenticationError(
-            f"cannot reach the Entra ID authority {settings.authority_host} (tenant discovery failed): {err}"
+        raise unreachable_authority(
+            f"the Entra ID authority {settings.authority_host} (tenant discovery failed)", err
         ) from err
     except ValueError as err:  # msal refuses a malformed authority or tenant
-        raise AuthenticationError(f"Entra ID authority {settings.authority_host} refused: {err}") from err
+        raise ConfigError(
+            [("TENANT_ID", f"the Entra ID authority {settings.authority_host} refused it: {err}")]
+        ) from err
     return MsalTokenProvider(app, settings.graph_scope)
 
 
@@ -195,9 +205,11 @@ def azure_credential(
     def build() -> TokenCredential:
         if mode is AuthMode.MANAGED_IDENTITY:
             return ManagedIdentityCredential(client_id=creds.managed_identity_client_id)
-        common: dict[str, Any] = {"authority": settings.authority_host, "disable_instance_discovery": True}
-        if settings.ca_bundle:
-            common["connection_verify"] = settings.ca_bundle
+        common: dict[str, Any] = {
+            "authority": settings.authority_host,
+            "disable_instance_discovery": True,
+            **tls_options(settings.ca_bundle),
+        }
         if mode is AuthMode.CLIENT_SECRET:
             return ClientSecretCredential(
                 creds.tenant_id, creds.client_id or "", creds.client_secret or "", **common

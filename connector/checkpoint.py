@@ -1,99 +1,41 @@
-"""The checkpoint document: progress, the dedup ledger and the last run, as versioned JSON. Pure.
+"""The checkpoint document: a feed's progress and dedup ledger as versioned JSON. Pure.
 
 One document per feed: ``live.json`` for the timer, ``backfill/<start>_<end>.json``
-for each manual backfill. ``high_water_mark`` only ever covers slices whose every
-row was accepted by the Logs Ingestion API; the ledger holds the rows committed
-since (and the lookback span before) it, so a re-run after any stop neither loses
-nor repeats a row.
+for each manual backfill. What the fields mean is in :mod:`connector.state`; this
+module only writes and reads them.
 
-Format (``format_version`` 1)::
+Format (``format_version`` 1, unchanged since the first release, so deployed feeds
+and older versions read each other's documents)::
 
     {"format_version": 1, "feed": "live", "high_water_mark": "...Z" | null,
      "coverage_start": "...Z" | null, "range": {"start": ..., "end": ...} | null,
      "slice_span_seconds": 3600,
      "ledger": {"<key digest>": [<received, epoch ms>, "<status>", <revision>], ...},
-     "last_run": {...} | null, "updated": "...Z",
+     "last_run": {<the fields in connector.report.LAST_RUN_FIELDS>} | null, "updated": "...Z",
+     "possible_duplicates_total": 0,
      "pending_batch": {"created": "...Z", "entries": [[key, received_ms, status, revision, trace id]]} | null}
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from connector.errors import CheckpointFormatError
 from connector.ledger import LedgerEntry
 from connector.mapping import format_datetime, parse_datetime
+from connector.report import LAST_RUN_FIELDS
+from connector.state import Checkpoint, FeedProgress, IntentEntry, LastRun, PendingBatch
 
 FORMAT_VERSION = 1
 LIVE_FEED = "live"
-
-
-@dataclass(frozen=True, slots=True)
-class RunSummary:
-    """What the last run did, for ``status`` and for operators reading the blob."""
-
-    started: str
-    finished: str
-    outcome: str
-    rows_uploaded: int
-    revisions: int
-    duplicates_dropped: int
-    batches: int
-    error: str | None = None
-    dead_lettered: int = 0
-    possible_duplicates: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class IntentEntry:
-    """One row of a batch about to be sent: enough to find it in the workspace and commit it."""
-
-    key: str
-    received_ms: int
-    status: str
-    revision: int
-    trace_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class PendingBatch:
-    """The batch in flight: written before the upload, cleared once the upload's outcome is known.
-
-    Found on load, it means the process stopped between sending a batch and learning
-    (or recording) whether the service took it.
-    """
-
-    created: datetime
-    entries: tuple[IntentEntry, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    """State of one feed (live or one backfill)."""
-
-    feed: str
-    high_water_mark: datetime | None = None
-    coverage_start: datetime | None = None
-    range_start: datetime | None = None
-    range_end: datetime | None = None
-    slice_span: timedelta | None = None
-    ledger: dict[str, LedgerEntry] = field(default_factory=dict)
-    last_run: RunSummary | None = None
-    updated: datetime | None = None
-    pending_batch: PendingBatch | None = None
-    possible_duplicates_total: int = 0
-
-    def with_changes(self, **changes: Any) -> Checkpoint:
-        """Copy with fields replaced."""
-        return replace(self, **changes)
+BACKFILL_PREFIX = "backfill/"
 
 
 def backfill_feed_name(start: datetime, end: datetime) -> str:
     """Name of the checkpoint document for a backfill of ``[start, end)``."""
-    return f"backfill/{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}"
+    return f"{BACKFILL_PREFIX}{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}"
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -102,32 +44,34 @@ def _iso(value: datetime | None) -> str | None:
 
 def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
     """Serialise to UTF-8 JSON."""
+    progress = checkpoint.progress
+    pending = progress.pending_batch
     document: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
-        "feed": checkpoint.feed,
-        "high_water_mark": _iso(checkpoint.high_water_mark),
-        "coverage_start": _iso(checkpoint.coverage_start),
+        "feed": progress.feed,
+        "high_water_mark": _iso(progress.high_water_mark),
+        "coverage_start": _iso(progress.coverage_start),
         "range": (
             None
-            if checkpoint.range_start is None or checkpoint.range_end is None
-            else {"start": _iso(checkpoint.range_start), "end": _iso(checkpoint.range_end)}
+            if progress.range_start is None or progress.range_end is None
+            else {"start": _iso(progress.range_start), "end": _iso(progress.range_end)}
         ),
         "slice_span_seconds": None
-        if checkpoint.slice_span is None
-        else int(checkpoint.slice_span.total_seconds()),
+        if progress.slice_span is None
+        else int(progress.slice_span.total_seconds()),
         "ledger": {
             key: [entry.received_ms, entry.status, entry.revision] for key, entry in checkpoint.ledger.items()
         },
-        "last_run": None if checkpoint.last_run is None else asdict(checkpoint.last_run),
-        "updated": _iso(checkpoint.updated),
-        "possible_duplicates_total": checkpoint.possible_duplicates_total,
+        "last_run": None if progress.last_run is None else dict(progress.last_run),
+        "updated": _iso(progress.updated),
+        "possible_duplicates_total": progress.possible_duplicates_total,
         "pending_batch": None
-        if checkpoint.pending_batch is None
+        if pending is None
         else {
-            "created": format_datetime(checkpoint.pending_batch.created),
+            "created": format_datetime(pending.created),
             "entries": [
                 [entry.key, entry.received_ms, entry.status, entry.revision, entry.trace_id]
-                for entry in checkpoint.pending_batch.entries
+                for entry in pending.entries
             ],
         },
     }
@@ -137,6 +81,21 @@ def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
 def _optional_time(document: dict[str, Any], name: str) -> datetime | None:
     value = document.get(name)
     return None if value is None else parse_datetime(str(value))
+
+
+def _last_run(value: object) -> LastRun | None:
+    """The stored summary: known fields kept (newer versions may add some), types checked."""
+    if not value:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"last_run must be an object, got {type(value).__name__}")
+    summary: dict[str, object] = {}
+    for name in LAST_RUN_FIELDS:
+        item = value.get(name)
+        if item is not None and not isinstance(item, int | str):
+            raise TypeError(f"last_run.{name} must be a number or text, got {item!r}")
+        summary[name] = item
+    return summary
 
 
 def decode_checkpoint(data: bytes, *, where: str) -> Checkpoint:
@@ -163,18 +122,16 @@ def decode_checkpoint(data: bytes, *, where: str) -> Checkpoint:
             for key, value in dict(document.get("ledger") or {}).items()
         }
         range_doc = document.get("range")
-        last_run = document.get("last_run")
         span = document.get("slice_span_seconds")
         pending = document.get("pending_batch")
-        return Checkpoint(
+        progress = FeedProgress(
             feed=str(document["feed"]),
             high_water_mark=_optional_time(document, "high_water_mark"),
             coverage_start=_optional_time(document, "coverage_start"),
             range_start=None if not range_doc else parse_datetime(range_doc["start"]),
             range_end=None if not range_doc else parse_datetime(range_doc["end"]),
             slice_span=None if span is None else timedelta(seconds=int(span)),
-            ledger=ledger,
-            last_run=None if not last_run else RunSummary(**last_run),
+            last_run=_last_run(document.get("last_run")),
             updated=_optional_time(document, "updated"),
             possible_duplicates_total=int(document.get("possible_duplicates_total") or 0),
             pending_batch=None
@@ -191,3 +148,4 @@ def decode_checkpoint(data: bytes, *, where: str) -> Checkpoint:
         )
     except (KeyError, IndexError, TypeError, ValueError) as err:
         raise CheckpointFormatError(f"checkpoint {where} has a malformed field: {err!r}") from err
+    return Checkpoint(progress=progress, ledger=ledger)

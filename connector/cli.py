@@ -1,9 +1,11 @@
 """``python -m connector``: run the live feed, show status, backfill a past range.
 
 ``run`` is the exact code path of the timer function. Settings come from the
-environment (see README). Exit codes: 0 done, 1 failed, 2 bad settings or
-arguments, 3 an authentication/permission problem, 4 a checkpoint conflict,
-5 another run holds the feed's lock.
+environment (see README). The exit code is the kind of the error a run stopped with
+(:class:`connector.errors.ErrorKind`): 0 done (also throttled, budget used up or
+deferred: the next run continues), 1 unexpected, 2 bad setting or argument,
+3 authentication or permission, 4 checkpoint conflict, 5 lock held or lost,
+6 a service unreachable or failing after retries.
 """
 
 from __future__ import annotations
@@ -14,24 +16,17 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 from tqdm import tqdm
 
+from connector.backfill import BackfillRange
 from connector.errors import ConnectorError
 from connector.mapping import parse_datetime
-from connector.runner import (
-    describe_time,
-    quiet_sdk_loggers,
-    read_status,
-    run_backfill,
-    run_live,
-    unlock,
-    utc_now,
-)
-from connector.sync import ProgressCallback, RunReport
+from connector.ports import ProgressCallback
+from connector.report import RunReport, render_fields, render_status, report_fields, status_fields
+from connector.runner import quiet_sdk_loggers, read_status, run_feed, unlock, utc_now
 from connector.windows import Window
 
 
@@ -93,98 +88,16 @@ def _progress_bar(enabled: bool, label: str) -> Iterator[ProgressCallback | None
 
 def print_report(report: RunReport, out: TextIO) -> None:
     """One-screen summary of a run."""
-    now = utc_now()
-    lag = report.lag(now)
-    window = (
-        "-"
-        if report.window is None
-        else f"{describe_time(report.window.start)} .. {describe_time(report.window.end)}"
-    )
-    lines = [
-        f"feed              {report.feed}",
-        f"outcome           {report.outcome}",
-        f"window            {window}",
-        f"high-water mark   {describe_time(report.high_water_mark_before)} -> {describe_time(report.high_water_mark_after)}",
-        f"lag               {'-' if lag is None else str(lag).split('.')[0]}",
-        f"slices / pages    {report.slices} / {report.pages}",
-        f"records read      {report.records_seen}",
-        f"rows uploaded     {report.rows_uploaded} (status revisions {report.revisions}) in {report.batches} batches",
-        f"duplicates        {report.duplicates_dropped} dropped",
-        f"outside range     {report.outside_range}",
-        f"dead-lettered     {report.dead_lettered}",
-        f"ledger entries    {report.ledger_entries}",
-        f"checkpoint saves  {report.checkpoint_saves}",
-    ]
-    if report.intent_rows_found or report.intent_rows_resent or report.possible_duplicates:
-        lines.append(
-            f"unconfirmed batch {report.intent_rows_found} rows found in the workspace, "
-            f"{report.intent_rows_resent} resent"
-        )
-        lines.append(f"possible dups     {report.possible_duplicates}")
-    if report.unrecoverable:
-        lines.append(
-            f"NOT FETCHABLE     {report.unrecoverable} of history was older than the 90-day retention"
-        )
-    if report.error is not None:
-        lines.append(f"error             {report.error}")
-    out.write("\n".join(lines) + "\n")
+    out.write("\n".join(render_fields(report_fields(report), utc_now())) + "\n")
 
 
 def _print_status(as_json: bool, out: TextIO) -> None:
-    feeds = read_status()
+    checkpoints = read_status()
     now = utc_now()
     if as_json:
-        document = [
-            {
-                "feed": status.feed,
-                "high_water_mark": describe_time(status.checkpoint.high_water_mark),
-                "lag_seconds": None
-                if status.checkpoint.high_water_mark is None
-                else int((now - status.checkpoint.high_water_mark).total_seconds()),
-                "coverage_start": describe_time(status.checkpoint.coverage_start),
-                "ledger_entries": len(status.checkpoint.ledger),
-                "possible_duplicates_total": status.checkpoint.possible_duplicates_total,
-                "unconfirmed_batch_rows": 0
-                if status.checkpoint.pending_batch is None
-                else len(status.checkpoint.pending_batch.entries),
-                "last_run": None
-                if status.checkpoint.last_run is None
-                else asdict(status.checkpoint.last_run),
-            }
-            for status in feeds
-        ]
-        out.write(json.dumps(document, indent=2) + "\n")
-        return
-    if not feeds:
-        out.write("no checkpoint yet: the connector has not committed a run\n")
-        return
-    for status in feeds:
-        cp = status.checkpoint
-        lag = None if cp.high_water_mark is None else now - cp.high_water_mark
-        out.write(f"[{status.feed}]\n")
-        if cp.range_start is not None:
-            out.write(
-                f"  range             {describe_time(cp.range_start)} .. {describe_time(cp.range_end)}\n"
-            )
-        out.write(f"  high-water mark   {describe_time(cp.high_water_mark)}\n")
-        out.write(f"  lag               {'-' if lag is None else str(lag).split('.')[0]}\n")
-        out.write(f"  coverage start    {describe_time(cp.coverage_start)}\n")
-        out.write(f"  ledger entries    {len(cp.ledger)}\n")
-        if cp.possible_duplicates_total:
-            out.write(
-                f"  possible dups     {cp.possible_duplicates_total} rows re-sent after interrupted uploads "
-                "(set WORKSPACE_ID to verify instead)\n"
-            )
-        if cp.pending_batch is not None:
-            out.write(f"  unconfirmed batch {len(cp.pending_batch.entries)} rows, resolved by the next run\n")
-        if cp.last_run is not None:
-            run = cp.last_run
-            out.write(
-                f"  last run          {run.started} .. {run.finished}: {run.outcome}, {run.rows_uploaded} rows "
-                f"({run.revisions} revisions), {run.duplicates_dropped} duplicates dropped\n"
-            )
-            if run.error:
-                out.write(f"  last error        {run.error}\n")
+        out.write(json.dumps([status_fields(checkpoint, now) for checkpoint in checkpoints], indent=2) + "\n")
+    else:
+        out.write("\n".join(render_status(checkpoints, now)) + "\n")
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
@@ -211,14 +124,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
                 else f"{args.feed}: no lock held\n"
             )
             return 0
-        if args.command == "run":
-            with _progress_bar(show_progress, "live") as progress:
-                report = run_live(progress=progress)
-        else:
-            start = args.start.astimezone(UTC)
-            end = args.end.astimezone(UTC)
-            with _progress_bar(show_progress, "backfill") as progress:
-                report = run_backfill(start, end, progress=progress)
+        backfill = None
+        if args.command == "backfill":
+            backfill = BackfillRange(args.start.astimezone(UTC), args.end.astimezone(UTC))
+        with _progress_bar(show_progress, "live" if backfill is None else "backfill") as progress:
+            report = run_feed(backfill=backfill, progress=progress)
     except ConnectorError as err:
         sys.stderr.write(f"error: {err}\n")
         return err.exit_code

@@ -1,48 +1,98 @@
-"""Every error the connector stops with, sorted by what the operator has to do.
+"""Every error the connector stops with; each carries a *kind* that says what the caller does.
 
-The tree::
+The kind, not the service that failed, decides the exit code, so a 403 means the same
+thing whether Graph, Logs Ingestion, Blob Storage or Log Analytics sent it:
 
-    ConnectorError                 base: ``str(err)`` is the one message a run ends with
-    ├── ConfigError                a setting is missing or bad (names the setting)
-    ├── AuthenticationError        a credential was refused (expired secret, wrong tenant, ...)
+==========  ====  ============================================================
+kind        exit  what the caller does
+==========  ====  ============================================================
+FATAL       1     read the message: unexpected (a bug, a damaged checkpoint, a refused request)
+SETTING     2     fix a setting or argument (the message names it; an untrusted TLS certificate
+                  is a setting too: the CA bundle)
+PERMISSION  3     fix a credential or grant a role or permission (any service's 401/403)
+CONFLICT    4     nothing: another writer changed the checkpoint; this run stopped without harm
+LOCK        5     wait: another run holds the feed's lock, or this run lost it
+TRANSIENT   6     nothing: a service was unreachable or kept failing after retries; the next run resumes
+==========  ====  ============================================================
+
+Exit 0 covers every run that ended without an error, including "throttled" (Graph's
+shared quota refills) and "budget used up" (the next run continues).
+
+The classes, by where the error comes from (their messages say what to fix)::
+
+    ConnectorError                 base: ``str(err)`` is the one message a run ends with; ``err.kind``
+    ├── ConfigError                SETTING: a setting is missing or bad (names every one)
+    ├── BackfillError              SETTING: a backfill request that would lose or duplicate rows
+    ├── AuthenticationError        a token could not be had (PERMISSION; TRANSIENT if unreachable)
     ├── SourceError                Microsoft Graph message trace
-    │   ├── ServicePrincipalMissingError   401: app 8bd644d1-… not provisioned in the tenant
-    │   ├── GraphPermissionError           403: ExchangeMessageTrace.Read.All not granted
-    │   ├── GraphRequestError              other 4xx: the request itself was refused (fatal)
-    │   ├── GraphUnavailableError          429/5xx/timeouts still failing after the retries
-    │   ├── GraphThrottledError            the quota wait would cross the run budget (not a fault)
-    │   ├── GraphResponseError             a 200 whose body is not the documented JSON
-    │   └── PagingLoopError                an @odata.nextLink repeated (server loop)
-    ├── RecordError                a trace record cannot be mapped to a row (it is dead-lettered)
-    ├── SinkError                  the Logs Ingestion API refused a batch
-    ├── CheckpointError            the checkpoint store
-    │   ├── CheckpointConflictError        someone else wrote the checkpoint (ETag mismatch)
-    │   └── CheckpointFormatError          the stored checkpoint is unreadable / newer format
-    ├── RunLockedError             another run holds the feed's lock (lease)
-    └── LockLostError              this run's lock could not be renewed; it stops before uploading
+    │   ├── ServicePrincipalMissingError   PERMISSION: 401, app 8bd644d1-… not provisioned in the tenant
+    │   ├── GraphPermissionError           PERMISSION: 403, ExchangeMessageTrace.Read.All not granted
+    │   ├── GraphRequestError              FATAL: another 4xx; the request itself was refused
+    │   ├── GraphUnavailableError          TRANSIENT: 429/5xx/timeouts/resets outlasted the retries
+    │   ├── GraphThrottledError            (ends the run cleanly) the quota wait would cross the budget
+    │   ├── GraphResponseError             FATAL: an answer that is not the documented shape
+    │   └── PagingLoopError                FATAL: an @odata.nextLink repeated (server loop)
+    ├── RecordError                a trace record cannot become a row (it is dead-lettered, never raised out)
+    ├── SinkError                  the Logs Ingestion API refused a batch (kind from the status)
+    ├── CheckpointError            the checkpoint store (kind from the cause)
+    │   ├── CheckpointConflictError        CONFLICT: someone else wrote the checkpoint (ETag mismatch)
+    │   └── CheckpointFormatError          FATAL: the stored checkpoint is unreadable or newer
+    ├── VerificationError          the workspace query for an unconfirmed batch (kind from the cause)
+    ├── RunLockedError             LOCK: another run holds the feed's lock (lease)
+    └── LockLostError              LOCK: this run's lock could not be renewed; it stopped before uploading
 
 ``classify_http_status`` is the one table that says which HTTP statuses are worth a
-retry; the Graph client and the tests both use it.
+retry, and ``kind_for_status`` the one that says what a final failing status means.
 """
 
 from __future__ import annotations
 
 import enum
+from typing import ClassVar
 
 SERVICE_PRINCIPAL_APP_ID = "8bd644d1-64a1-4d4b-ae52-2e0cbf64e373"
 MESSAGE_TRACE_PERMISSION = "ExchangeMessageTrace.Read.All"
 
 
-class ConnectorError(Exception):
-    """Base class: a run stopped for a reason the operator can act on."""
+class ErrorKind(enum.Enum):
+    """What the caller does about an error; the value is the process exit code."""
 
-    exit_code = 1
+    FATAL = 1
+    SETTING = 2
+    PERMISSION = 3
+    CONFLICT = 4
+    LOCK = 5
+    TRANSIENT = 6
+
+    @property
+    def exit_code(self) -> int:
+        """The exit code of a run that stopped with an error of this kind."""
+        return self.value
+
+
+class ConnectorError(Exception):
+    """Base class: a run stopped for a reason the operator can act on.
+
+    Subclasses set a default ``kind``; a single instance may carry another one (a
+    storage error is PERMISSION when refused, TRANSIENT when unreachable).
+    """
+
+    default_kind: ClassVar[ErrorKind] = ErrorKind.FATAL
+
+    def __init__(self, message: str, *, kind: ErrorKind | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind or self.default_kind
+
+    @property
+    def exit_code(self) -> int:
+        """The process exit code, from the kind."""
+        return self.kind.exit_code
 
 
 class ConfigError(ConnectorError):
     """One or more settings are missing or have a bad value; the message names each one."""
 
-    exit_code = 2
+    default_kind = ErrorKind.SETTING
 
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         super().__init__("; ".join(f"setting {name}: {problem}" for name, problem in problems))
@@ -50,10 +100,16 @@ class ConfigError(ConnectorError):
         self.setting = problems[0][0]
 
 
-class AuthenticationError(ConnectorError):
-    """A token could not be obtained: the credential itself was refused."""
+class BackfillError(ConnectorError):
+    """A backfill request that would lose or duplicate rows (a bad argument)."""
 
-    exit_code = 3
+    default_kind = ErrorKind.SETTING
+
+
+class AuthenticationError(ConnectorError):
+    """A token could not be obtained: the credential was refused, or the authority not reached."""
+
+    default_kind = ErrorKind.PERMISSION
 
 
 class SourceError(ConnectorError):
@@ -63,7 +119,7 @@ class SourceError(ConnectorError):
 class ServicePrincipalMissingError(SourceError):
     """Graph answered 401 because the Transport Data Platform app is not provisioned."""
 
-    exit_code = 3
+    default_kind = ErrorKind.PERMISSION
 
     def __init__(self, detail: str) -> None:
         super().__init__(
@@ -78,7 +134,7 @@ class ServicePrincipalMissingError(SourceError):
 class GraphPermissionError(SourceError):
     """Graph answered 403: the application permission is missing."""
 
-    exit_code = 3
+    default_kind = ErrorKind.PERMISSION
 
     def __init__(self, detail: str) -> None:
         super().__init__(
@@ -97,11 +153,15 @@ class GraphRequestError(SourceError):
 
 
 class GraphUnavailableError(SourceError):
-    """Retriable failures (429, 5xx, timeouts) outlasted the retries."""
+    """Retriable failures (429, 5xx, timeouts, resets) outlasted the retries."""
+
+    default_kind = ErrorKind.TRANSIENT
 
 
 class GraphThrottledError(SourceError):
-    """Graph asked us to wait longer than the run has left; the next run continues."""
+    """Graph asked us to wait longer than the run has left; the run ends cleanly and the next continues."""
+
+    default_kind = ErrorKind.TRANSIENT
 
     def __init__(self, retry_after: float) -> None:
         super().__init__(
@@ -112,7 +172,7 @@ class GraphThrottledError(SourceError):
 
 
 class GraphResponseError(SourceError):
-    """A successful status with a body that is not the documented JSON shape."""
+    """An answer that is not the documented shape (e.g. a nextLink to another host)."""
 
 
 class PagingLoopError(SourceError):
@@ -137,36 +197,42 @@ class RecordError(ConnectorError):
 class SinkError(ConnectorError):
     """The Logs Ingestion API did not accept a batch."""
 
-    def __init__(self, message: str, *, rows_failed: int, status: int | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, rows_failed: int, status: int | None = None, kind: ErrorKind | None = None
+    ) -> None:
+        super().__init__(message, kind=kind or kind_for_status(status))
         self.rows_failed = rows_failed
         self.status = status
 
 
 class CheckpointError(ConnectorError):
-    """The checkpoint could not be read or written."""
+    """The checkpoint (or a dead letter next to it) could not be read or written."""
 
 
 class CheckpointConflictError(CheckpointError):
     """The stored checkpoint changed under us: another run is writing it."""
 
-    exit_code = 4
+    default_kind = ErrorKind.CONFLICT
 
 
 class CheckpointFormatError(CheckpointError):
     """The stored checkpoint is not one this version can read."""
 
 
+class VerificationError(ConnectorError):
+    """The workspace could not be read; the unresolved batch stays recorded."""
+
+
 class RunLockedError(ConnectorError):
     """Another run holds the feed's lock; this run did nothing."""
 
-    exit_code = 5
+    default_kind = ErrorKind.LOCK
 
 
 class LockLostError(ConnectorError):
     """The run's lock may have expired; it stops before its next upload."""
 
-    exit_code = 5
+    default_kind = ErrorKind.LOCK
 
     def __init__(self, detail: str) -> None:
         super().__init__(
@@ -193,3 +259,19 @@ def classify_http_status(status: int) -> HttpDisposition:
     if status in _RETRIABLE_STATUSES or (status >= 500 and status not in (501, 505)):
         return HttpDisposition.RETRY
     return HttpDisposition.FATAL
+
+
+def kind_for_status(status: int | None) -> ErrorKind:
+    """What a final failing HTTP status means for the caller (None: no answer at all).
+
+    401/403 are PERMISSION from every service; 404 means a configured endpoint or id
+    names nothing (a SETTING); a status worth a retry that is still failing, or no
+    answer, is TRANSIENT (the next run tries again); anything else is FATAL.
+    """
+    if status in (401, 403):
+        return ErrorKind.PERMISSION
+    if status == 404:
+        return ErrorKind.SETTING
+    if status is None or classify_http_status(status) is HttpDisposition.RETRY:
+        return ErrorKind.TRANSIENT
+    return ErrorKind.FATAL

@@ -8,7 +8,9 @@ unreadable bodies, honouring ``Retry-After``; a wait longer than the run has lef
 ends the run cleanly (:class:`~connector.errors.GraphThrottledError`) since the
 100-requests-per-5-minutes quota is shared by the whole tenant. A 401 about the
 missing Transport Data Platform service principal and a 403 each become one error
-saying how to fix it; any other 401 refreshes the token once.
+saying how to fix it; any other 401 refreshes the token once; an untrusted TLS
+certificate is not retried (it is a setting: the CA bundle). Paging rules live in
+:mod:`connector.paging`.
 """
 
 from __future__ import annotations
@@ -27,21 +29,22 @@ import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from connector import __version__
-from connector.auth import TokenProvider
 from connector.errors import (
     SERVICE_PRINCIPAL_APP_ID,
     AuthenticationError,
+    ErrorKind,
     GraphPermissionError,
     GraphRequestError,
-    GraphResponseError,
     GraphThrottledError,
     GraphUnavailableError,
     HttpDisposition,
-    PagingLoopError,
     ServicePrincipalMissingError,
+    SourceError,
     classify_http_status,
 )
-from connector.sync import Deadline
+from connector.paging import NextLinkPaginator
+from connector.ports import Deadline, TokenProvider
+from connector.transport import CA_BUNDLE_HINT, untrusted_certificate
 from connector.windows import Window
 
 logger = logging.getLogger(__name__)
@@ -114,7 +117,7 @@ def _redact(url: str) -> str:
 
 
 class GraphMessageTraceSource:
-    """Implements :class:`connector.sync.TraceSource` over Microsoft Graph."""
+    """Implements :class:`connector.ports.TraceSource` over Microsoft Graph."""
 
     def __init__(
         self,
@@ -129,7 +132,6 @@ class GraphMessageTraceSource:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._base_url = base_url.rstrip("/")
-        self._origin = urlsplit(self._base_url)[:2]
         self._tokens = tokens
         self._session = session
         self._timeout = timeout_seconds
@@ -141,45 +143,27 @@ class GraphMessageTraceSource:
         self.retries = 0
 
     def pages(self, window: Window) -> Iterator[list[Mapping[str, object]]]:
-        """Yield each page of ``window``; detects a repeated nextLink.
-
-        If Graph refuses a nextLink's ``$skiptoken`` (400), the window is read again
-        from its first page, once: the pages already yielded come again, and the sync
-        loop's ledger drops what it has seen, so nothing is lost or sent twice.
-        """
-        first = message_trace_url(self._base_url, window)
-        url: str | None = first
-        followed: set[str] = set()
-        pages = 0
-        restarted = False
-        while url is not None:
+        """Yield each page of ``window``, following nextLinks as :class:`NextLinkPaginator` allows."""
+        paginator = NextLinkPaginator(message_trace_url(self._base_url, window), origin=self._base_url)
+        while paginator.url is not None:
             try:
-                body = self._get_page(url)
+                body = self._get_page(paginator.url)
             except GraphRequestError as err:
-                if err.status != 400 or url == first or restarted:
-                    raise
+                paginator.restart(err)
                 logger.warning(
                     "graph refused a nextLink (%s); reading the window again from its first page", err
                 )
-                restarted = True
-                url, followed = first, set()
                 continue
-            pages += 1
             records = body["value"]
-            logger.debug("graph page %d of %s..%s: %d records", pages, window.start, window.end, len(records))
+            logger.debug(
+                "graph page %d of %s..%s: %d records",
+                paginator.pages + 1,
+                window.start,
+                window.end,
+                len(records),
+            )
             yield records
-            next_link = body.get("@odata.nextLink")
-            if next_link is None:
-                return
-            if not isinstance(next_link, str) or urlsplit(next_link)[:2] != self._origin:
-                raise GraphResponseError(
-                    f"Microsoft Graph sent an @odata.nextLink outside {self._base_url}: {str(next_link)[:200]}; "
-                    "not following it (the bearer token must not leave Graph)"
-                )
-            if next_link in followed or next_link == url:
-                raise PagingLoopError(next_link, pages)
-            followed.add(url)
-            url = next_link
+            paginator.advance(body.get("@odata.nextLink"))
 
     # ------------------------------------------------------------------ one page, with retries
 
@@ -240,6 +224,12 @@ class GraphMessageTraceSource:
         self.requests_sent += 1
         try:
             response = self._session.get(url, headers=headers, timeout=self._timeout)
+        except requests.exceptions.SSLError as err:
+            if untrusted_certificate(err):
+                raise SourceError(
+                    f"cannot read Microsoft Graph at {_redact(url)}: {CA_BUNDLE_HINT}", kind=ErrorKind.SETTING
+                ) from err
+            raise _RetriableFailure(f"TLS handshake failed: {type(err).__name__}") from err
         except requests.Timeout as err:
             raise _RetriableFailure(f"timed out after {self._timeout:g} s") from err
         except requests.ConnectionError as err:

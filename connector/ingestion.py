@@ -22,30 +22,35 @@ from azure.core.exceptions import (
 )
 from azure.monitor.ingestion import LogsIngestionClient, LogsUploadError
 
-from connector.errors import AuthenticationError, ConnectorError, SinkError
-from connector.sync import UploadResult
+from connector.errors import AuthenticationError, ConnectorError, ErrorKind, SinkError
+from connector.ports import UploadResult
+from connector.transport import CA_BUNDLE_HINT, failure_kind
 
 logger = logging.getLogger(__name__)
 
 
+_STATUS_HINTS = {
+    401: "the token was refused; check TENANT_ID and the identity in AZURE_AUTH_MODE",
+    403: "give the connector's identity the 'Monitoring Metrics Publisher' role on the data collection "
+    "rule (a new role assignment can take up to 30 minutes to apply)",
+    404: "check INGESTION_ENDPOINT (the DCR's logsIngestion endpoint), DCR_IMMUTABLE_ID and DCR_STREAM_NAME",
+    400: "the DCR stream does not accept these columns; redeploy the DCR from "
+    "connector/data/EmailEvents_CL.json so both use the same schema",
+    413: "the request was over the 1 MB limit (a connector bug: batches are sized below it)",
+}
+
+
 def describe_ingestion_error(error: Exception, *, rule_id: str, stream: str, rows: int) -> ConnectorError:
-    """Turn an SDK/transport exception into the one message the run stops with."""
+    """Turn an SDK/transport exception into the one message the run stops with (its kind from the cause)."""
     where = f"DCR {rule_id}, stream {stream}"
     if isinstance(error, ClientAuthenticationError) and error.status_code is None:
-        return AuthenticationError(f"could not get a Logs Ingestion token: {error.message}")
+        kind = failure_kind(error, default=ErrorKind.PERMISSION)
+        detail = CA_BUNDLE_HINT if kind is ErrorKind.SETTING else error.message
+        return AuthenticationError(f"could not get a Logs Ingestion token: {detail}", kind=kind)
     if isinstance(error, HttpResponseError) and error.status_code is not None:
         status = error.status_code
         detail = (error.message or "").splitlines()[0][:400]
-        hints = {
-            401: "the token was refused; check TENANT_ID and the identity in AZURE_AUTH_MODE",
-            403: "give the connector's identity the 'Monitoring Metrics Publisher' role on the data collection "
-            "rule (a new role assignment can take up to 30 minutes to apply)",
-            404: "check INGESTION_ENDPOINT (the DCR's logsIngestion endpoint), DCR_IMMUTABLE_ID and DCR_STREAM_NAME",
-            400: "the DCR stream does not accept these columns; redeploy the DCR from "
-            "connector/data/EmailEvents_CL.json so both use the same schema",
-            413: "the request was over the 1 MB limit (a connector bug: batches are sized below it)",
-        }
-        hint = hints.get(
+        hint = _STATUS_HINTS.get(
             status, "the Logs Ingestion API kept failing after the SDK's retries; the next run resends"
         )
         return SinkError(
@@ -53,11 +58,18 @@ def describe_ingestion_error(error: Exception, *, rule_id: str, stream: str, row
             rows_failed=rows,
             status=status,
         )
+    kind = failure_kind(error)
+    if kind is ErrorKind.SETTING:
+        return SinkError(
+            f"cannot reach the Logs Ingestion endpoint ({where}): {CA_BUNDLE_HINT}",
+            rows_failed=rows,
+            kind=kind,
+        )
     if isinstance(error, ServiceRequestError):
         return SinkError(
-            f"cannot reach the Logs Ingestion endpoint ({where}): {error}", rows_failed=rows, status=None
+            f"cannot reach the Logs Ingestion endpoint ({where}): {error}", rows_failed=rows, kind=kind
         )
-    return SinkError(f"upload of {rows} rows failed ({where}): {error}", rows_failed=rows, status=None)
+    return SinkError(f"upload of {rows} rows failed ({where}): {error}", rows_failed=rows, kind=kind)
 
 
 def _is_token_refused(error: Exception) -> bool:
@@ -68,7 +80,7 @@ ClientFactory = Callable[[bool], LogsIngestionClient]
 
 
 class LogsIngestionSink:
-    """Implements :class:`connector.sync.RowSink` with ``LogsIngestionClient.upload``.
+    """Implements :class:`connector.ports.RowSink` with ``LogsIngestionClient.upload``.
 
     ``client_factory(fresh)`` builds the SDK client; ``fresh=True`` asks for a new
     credential. azure-core renews a token only before it expires, not when the

@@ -23,6 +23,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 
 
 def epoch_ms(moment: datetime) -> int:
@@ -54,6 +55,18 @@ class Decision:
     previous_status: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerChange:
+    """What one commit does to the ledger: decisions that became durable, and entries that age out.
+
+    A commit describes its effect instead of handing back a new ledger, so the cost
+    of a commit follows the rows it touches, not the size of the ledger.
+    """
+
+    committed: tuple[Decision, ...] = ()
+    prune_before: datetime | None = None
+
+
 class DedupLedger:
     """Committed entries (persisted) plus staged ones (in a batch not yet accepted)."""
 
@@ -69,8 +82,13 @@ class DedupLedger:
         """Keys decided but not yet committed."""
         return len(self._staged)
 
+    @property
+    def committed(self) -> Mapping[str, LedgerEntry]:
+        """A read-only live view of the committed entries (what the checkpoint persists; no copy)."""
+        return MappingProxyType(self._committed)
+
     def entries(self) -> dict[str, LedgerEntry]:
-        """A copy of the committed entries (what the checkpoint persists)."""
+        """A copy of the committed entries."""
         return dict(self._committed)
 
     def decide(self, key: str, received: datetime, status: str) -> Decision | None:
@@ -108,6 +126,12 @@ class DedupLedger:
     def discard_staged(self) -> None:
         """Forget decisions whose rows were not stored, so a re-run decides them again."""
         self._staged.clear()
+
+    def apply(self, change: LedgerChange) -> None:
+        """Carry out a commit: record its decisions, then drop what aged out."""
+        self.commit(change.committed)
+        if change.prune_before is not None:
+            self.prune(change.prune_before)
 
     def prune(self, keep_from: datetime) -> int:
         """Drop committed entries received before ``keep_from``; return how many went."""

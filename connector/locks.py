@@ -24,16 +24,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 from azure.storage.blob import BlobClient, BlobLeaseClient, ContainerClient
 
-from connector.errors import CheckpointError, LockLostError, RunLockedError
-from connector.sync import HeldLock
+from connector.errors import LockLostError, RunLockedError
+from connector.ports import HeldLock
+from connector.store import storage_error
 
 logger = logging.getLogger(__name__)
 
@@ -43,18 +44,6 @@ DEFAULT_LEASE_SECONDS = 60
 def holder_description() -> str:
     """Who is running: host and process, for the 'lock held by' message."""
     return f"{socket.gethostname()} pid {os.getpid()}"
-
-
-class RunLock(Protocol):
-    """Acquires the per-feed lock for the length of a ``with`` block."""
-
-    def hold(self, feed: str) -> AbstractContextManager[HeldLock]:
-        """Acquire, yield, release (renewing in between if the lock expires on its own)."""
-        ...
-
-    def break_lock(self, feed: str) -> str | None:
-        """Force the lock free (after a run was killed); return who held it, if known."""
-        ...
 
 
 def _lock_blob_name(feed: str) -> str:
@@ -134,9 +123,9 @@ class BlobRunLock:
         except HttpResponseError as err:
             if err.status_code == 409:
                 raise RunLockedError(self._describe_holder(blob)) from err
-            raise CheckpointError(f"cannot take the run lock {blob.url}: {err.message}") from err
+            raise storage_error(f"cannot take the run lock {blob.url}", err) from err
         except AzureError as err:
-            raise CheckpointError(f"cannot take the run lock {blob.url}: {err}") from err
+            raise storage_error(f"cannot take the run lock {blob.url}", err) from err
         since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         try:
             blob.set_blob_metadata({"holder": holder_description(), "since": since}, lease=lease)
@@ -170,9 +159,9 @@ class BlobRunLock:
         except HttpResponseError as err:
             if err.status_code in (404, 409):  # no lock blob, or no lease on it
                 return None
-            raise CheckpointError(f"cannot break the run lock {blob.url}: {err.message}") from err
+            raise storage_error(f"cannot break the run lock {blob.url}", err) from err
         except AzureError as err:
-            raise CheckpointError(f"cannot break the run lock {blob.url}: {err}") from err
+            raise storage_error(f"cannot break the run lock {blob.url}", err) from err
         holder = metadata.get("holder")
         return None if holder is None else f"{holder} since {metadata.get('since', '?')}"
 

@@ -1,6 +1,6 @@
 """Checkpoint stores: Azure Blob Storage (production) and a local directory (CLI, demo).
 
-Both implement :class:`connector.sync.CheckpointStore` with optimistic concurrency:
+Both implement :class:`connector.ports.CheckpointStore` with optimistic concurrency:
 ``save`` succeeds only if the document still has the ETag the run loaded (or, for
 a first save, does not exist yet). A second writer, e.g. a manual run next to the
 timer, therefore gets :class:`~connector.errors.CheckpointConflictError` and stops
@@ -27,12 +27,36 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import ContainerClient, ContentSettings
 
-from connector.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from connector.checkpoint import decode_checkpoint, encode_checkpoint
 from connector.deadletter import DEAD_LETTER_PREFIX, DeadLetter
-from connector.errors import CheckpointConflictError, CheckpointError
-from connector.sync import StoredCheckpoint
+from connector.errors import CheckpointConflictError, CheckpointError, ErrorKind
+from connector.ports import StoredCheckpoint
+from connector.state import Checkpoint
+from connector.transport import CA_BUNDLE_HINT, failure_kind
 
 logger = logging.getLogger(__name__)
+
+
+def storage_error(action: str, err: AzureError) -> CheckpointError:
+    """The error for a failed storage call, with the kind of its cause and what to do about it."""
+    kind = failure_kind(err)
+    if kind is ErrorKind.SETTING:
+        detail = CA_BUNDLE_HINT
+    elif kind is ErrorKind.PERMISSION:
+        detail = (
+            f"{err.message if isinstance(err, HttpResponseError) else err}. Give the connector's identity "
+            "'Storage Blob Data Contributor' on the storage account (or fix STORAGE_CONNECTION_STRING)"
+        )
+    else:
+        detail = err.message if isinstance(err, HttpResponseError) else str(err)
+    return CheckpointError(f"{action}: {detail}", kind=kind)
+
+
+def file_error(action: str, err: OSError) -> CheckpointError:
+    """The error for a failed file-store call (a refused path is a permission problem)."""
+    kind = ErrorKind.PERMISSION if isinstance(err, PermissionError) else ErrorKind.FATAL
+    return CheckpointError(f"{action}: {err}", kind=kind)
+
 
 _CONFLICT_HINT = (
     "another run of the connector (a second timer host, or a manual `run`/`backfill`) wrote it since this run "
@@ -71,18 +95,15 @@ class BlobCheckpointStore:
         except ResourceExistsError:
             pass
         except ClientAuthenticationError as err:
-            raise CheckpointError(
-                f"blob storage refused the connector's identity for {self.where}: {err.message}. Give it the "
-                "'Storage Blob Data Contributor' role on the storage account (or fix STORAGE_CONNECTION_STRING)"
+            raise storage_error(
+                f"blob storage refused the connector's identity for {self.where}", err
             ) from err
         except HttpResponseError as err:
             if err.status_code != 403:
-                raise CheckpointError(
-                    f"cannot create checkpoint container {self.where}: {err.message}"
-                ) from err
+                raise storage_error(f"cannot create checkpoint container {self.where}", err) from err
             # No right to create containers: fine if it exists (Bicep creates it); reads tell.
         except AzureError as err:
-            raise CheckpointError(f"cannot reach checkpoint storage {self.where}: {err}") from err
+            raise storage_error(f"cannot reach checkpoint storage {self.where}", err) from err
         self._container_checked = True
 
     def load(self, feed: str) -> StoredCheckpoint | None:
@@ -95,19 +116,16 @@ class BlobCheckpointStore:
         except ResourceNotFoundError:
             return None
         except ClientAuthenticationError as err:
-            raise CheckpointError(
-                f"blob storage refused reading {blob.url}: {err.message}. Give the connector's identity "
-                "'Storage Blob Data Contributor' on the storage account"
-            ) from err
+            raise storage_error(f"blob storage refused reading {blob.url}", err) from err
         except AzureError as err:
-            raise CheckpointError(f"cannot read checkpoint {blob.url}: {err}") from err
+            raise storage_error(f"cannot read checkpoint {blob.url}", err) from err
         etag = downloader.properties.etag
         return StoredCheckpoint(checkpoint=decode_checkpoint(data, where=blob.url), etag=etag)
 
     def save(self, checkpoint: Checkpoint, etag: str | None) -> str:
         """Upload guarded by ``If-Match: etag`` (or ``If-None-Match: *`` for the first save)."""
         self._ensure_container()
-        blob = self._container.get_blob_client(_blob_name(checkpoint.feed))
+        blob = self._container.get_blob_client(_blob_name(checkpoint.progress.feed))
         data = encode_checkpoint(checkpoint)
         try:
             if etag is None:
@@ -134,9 +152,9 @@ class BlobCheckpointStore:
                 raise CheckpointConflictError(
                     f"checkpoint {blob.url} changed under this run: {_CONFLICT_HINT}"
                 ) from err
-            raise CheckpointError(f"cannot write checkpoint {blob.url}: {err.message}") from err
+            raise storage_error(f"cannot write checkpoint {blob.url}", err) from err
         except AzureError as err:
-            raise CheckpointError(f"cannot write checkpoint {blob.url}: {err}") from err
+            raise storage_error(f"cannot write checkpoint {blob.url}", err) from err
         return str(result["etag"])
 
     def put_dead_letter(self, letter: DeadLetter) -> str:
@@ -150,7 +168,7 @@ class BlobCheckpointStore:
                 content_settings=ContentSettings(content_type="application/json"),
             )
         except AzureError as err:
-            raise CheckpointError(f"cannot write dead-letter record {blob.url}: {err}") from err
+            raise storage_error(f"cannot write dead-letter record {blob.url}", err) from err
         return blob.url
 
     def list_feeds(self, prefix: str) -> list[str]:
@@ -159,7 +177,7 @@ class BlobCheckpointStore:
         try:
             names = [blob.name for blob in self._container.list_blobs(name_starts_with=prefix)]
         except AzureError as err:
-            raise CheckpointError(f"cannot list checkpoints in {self.where}: {err}") from err
+            raise storage_error(f"cannot list checkpoints in {self.where}", err) from err
         return sorted(
             name.removesuffix(".json")
             for name in names
@@ -210,7 +228,7 @@ class FileCheckpointStore:
         try:
             current = self._read(path)
         except OSError as err:
-            raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+            raise file_error(f"cannot read checkpoint {path}", err) from err
         if current is None:
             return None
         data, etag = current
@@ -218,7 +236,7 @@ class FileCheckpointStore:
 
     def save(self, checkpoint: Checkpoint, etag: str | None) -> str:
         """Compare-and-swap the file: write only if its digest still equals ``etag``."""
-        path = self._path(checkpoint.feed)
+        path = self._path(checkpoint.progress.feed)
         data = encode_checkpoint(checkpoint)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -239,7 +257,7 @@ class FileCheckpointStore:
                 finally:
                     fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
         except OSError as err:
-            raise CheckpointError(f"cannot write checkpoint {path}: {err}") from err
+            raise file_error(f"cannot write checkpoint {path}", err) from err
         return self._etag(data)
 
     def put_dead_letter(self, letter: DeadLetter) -> str:
@@ -249,7 +267,7 @@ class FileCheckpointStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(letter.encode())
         except OSError as err:
-            raise CheckpointError(f"cannot write dead-letter record {path}: {err}") from err
+            raise file_error(f"cannot write dead-letter record {path}", err) from err
         return str(path)
 
     def list_feeds(self, prefix: str) -> list[str]:

@@ -117,8 +117,8 @@ def main() -> int:
 
             checkpoint = store.load("live")
             assert checkpoint is not None
-            assert checkpoint.checkpoint.high_water_mark is not None
-            window_end = checkpoint.checkpoint.high_water_mark
+            assert checkpoint.checkpoint.progress.high_water_mark is not None
+            window_end = checkpoint.checkpoint.progress.high_water_mark
             rows = sim.ingestion.rows()
             per_row = Counter((r["MessageTraceId"], r["RecipientAddress"].lower(), r["Status"]) for r in rows)
             due = [r for r in sim.graph.rows() if parse_datetime(r["receivedDateTime"]) <= window_end]

@@ -221,7 +221,7 @@ def run_harness(kills: int, seed: int, *, verification: bool = True, log: bool =
                     # A run that stopped on an injected fault is fine; a traceback is a bug.
                     raise RuntimeError(f"connector crashed on its own:\n{err}")
                 stored = store.load("live")
-                hwm = None if stored is None else stored.checkpoint.high_water_mark
+                hwm = None if stored is None else stored.checkpoint.progress.high_water_mark
                 if last_hwm is not None and (hwm is None or hwm < last_hwm):
                     result.hwm_regressions += 1
                 last_hwm = hwm or last_hwm
@@ -247,13 +247,13 @@ def run_harness(kills: int, seed: int, *, verification: bool = True, log: bool =
             for _ in range(10):
                 attempt(None)
                 stored = store.load("live")
-                last = None if stored is None else stored.checkpoint.last_run
-                if last is not None and last.outcome == "completed" and last.rows_uploaded == 0:
+                last = None if stored is None else stored.checkpoint.progress.last_run
+                if last is not None and last["outcome"] == "completed" and last["rows_uploaded"] == 0:
                     break
             stored = store.load("live")
             assert stored is not None
-            result.possible_duplicates_reported = stored.checkpoint.possible_duplicates_total
-            window_end = stored.checkpoint.high_water_mark
+            result.possible_duplicates_reported = stored.checkpoint.progress.possible_duplicates_total
+            window_end = stored.checkpoint.progress.high_water_mark
             assert window_end is not None
             rows = sim.ingestion.rows()
             per_status = Counter(

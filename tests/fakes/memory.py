@@ -1,4 +1,4 @@
-"""In-memory implementations of the sync Protocols (no Mock): source, sink, store, clock."""
+"""In-memory implementations of the ports (no Mock): source, sink, store, verifier, clock."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from connector.checkpoint import Checkpoint, decode_checkpoint, encode_checkpoint
+from connector.checkpoint import decode_checkpoint, encode_checkpoint
 from connector.deadletter import DeadLetter
 from connector.errors import CheckpointConflictError, ConnectorError, SinkError
+from connector.ledger import ledger_key
 from connector.mapping import parse_datetime
-from connector.sync import StoredCheckpoint, UploadResult
+from connector.ports import StoredCheckpoint, UploadResult
+from connector.state import Checkpoint
 from connector.windows import Window
 
 
@@ -92,12 +94,13 @@ class MemoryStore:
         return StoredCheckpoint(checkpoint=decode_checkpoint(data, where=feed), etag=etag)
 
     def save(self, checkpoint: Checkpoint, etag: str | None) -> str:
-        current = self.documents.get(checkpoint.feed)
+        feed = checkpoint.progress.feed
+        current = self.documents.get(feed)
         if (current[1] if current else None) != etag:
-            raise CheckpointConflictError(f"{checkpoint.feed} changed")
+            raise CheckpointConflictError(f"{feed} changed")
         self._counter += 1
         new_etag = f'"{self._counter}"'
-        self.documents[checkpoint.feed] = (encode_checkpoint(checkpoint), new_etag)
+        self.documents[feed] = (encode_checkpoint(checkpoint), new_etag)
         self.saves += 1
         return new_etag
 
@@ -168,9 +171,9 @@ class MemoryVerifier:
     sink: MemorySink
     queries: int = 0
 
-    def rows_present(self, batch: object, now: datetime) -> set[tuple[str, str]]:
-        from connector.ledger import ledger_key
-
+    def rows_present(
+        self, trace_ids: Sequence[str], since: datetime, until: datetime
+    ) -> set[tuple[str, str]]:
         self.queries += 1
         return {
             (ledger_key(str(row["MessageTraceId"]), str(row["RecipientAddress"])), str(row["Status"]))

@@ -4,9 +4,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from connector.checkpoint import Checkpoint
 from connector.errors import CheckpointConflictError, CheckpointFormatError
 from connector.ledger import LedgerEntry, epoch_ms
+from connector.state import Checkpoint, FeedProgress
 from connector.store import BlobCheckpointStore, FileCheckpointStore
 
 pytestmark = pytest.mark.integration
@@ -15,7 +15,10 @@ T0 = datetime(2026, 3, 10, 10, 0, tzinfo=UTC)
 
 
 def sample(feed="live", status="Delivered"):
-    return Checkpoint(feed=feed, high_water_mark=T0, ledger={"k": LedgerEntry(epoch_ms(T0), status, 0)})
+    return Checkpoint(
+        progress=FeedProgress(feed=feed, high_water_mark=T0),
+        ledger={"k": LedgerEntry(epoch_ms(T0), status, 0)},
+    )
 
 
 @pytest.fixture(params=["blob", "file"])

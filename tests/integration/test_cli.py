@@ -83,7 +83,7 @@ def test_backfill_loads_history_without_moving_the_live_mark_and_without_duplica
     code, out = run_cli("backfill", "--start", iso(now - timedelta(days=4)), "--end", iso(now))
 
     assert code == 0, out
-    assert blob_store.load("live").checkpoint.high_water_mark == live_before.high_water_mark
+    assert blob_store.load("live").checkpoint.progress.high_water_mark == live_before.progress.high_water_mark
     counts = stored(sim)
     assert max(counts.values()) == 1
     assert {(i, r) for i, r, _ in counts} == {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.runner import run_live, unlock
+from connector.runner import run_feed, unlock
 from connector.simulator import generate_traffic
 
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ def test_with_workspace_verification_the_rerun_sends_no_duplicate_and_leaves_no_
     first_batch = len(sim.ingestion.rows())
     assert 0 < first_batch < len(traffic)
 
-    report = run_live(env)
+    report = run_feed(env)
 
     assert report.ok, report.error
     assert report.intent_rows_found == first_batch
@@ -75,7 +75,7 @@ def test_verification_waits_out_the_ingestion_latency_before_it_reads(sim, conne
     sim.logs_query.latency_seconds = 4.0  # rows show up 4 s after they were accepted
     killed_after_first_accepted_batch(sim, env)
 
-    report = run_live(env)
+    report = run_feed(env)
 
     assert report.ok, report.error
     assert max(stored(sim).values()) == 1
@@ -85,7 +85,7 @@ def test_without_verification_the_rerun_resends_and_counts_possible_duplicates(s
     killed_after_first_accepted_batch(sim, connector_env)
     first_batch = len(sim.ingestion.rows())
 
-    report = run_live(connector_env)
+    report = run_feed(connector_env)
 
     assert report.ok, report.error
     assert report.possible_duplicates == first_batch
@@ -101,8 +101,8 @@ def test_verification_without_read_access_stops_with_the_role_to_grant(
     killed_after_first_accepted_batch(sim, env)
     sim.logs_query.read_access = False
 
-    report = run_live(env)
+    report = run_feed(env)
 
     assert report.error is not None
     assert "Log Analytics Reader" in str(report.error)
-    assert blob_store.load("live").checkpoint.pending_batch is not None
+    assert blob_store.load("live").checkpoint.progress.pending_batch is not None

@@ -12,7 +12,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from connector.checkpoint import Checkpoint
 from connector.errors import (
     AuthenticationError,
     CheckpointConflictError,
@@ -22,8 +21,9 @@ from connector.errors import (
     SinkError,
 )
 from connector.mapping import format_datetime, parse_datetime
-from connector.runner import run_live
+from connector.runner import run_feed
 from connector.simulator import generate_traffic
+from connector.state import Checkpoint, FeedProgress
 from tests.fakes.memory import trace
 
 pytestmark = pytest.mark.integration
@@ -57,7 +57,7 @@ def test_every_generated_record_is_stored_exactly_once(sim, connector_env):
     )
     expected = Counter((r["id"], r["recipientAddress"].lower(), r["status"]) for r in sim.graph.rows())
 
-    report = run_live(connector_env)
+    report = run_feed(connector_env)
 
     assert report.ok, report.error
     stored = stored_keys(sim)
@@ -72,7 +72,7 @@ def test_multi_recipient_mail_is_one_row_per_recipient(sim, connector_env):
         [trace("mail-1", rcpt, received) for rcpt in ("a@contoso.com", "B@Fabrikam.com", "c@gmail.com")]
     )
 
-    run_live(connector_env)
+    run_feed(connector_env)
 
     rows = sorted(sim.ingestion.rows(), key=lambda r: r["RecipientAddress"])
     assert [(r["MessageTraceId"], r["RecipientAddress"], r["Direction"]) for r in rows] == [
@@ -86,10 +86,10 @@ def test_second_run_with_no_new_mail_uploads_nothing(sim, connector_env):
     sim.graph.add(
         generate_traffic(sim.now() - timedelta(hours=2), sim.now() - timedelta(minutes=5), 50, seed=3)
     )
-    run_live(connector_env)
+    run_feed(connector_env)
     uploads_before = sim.ingestion.request_count
 
-    report = run_live(connector_env)
+    report = run_feed(connector_env)
 
     assert report.ok
     assert report.rows_uploaded == 0
@@ -104,12 +104,12 @@ def test_late_record_inside_the_overlap_is_stored_once(sim, connector_env):
         [trace("late", "bob@contoso.com", at(now - timedelta(minutes=18)))],
         visible_at=now + timedelta(days=1),
     )
-    run_live(connector_env)
+    run_feed(connector_env)
     assert [r["MessageTraceId"] for r in sim.ingestion.rows()] == ["early"]
 
     sim.graph.publish_all()
-    run_live(connector_env)
-    run_live(connector_env)
+    run_feed(connector_env)
+    run_feed(connector_env)
 
     assert stored_keys(sim) == Counter(
         {("early", "bob@contoso.com", "Delivered"): 1, ("late", "bob@contoso.com", "Delivered"): 1}
@@ -119,11 +119,11 @@ def test_late_record_inside_the_overlap_is_stored_once(sim, connector_env):
 def test_status_change_is_stored_as_one_revision_row(sim, connector_env):
     received = at(sim.now() - timedelta(minutes=15))
     sim.graph.add([trace("mail-1", "bob@contoso.com", received, status="pending")])
-    run_live(connector_env)
+    run_feed(connector_env)
 
     sim.graph.set_status("mail-1", "bob@contoso.com", "quarantined")
-    run_live(connector_env)
-    run_live(connector_env)
+    run_feed(connector_env)
+    run_feed(connector_env)
 
     rows = sim.ingestion.rows()
     assert [(r["Status"], r["StatusRevision"], r["PreviousStatus"]) for r in rows] == [
@@ -134,13 +134,13 @@ def test_status_change_is_stored_as_one_revision_row(sim, connector_env):
 
 def test_record_exactly_on_a_slice_boundary_is_stored_once(sim, connector_env, blob_store):
     env = {**connector_env, "MAX_SLICE_HOURS": "0.25", "INITIAL_LOOKBACK_HOURS": "1"}
-    run_live(env)
-    hwm = blob_store.load("live").checkpoint.high_water_mark
+    run_feed(env)
+    hwm = blob_store.load("live").checkpoint.progress.high_water_mark
     boundary = hwm - timedelta(minutes=45)  # next run: slices of 15 min from hwm - 60 min
     sim.graph.add([trace("edge", "bob@contoso.com", at(boundary))])
     sim.graph.clear_requests()
 
-    report = run_live(env)
+    report = run_feed(env)
 
     assert report.ok, report.error
     assert sum(1 for start, end in graph_filters(sim) if start <= boundary <= end) == 2
@@ -151,7 +151,7 @@ def test_retry_after_from_graph_is_honoured(sim, connector_env):
     sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
     sim.graph.inject(429, headers={"Retry-After": "1"})
 
-    report = run_live(connector_env)
+    report = run_feed(connector_env)
 
     assert report.ok, report.error
     graph_calls = sim.graph.requests(path="messageTraces")
@@ -166,13 +166,13 @@ def test_repeated_next_link_stops_with_a_paging_loop_error(sim, connector_env, b
     )
     sim.graph.inject("loop", times=None)
 
-    report = run_live(connector_env)
+    report = run_feed(connector_env)
 
     assert isinstance(report.error, PagingLoopError)
     assert "paging loop" in str(report.error)
     assert len(sim.graph.requests(path="messageTraces")) < 10
     stored = blob_store.load("live")
-    assert stored is None or stored.checkpoint.high_water_mark is None
+    assert stored is None or stored.checkpoint.progress.high_water_mark is None
 
 
 def test_ingestion_500_mid_run_then_rerun_completes_with_no_duplicate_and_no_gap(
@@ -185,7 +185,7 @@ def test_ingestion_500_mid_run_then_rerun_completes_with_no_duplicate_and_no_gap
     expected = {(r["id"], r["recipientAddress"].lower()) for r in sim.graph.rows()}
     sim.ingestion.inject(500, times=10, after=1)  # the second upload and its retries fail
 
-    first = run_live(connector_env)
+    first = run_feed(connector_env)
 
     assert isinstance(first.error, SinkError)
     assert "500" in str(first.error)
@@ -194,7 +194,7 @@ def test_ingestion_500_mid_run_then_rerun_completes_with_no_duplicate_and_no_gap
     assert len(committed.ledger) == len(sim.ingestion.rows())
     sim.ingestion.clear_faults()
 
-    second = run_live(connector_env)
+    second = run_feed(connector_env)
 
     assert second.ok, second.error
     stored = stored_keys(sim)
@@ -204,11 +204,14 @@ def test_ingestion_500_mid_run_then_rerun_completes_with_no_duplicate_and_no_gap
 
 def test_high_water_mark_older_than_90_days_is_clamped_with_a_warning(sim, connector_env, blob_store, caplog):
     old = sim.now() - timedelta(days=95)
-    blob_store.save(Checkpoint(feed="live", high_water_mark=old, coverage_start=old), None)
+    blob_store.save(
+        Checkpoint(progress=FeedProgress(feed="live", high_water_mark=old, coverage_start=old), ledger={}),
+        None,
+    )
     sim.graph.add([trace("recent", "bob@contoso.com", at(sim.now() - timedelta(days=89)))])
     caplog.set_level(logging.WARNING, logger="connector")
 
-    report = run_live({**connector_env, "MAX_SLICE_HOURS": "240"})
+    report = run_feed({**connector_env, "MAX_SLICE_HOURS": "240"})
 
     assert report.ok, report.error
     assert timedelta(days=4, hours=23) < report.unrecoverable < timedelta(days=5, hours=1)
@@ -220,7 +223,7 @@ def test_high_water_mark_older_than_90_days_is_clamped_with_a_warning(sim, conne
 def test_missing_service_principal_gives_the_provisioning_instructions(sim, connector_env):
     sim.graph.service_principal_missing = True
 
-    report = run_live(connector_env)
+    report = run_feed(connector_env)
 
     assert isinstance(report.error, ServicePrincipalMissingError)
     assert "New-MgServicePrincipal -AppId 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373" in str(report.error)
@@ -230,7 +233,7 @@ def test_missing_service_principal_gives_the_provisioning_instructions(sim, conn
 def test_missing_permission_names_the_permission_to_grant(sim, connector_env):
     sim.graph.permission_granted = False
 
-    report = run_live(connector_env)
+    report = run_feed(connector_env)
 
     assert isinstance(report.error, GraphPermissionError)
     assert "ExchangeMessageTrace.Read.All" in str(report.error)
@@ -239,7 +242,7 @@ def test_missing_permission_names_the_permission_to_grant(sim, connector_env):
 def test_wrong_client_secret_is_a_clear_authentication_error(sim, connector_env):
     report_or_error = None
     try:
-        report_or_error = run_live({**connector_env, "CLIENT_SECRET": "wrong-secret"})
+        report_or_error = run_feed({**connector_env, "CLIENT_SECRET": "wrong-secret"})
     except AuthenticationError as err:
         report_or_error = err
     error = report_or_error if isinstance(report_or_error, AuthenticationError) else report_or_error.error
@@ -251,7 +254,7 @@ def test_wrong_client_secret_is_a_clear_authentication_error(sim, connector_env)
 
 def test_checkpoint_written_concurrently_stops_the_run_without_overwriting(sim, connector_env, blob_store):
     sim.graph.add([trace("first", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
-    run_live(connector_env)
+    run_feed(connector_env)
     sim.graph.add([trace("second", "bob@contoso.com", at(sim.now() - timedelta(minutes=9)))])
     sim.graph.inject("timeout", seconds=2.0)  # the next Graph page answers after 2 s
     other_writer_done = threading.Event()
@@ -259,14 +262,12 @@ def test_checkpoint_written_concurrently_stops_the_run_without_overwriting(sim, 
     def other_writer():
         time.sleep(0.5)
         stored = blob_store.load("live")
-        blob_store.save(
-            stored.checkpoint.with_changes(coverage_start=stored.checkpoint.coverage_start), stored.etag
-        )
+        blob_store.save(stored.checkpoint, stored.etag)
         other_writer_done.set()
 
     thread = threading.Thread(target=other_writer)
     thread.start()
-    report = run_live(connector_env)
+    report = run_feed(connector_env)
     thread.join()
 
     assert other_writer_done.is_set()
@@ -280,7 +281,7 @@ def test_tokens_are_cached_across_runs(sim, connector_env):
     before = sim.entra.token_request_count()
 
     for _ in range(3):
-        assert run_live(connector_env).ok
+        assert run_feed(connector_env).ok
 
     assert sim.entra.token_request_count() - before <= 2
 
@@ -296,7 +297,7 @@ def test_certificate_and_managed_identity_credentials_work(sim, connector_env, a
             env.pop(name, None)
     sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
 
-    report = run_live(env)
+    report = run_feed(env)
 
     assert report.ok, report.error
     assert len(sim.ingestion.rows()) == 1
@@ -308,7 +309,7 @@ def test_rows_are_timestamped_with_the_receive_time(sim, connector_env):
     received = sim.now().replace(microsecond=109_000) - timedelta(minutes=10)
     sim.graph.add([trace("mail-1", "bob@contoso.com", at(received))])
 
-    run_live(connector_env)
+    run_feed(connector_env)
 
     row = sim.ingestion.rows()[0]
     assert row["TimeGenerated"] == row["Received"] == format_datetime(received)
@@ -320,7 +321,7 @@ def test_graph_5xx_and_timeouts_are_retried_until_the_page_arrives(sim, connecto
     sim.graph.inject("timeout", seconds=3.0)
     sim.graph.inject(502)
 
-    report = run_live({**connector_env, "HTTP_TIMEOUT_SECONDS": "1"})
+    report = run_feed({**connector_env, "HTTP_TIMEOUT_SECONDS": "1"})
 
     assert report.ok, report.error
     assert {503, 502} <= {r.status for r in sim.graph.requests(path="messageTraces")}
@@ -330,7 +331,7 @@ def test_graph_5xx_and_timeouts_are_retried_until_the_page_arrives(sim, connecto
 def test_graph_still_failing_after_the_retries_is_a_clear_error(sim, connector_env):
     sim.graph.inject(500, times=None)
 
-    report = run_live(connector_env)
+    report = run_feed(connector_env)
 
     assert report.error is not None
     assert "still failing after 4 attempts" in str(report.error)
@@ -341,22 +342,22 @@ def test_throttling_longer_than_the_run_budget_ends_the_run_cleanly(sim, connect
     sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
     sim.graph.inject(429, headers={"Retry-After": "600"})
 
-    report = run_live({**connector_env, "RUN_TIME_BUDGET_SECONDS": "30"})
+    report = run_feed({**connector_env, "RUN_TIME_BUDGET_SECONDS": "30"})
 
     assert report.ok
     assert report.outcome == "throttled"
-    assert blob_store.load("live").checkpoint.last_run.outcome == "throttled"
-    assert run_live(connector_env).ok
+    assert blob_store.load("live").checkpoint.progress.last_run["outcome"] == "throttled"
+    assert run_feed(connector_env).ok
     assert len(sim.ingestion.rows()) == 1
 
 
 def test_tokens_refused_mid_run_are_renewed_once_for_graph_and_ingestion(sim, connector_env):
     sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
-    run_live(connector_env)
+    run_feed(connector_env)
     sim.entra.expire_all_tokens()
     sim.graph.add([trace("mail-2", "bob@contoso.com", at(sim.now() - timedelta(minutes=9)))])
 
-    report = run_live(connector_env)
+    report = run_feed(connector_env)
 
     assert report.ok, report.error
     assert 401 in [r.status for r in sim.graph.requests(path="messageTraces")]
@@ -372,7 +373,7 @@ def test_poison_record_goes_to_a_dead_letter_blob_and_the_feed_goes_on(sim, conn
     }
     sim.graph.inject(200, body={"value": [poison, good]}, times=None)
 
-    report = run_live({**connector_env, "INITIAL_LOOKBACK_HOURS": "0.5"})
+    report = run_feed({**connector_env, "INITIAL_LOOKBACK_HOURS": "0.5"})
 
     assert report.ok, report.error
     assert [r["MessageTraceId"] for r in sim.ingestion.rows()] == ["good"]
@@ -403,7 +404,7 @@ def test_malformed_skiptoken_restarts_the_window_without_it_and_never_loops(sim,
     assert len(expected) > 5000  # more than one page
     sim.graph.inject("bad_skiptoken")
 
-    report = run_live({**connector_env, "INITIAL_LOOKBACK_HOURS": "1"})
+    report = run_feed({**connector_env, "INITIAL_LOOKBACK_HOURS": "1"})
 
     assert report.ok, report.error
     assert 400 in [r.status for r in sim.graph.requests(path="messageTraces")]
@@ -415,7 +416,7 @@ def test_graph_garbage_and_dropped_connections_are_retried(sim, connector_env, f
     sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
     sim.graph.inject(fault)
 
-    report = run_live(connector_env)
+    report = run_feed(connector_env)
 
     assert report.ok, report.error
     assert len(sim.ingestion.rows()) == 1
@@ -426,7 +427,7 @@ def test_ingestion_5xx_is_retried_by_the_sdk(sim, connector_env, status):
     sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
     sim.ingestion.inject(status, times=2)
 
-    report = run_live(connector_env)
+    report = run_feed(connector_env)
 
     assert report.ok, report.error
     assert len(sim.ingestion.rows()) == 1
@@ -436,7 +437,7 @@ def test_ingestion_429_with_retry_after_is_honoured(sim, connector_env):
     sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
     sim.ingestion.inject(429, headers={"Retry-After": "1"})
 
-    report = run_live(connector_env)
+    report = run_feed(connector_env)
 
     assert report.ok, report.error
     posts = sim.ingestion.requests()
@@ -453,15 +454,15 @@ def test_ingestion_refusal_stops_cleanly_with_the_fix_and_the_checkpoint_intact(
     sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
     sim.ingestion.inject(status, times=None)
 
-    report = run_live(connector_env)
+    report = run_feed(connector_env)
 
     assert report.error is not None
     assert hint in str(report.error)
     checkpoint = blob_store.load("live").checkpoint
-    assert checkpoint.pending_batch is None
+    assert checkpoint.progress.pending_batch is None
     assert checkpoint.ledger == {}
     sim.ingestion.clear_faults()
-    assert run_live(connector_env).ok
+    assert run_feed(connector_env).ok
     assert len(sim.ingestion.rows()) == 1
 
 
@@ -469,7 +470,7 @@ def test_graph_429_without_retry_after_backs_off_and_succeeds(sim, connector_env
     sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
     sim.graph.inject(429, times=2)
 
-    report = run_live(connector_env)
+    report = run_feed(connector_env)
 
     assert report.ok, report.error
     statuses = [r.status for r in sim.graph.requests(path="messageTraces")]

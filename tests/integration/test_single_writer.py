@@ -15,7 +15,7 @@ import pytest
 from connector.cli import main
 from connector.errors import LockLostError, RunLockedError
 from connector.locks import BlobRunLock, FileRunLock
-from connector.runner import run_live
+from connector.runner import run_feed
 from tests.fakes.memory import trace
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ def test_second_run_while_one_holds_the_lock_stops_with_who_and_since(connector_
         lock.hold("live"),
         pytest.raises(RunLockedError, match=r"another run holds the lock since 20\d\d-.*pid"),
     ):
-        run_live(connector_env)
+        run_feed(connector_env)
 
 
 def test_cli_exits_5_when_the_feed_is_locked(connector_env, container, monkeypatch):
@@ -63,7 +63,7 @@ def test_two_runs_started_together_store_nothing_twice(sim, connector_env):
 
     def one_run():
         try:
-            outcomes.append(run_live(connector_env))
+            outcomes.append(run_feed(connector_env))
         except RunLockedError as err:
             outcomes.append(err)
 
@@ -104,11 +104,11 @@ def test_lease_left_by_a_killed_run_expires_and_is_taken_over(sim, connector_env
     env = {**connector_env, "LOCK_LEASE_SECONDS": "15"}
 
     with pytest.raises(RunLockedError, match="expires within 15 s"):
-        run_live(env)
+        run_feed(env)
     deadline = time.monotonic() + 30
     while True:
         try:
-            report = run_live(env)
+            report = run_feed(env)
             break
         except RunLockedError:
             assert time.monotonic() < deadline, "the dead run's lease never expired"
@@ -129,7 +129,7 @@ def test_unlock_breaks_a_dead_runs_lease_at_once(connector_env, container, monke
 
     assert code == 0
     assert "was held by" in out.getvalue()
-    assert run_live(connector_env).ok
+    assert run_feed(connector_env).ok
     held.__exit__(None, None, None)
 
 

@@ -2,31 +2,84 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from connector.checkpoint import (
-    Checkpoint,
-    RunSummary,
-    backfill_feed_name,
-    decode_checkpoint,
-    encode_checkpoint,
-)
+from connector.checkpoint import backfill_feed_name, decode_checkpoint, encode_checkpoint
 from connector.errors import CheckpointFormatError
 from connector.ledger import LedgerEntry, epoch_ms
+from connector.report import LAST_RUN_FIELDS
+from connector.state import Checkpoint, FeedProgress, IntentEntry, PendingBatch
 
 T0 = datetime(2026, 3, 10, 10, 0, 0, 109_000, tzinfo=UTC)
 
 
+LAST_RUN = {
+    "started": "2026-03-10T10:00:00.000000Z",
+    "finished": "2026-03-10T10:01:00.000000Z",
+    "outcome": "completed",
+    "rows_uploaded": 3,
+    "revisions": 1,
+    "duplicates_dropped": 2,
+    "batches": 1,
+    "error": None,
+    "dead_lettered": 0,
+    "possible_duplicates": 0,
+}
+
+
 def test_checkpoint_round_trips_through_json():
     original = Checkpoint(
-        feed="live",
-        high_water_mark=T0,
-        coverage_start=T0 - timedelta(days=1),
-        slice_span=timedelta(hours=2),
+        progress=FeedProgress(
+            feed="live",
+            high_water_mark=T0,
+            coverage_start=T0 - timedelta(days=1),
+            slice_span=timedelta(hours=2),
+            last_run=LAST_RUN,
+            updated=T0,
+            possible_duplicates_total=4,
+            pending_batch=PendingBatch(
+                created=T0, entries=(IntentEntry("abc", epoch_ms(T0), "Delivered", 1, "trace-1"),)
+            ),
+        ),
         ledger={"abc": LedgerEntry(epoch_ms(T0), "Delivered", 1)},
-        last_run=RunSummary("s", "f", "completed", 3, 1, 2, 1),
-        updated=T0,
     )
 
     assert decode_checkpoint(encode_checkpoint(original), where="test") == original
+
+
+def test_document_written_by_the_previous_release_reads_unchanged():
+    """Deployed feeds upgrade in place: the format and the last-run keys are those of release 0.1.0."""
+    stored = (
+        b'{"format_version":1,"feed":"backfill/20260101T000000Z_20260102T000000Z",'
+        b'"high_water_mark":"2026-01-01T12:00:00.000000Z","coverage_start":null,'
+        b'"range":{"start":"2026-01-01T00:00:00.000000Z","end":"2026-01-02T00:00:00.000000Z"},'
+        b'"slice_span_seconds":7200,"ledger":{"k1":[1767268800000,"Pending",0]},'
+        b'"last_run":{"started":"s","finished":"f","outcome":"budget_exhausted","rows_uploaded":5,'
+        b'"revisions":0,"duplicates_dropped":1,"batches":1,"error":null,"dead_lettered":2,'
+        b'"possible_duplicates":0},"updated":"2026-01-01T12:00:05.000000Z","possible_duplicates_total":0,'
+        b'"pending_batch":{"created":"2026-01-01T12:00:01.000000Z","entries":[["k2",1767268800000,'
+        b'"Delivered",1,"trace-2"]]}}'
+    )
+
+    checkpoint = decode_checkpoint(stored, where="old")
+
+    assert checkpoint.progress.range_end == datetime(2026, 1, 2, tzinfo=UTC)
+    assert checkpoint.progress.slice_span == timedelta(hours=2)
+    assert checkpoint.ledger == {"k1": LedgerEntry(1767268800000, "Pending", 0)}
+    assert checkpoint.progress.last_run is not None
+    assert checkpoint.progress.last_run["dead_lettered"] == 2
+    assert checkpoint.progress.pending_batch is not None
+    assert checkpoint.progress.pending_batch.entries[0].trace_id == "trace-2"
+    assert set(checkpoint.progress.last_run) == set(LAST_RUN_FIELDS)
+    assert encode_checkpoint(checkpoint) == stored
+
+
+def test_last_run_keys_a_newer_version_adds_are_ignored():
+    document = b'{"format_version":1,"feed":"live","last_run":{"outcome":"completed","new_counter":7}}'
+
+    checkpoint = decode_checkpoint(document, where="newer")
+
+    assert checkpoint.progress.last_run is not None
+    assert checkpoint.progress.last_run["outcome"] == "completed"
+    assert "new_counter" not in checkpoint.progress.last_run
 
 
 def test_newer_format_version_is_refused_with_advice():

@@ -4,9 +4,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from connector.batching import DEFAULT_BATCH_BUDGET_BYTES
 from connector.errors import CheckpointConflictError, GraphThrottledError, SinkError
-from connector.mapping import RowMapper
-from connector.sync import Deadline, FeedSync
+from connector.ports import Deadline, FeedPorts
+from connector.sync import FeedSync, SyncPolicy
 from tests.fakes.memory import (
     FakeClock,
     KillingSink,
@@ -21,26 +22,37 @@ from tests.fakes.memory import (
 NOW = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
 
 
-def make_sync(source, sink, store, clock, *, budget=timedelta(minutes=5), batch_budget=None, **overrides):
+def make_sync(
+    source,
+    sink,
+    store,
+    clock,
+    *,
+    budget=timedelta(minutes=5),
+    batch_budget=None,
+    verifier=None,
+    sleep=None,
+    deadline=None,
+    **overrides,
+):
     options = {
+        "local_domains": ("contoso.com",),
         "overlap_lookback": timedelta(minutes=60),
         "settle_delay": timedelta(minutes=2),
         "initial_lookback": timedelta(hours=6),
         "max_slice_span": timedelta(hours=24),
         "target_records_per_slice": 50_000,
         "ledger_warn_entries": 1_000_000,
+        "verify_delay": timedelta(minutes=10),
+        "batch_budget_bytes": batch_budget or DEFAULT_BATCH_BUDGET_BYTES,
     }
     options.update(overrides)
     return FeedSync(
-        source=source,
-        sink=sink,
-        store=store,
-        dead_letters=store,
-        mapper=RowMapper(("contoso.com",)),
+        FeedPorts(source=source, sink=sink, store=store, dead_letters=store, verifier=verifier),
+        SyncPolicy(**options),
         clock=clock,
-        deadline=Deadline(budget),
-        batch_budget_bytes=batch_budget,
-        **options,
+        deadline=deadline or Deadline(budget),
+        **({} if sleep is None else {"sleep": sleep}),
     )
 
 
@@ -66,7 +78,7 @@ def test_first_run_stores_every_record_once_and_sets_the_high_water_mark(world):
     assert report.ok, report.error
     assert report.outcome == "completed"
     assert len(sink.rows) == 4
-    assert store.checkpoint().high_water_mark == NOW - timedelta(minutes=2)
+    assert store.checkpoint().progress.high_water_mark == NOW - timedelta(minutes=2)
 
 
 def test_multi_recipient_mail_is_one_row_per_recipient(world):
@@ -159,7 +171,7 @@ def test_failed_batch_keeps_the_checkpoint_at_the_last_accepted_batch_and_rerun_
 
     assert isinstance(first.error, SinkError)
     assert first.outcome == "failed"
-    assert store.checkpoint().high_water_mark < NOW - timedelta(minutes=49)
+    assert store.checkpoint().progress.high_water_mark < NOW - timedelta(minutes=49)
     stored_before_failure = len(sink.rows)
     assert 0 < stored_before_failure < 40
     assert len(store.checkpoint().ledger) == stored_before_failure
@@ -186,7 +198,7 @@ def test_malformed_record_is_dead_lettered_with_its_reason_and_the_feed_goes_on(
     (letter,) = store.dead_letters.values()
     assert "not an ISO 8601 timestamp" in letter.reason
     assert letter.record == bad
-    assert store.checkpoint().last_run.dead_lettered == again.dead_lettered
+    assert store.checkpoint().progress.last_run["dead_lettered"] == again.dead_lettered
 
 
 def test_record_missing_key_fields_or_with_wrong_types_is_dead_lettered(world):
@@ -230,9 +242,14 @@ def test_budget_exhausted_stops_between_slices_and_next_run_continues(world):
     ]
     ticks = iter(range(1000))
     sync = make_sync(
-        source, sink, store, clock, max_slice_span=timedelta(hours=1), target_records_per_slice=1000
+        source,
+        sink,
+        store,
+        clock,
+        max_slice_span=timedelta(hours=1),
+        target_records_per_slice=1000,
+        deadline=Deadline(timedelta(seconds=2.5), monotonic=lambda: float(next(ticks))),
     )
-    sync._deadline = Deadline(timedelta(seconds=2.5), monotonic=lambda: float(next(ticks)))
 
     first = sync.run_live()
 
@@ -255,7 +272,7 @@ def test_throttling_beyond_the_budget_ends_the_run_cleanly_and_the_next_run_comp
 
     assert report.ok
     assert report.outcome == "throttled"
-    assert store.checkpoint().high_water_mark is None
+    assert store.checkpoint().progress.high_water_mark is None
     source.fail_after_pages = None
     again = make_sync(source, sink, store, clock).run_live()
     assert again.outcome == "completed"
@@ -288,7 +305,7 @@ class TestBackfill:
 
         assert report.ok, report.error
         assert sorted(r["MessageTraceId"] for r in sink.rows) == ["edge", "live", "old"]
-        assert store.checkpoint("live").high_water_mark == live_before.high_water_mark
+        assert store.checkpoint("live").progress.high_water_mark == live_before.progress.high_water_mark
 
     def test_rerunning_a_finished_backfill_stores_nothing_more(self, world):
         source, sink, store, clock = world
@@ -341,7 +358,7 @@ class TestInterruptedBatch:
         killer = KillingSink(kill_on_upload=1)
         with pytest.raises(ProcessKilled):
             make_sync(source, killer, store, clock, **options).run_live()
-        assert store.checkpoint().pending_batch is not None
+        assert store.checkpoint().progress.pending_batch is not None
         assert len(killer.rows) == 5
         return killer
 
@@ -355,8 +372,8 @@ class TestInterruptedBatch:
         assert report.ok
         assert report.possible_duplicates == 5
         assert len(sink.rows) == 10
-        assert store.checkpoint().pending_batch is None
-        assert store.checkpoint().last_run.possible_duplicates == 5
+        assert store.checkpoint().progress.pending_batch is None
+        assert store.checkpoint().progress.last_run["possible_duplicates"] == 5
 
     def test_with_verification_rows_already_stored_are_committed_not_resent(self, world):
         source, _, store, clock = world
@@ -424,5 +441,5 @@ class TestInterruptedBatch:
 
         assert report.ok
         assert report.outcome == "deferred"
-        assert store.checkpoint().pending_batch is not None
+        assert store.checkpoint().progress.pending_batch is not None
         assert len(sink.rows) == 5

@@ -1,0 +1,92 @@
+"""Backfill rules: which part of a requested past range a backfill may load without duplicates.
+
+A backfill of ``[start, end)`` keeps its own progress (``backfill/<start>_<end>``)
+and never moves the live feed's. Rows from the live feed's coverage start on are
+the live feed's, so a backfill stops there; a range that overlaps another
+backfill is refused; re-running the same range resumes it from its own
+high-water mark. Following dlt's rule for a bounded load: the request, not stored
+state, says what to load.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from connector.checkpoint import BACKFILL_PREFIX, LIVE_FEED, backfill_feed_name
+from connector.errors import BackfillError
+from connector.mapping import format_datetime
+from connector.ports import CheckpointStore
+from connector.windows import Window
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillRange:
+    """A requested range ``[start, end)``; refused at once if it is empty or reversed."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.end <= self.start:
+            raise BackfillError(
+                f"backfill end {self.end.isoformat()} must be after its start {self.start.isoformat()}"
+            )
+
+    @property
+    def feed(self) -> str:
+        """The name of this backfill's own progress document."""
+        return backfill_feed_name(self.start, self.end)
+
+
+def backfill_stop(store: CheckpointStore, request: BackfillRange) -> datetime:
+    """Where the backfill must stop: its end, or the live feed's coverage start if earlier.
+
+    Raises:
+        BackfillError: there is no live checkpoint yet, or the range overlaps another backfill.
+    """
+    live = store.load(LIVE_FEED)
+    live_start = None if live is None else live.checkpoint.progress.coverage_start
+    if live_start is None:
+        raise BackfillError(
+            "no live checkpoint yet: run the connector once (`python -m connector run`) so the backfill "
+            "knows where the live feed starts and can stop there without duplicates"
+        )
+    _refuse_overlaps(store, request)
+    if live_start < request.end:
+        logger.info(
+            "backfill end moved to the live feed's start %s (rows from then on are already stored)",
+            format_datetime(live_start),
+        )
+    return min(request.end, live_start)
+
+
+def _refuse_overlaps(store: CheckpointStore, request: BackfillRange) -> None:
+    for other in store.list_feeds(BACKFILL_PREFIX):
+        if other == request.feed:
+            continue
+        stored = store.load(other)
+        if stored is None:
+            continue
+        other_start, other_end = stored.checkpoint.progress.range_start, stored.checkpoint.progress.range_end
+        if other_start is None or other_end is None:
+            continue
+        if request.start < other_end and other_start < request.end:
+            raise BackfillError(
+                f"backfill [{format_datetime(request.start)}, {format_datetime(request.end)}) overlaps the "
+                f"earlier backfill [{format_datetime(other_start)}, {format_datetime(other_end)}) ({other}); "
+                "rows in the overlap would be stored twice. Re-run that backfill's exact range to resume it, "
+                "or pick a range that does not overlap."
+            )
+
+
+def resume_window(planned: Window | None, high_water_mark: datetime | None) -> Window | None:
+    """The part of the planned window a re-run still has to read (after its own high-water mark)."""
+    if planned is None or high_water_mark is None:
+        return planned
+    if high_water_mark >= planned.end:
+        return None
+    return Window(max(planned.start, high_water_mark), planned.end)

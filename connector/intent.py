@@ -1,0 +1,121 @@
+"""The intent: the record of a batch in flight, and how one a killed run left behind is resolved.
+
+Before a batch is sent, its rows' ledger keys are saved with the checkpoint
+(:func:`intent_for`); the save after the upload clears it. A run that finds one on
+load cannot know whether the service took that batch, so it resolves it before any
+new work (:class:`IntentResolver`):
+
+* with workspace verification (a :class:`~connector.ports.WorkspaceVerifier`), it
+  waits until the batch is older than the ingestion latency (or defers the whole
+  run if that wait does not fit its budget), asks which rows arrived, and commits
+  those; the rest are sent again when their slice is read again;
+* without it, every row is sent again and counted as a possible duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from connector.batching import Batch
+from connector.ledger import Decision
+from connector.ports import Clock, Deadline, WorkspaceVerifier
+from connector.state import Committed, IntentEntry, PendingBatch
+
+logger = logging.getLogger(__name__)
+
+# The workspace query looks this far around the batch: backfilled rows get their
+# arrival time as TimeGenerated, and clocks differ.
+VERIFY_MARGIN = timedelta(hours=1)
+
+
+def intent_for(batch: Batch[Decision], created: datetime) -> PendingBatch:
+    """The record saved before ``batch`` is sent: each row's ledger decision and trace id."""
+    return PendingBatch(
+        created=created,
+        entries=tuple(
+            IntentEntry(
+                key=decision.key,
+                received_ms=decision.entry.received_ms,
+                status=decision.entry.status,
+                revision=decision.entry.revision,
+                trace_id=str(row["MessageTraceId"]),
+            )
+            for decision, row in zip(batch.tags, batch.rows, strict=True)
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What became of an unconfirmed batch (``deferred``: not yet, the next run tries)."""
+
+    deferred: bool = False
+    found: tuple[Decision, ...] = ()
+    resent: int = 0
+    possible_duplicates: int = 0
+
+    def committed(self) -> Committed:
+        """The commit that settles the batch: the rows found stored, the rest sent again."""
+        return Committed(accepted=self.found, possible_duplicates=self.possible_duplicates)
+
+
+class IntentResolver:
+    """Settles an unconfirmed batch, with or without workspace verification."""
+
+    def __init__(
+        self,
+        verifier: WorkspaceVerifier | None,
+        *,
+        clock: Clock,
+        deadline: Deadline,
+        verify_delay: timedelta,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._verifier = verifier
+        self._clock = clock
+        self._deadline = deadline
+        self._verify_delay = verify_delay
+        self._sleep = sleep
+
+    def resolve(self, pending: PendingBatch) -> Resolution:
+        """Decide which rows of ``pending`` are stored; may wait out the ingestion latency first.
+
+        Raises:
+            VerificationError: the workspace could not be read (the batch stays recorded).
+        """
+        rows = len(pending.entries)
+        if self._verifier is None:
+            logger.warning(
+                "an earlier run stopped while sending %d rows and workspace verification is off "
+                "(WORKSPACE_ID unset): sending them again; up to %d rows may be duplicated",
+                rows,
+                rows,
+            )
+            return Resolution(possible_duplicates=rows)
+        wait = (self._verify_delay - (self._clock() - pending.created)).total_seconds()
+        if wait > 0:
+            if wait > self._deadline.remaining() / 2:
+                logger.info("unresolved batch is %.0f s too young to verify; deferring this run", wait)
+                return Resolution(deferred=True)
+            logger.info("waiting %.0f s for ingestion latency before verifying the unresolved batch", wait)
+            self._sleep(wait)
+        now = self._clock()
+        oldest = datetime.fromtimestamp(min(entry.received_ms for entry in pending.entries) / 1000, tz=UTC)
+        present = self._verifier.rows_present(
+            sorted({entry.trace_id for entry in pending.entries}),
+            since=min(oldest, pending.created) - VERIFY_MARGIN,
+            until=now + VERIFY_MARGIN,
+        )
+        found = tuple(entry.decision() for entry in pending.entries if (entry.key, entry.status) in present)
+        logger.warning(
+            "resolved the batch an earlier run left unconfirmed: %d of %d rows are in the workspace, "
+            "%d will be sent again",
+            len(found),
+            rows,
+            rows - len(found),
+        )
+        return Resolution(found=found, resent=rows - len(found))

@@ -1,0 +1,163 @@
+"""The seams between the sync loop and the services: Protocols, the values they pass, the deadline.
+
+The loop (:mod:`connector.sync`, :mod:`connector.intent`, :mod:`connector.backfill`)
+reaches Graph, Logs Ingestion, Blob Storage and Log Analytics only through these;
+the adapters (:mod:`connector.graph`, :mod:`connector.ingestion`, :mod:`connector.store`,
+:mod:`connector.locks`, :mod:`connector.workspace`, :mod:`connector.auth`) implement
+them and import nothing from the loop. The import contracts in ``pyproject.toml``
+check both directions. Tests implement the same Protocols in memory
+(``tests/fakes/memory.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from connector.deadletter import DeadLetter
+from connector.errors import ConnectorError
+from connector.state import Checkpoint
+from connector.windows import Window
+
+Clock = Callable[[], datetime]
+"""The wall clock (aware UTC); injected so tests choose "now"."""
+
+ProgressCallback = Callable[[Window, datetime], None]
+"""Told after each slice how far the run's window is covered (the CLI's progress bar)."""
+
+
+class Deadline:
+    """The run's time budget, on a monotonic clock."""
+
+    def __init__(self, budget: timedelta, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._ends_at = monotonic() + budget.total_seconds()
+
+    def remaining(self) -> float:
+        """Seconds left (negative once over)."""
+        return self._ends_at - self._monotonic()
+
+    def expired(self) -> bool:
+        """True once the budget is used up."""
+        return self.remaining() <= 0
+
+
+class TraceSource(Protocol):
+    """Message trace records of one window, page by page (Graph's order, newest first)."""
+
+    def pages(self, window: Window) -> Iterator[list[Mapping[str, object]]]:
+        """Yield the records of ``window`` one page at a time."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    """Which rows of a batch the service did not take, and why."""
+
+    failed_indexes: frozenset[int] = frozenset()
+    error: ConnectorError | None = None
+
+
+class RowSink(Protocol):
+    """The Logs Ingestion stream."""
+
+    def upload(self, rows: Sequence[Mapping[str, object]]) -> UploadResult:
+        """Send ``rows``; report any that were not accepted instead of raising."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """A checkpoint as loaded, with the ETag that guards the next save."""
+
+    checkpoint: Checkpoint
+    etag: str
+
+
+class CheckpointStore(Protocol):
+    """Durable, optimistic-concurrency storage for checkpoint documents."""
+
+    def load(self, feed: str) -> StoredCheckpoint | None:
+        """Return the document for ``feed``, or None if there is none yet."""
+        ...
+
+    def save(self, checkpoint: Checkpoint, etag: str | None) -> str:
+        """Write if the stored ETag still equals ``etag`` (None: only if absent); return the new ETag.
+
+        Raises:
+            CheckpointConflictError: someone else wrote it since ``etag``.
+        """
+        ...
+
+    def list_feeds(self, prefix: str) -> list[str]:
+        """Names of the stored documents starting with ``prefix``."""
+        ...
+
+
+class DeadLetterSink(Protocol):
+    """Where records that cannot be mapped are kept (next to the checkpoint)."""
+
+    def put_dead_letter(self, letter: DeadLetter) -> str:
+        """Store ``letter`` (idempotent by its name); return where it went.
+
+        Raises:
+            CheckpointError: it could not be written (the run must stop: nothing is dropped silently).
+        """
+        ...
+
+
+class WorkspaceVerifier(Protocol):
+    """Reads the workspace to learn which rows of an interrupted batch arrived."""
+
+    def rows_present(
+        self, trace_ids: Sequence[str], since: datetime, until: datetime
+    ) -> set[tuple[str, str]]:
+        """Return the (ledger key, status) pairs stored for ``trace_ids`` between ``since`` and ``until``.
+
+        Raises:
+            VerificationError: the workspace could not be queried.
+        """
+        ...
+
+
+class HeldLock(Protocol):
+    """The run's lock on its feed (see :mod:`connector.locks`)."""
+
+    def check(self) -> None:
+        """Raise LockLostError if the lock can no longer be trusted."""
+        ...
+
+
+class RunLock(Protocol):
+    """Acquires the per-feed lock for the length of a ``with`` block."""
+
+    def hold(self, feed: str) -> AbstractContextManager[HeldLock]:
+        """Take the lock or raise RunLockedError naming the holder."""
+        ...
+
+    def break_lock(self, feed: str) -> str | None:
+        """Free a lock left by a killed run; return who held it, if recorded."""
+        ...
+
+
+class TokenProvider(Protocol):
+    """Hands out a bearer token for one resource."""
+
+    def token(self, *, force_refresh: bool = False) -> str:
+        """Return a valid access token; ``force_refresh`` skips any cached one."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPorts:
+    """Everything a feed's run reads from or writes to."""
+
+    source: TraceSource
+    sink: RowSink
+    store: CheckpointStore
+    dead_letters: DeadLetterSink
+    verifier: WorkspaceVerifier | None = None

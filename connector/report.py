@@ -1,0 +1,221 @@
+"""What a run did, in one model, and the one way it is shown. Pure.
+
+:class:`RunCounters` declares every counter once, with its label. A
+:class:`RunReport` is the counters plus the run's context (feed, outcome, window,
+high-water mark, error). Every view comes from :func:`report_fields`, one flat
+mapping: the structured log line, the last-run summary the checkpoint keeps (a
+subset, :data:`LAST_RUN_FIELDS`), and the text :func:`render_fields` prints for
+``run``, ``backfill`` and ``status``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
+from typing import Any
+
+from connector.errors import ConnectorError
+from connector.mapping import format_datetime, parse_datetime
+from connector.state import Checkpoint
+from connector.windows import Window
+
+_LABEL_WIDTH = 17
+
+
+def _counter(label: str, *, quiet: bool = False) -> Any:  # noqa: ANN401 - dataclass field
+    """A counter field: its label in text output; ``quiet`` ones are shown only when non-zero."""
+    return field(default=0, metadata={"label": label, "quiet": quiet})
+
+
+@dataclass(slots=True, kw_only=True)
+class RunCounters:
+    """Every count a run keeps, in display order."""
+
+    slices: int = _counter("slices")
+    pages: int = _counter("pages")
+    records_seen: int = _counter("records read")
+    rows_uploaded: int = _counter("rows uploaded")
+    revisions: int = _counter("status revisions")
+    batches: int = _counter("batches")
+    duplicates_dropped: int = _counter("duplicates")
+    outside_range: int = _counter("outside range")
+    dead_lettered: int = _counter("dead-lettered")
+    intent_rows_found: int = _counter("unconfirmed found", quiet=True)
+    intent_rows_resent: int = _counter("unconfirmed sent", quiet=True)
+    possible_duplicates: int = _counter("possible dups", quiet=True)
+    checkpoint_saves: int = _counter("checkpoint saves")
+
+
+COUNTER_FIELDS = tuple(fields(RunCounters))
+
+
+@dataclass(slots=True, kw_only=True)
+class RunReport(RunCounters):
+    """What one run did: its counters and where the feed stood before and after."""
+
+    feed: str
+    started: datetime
+    outcome: str = "running"
+    finished: datetime | None = None
+    window: Window | None = None
+    high_water_mark_before: datetime | None = None
+    high_water_mark_after: datetime | None = None
+    ledger_entries: int = 0
+    unrecoverable: timedelta = timedelta(0)
+    error: ConnectorError | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True unless the run stopped on an error."""
+        return self.error is None
+
+    def lag(self, now: datetime) -> timedelta | None:
+        """How far the committed high-water mark trails ``now``."""
+        return None if self.high_water_mark_after is None else now - self.high_water_mark_after
+
+    def fail(self, error: ConnectorError) -> None:
+        """Record the error the run stops with."""
+        self.outcome = "failed"
+        self.error = error
+
+
+LAST_RUN_FIELDS = (
+    "started",
+    "finished",
+    "outcome",
+    "rows_uploaded",
+    "revisions",
+    "duplicates_dropped",
+    "batches",
+    "error",
+    "dead_lettered",
+    "possible_duplicates",
+)
+"""The fields the checkpoint keeps of the last run: exactly those every version has written and read."""
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else format_datetime(value)
+
+
+def report_fields(report: RunReport) -> dict[str, object]:
+    """The report as one flat, JSON-ready mapping (no secrets, no subjects)."""
+    return {
+        "feed": report.feed,
+        "outcome": report.outcome,
+        "started": _time(report.started),
+        "finished": _time(report.finished),
+        "window_start": None if report.window is None else _time(report.window.start),
+        "window_end": None if report.window is None else _time(report.window.end),
+        "high_water_mark_before": _time(report.high_water_mark_before),
+        "high_water_mark": _time(report.high_water_mark_after),
+        **{counter.name: getattr(report, counter.name) for counter in COUNTER_FIELDS},
+        "ledger_entries": report.ledger_entries,
+        "unrecoverable_hours": round(report.unrecoverable.total_seconds() / 3600, 2),
+        "error": None if report.error is None else str(report.error),
+    }
+
+
+def last_run_summary(report: RunReport) -> dict[str, object]:
+    """The part of the report the checkpoint keeps as its last run."""
+    every = report_fields(report)
+    return {name: every[name] for name in LAST_RUN_FIELDS}
+
+
+def log_line(values: Mapping[str, object]) -> str:
+    """``key=value`` pairs for one structured log line (unset values left out)."""
+    return " ".join(f"{key}={value}" for key, value in values.items() if value is not None)
+
+
+def _lag(high_water_mark: object, now: datetime) -> str:
+    if not isinstance(high_water_mark, str):
+        return "-"
+    return str(now - parse_datetime(high_water_mark)).split(".")[0]
+
+
+def render_fields(values: Mapping[str, object], now: datetime) -> list[str]:
+    """Text lines for whichever report fields ``values`` holds (a whole report or a last-run summary)."""
+    lines: list[str] = []
+
+    def line(label: str, text: object) -> None:
+        lines.append(f"{label:<{_LABEL_WIDTH}} {text}")
+
+    def shown(name: str) -> str:
+        value = values.get(name)
+        return "-" if value is None else str(value)
+
+    if "feed" in values:
+        line("feed", values["feed"])
+    if "started" in values and "window_start" not in values:
+        line("run", f"{shown('started')} .. {shown('finished')}")
+    line("outcome", shown("outcome"))
+    if "window_start" in values:
+        line(
+            "window",
+            "-" if values["window_start"] is None else f"{shown('window_start')} .. {shown('window_end')}",
+        )
+    if "high_water_mark" in values:
+        line("high-water mark", f"{shown('high_water_mark_before')} -> {shown('high_water_mark')}")
+        line("lag", _lag(values["high_water_mark"], now))
+    for counter in COUNTER_FIELDS:
+        value = values.get(counter.name)
+        if value is not None and (value or not counter.metadata["quiet"]):
+            line(counter.metadata["label"], value)
+    if "ledger_entries" in values:
+        line("ledger entries", values["ledger_entries"])
+    hours = values.get("unrecoverable_hours")
+    if isinstance(hours, int | float) and hours > 0:
+        line("NOT FETCHABLE", f"{hours} h of history was older than the 90-day retention")
+    if values.get("error"):
+        line("error", values["error"])
+    return lines
+
+
+def status_fields(checkpoint: Checkpoint, now: datetime) -> dict[str, object]:
+    """One feed's stored progress, JSON-ready (``status --json``)."""
+    progress = checkpoint.progress
+    mark = progress.high_water_mark
+    return {
+        "feed": progress.feed,
+        "high_water_mark": _time(mark) or "-",
+        "lag_seconds": None if mark is None else int((now - mark).total_seconds()),
+        "coverage_start": _time(progress.coverage_start) or "-",
+        "ledger_entries": len(checkpoint.ledger),
+        "possible_duplicates_total": progress.possible_duplicates_total,
+        "unconfirmed_batch_rows": 0
+        if progress.pending_batch is None
+        else len(progress.pending_batch.entries),
+        "last_run": None if progress.last_run is None else dict(progress.last_run),
+    }
+
+
+def render_status(checkpoints: Iterable[Checkpoint], now: datetime) -> list[str]:
+    """Text lines for ``status``: every feed's progress and its last run."""
+    lines: list[str] = []
+
+    def line(label: str, text: object) -> None:
+        lines.append(f"  {label:<{_LABEL_WIDTH}} {text}")
+
+    for checkpoint in checkpoints:
+        progress = checkpoint.progress
+        mark = progress.high_water_mark
+        lines.append(f"[{progress.feed}]")
+        if progress.range_start is not None:
+            line("range", f"{_time(progress.range_start)} .. {_time(progress.range_end) or '-'}")
+        line("high-water mark", _time(mark) or "-")
+        line("lag", "-" if mark is None else str(now - mark).split(".")[0])
+        line("coverage start", _time(progress.coverage_start) or "-")
+        line("ledger entries", len(checkpoint.ledger))
+        if progress.possible_duplicates_total:
+            line(
+                "possible dups",
+                f"{progress.possible_duplicates_total} rows re-sent after interrupted uploads "
+                "(set WORKSPACE_ID to verify instead)",
+            )
+        if progress.pending_batch is not None:
+            line("unconfirmed batch", f"{len(progress.pending_batch.entries)} rows, resolved by the next run")
+        if progress.last_run is not None:
+            lines.append("  last run")
+            lines.extend(f"    {text}" for text in render_fields(progress.last_run, now))
+    return lines or ["no checkpoint yet: the connector has not committed a run"]

@@ -1,0 +1,174 @@
+"""A feed's state: its progress and its dedup ledger, and the one step that commits to them. Pure.
+
+Progress is what a feed has durably done: the high-water mark (every row of every
+slice before it is in the table), where its coverage starts (or the range of a
+backfill), the adaptive slice span, the batch in flight (the *intent*), the last
+run's summary. The ledger (:mod:`connector.ledger`) says which rows the table
+already holds. A run keeps exactly one of each, in :class:`FeedState`.
+
+Everything that makes rows durable goes through :func:`commit`: the outcome of a
+batch became known (the service accepted some rows, or an unconfirmed batch was
+resolved), or a whole slice is stored. It returns the new progress and what
+changes in the ledger, never a copy of the ledger, so its cost follows the rows
+committed rather than the ledger's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from connector.ledger import Decision, DedupLedger, LedgerChange, LedgerEntry
+from connector.windows import INITIAL_SLICE, Window, adapt_slice_span
+
+LastRun = Mapping[str, object]
+"""The last run's summary as the checkpoint keeps it (see :mod:`connector.report`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IntentEntry:
+    """One row of a batch about to be sent: enough to find it in the workspace and commit it."""
+
+    key: str
+    received_ms: int
+    status: str
+    revision: int
+    trace_id: str
+
+    def decision(self) -> Decision:
+        """The ledger decision this row stands for (committed when the row is found stored)."""
+        entry = LedgerEntry(received_ms=self.received_ms, status=self.status, revision=self.revision)
+        return Decision(key=self.key, entry=entry, previous_status=None)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingBatch:
+    """The batch in flight: written before the upload, cleared once the upload's outcome is known.
+
+    Found on load, it means the process stopped between sending a batch and learning
+    (or recording) whether the service took it; :mod:`connector.intent` resolves it.
+    """
+
+    created: datetime
+    entries: tuple[IntentEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedProgress:
+    """What one feed (live, or one backfill) has durably done."""
+
+    feed: str
+    high_water_mark: datetime | None = None
+    coverage_start: datetime | None = None
+    range_start: datetime | None = None
+    range_end: datetime | None = None
+    slice_span: timedelta | None = None
+    pending_batch: PendingBatch | None = None
+    last_run: LastRun | None = None
+    updated: datetime | None = None
+    possible_duplicates_total: int = 0
+
+    @property
+    def next_slice_span(self) -> timedelta:
+        """The span the next slice is read with (a new feed starts at one hour)."""
+        return self.slice_span or INITIAL_SLICE
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The stored document of one feed: its progress and its committed ledger entries.
+
+    When built from a running :class:`FeedState`, ``ledger`` is a live read-only view of
+    the ledger (no copy): encode it before the ledger changes again.
+    """
+
+    progress: FeedProgress
+    ledger: Mapping[str, LedgerEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRules:
+    """How a finished slice moves progress: ledger retention and slice sizing."""
+
+    keep_lookback: timedelta
+    """Committed entries received this long before the high-water mark stay: the span runs re-read."""
+    target_records: int
+    max_slice_span: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """One step that made rows durable.
+
+    Attributes:
+        accepted: decisions whose rows are now in the table (clears the batch in flight).
+        possible_duplicates: rows of an unconfirmed batch that will be sent again unverified.
+        finished_slice: set once every row of this slice is committed.
+        slice_records: records Graph returned for that slice (sizes the next one).
+    """
+
+    accepted: tuple[Decision, ...] = ()
+    possible_duplicates: int = 0
+    finished_slice: Window | None = None
+    slice_records: int = 0
+
+
+def commit(progress: FeedProgress, step: Committed, rules: CommitRules) -> tuple[FeedProgress, LedgerChange]:
+    """Return the progress after ``step`` and what it changes in the ledger.
+
+    The batch in flight is settled by any commit. A finished slice moves the
+    high-water mark to its end (never backwards), ages ledger entries out of the
+    re-read span, and sizes the next slice from how full this one was.
+    """
+    high_water_mark = progress.high_water_mark
+    slice_span = progress.slice_span
+    prune_before: datetime | None = None
+    if step.finished_slice is not None:
+        end = step.finished_slice.end
+        if high_water_mark is None or end > high_water_mark:
+            high_water_mark = end
+        prune_before = high_water_mark - rules.keep_lookback
+        slice_span = adapt_slice_span(
+            progress.next_slice_span,
+            step.slice_records,
+            target_records=rules.target_records,
+            maximum=rules.max_slice_span,
+        )
+    after = replace(
+        progress,
+        high_water_mark=high_water_mark,
+        slice_span=slice_span,
+        pending_batch=None,
+        possible_duplicates_total=progress.possible_duplicates_total + step.possible_duplicates,
+    )
+    return after, LedgerChange(committed=step.accepted, prune_before=prune_before)
+
+
+@dataclass(slots=True)
+class FeedState:
+    """The one in-memory state of a feed during a run, and the ETag its next save must match."""
+
+    progress: FeedProgress
+    ledger: DedupLedger
+    etag: str | None = None
+
+    @classmethod
+    def start(cls, feed: str, stored: Checkpoint | None, etag: str | None) -> FeedState:
+        """State from a loaded checkpoint, or a new feed's."""
+        if stored is None:
+            return cls(progress=FeedProgress(feed=feed), ledger=DedupLedger(), etag=None)
+        return cls(progress=stored.progress, ledger=DedupLedger(stored.ledger), etag=etag)
+
+    def apply(self, step: Committed, rules: CommitRules) -> None:
+        """Commit ``step`` to progress and ledger."""
+        self.progress, change = commit(self.progress, step, rules)
+        self.ledger.apply(change)
+
+    def update(self, **changes: object) -> None:
+        """Replace progress fields that are not commits (coverage, range, intent, summary)."""
+        self.progress = replace(self.progress, **changes)  # type: ignore[arg-type]
+
+    def checkpoint(self) -> Checkpoint:
+        """The document to save now (a view of the ledger, not a copy)."""
+        return Checkpoint(progress=self.progress, ledger=self.ledger.committed)
