@@ -31,7 +31,7 @@ from connector.settings import Settings, StoreKind
 from connector.state import Checkpoint
 from connector.store import BlobCheckpointStore, FileCheckpointStore
 from connector.sync import FeedSync, SyncPolicy
-from connector.transport import ConnectorSession, tls_options
+from connector.transport import ConnectorSession, retrying_options, tls_options
 from connector.workspace import LogAnalyticsVerifier
 
 logger = logging.getLogger(__name__)
@@ -110,11 +110,7 @@ def build_connector(
             settings.ingestion_endpoint,
             azure_credential(settings, fresh=fresh),
             credential_scopes=[settings.ingestion_scope],
-            retry_total=settings.http_max_retries,
-            retry_backoff_factor=settings.http_retry_backoff_seconds,
-            connection_timeout=settings.http_timeout_seconds,
-            read_timeout=settings.http_timeout_seconds,
-            **tls_options(settings.ca_bundle),
+            **retrying_options(settings),
         )
 
     sink = LogsIngestionSink(
@@ -128,7 +124,7 @@ def build_connector(
             azure_credential(settings),
             credential_scopes=[settings.logs_query_scope],
             endpoint=settings.logs_query_endpoint,
-            **tls_options(settings.ca_bundle),
+            **retrying_options(settings),
         )
         resources.callback(query_client.close)
         verifier = LogAnalyticsVerifier(

@@ -8,7 +8,9 @@
   it wins. It also carries a default timeout and, for msal, the one connection-level
   retry msal's own session has (the Graph reader retries with tenacity instead).
 * :func:`tls_options` is the one place the Azure SDK clients (Blob, Logs Ingestion,
-  Log Analytics query, azure-identity) get the CA bundle.
+  Log Analytics query, azure-identity) get the CA bundle, and :func:`retrying_options`
+  adds the ``HTTP_*`` timeouts and retries for the clients on azure-core's RetryPolicy
+  (Logs Ingestion, Log Analytics query; Blob Storage keeps its own retry policy).
 * :func:`failure_kind` sorts a failure by what the caller does, whichever client raised
   it: an untrusted certificate is a SETTING (the CA bundle), an unreachable host is
   TRANSIENT, an HTTP status means what :func:`connector.errors.kind_for_status` says.
@@ -26,6 +28,7 @@ from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from requests.adapters import HTTPAdapter
 
 from connector.errors import ErrorKind, kind_for_status
+from connector.settings import Settings
 
 CA_BUNDLE_HINT = (
     "the server's TLS certificate is not trusted by this machine; set REQUESTS_CA_BUNDLE (or SSL_CERT_FILE) "
@@ -56,6 +59,17 @@ class ConnectorSession(requests.Session):
 def tls_options(ca_bundle: str | None) -> dict[str, Any]:
     """Keyword arguments that make an Azure SDK client trust ``ca_bundle`` (none: the system's CAs)."""
     return {} if ca_bundle is None else {"connection_verify": ca_bundle}
+
+
+def retrying_options(settings: Settings) -> dict[str, Any]:
+    """The CA bundle plus the HTTP_* timeouts and retries, for clients on azure-core's RetryPolicy."""
+    return {
+        "retry_total": settings.http_max_retries,
+        "retry_backoff_factor": settings.http_retry_backoff_seconds,
+        "connection_timeout": settings.http_timeout_seconds,
+        "read_timeout": settings.http_timeout_seconds,
+        **tls_options(settings.ca_bundle),
+    }
 
 
 _LINKS = ("__cause__", "__context__", "inner_exception", "exc_value", "reason")

@@ -1,0 +1,94 @@
+"""One run-report model: every view (log line, CLI text, last-run summary, status) comes from it."""
+
+from datetime import UTC, datetime, timedelta
+
+from connector.errors import SinkError
+from connector.report import (
+    COUNTER_FIELDS,
+    LAST_RUN_FIELDS,
+    RunReport,
+    last_run_summary,
+    log_line,
+    render_fields,
+    render_status,
+    report_fields,
+    status_fields,
+)
+from connector.state import Checkpoint, FeedProgress, IntentEntry, PendingBatch
+from connector.windows import Window
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+def report(**changes):
+    values = {
+        "feed": "live",
+        "started": NOW - timedelta(minutes=1),
+        "finished": NOW,
+        "outcome": "completed",
+        "window": Window(NOW - timedelta(hours=1), NOW - timedelta(minutes=2)),
+        "high_water_mark_before": NOW - timedelta(hours=1),
+        "high_water_mark_after": NOW - timedelta(minutes=2),
+    }
+    values.update(changes)
+    return RunReport(**values)
+
+
+def test_every_counter_reaches_the_log_line_and_the_text():
+    counted = report(**{counter.name: 7 for counter in COUNTER_FIELDS})
+
+    fields = report_fields(counted)
+    text = "\n".join(render_fields(fields, NOW))
+
+    for counter in COUNTER_FIELDS:
+        assert fields[counter.name] == 7
+        assert f"{counter.name}=7" in log_line(fields)
+        assert f"{counter.metadata['label']:<17} 7" in text
+
+
+def test_quiet_counters_show_only_when_something_happened():
+    text = "\n".join(render_fields(report_fields(report()), NOW))
+
+    assert "possible dups" not in text
+    assert "rows uploaded     0" in text
+
+
+def test_last_run_summary_keeps_exactly_the_fields_every_version_reads():
+    summary = last_run_summary(report(rows_uploaded=3, error=SinkError("refused", rows_failed=3, status=503)))
+
+    assert tuple(summary) == LAST_RUN_FIELDS
+    assert summary["rows_uploaded"] == 3
+    assert summary["error"] == "refused"
+
+
+def test_text_shows_the_lag_and_the_error():
+    text = render_fields(report_fields(report(error=SinkError("refused", rows_failed=1, status=503))), NOW)
+
+    assert "lag               0:02:00" in text
+    assert "error             refused" in text
+
+
+def test_status_shows_each_feed_with_its_last_run_through_the_same_renderer():
+    progress = FeedProgress(
+        feed="live",
+        high_water_mark=NOW - timedelta(minutes=5),
+        possible_duplicates_total=2,
+        pending_batch=PendingBatch(created=NOW, entries=(IntentEntry("k", 1, "Delivered", 0, "t"),)),
+        last_run=last_run_summary(report(rows_uploaded=4)),
+    )
+    checkpoint = Checkpoint(progress=progress, ledger={})
+
+    lines = render_status([checkpoint], NOW)
+    document = status_fields(checkpoint, NOW)
+
+    assert lines[0] == "[live]"
+    assert "  lag               0:05:00" in lines
+    assert "  unconfirmed batch 1 rows, resolved by the next run" in lines
+    assert "    rows uploaded     4" in lines
+    assert document["lag_seconds"] == 300
+    assert document["unconfirmed_batch_rows"] == 1
+    assert document["last_run"] == last_run_summary(report(rows_uploaded=4))
+
+
+def test_status_without_any_checkpoint_says_so():
+    assert render_status([], NOW) == ["no checkpoint yet: the connector has not committed a run"]
