@@ -27,7 +27,7 @@ The classes, by where the error comes from (their messages say what to fix)::
     ├── SourceError                Microsoft Graph message trace
     │   ├── ServicePrincipalMissingError   PERMISSION: 401, app 8bd644d1-… not provisioned in the tenant
     │   ├── GraphPermissionError           PERMISSION: 403, ExchangeMessageTrace.Read.All not granted
-    │   ├── GraphRequestError              FATAL: another 4xx; the request itself was refused
+    │   ├── GraphRequestError              another 4xx (kind from the status): the request was refused
     │   ├── GraphUnavailableError          TRANSIENT: 429/5xx/timeouts/resets outlasted the retries
     │   ├── GraphThrottledError            (ends the run cleanly) the quota wait would cross the budget
     │   ├── GraphResponseError             FATAL: an answer that is not the documented shape
@@ -148,7 +148,7 @@ class GraphRequestError(SourceError):
     """Graph refused the request itself (a 4xx that a retry cannot fix)."""
 
     def __init__(self, status: int, url: str, detail: str) -> None:
-        super().__init__(f"Microsoft Graph answered {status} for {url}: {detail}")
+        super().__init__(f"Microsoft Graph answered {status} for {url}: {detail}", kind=kind_for_status(status))
         self.status = status
 
 

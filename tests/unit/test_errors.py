@@ -32,6 +32,7 @@ def test_each_kind_has_its_documented_exit_code():
         (errors.ServicePrincipalMissingError("x"), 3),
         (errors.GraphPermissionError("x"), 3),
         (errors.GraphRequestError(400, "u", "x"), 1),
+        (errors.GraphRequestError(404, "u", "x"), 2),
         (errors.GraphUnavailableError("x"), 6),
         (errors.PagingLoopError("u", 2), 1),
         (errors.SinkError("x", rows_failed=1, status=403), 3),
