@@ -148,7 +148,9 @@ class GraphRequestError(SourceError):
     """Graph refused the request itself (a 4xx that a retry cannot fix)."""
 
     def __init__(self, status: int, url: str, detail: str) -> None:
-        super().__init__(f"Microsoft Graph answered {status} for {url}: {detail}", kind=kind_for_status(status))
+        super().__init__(
+            f"Microsoft Graph answered {status} for {url}: {detail}", kind=kind_for_status(status)
+        )
         self.status = status
 
 

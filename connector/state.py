@@ -154,20 +154,19 @@ class FeedState:
     etag: str | None = None
 
     @classmethod
-    def start(cls, feed: str, stored: Checkpoint | None, etag: str | None) -> FeedState:
-        """State from a loaded checkpoint, or a new feed's."""
-        if stored is None:
-            return cls(progress=FeedProgress(feed=feed), ledger=DedupLedger(), etag=None)
+    def new(cls, feed: str) -> FeedState:
+        """The state of a feed that has no checkpoint yet (its first save must create one)."""
+        return cls(progress=FeedProgress(feed=feed), ledger=DedupLedger(), etag=None)
+
+    @classmethod
+    def resume(cls, stored: Checkpoint, etag: str) -> FeedState:
+        """The state of a loaded checkpoint, whose next save must match ``etag``."""
         return cls(progress=stored.progress, ledger=DedupLedger(stored.ledger), etag=etag)
 
     def apply(self, step: Committed, rules: CommitRules) -> None:
         """Commit ``step`` to progress and ledger."""
         self.progress, change = commit(self.progress, step, rules)
         self.ledger.apply(change)
-
-    def update(self, **changes: object) -> None:
-        """Replace progress fields that are not commits (coverage, range, intent, summary)."""
-        self.progress = replace(self.progress, **changes)  # type: ignore[arg-type]
 
     def checkpoint(self) -> Checkpoint:
         """The document to save now (a view of the ledger, not a copy)."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from connector.backfill import BackfillRange, backfill_stop, resume_window
@@ -132,7 +132,7 @@ class FeedSync:
             )
             self._note_plan(report, plan)
             if plan.window is not None and progress.coverage_start is None:
-                run.state.update(coverage_start=plan.window.start)
+                run.state.progress = replace(progress, coverage_start=plan.window.start)
             self._run_window(run, plan.window)
         except ConnectorError as err:
             report.fail(err)
@@ -148,7 +148,7 @@ class FeedSync:
             if run is None:
                 return report
             if run.state.progress.range_start is None:
-                run.state.update(range_start=start, range_end=end)
+                run.state.progress = replace(run.state.progress, range_start=start, range_end=end)
             plan = plan_backfill_window(
                 start=start, end=stop_before, now=report.started, settle_delay=self._policy.settle_delay
             )
@@ -166,9 +166,7 @@ class FeedSync:
     ) -> _Run | None:
         """Load the feed and settle a batch an earlier run left unconfirmed; None: the run defers."""
         stored = self._ports.store.load(feed)
-        state = FeedState.start(
-            feed, None if stored is None else stored.checkpoint, None if stored is None else stored.etag
-        )
+        state = FeedState.new(feed) if stored is None else FeedState.resume(stored.checkpoint, stored.etag)
         run = _Run(report=report, state=state, rules=self._policy.commit_rules(keep_lookback), lock=lock)
         report.high_water_mark_before = state.progress.high_water_mark
         pending = state.progress.pending_batch
@@ -290,7 +288,7 @@ class FeedSync:
             run.lock.check()
         # Intent first: if the process dies after the service took the batch but before the
         # commit below is saved, the next run finds this record and resolves it.
-        run.state.update(pending_batch=intent_for(batch, self._clock()))
+        run.state.progress = replace(run.state.progress, pending_batch=intent_for(batch, self._clock()))
         self._save(run)
         result = self._ports.sink.upload(batch.rows)
         accepted = tuple(tag for index, tag in enumerate(batch.tags) if index not in result.failed_indexes)
@@ -305,7 +303,7 @@ class FeedSync:
 
     def _save(self, run: _Run) -> None:
         state = run.state
-        state.update(updated=self._clock())
+        state.progress = replace(state.progress, updated=self._clock())
         state.etag = self._ports.store.save(state.checkpoint(), state.etag)
         run.report.checkpoint_saves += 1
         if len(state.ledger) > self._policy.ledger_warn_entries and not run.warned_ledger:
@@ -321,7 +319,7 @@ class FeedSync:
         report = run.report
         if report.finished is None:
             report.finished = self._clock()
-        run.state.update(last_run=last_run_summary(report))
+        run.state.progress = replace(run.state.progress, last_run=last_run_summary(report))
         try:
             self._save(run)
         except ConnectorError as err:

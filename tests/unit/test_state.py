@@ -90,7 +90,7 @@ class TestCommit:
 
 class TestFeedState:
     def test_applying_a_commit_changes_progress_and_ledger_in_place(self):
-        state = FeedState.start("live", None, None)
+        state = FeedState.new("live")
         state.ledger.decide("k1", T10, "Delivered")
 
         state.apply(Committed(accepted=(decision("k1", received_ms=int(T10.timestamp() * 1000)),)), RULES)
@@ -109,12 +109,12 @@ class TestFeedState:
 
         assert set(document.ledger) == {"k1", "k2"}
 
-    def test_start_takes_a_stored_checkpoint_and_its_etag(self):
+    def test_resume_takes_a_stored_checkpoint_and_its_etag(self):
         stored = Checkpoint(
             progress=FeedProgress(feed="live", high_water_mark=T10), ledger={"k": LedgerEntry(1, "A", 0)}
         )
 
-        state = FeedState.start("live", stored, '"etag-1"')
+        state = FeedState.resume(stored, '"etag-1"')
 
         assert state.progress.high_water_mark == T10
         assert len(state.ledger) == 1
