@@ -288,7 +288,7 @@ class IngestionServer(SimulatedHttpServer):
         if self.on_accepted is not None:
             # e.g. kill the client now: the service has the rows, the client never hears 204
             self.on_accepted(batch)
-        return Response.empty(204)
+        return Response(204)
 
     def _check_record(self, index: int, record: Any) -> None:
         if not isinstance(record, dict):
