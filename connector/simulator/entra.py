@@ -42,7 +42,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -80,6 +80,10 @@ class Claims:
     appid: str
     roles: tuple[str, ...]
     raw: Mapping[str, Any]
+
+
+# EntraServer.validate_bearer, as the resource servers receive it.
+TokenValidator = Callable[[str | None, str], Claims | str]
 
 
 def normalise_audience(audience: str) -> str:

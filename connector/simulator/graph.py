@@ -58,12 +58,12 @@ from .entra import (
     REASON_MISSING,
     REASON_NOT_YET_VALID,
     Claims,
+    TokenValidator,
 )
 from .entra import REASON_WRONG_AUDIENCE as _WRONG_AUDIENCE
 from .http import Request, Response, SimulatedHttpServer
 
 StatusCase = Literal["camel", "pascal", "mixed"]
-TokenValidator = Callable[[str | None, str], Claims | str]
 Clock = Callable[[], datetime]
 
 TRANSPORT_DATA_PLATFORM_APP_ID = "8bd644d1-64a1-4d4b-ae52-2e0cbf64e373"
