@@ -75,7 +75,6 @@ REASON_WRONG_ISSUER = "wrong_issuer"
 class Claims:
     """The claims of a validated simulator access token (``raw`` holds them all)."""
 
-    aud: str
     tid: str
     appid: str
     roles: tuple[str, ...]
@@ -304,9 +303,7 @@ class EntraServer(SimulatedHttpServer):
         if normalise_audience(str(raw.get("aud", ""))) != normalise_audience(expected_audience):
             return REASON_WRONG_AUDIENCE
         roles = tuple(str(r) for r in raw.get("roles", []))
-        return Claims(
-            aud=str(raw["aud"]), tid=str(raw["tid"]), appid=str(raw.get("appid", "")), roles=roles, raw=raw
-        )
+        return Claims(tid=str(raw["tid"]), appid=str(raw.get("appid", "")), roles=roles, raw=raw)
 
     # --------------------------------------------------------------- routes
     def _openid_configuration(self, request: Request) -> Response:
