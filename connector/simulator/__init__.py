@@ -1,10 +1,20 @@
-"""Local simulator of Entra ID, Microsoft Graph message trace and Logs Ingestion.
+"""Local simulator of the Microsoft services the connector talks to.
 
-Why: the connector's tests must run the real msal, azure-identity and
-azure-monitor-ingestion code without touching the network. :class:`Simulator`
-starts the three services (plus an App Service managed identity endpoint) on
-``127.0.0.1`` with real TLS from a throw-away CA, shares one data clock
-between them, and hands out the environment the connector reads.
+Why: the connector's tests and demo must run the real msal, azure-identity,
+azure-core, azure-monitor-ingestion/-query and requests code without touching
+the network. :class:`Simulator` starts, on ``127.0.0.1`` with real TLS from a
+throw-away CA and one shared data clock:
+
+* ``entra``: Entra ID v2.0 discovery and client-credentials token endpoint
+  (:mod:`.entra`), plus ``managed_identity``, the App Service identity
+  endpoint (plain HTTP);
+* ``graph``: Graph ``/v1.0/admin/exchange/tracing/messageTraces`` (:mod:`.graph`);
+* ``ingestion``: the Logs Ingestion API for one DCR and stream (:mod:`.ingestion`);
+* ``logs_query``: the Log Analytics query API over the ingested rows (:mod:`.logs_query`);
+
+and hands out the environment the connector reads. Every server has the fault
+injection, ``on_request`` hook and request log of :mod:`.http`.
+:mod:`.traffic` generates realistic rows; :mod:`.azurite` starts Azurite for blob state.
 
 Example::
 
@@ -27,43 +37,23 @@ from typing import Literal
 
 from connector.schema import TableSchema, load_table_schema
 
-from .entra import (
-    GRAPH_RESOURCE,
-    MONITOR_RESOURCE,
-    Claims,
-    EntraServer,
-    ManagedIdentity,
-    ManagedIdentityServer,
-    RegisteredApp,
-)
-from .graph import GraphServer, MessageTraceStore, SlidingWindowQuota, StatusCase, StatusChange
-from .http import Fault, Request, RequestRecord, Response, SimulatedHttpServer
-from .ingestion import IngestedBatch, IngestionServer
+from .entra import GRAPH_RESOURCE, MONITOR_RESOURCE, Claims, EntraServer, ManagedIdentityServer
+from .graph import GraphServer, MessageTraceStore, StatusCase
+from .http import Request, Response, SimulatedHttpServer
+from .ingestion import IngestionServer
 from .logs_query import LogsQueryServer
 from .tls import ClientCertificate, TestCertificateAuthority
 from .traffic import generate_traffic, plan_status_changes, realistic_visibility
 
+# What tests, scripts and the demo import from the package; the rest is in the submodules.
 __all__ = [
     "Claims",
-    "ClientCertificate",
-    "EntraServer",
-    "Fault",
-    "GraphServer",
-    "IngestedBatch",
-    "IngestionServer",
-    "LogsQueryServer",
-    "ManagedIdentity",
-    "ManagedIdentityServer",
     "ManualClock",
     "MessageTraceStore",
-    "RegisteredApp",
     "Request",
-    "RequestRecord",
     "Response",
     "SimulatedHttpServer",
     "Simulator",
-    "SlidingWindowQuota",
-    "StatusChange",
     "TestCertificateAuthority",
     "generate_traffic",
     "plan_status_changes",
@@ -120,7 +110,7 @@ def _real_clock() -> datetime:
 
 
 class Simulator:
-    """Entra (HTTPS), managed identity (HTTP), Graph (HTTPS) and ingestion (HTTPS).
+    """Entra (HTTPS), managed identity (HTTP), Graph, ingestion and logs query (HTTPS).
 
     Args:
         clock: the data clock (aware UTC); default real time. Settable later
@@ -132,11 +122,12 @@ class Simulator:
         publication_delay: default delay before added Graph rows become visible.
 
     Attributes:
-        ca, entra, managed_identity, graph, ingestion: the parts.
+        ca, entra, managed_identity, graph, ingestion, logs_query: the parts.
         client_id, client_secret: the confidential app (secret credential).
         cert_client_id, client_certificate: an app using a certificate.
         managed_identity_client_id: the system-assigned managed identity.
         dcr_immutable_id, stream_name, schema: the ingestion target.
+        workspace_id: the workspace the logs query API answers for.
     """
 
     def __init__(
@@ -180,7 +171,7 @@ class Simulator:
                 publication_delay=publication_delay,
             )
             self.ingestion = IngestionServer(
-                context, self.entra.validate_bearer, self.dcr_immutable_id, self.stream_name
+                context, self.entra.validate_bearer, self.dcr_immutable_id, self.schema
             )
             self.workspace_id = str(uuid.uuid4())
             self.logs_query = LogsQueryServer(

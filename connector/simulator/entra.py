@@ -6,15 +6,17 @@ assertions, cache tokens and parse error bodies. A fake that speaks the same
 wire protocol lets the tests prove that tokens are requested, cached and
 refreshed the way they would be against ``login.microsoftonline.com``.
 
-What it serves (over HTTPS):
+What :class:`EntraServer` serves (over HTTPS), only the v2.0 endpoints those
+libraries call:
 
-* ``GET /{tenant}/v2.0/.well-known/openid-configuration`` (what msal asks
-  when ``instance_discovery=False``) and the v1 ``/{tenant}/.well-known/...``.
-* ``POST /{tenant}/oauth2/v2.0/token`` (and v1 ``/oauth2/token``) for the
-  ``client_credentials`` grant with ``client_secret`` (form or HTTP Basic) or a
-  ``client_assertion`` JWT signed by a registered certificate (RS256 with
-  ``x5t`` as azure-identity sends it, or PS256 with ``x5t#S256`` as msal sends
-  it when given ``public_certificate``).
+* ``GET /{tenant}/v2.0/.well-known/openid-configuration``: the tenant discovery
+  msal does when ``instance_discovery=False`` (the keys msal reads; unknown
+  tenants get AADSTS90002).
+* ``POST /{tenant}/oauth2/v2.0/token`` for the ``client_credentials`` grant with
+  ``client_secret`` (form or HTTP Basic) or a ``client_assertion`` JWT signed by
+  a registered certificate (RS256 with ``x5t`` as azure-identity sends it, or
+  PS256 with ``x5t#S256`` as msal sends it when given ``public_certificate``).
+  An expired secret gets AADSTS7000222.
 * Errors in Entra's shape (``error``, ``error_description`` with the AADSTS
   code, ``error_codes``, ``timestamp``, ``trace_id``, ``correlation_id``).
 
@@ -22,8 +24,9 @@ What it serves (over HTTPS):
 like the App Service / Functions identity endpoint (``IDENTITY_ENDPOINT`` +
 ``X-IDENTITY-HEADER``, api-version 2019-08-01).
 
-Access tokens are real JWTs signed HS256 with a per-simulator secret. They use
-wall-clock time (``time.time``), not the simulator's data clock, because msal
+Access tokens are real JWTs signed HS256 with a per-simulator secret, checked
+by :meth:`EntraServer.validate_bearer` for Graph, ingestion and logs query. They
+use wall-clock time (``time.time``), not the simulator's data clock, because msal
 caches tokens by wall-clock ``expires_in``: advancing the simulated clock to
 fetch "tomorrow's" traces must not silently expire every cached token. To
 test expiry use a short ``token_lifetime`` or :meth:`EntraServer.expire_all_tokens`.
@@ -33,14 +36,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import secrets
 import ssl
 import threading
 import time
 import urllib.parse
 import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,6 +59,7 @@ MONITOR_RESOURCE = "https://monitor.azure.com"
 MESSAGE_TRACE_ROLE = "ExchangeMessageTrace.Read.All"
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_CLOCK_SKEW_SECONDS = 300
+NO_CACHE = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
 
 # Reasons returned by validate_bearer (a str result means "rejected").
 REASON_MISSING = "missing"
@@ -71,73 +73,16 @@ REASON_WRONG_ISSUER = "wrong_issuer"
 
 @dataclass(frozen=True, slots=True)
 class Claims:
-    """The claims of a validated simulator access token."""
+    """The claims of a validated simulator access token (``raw`` holds them all)."""
 
-    aud: str
     tid: str
     appid: str
-    oid: str
-    iat: int
-    exp: int
     roles: tuple[str, ...]
     raw: Mapping[str, Any]
 
 
-@dataclass(slots=True)
-class RegisteredApp:
-    """An app registration + its service principal in the simulated tenant.
-
-    Attributes:
-        client_id: application (client) id.
-        secret: client secret value, or ``None`` for certificate-only apps.
-        secret_expired: answer AADSTS7000222 for the (correct) secret.
-        certificates: registered public certificates (PEM), keyed by SHA-1
-            thumbprint (upper-case hex) by :meth:`EntraServer.register_app`.
-        object_id: the service principal's object id (``oid`` claim).
-        roles: app roles granted, by resource (``roles`` claim).
-        display_name: for error messages.
-    """
-
-    client_id: str
-    secret: str | None = None
-    secret_expired: bool = False
-    certificates: dict[str, bytes] = field(default_factory=dict)
-    object_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    roles: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    display_name: str = "message-trace-connector"
-
-
-@dataclass(slots=True)
-class ManagedIdentity:
-    """A managed identity the App Service endpoint can issue tokens for."""
-
-    client_id: str
-    object_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    user_assigned: bool = False
-    roles: dict[str, tuple[str, ...]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class TokenRequestRecord:
-    """One call to the token endpoint, secrets removed (for assertions)."""
-
-    client_id: str
-    grant_type: str
-    scope: str
-    credential: str  # "secret", "assertion", "none"
-    status: int
-    error_code: int | None
-    form_keys: tuple[str, ...]
-    headers: Mapping[str, str]
-    time: float
-
-
-def resource_from_scope(scope: str) -> str:
-    """``https://graph.microsoft.com/.default`` -> ``https://graph.microsoft.com``."""
-    value = scope.strip()
-    if value.endswith("/.default"):
-        value = value[: -len("/.default")]
-    return value
+# EntraServer.validate_bearer, as the resource servers receive it.
+TokenValidator = Callable[[str | None, str], Claims | str]
 
 
 def normalise_audience(audience: str) -> str:
@@ -150,46 +95,71 @@ def default_roles() -> dict[str, tuple[str, ...]]:
     return {normalise_audience(GRAPH_RESOURCE): (MESSAGE_TRACE_ROLE,)}
 
 
+@dataclass(slots=True)
+class RegisteredApp:
+    """An app registration + its service principal in the simulated tenant.
+
+    Attributes:
+        client_id: application (client) id.
+        secret: client secret value, or ``None`` for certificate-only apps.
+        secret_expired: answer AADSTS7000222 for the (correct) secret.
+        certificates: registered public certificates.
+        object_id: the service principal's object id (``oid`` claim).
+        roles: app roles granted, by normalised resource (``roles`` claim).
+    """
+
+    client_id: str
+    secret: str | None = None
+    secret_expired: bool = False
+    certificates: list[x509.Certificate] = field(default_factory=list)
+    object_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    roles: dict[str, tuple[str, ...]] = field(default_factory=default_roles)
+
+
+@dataclass(slots=True)
+class ManagedIdentity:
+    """A managed identity the App Service endpoint can issue tokens for."""
+
+    client_id: str
+    object_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    roles: dict[str, tuple[str, ...]] = field(default_factory=default_roles)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRequestRecord:
+    """One call to the token endpoint, secrets removed (for assertions)."""
+
+    client_id: str
+    grant_type: str
+    scope: str
+    credential: str  # "secret", "assertion", "none"
+    status: int
+
+
 class EntraServer(SimulatedHttpServer):
     """Fake ``login.microsoftonline.com`` for one tenant.
 
     Args:
         ssl_context: server TLS context (from :class:`TestCertificateAuthority`).
-        tenant_id: the tenant GUID; ``tenant_domains`` are accepted as aliases.
+        tenant_id: the tenant GUID.
         token_lifetime: access token lifetime in seconds (``expires_in``).
-        tenant_domains: verified domains usable in the authority URL.
-        now: wall-clock time source for tokens (seconds since the epoch).
     """
 
     def __init__(
-        self,
-        ssl_context: ssl.SSLContext | None,
-        tenant_id: str,
-        *,
-        token_lifetime: int = 3600,
-        tenant_domains: tuple[str, ...] = ("contoso.onmicrosoft.com",),
-        now: Callable[[], float] = time.time,
+        self, ssl_context: ssl.SSLContext | None, tenant_id: str, *, token_lifetime: int = 3600
     ) -> None:
         super().__init__("entra", ssl_context)
         self.tenant_id = tenant_id
-        self.tenant_domains = tenant_domains
         self.token_lifetime = token_lifetime
-        self._now = now
         self._signing_key = secrets.token_bytes(32)
-        self._key_id = secrets.token_hex(8)
         self._apps: dict[str, RegisteredApp] = {}
         self._managed_identities: dict[str, ManagedIdentity] = {}
         self._generation = 0
-        self._token_requests: Counter[str] = Counter()
-        self._tokens_issued: Counter[str] = Counter()
         self._token_log: list[TokenRequestRecord] = []
         self._state_lock = threading.Lock()
         tenant = r"(?P<tenant>[^/]+)"
-        self.route("GET", rf"/{tenant}/v2\.0/\.well-known/openid-configuration", self._openid_v2)
-        self.route("GET", rf"/{tenant}/\.well-known/openid-configuration", self._openid_v1)
-        self.route("GET", rf"/{tenant}/discovery/(?:v2\.0/)?keys", self._keys)
-        self.route("POST", rf"/{tenant}/oauth2/v2\.0/token", self._token_v2)
-        self.route("POST", rf"/{tenant}/oauth2/token", self._token_v1)
+        self.route("GET", rf"/{tenant}/v2\.0/\.well-known/openid-configuration", self._openid_configuration)
+        self.route("POST", rf"/{tenant}/oauth2/v2\.0/token", self._token)
 
     # ----------------------------------------------------------- configuration
     def register_app(
@@ -199,70 +169,33 @@ class EntraServer(SimulatedHttpServer):
         secret: str | None = None,
         certificate_pem: bytes | None = None,
         secret_expired: bool = False,
-        roles: Mapping[str, tuple[str, ...]] | None = None,
-        display_name: str = "message-trace-connector",
     ) -> RegisteredApp:
-        """Register (or replace) a confidential client app.
-
-        Args:
-            client_id: application id; a random GUID if omitted.
-            secret: accepted client secret.
-            certificate_pem: a public certificate accepted for client assertions.
-            secret_expired: reject the secret with AADSTS7000222.
-            roles: app roles per resource; default: the message trace role on Graph.
-            display_name: shown in error messages.
-        """
-        app = RegisteredApp(
-            client_id=client_id or str(uuid.uuid4()),
-            secret=secret,
-            secret_expired=secret_expired,
-            roles={normalise_audience(k): tuple(v) for k, v in (roles or default_roles()).items()},
-            display_name=display_name,
-        )
+        """Register (or replace) a confidential client app with the message trace role on Graph."""
+        app = RegisteredApp(client_id or str(uuid.uuid4()), secret=secret, secret_expired=secret_expired)
         if certificate_pem is not None:
-            self.add_certificate(app, certificate_pem)
+            app.certificates.append(x509.load_pem_x509_certificate(certificate_pem))
         with self._state_lock:
             self._apps[app.client_id] = app
         return app
-
-    def add_certificate(self, app: RegisteredApp, certificate_pem: bytes) -> str:
-        """Register another certificate on ``app``; returns its SHA-1 thumbprint."""
-        cert = x509.load_pem_x509_certificate(certificate_pem)
-        thumbprint = cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - x5t is SHA-1 by spec
-        app.certificates[thumbprint] = certificate_pem
-        return thumbprint
 
     def app(self, client_id: str) -> RegisteredApp:
         """The registered app ``client_id`` (KeyError if unknown)."""
         with self._state_lock:
             return self._apps[client_id]
 
-    def register_managed_identity(
-        self,
-        client_id: str | None = None,
-        *,
-        user_assigned: bool = False,
-        roles: Mapping[str, tuple[str, ...]] | None = None,
-    ) -> ManagedIdentity:
-        """Register a managed identity (the first system-assigned one is the default)."""
-        identity = ManagedIdentity(
-            client_id=client_id or str(uuid.uuid4()),
-            user_assigned=user_assigned,
-            roles={normalise_audience(k): tuple(v) for k, v in (roles or default_roles()).items()},
-        )
+    def register_managed_identity(self, client_id: str | None = None) -> ManagedIdentity:
+        """Register a managed identity; the first one is the system-assigned default."""
+        identity = ManagedIdentity(client_id or str(uuid.uuid4()))
         with self._state_lock:
             self._managed_identities[identity.client_id] = identity
         return identity
 
     def managed_identity(self, client_id: str | None = None) -> ManagedIdentity | None:
-        """Look up a user-assigned identity by client id, or the system-assigned one."""
+        """Look up an identity by client id, or the system-assigned default."""
         with self._state_lock:
             if client_id is not None:
                 return self._managed_identities.get(client_id)
-            for identity in self._managed_identities.values():
-                if not identity.user_assigned:
-                    return identity
-        return None
+            return next(iter(self._managed_identities.values()), None)
 
     def expire_all_tokens(self) -> None:
         """Make every token issued so far fail validation with reason ``expired``.
@@ -273,36 +206,20 @@ class EntraServer(SimulatedHttpServer):
         with self._state_lock:
             self._generation += 1
 
-    def wall_time(self) -> float:
-        """The token clock (seconds since the epoch); ``time.time`` by default."""
-        return self._now()
-
     # ------------------------------------------------------------- inspection
-    def token_request_count(self, client_id: str | None = None) -> int:
-        """Token endpoint calls (any outcome), for one client or all."""
-        with self._state_lock:
-            if client_id is None:
-                return sum(self._token_requests.values())
-            return self._token_requests[client_id]
-
-    def tokens_issued(self, client_id: str | None = None) -> int:
-        """Access tokens issued (token endpoint and managed identity)."""
-        with self._state_lock:
-            if client_id is None:
-                return sum(self._tokens_issued.values())
-            return self._tokens_issued[client_id]
-
     def token_requests(self) -> list[TokenRequestRecord]:
         """Every token endpoint call, oldest first (secrets never stored)."""
         with self._state_lock:
             return list(self._token_log)
 
+    def token_request_count(self, client_id: str | None = None) -> int:
+        """Token endpoint calls (any outcome), for one client or all."""
+        return sum(1 for r in self.token_requests() if client_id in (None, r.client_id))
+
     def reset(self) -> None:
-        """Clear logs, faults and counters (apps and keys stay registered)."""
+        """Clear logs and faults (apps and keys stay registered)."""
         super().reset()
         with self._state_lock:
-            self._token_requests.clear()
-            self._tokens_issued.clear()
             self._token_log.clear()
 
     # ----------------------------------------------------------------- tokens
@@ -326,34 +243,26 @@ class EntraServer(SimulatedHttpServer):
         Tests may call this directly to talk to Graph/ingestion without msal.
         """
         life = self.token_lifetime if lifetime is None else lifetime
-        now = int(self._now())
+        now = int(time.time())
         with self._state_lock:
             generation = self._generation
-            self._tokens_issued[client_id] += 1
         claims: dict[str, Any] = {
             "aud": resource,
             "iss": self.issuer,
             "iat": now,
             "nbf": now,
             "exp": now + life,
-            "aio": secrets.token_urlsafe(24),
-            "app_displayname": "message-trace-connector",
             "appid": client_id,
             "appidacr": appidacr,
-            "azp": client_id,
-            "idp": self.issuer,
             "idtyp": "app",
             "oid": object_id or client_id,
-            "rh": "0.AAAA" + secrets.token_urlsafe(16),
             "roles": list(roles),
             "sub": object_id or client_id,
             "tid": self.tenant_id,
-            "uti": secrets.token_urlsafe(16),
             "ver": "1.0",
             "xms_sim_gen": generation,
         }
-        token = jwt.encode(claims, self._signing_key, algorithm="HS256", headers={"kid": self._key_id})
-        return token, life
+        return jwt.encode(claims, self._signing_key, algorithm="HS256"), life
 
     def validate_bearer(self, authorization: str | None, expected_audience: str) -> Claims | str:
         """Validate an ``Authorization`` header value for a resource.
@@ -379,7 +288,7 @@ class EntraServer(SimulatedHttpServer):
             return REASON_BAD_SIGNATURE
         except jwt.PyJWTError:
             return REASON_MALFORMED
-        now = self._now()
+        now = time.time()
         with self._state_lock:
             generation = self._generation
         if raw.get("iss") != self.issuer or raw.get("tid") != self.tenant_id:
@@ -393,103 +302,34 @@ class EntraServer(SimulatedHttpServer):
             return REASON_NOT_YET_VALID
         if normalise_audience(str(raw.get("aud", ""))) != normalise_audience(expected_audience):
             return REASON_WRONG_AUDIENCE
-        return Claims(
-            aud=str(raw["aud"]),
-            tid=str(raw["tid"]),
-            appid=str(raw.get("appid", "")),
-            oid=str(raw.get("oid", "")),
-            iat=int(raw.get("iat", 0)),
-            exp=exp,
-            roles=tuple(str(r) for r in raw.get("roles", [])),
-            raw=raw,
-        )
+        roles = tuple(str(r) for r in raw.get("roles", []))
+        return Claims(tid=str(raw["tid"]), appid=str(raw.get("appid", "")), roles=roles, raw=raw)
 
     # --------------------------------------------------------------- routes
-    def _known_tenant(self, tenant: str) -> bool:
-        lowered = tenant.lower()
-        return lowered == self.tenant_id.lower() or lowered in (d.lower() for d in self.tenant_domains)
-
-    def _openid_v2(self, request: Request) -> Response:
-        tenant = request.params["tenant"]
-        if not self._known_tenant(tenant):
-            return self._tenant_not_found(tenant)
-        base, tid = self.url, self.tenant_id
+    def _openid_configuration(self, request: Request) -> Response:
+        """The part of the v2.0 discovery document msal reads."""
+        problem = self._check_tenant(request.params["tenant"])
+        if problem is not None:
+            return problem
+        base = f"{self.url}/{self.tenant_id}"
         return Response.json(
             200,
             {
-                "token_endpoint": f"{base}/{tid}/oauth2/v2.0/token",
-                "token_endpoint_auth_methods_supported": [
-                    "client_secret_post",
-                    "private_key_jwt",
-                    "client_secret_basic",
-                ],
-                "jwks_uri": f"{base}/{tid}/discovery/v2.0/keys",
-                "response_modes_supported": ["query", "fragment", "form_post"],
-                "subject_types_supported": ["pairwise"],
-                "id_token_signing_alg_values_supported": ["RS256"],
-                "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
-                "scopes_supported": ["openid", "profile", "email", "offline_access"],
-                "issuer": f"{base}/{tid}/v2.0",
-                "request_uri_parameter_supported": False,
-                "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
-                "authorization_endpoint": f"{base}/{tid}/oauth2/v2.0/authorize",
-                "device_authorization_endpoint": f"{base}/{tid}/oauth2/v2.0/devicecode",
-                "http_logout_supported": True,
-                "frontchannel_logout_supported": True,
-                "end_session_endpoint": f"{base}/{tid}/oauth2/v2.0/logout",
-                "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nonce", "tid", "ver", "oid"],
-                "kerberos_endpoint": f"{base}/{tid}/kerberos",
-                "tenant_region_scope": "EU",
-                "cloud_instance_name": "microsoftonline.com",
-                "cloud_graph_host_name": "graph.windows.net",
-                "msgraph_host": "graph.microsoft.com",
-                "rbac_url": "https://pas.windows.net",
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "issuer": f"{base}/v2.0",
             },
         )
 
-    def _openid_v1(self, request: Request) -> Response:
-        tenant = request.params["tenant"]
-        if not self._known_tenant(tenant):
-            return self._tenant_not_found(tenant)
-        base, tid = self.url, self.tenant_id
-        return Response.json(
-            200,
-            {
-                "token_endpoint": f"{base}/{tid}/oauth2/token",
-                "token_endpoint_auth_methods_supported": [
-                    "client_secret_post",
-                    "private_key_jwt",
-                    "client_secret_basic",
-                ],
-                "jwks_uri": f"{base}/common/discovery/keys",
-                "response_modes_supported": ["query", "fragment", "form_post"],
-                "subject_types_supported": ["pairwise"],
-                "id_token_signing_alg_values_supported": ["RS256"],
-                "response_types_supported": ["code", "id_token", "code id_token", "token id_token", "token"],
-                "scopes_supported": ["openid"],
-                "issuer": self.issuer,
-                "authorization_endpoint": f"{base}/{tid}/oauth2/authorize",
-                "device_authorization_endpoint": f"{base}/{tid}/oauth2/devicecode",
-                "end_session_endpoint": f"{base}/{tid}/oauth2/logout",
-                "tenant_region_scope": "EU",
-                "cloud_instance_name": "microsoftonline.com",
-                "cloud_graph_host_name": "graph.windows.net",
-                "msgraph_host": "graph.microsoft.com",
-            },
-        )
-
-    def _keys(self, request: Request) -> Response:
-        # Access tokens are HS256 with a private secret; there is no public key to publish.
-        return Response.json(200, {"keys": []})
-
-    def _tenant_not_found(self, tenant: str) -> Response:
+    def _check_tenant(self, tenant: str) -> Response | None:
+        if tenant.lower() == self.tenant_id.lower():
+            return None
         return self._error(
             400,
             "invalid_tenant",
             90002,
             f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing "
-            "into the correct cloud. Check with your subscription administrator, this may happen if there are "
-            "no active subscriptions for the tenant.",
+            "into the correct cloud.",
         )
 
     def _error(self, status: int, error: str, code: int, description: str) -> Response:
@@ -507,96 +347,49 @@ class EntraServer(SimulatedHttpServer):
                 "correlation_id": correlation_id,
                 "error_uri": f"{self.url}/error?code={code}",
             },
-            headers={"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"},
+            headers=NO_CACHE,
         )
 
-    def _token_v2(self, request: Request) -> Response:
-        return self._token(request, v1=False)
-
-    def _token_v1(self, request: Request) -> Response:
-        return self._token(request, v1=True)
-
-    def _token(self, request: Request, *, v1: bool) -> Response:
-        form = {
-            k: v
-            for k, v in urllib.parse.parse_qsl(
-                request.body.decode("utf-8", "replace"), keep_blank_values=True
-            )
-        }
+    def _token(self, request: Request) -> Response:
+        form = dict(urllib.parse.parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True))
         basic_id, basic_secret = _basic_auth(request.header("authorization"))
-        client_id = form.get("client_id") or basic_id or ""
-        scope = form.get("resource", "") if v1 else form.get("scope", "")
+        form.setdefault("client_id", basic_id or "")
         secret = form.get("client_secret") or basic_secret
-        credential = "assertion" if form.get("client_assertion") else ("secret" if secret else "none")
-        response = self._token_response(request, form, client_id, scope, secret, v1=v1)
-        error_code: int | None = None
-        if response.status != 200:
-            try:
-                codes = json.loads(response.body).get("error_codes") or [None]
-                error_code = codes[0]
-            except ValueError:
-                error_code = None
+        response = self._token_response(request, form, secret)
         record = TokenRequestRecord(
-            client_id=client_id,
+            client_id=form["client_id"],
             grant_type=form.get("grant_type", ""),
-            scope=scope,
-            credential=credential,
+            scope=form.get("scope", ""),
+            credential="assertion" if form.get("client_assertion") else ("secret" if secret else "none"),
             status=response.status,
-            error_code=error_code,
-            form_keys=tuple(sorted(form)),
-            headers={k: v for k, v in request.headers.items() if k not in ("authorization", "cookie")},
-            time=time.monotonic(),
         )
         with self._state_lock:
-            self._token_requests[client_id] += 1
             self._token_log.append(record)
         return response
 
-    def _token_response(
-        self,
-        request: Request,
-        form: Mapping[str, str],
-        client_id: str,
-        scope: str,
-        secret: str | None,
-        *,
-        v1: bool,
-    ) -> Response:
+    def _token_response(self, request: Request, form: Mapping[str, str], secret: str | None) -> Response:
         tenant = request.params["tenant"]
-        if not self._known_tenant(tenant):
-            return self._tenant_not_found(tenant)
+        problem = self._check_tenant(tenant)
+        if problem is not None:
+            return problem
         grant_type = form.get("grant_type", "")
-        if not grant_type:
-            return self._error(
-                400,
-                "invalid_request",
-                900144,
-                "The request body must contain the following parameter: 'grant_type'.",
-            )
-        if grant_type != "client_credentials":
+        if grant_type and grant_type != "client_credentials":
             return self._error(
                 400,
                 "unsupported_grant_type",
                 70003,
                 f"The app requested an unsupported grant type '{grant_type}'.",
             )
-        if not client_id:
-            return self._error(
-                400,
-                "invalid_request",
-                900144,
-                "The request body must contain the following parameter: 'client_id'.",
-            )
-        param = "resource" if v1 else "scope"
-        if not scope:
-            return self._error(
-                400,
-                "invalid_request",
-                900144,
-                f"The request body must contain the following parameter: '{param}'.",
-            )
-        resource = scope if v1 else resource_from_scope(scope)
-        if not v1 and (" " in scope.strip() or not scope.strip().endswith("/.default")):
+        for name in ("grant_type", "client_id", "scope"):
+            if not form.get(name):
+                return self._error(
+                    400,
+                    "invalid_request",
+                    900144,
+                    f"The request body must contain the following parameter: '{name}'.",
+                )
+        client_id, scope = form["client_id"], form["scope"].strip()
+        if " " in scope or not scope.endswith("/.default"):
             return self._error(
                 400,
                 "invalid_scope",
@@ -616,7 +409,7 @@ class EntraServer(SimulatedHttpServer):
                 "to by any user in the tenant. You may have sent your authentication request to the wrong tenant.",
             )
         if form.get("client_assertion"):
-            problem = self._check_assertion(app, form, request)
+            problem = self._check_assertion(app, form)
             if problem is not None:
                 return problem
             appidacr = "2"
@@ -646,34 +439,16 @@ class EntraServer(SimulatedHttpServer):
                 7000218,
                 "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
             )
+        resource = scope.removesuffix("/.default")
         roles = app.roles.get(normalise_audience(resource), ())
         token, life = self.issue_token(
             client_id, resource, object_id=app.object_id, roles=roles, appidacr=appidacr
         )
-        body: dict[str, Any] = {
-            "token_type": "Bearer",
-            "expires_in": life,
-            "ext_expires_in": life,
-            "access_token": token,
-        }
-        if v1:
-            now = int(self._now())
-            body = {
-                "token_type": "Bearer",
-                "expires_in": str(life),
-                "ext_expires_in": str(life),
-                "expires_on": str(now + life),
-                "not_before": str(now),
-                "resource": resource,
-                "access_token": token,
-            }
-        return Response.json(200, body, headers={"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"})
+        body = {"token_type": "Bearer", "expires_in": life, "ext_expires_in": life, "access_token": token}
+        return Response.json(200, body, headers=NO_CACHE)
 
-    def _check_assertion(
-        self, app: RegisteredApp, form: Mapping[str, str], request: Request
-    ) -> Response | None:
-        assertion_type = form.get("client_assertion_type", "")
-        if assertion_type != CLIENT_ASSERTION_TYPE:
+    def _check_assertion(self, app: RegisteredApp, form: Mapping[str, str]) -> Response | None:
+        if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
             return self._error(
                 400,
                 "invalid_request",
@@ -685,16 +460,25 @@ class EntraServer(SimulatedHttpServer):
             header = jwt.get_unverified_header(assertion)
         except jwt.PyJWTError:
             return self._error(401, "invalid_client", 50027, "JWT token is invalid or malformed.")
-        cert_pem, thumb_text = self._find_certificate(app, header)
-        if cert_pem is None:
+        x5t, x5t256 = header.get("x5t"), header.get("x5t#S256")
+        certificate = next(
+            (
+                cert
+                for cert in app.certificates
+                if _b64url_equals(x5t, cert.fingerprint(hashes.SHA1()))  # noqa: S303 - x5t is SHA-1 by spec
+                or _b64url_equals(x5t256, cert.fingerprint(hashes.SHA256()))
+            ),
+            None,
+        )
+        if certificate is None:
             return self._error(
                 401,
                 "invalid_client",
                 700027,
                 "The certificate with identifier used to sign the client assertion is not registered on application. "
-                f"[Reason - The key was not found., Thumbprint of key used by client: '{thumb_text}']",
+                f"[Reason - The key was not found., Thumbprint of key used by client: '{x5t or x5t256 or ''}']",
             )
-        public_key = x509.load_pem_x509_certificate(cert_pem).public_key()
+        public_key = certificate.public_key()
         if not isinstance(public_key, RSAPublicKey):
             return self._error(401, "invalid_client", 50027, "JWT token is invalid or malformed.")
         try:
@@ -720,17 +504,18 @@ class EntraServer(SimulatedHttpServer):
                 700021,
                 "Client assertion application identifier doesn't match 'client_id' parameter.",
             )
+        # msal and azure-identity sign for the token endpoint from the discovery document.
+        token_endpoint = normalise_audience(f"{self.url}/{self.tenant_id}/oauth2/v2.0/token")
         audience = claims.get("aud")
         audiences = audience if isinstance(audience, list) else [audience]
-        accepted = {a.lower() for a in self._accepted_assertion_audiences(request.params["tenant"])}
-        if not any(isinstance(a, str) and a.rstrip("/").lower() in accepted for a in audiences):
+        if not any(isinstance(a, str) and normalise_audience(a) == token_endpoint for a in audiences):
             return self._error(
                 401,
                 "invalid_client",
                 700212,
                 f"The audience '{audience}' of the client assertion is not valid for this token endpoint.",
             )
-        now = self._now()
+        now = time.time()
         exp, nbf = claims.get("exp"), claims.get("nbf", claims.get("iat"))
         if (
             not isinstance(exp, int | float)
@@ -742,39 +527,19 @@ class EntraServer(SimulatedHttpServer):
             )
         return None
 
-    def _find_certificate(self, app: RegisteredApp, header: Mapping[str, Any]) -> tuple[bytes | None, str]:
-        x5t, x5t256 = header.get("x5t"), header.get("x5t#S256")
-        for thumbprint, pem in app.certificates.items():
-            cert = x509.load_pem_x509_certificate(pem)
-            sha1 = cert.fingerprint(hashes.SHA1())  # noqa: S303 - x5t is SHA-1 by spec
-            sha256 = cert.fingerprint(hashes.SHA256())
-            if isinstance(x5t, str) and _b64url_equals(x5t, sha1):
-                return pem, thumbprint
-            if isinstance(x5t256, str) and _b64url_equals(x5t256, sha256):
-                return pem, thumbprint
-        shown = x5t if isinstance(x5t, str) else (x5t256 if isinstance(x5t256, str) else "")
-        return None, shown
 
-    def _accepted_assertion_audiences(self, tenant: str) -> set[str]:
-        names = {tenant, self.tenant_id, *self.tenant_domains}
-        result: set[str] = set()
-        for name in names:
-            result.add(f"{self.url}/{name}/oauth2/v2.0/token")
-            result.add(f"{self.url}/{name}/oauth2/token")
-            result.add(f"{self.url}/{name}/v2.0")
-            result.add(f"{self.url}/{name}")
-        return result
-
-
-def _b64url_equals(text: str, digest: bytes) -> bool:
-    padded = text + "=" * (-len(text) % 4)
+def _b64url_equals(text: object, digest: bytes) -> bool:
+    """Whether a base64url thumbprint from a JWT header (any type) decodes to ``digest``."""
+    if not isinstance(text, str):
+        return False
     try:
-        return base64.urlsafe_b64decode(padded) == digest
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)) == digest
     except (binascii.Error, ValueError):
         return False
 
 
 def _basic_auth(header: str) -> tuple[str | None, str | None]:
+    """``(client_id, secret)`` from an HTTP Basic header (client_secret_basic), else ``(None, None)``."""
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic" or not value:
         return None, None
@@ -806,8 +571,6 @@ class ManagedIdentityServer(SimulatedHttpServer):
         super().__init__("managed-identity", None)
         self.entra = entra
         self.identity_header = identity_header or secrets.token_hex(16)
-        self._count: Counter[str] = Counter()
-        self._count_lock = threading.Lock()
         self.route("GET", self.TOKEN_PATH, self._token)
 
     @property
@@ -815,18 +578,9 @@ class ManagedIdentityServer(SimulatedHttpServer):
         """Value for ``IDENTITY_ENDPOINT``."""
         return self.url + self.TOKEN_PATH
 
-    def request_count(self, client_id: str | None = None) -> int:
-        """Token requests answered with a token, for one identity or all."""
-        with self._count_lock:
-            if client_id is None:
-                return sum(self._count.values())
-            return self._count[client_id]
-
-    def reset(self) -> None:
-        """Clear logs, faults and counters."""
-        super().reset()
-        with self._count_lock:
-            self._count.clear()
+    def request_count(self) -> int:
+        """Tokens handed out (requests answered 200)."""
+        return sum(1 for record in self.requests() if record.status == 200)
 
     def error_response(self, status: int, message: str) -> Response:
         """App Service's identity endpoint error shape."""
@@ -844,16 +598,7 @@ class ManagedIdentityServer(SimulatedHttpServer):
         resource = request.query.get("resource", "")
         if not resource:
             return self.error_response(400, "Missing required parameter 'resource'.")
-        wanted = request.query.get("client_id")
-        if (
-            request.query.get("mi_res_id")
-            or request.query.get("object_id")
-            or request.query.get("principal_id")
-        ):
-            return self.error_response(
-                400, "Only client_id is supported by this simulator to select a user-assigned identity."
-            )
-        identity = self.entra.managed_identity(wanted)
+        identity = self.entra.managed_identity(request.query.get("client_id"))
         if identity is None:
             return self.error_response(
                 400,
@@ -863,14 +608,11 @@ class ManagedIdentityServer(SimulatedHttpServer):
         token, life = self.entra.issue_token(
             identity.client_id, resource, object_id=identity.object_id, roles=roles, appidacr="2"
         )
-        with self._count_lock:
-            self._count[identity.client_id] += 1
-        expires_on = int(self.entra.wall_time()) + life
         return Response.json(
             200,
             {
                 "access_token": token,
-                "expires_on": str(expires_on),
+                "expires_on": str(int(time.time()) + life),
                 "resource": resource,
                 "token_type": "Bearer",
                 "client_id": identity.client_id,

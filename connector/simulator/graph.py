@@ -1,22 +1,28 @@
-"""Fake Microsoft Graph ``admin/exchange/tracing/messageTraces``.
+"""Fake Microsoft Graph ``GET /v1.0/admin/exchange/tracing/messageTraces``.
 
 Why it is this detailed: the hard parts of the connector are exactly the
 service's edges, so the simulator reproduces them instead of returning canned
 pages:
 
-* the ``$filter`` window rules (both bounds, end <= now, start >= now - 90 d,
-  span <= 10 d), ``$top`` 1..5000 (default 1000) and opaque ``$skiptoken`` paging
-  evaluated against the data *as it is at each request* (newly published rows
-  shift later pages, as offset-based paging does in real services);
+* ``$filter=receivedDateTime ge {start} and receivedDateTime le {end}`` (the
+  only filter the connector sends) with the window rules (both bounds,
+  end <= now, start >= now - 90 d, span <= 10 d); any other clause is a 400.
+  No filter means the last 48 hours, as documented;
+* ``$top`` 1..5000 (default 1000) and opaque ``$skiptoken`` paging through
+  ``@odata.nextLink``, evaluated against the data *as it is at each request*
+  (newly published rows shift later pages, as offset-based paging does);
 * publication delay (a row is invisible until the clock reaches its
   ``visible_at``) and status changes over time (``pending`` -> ``delivered``);
-* inconsistent status casing (v1.0 docs show ``delivered``, beta shows
+* inconsistent status casing (the docs show ``delivered``, tenants have seen
   ``Delivered``) and the evolvable enum (``recalled`` only with
   ``Prefer: include-unknown-enum-members``, otherwise ``unknownFutureValue``);
 * the per-tenant rolling quota (100 requests / 5 min) with 429 + Retry-After,
-  the missing-service-principal 401 and missing-permission 403;
+  the missing-service-principal 401 and missing-permission 403, all in Graph's
+  error shape (``error.code``, ``error.message``, ``error.innerError``);
 * scripted faults (5xx, 429, dropped connections, slow answers, cut JSON, HTML,
-  a nextLink loop).
+  a nextLink loop, a corrupt ``$skiptoken``).
+
+Graph ``/beta`` is not served: the connector only calls ``/v1.0``.
 
 Sort order of real results is undocumented; the simulator returns newest
 first with ties broken by (id, recipient), so tests are deterministic.
@@ -41,7 +47,7 @@ import urllib.parse
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -52,12 +58,12 @@ from .entra import (
     REASON_MISSING,
     REASON_NOT_YET_VALID,
     Claims,
+    TokenValidator,
 )
 from .entra import REASON_WRONG_AUDIENCE as _WRONG_AUDIENCE
 from .http import Request, Response, SimulatedHttpServer
 
 StatusCase = Literal["camel", "pascal", "mixed"]
-TokenValidator = Callable[[str | None, str], Claims | str]
 Clock = Callable[[], datetime]
 
 TRANSPORT_DATA_PLATFORM_APP_ID = "8bd644d1-64a1-4d4b-ae52-2e0cbf64e373"
@@ -92,9 +98,7 @@ GRAPH_PROPERTIES: tuple[str, ...] = (
     "toIP",
     "status",
 )
-EQ_FILTER_PROPERTIES: dict[str, str] = {
-    p.lower(): p for p in ("id", "senderAddress", "recipientAddress", "messageId", "fromIP", "toIP", "status")
-}
+MESSAGE_TRACES_PATH = "/v1.0/admin/exchange/tracing/messageTraces"
 GRAPH_CONTENT_TYPE = (
     "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 )
@@ -109,10 +113,6 @@ _DATETIME_LITERAL = re.compile(
     r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,7})?)?(?:Z|[+-]\d{2}:\d{2})", re.IGNORECASE
 )
 _RANGE_CLAUSE = re.compile(r"receivedDateTime\s+(?P<op>[a-z]+)\s+(?P<value>\S+)", re.IGNORECASE)
-_EQ_CLAUSE = re.compile(r"(?P<prop>[a-z]+)\s+eq\s+'(?P<value>(?:[^']|'')*)'", re.IGNORECASE)
-_SUBJECT_CLAUSE = re.compile(
-    r"(?P<fn>contains|startswith|endswith)\(\s*subject\s*,\s*'(?P<value>(?:[^']|'')*)'\s*\)", re.IGNORECASE
-)
 
 
 def parse_graph_datetime(text: str) -> datetime:
@@ -280,10 +280,6 @@ class MessageTraceStore:
         with self._lock:
             self._rows.clear()
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._rows)
-
     def query(self, start: datetime, end: datetime, now: datetime) -> list[tuple[dict[str, Any], str]]:
         """Visible rows with start <= received <= end, newest first, with status at ``now``."""
         with self._lock:
@@ -300,18 +296,15 @@ class MessageTraceStore:
 class SlidingWindowQuota:
     """Rolling-window request quota (Graph message trace: 100 per 300 s per tenant)."""
 
-    def __init__(
-        self, limit: int = 100, window_seconds: float = 300.0, now: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, limit: int = 100, window_seconds: float = 300.0) -> None:
         self.limit = limit
         self.window_seconds = window_seconds
-        self._now = now
         self._hits: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
     def try_acquire(self, key: str) -> float | None:
         """Take a slot; returns ``None`` if allowed, else seconds until one frees."""
-        now = self._now()
+        now = time.monotonic()
         with self._lock:
             hits = self._hits.setdefault(key, deque())
             while hits and hits[0] <= now - self.window_seconds:
@@ -320,13 +313,6 @@ class SlidingWindowQuota:
                 hits.append(now)
                 return None
             return max(0.0, hits[0] + self.window_seconds - now)
-
-    def used(self, key: str) -> int:
-        """Slots currently used by ``key``."""
-        now = self._now()
-        with self._lock:
-            hits = self._hits.get(key, deque())
-            return sum(1 for t in hits if t > now - self.window_seconds)
 
     def reset(self) -> None:
         """Forget every request."""
@@ -347,17 +333,8 @@ class GraphError(Exception):
         self.headers = dict(headers or {})
 
 
-@dataclass(slots=True)
-class _Query:
-    start: datetime
-    end: datetime
-    eq: dict[str, str] = field(default_factory=dict)
-    subject: list[tuple[str, str]] = field(default_factory=list)
-    canonical: str = ""
-
-
 class GraphServer(SimulatedHttpServer):
-    """Fake Graph serving ``/v1.0`` and ``/beta`` ``admin/exchange/tracing/messageTraces``.
+    """Fake Graph serving ``GET /v1.0/admin/exchange/tracing/messageTraces``.
 
     Args:
         ssl_context: server TLS context.
@@ -397,7 +374,7 @@ class GraphServer(SimulatedHttpServer):
         self._responses = 0
         self._counter_lock = threading.Lock()
         self._local = threading.local()
-        self.route("GET", r"/(?P<version>v1\.0|beta)/admin/exchange/tracing/messageTraces/?", self._list)
+        self.route("GET", re.escape(MESSAGE_TRACES_PATH), self._list)
 
     # ------------------------------------------------------------ data API
     def add(
@@ -437,7 +414,7 @@ class GraphServer(SimulatedHttpServer):
 
     # -------------------------------------------------------- HTTP plumbing
     def dispatch(self, request: Request) -> tuple[Response, str | None]:
-        """Give every request a ``request-id`` before faults and routing run."""
+        """Give every request a ``request-id`` before faults and routing run (errors quote it)."""
         self._local.request_id = str(uuid.uuid4())
         self._local.client_request_id = request.header("client-request-id") or self._local.request_id
         return super().dispatch(request)
@@ -445,33 +422,20 @@ class GraphServer(SimulatedHttpServer):
     def error_response(self, status: int, message: str) -> Response:
         """Graph's error shape with ``innerError`` (used for faults and 404s)."""
         codes = {
+            400: "BadRequest",
+            401: "Unauthorized",
+            403: "Forbidden",
+            404: "ResourceNotFound",
             429: "TooManyRequests",
-            503: "serviceNotAvailable",
-            504: "UnknownError",
             500: "generalException",
+            503: "serviceNotAvailable",
         }
-        code = codes.get(
-            status,
-            {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "ResourceNotFound"}.get(
-                status, "UnknownError"
-            ),
-        )
-        return self._error(GraphError(status, code, message))
+        return self._error(GraphError(status, codes.get(status, "UnknownError"), message))
 
     def decorate(self, request: Request, response: Response) -> Response:
-        """Add Graph's tracing headers to every response."""
-        request_id = getattr(self._local, "request_id", str(uuid.uuid4()))
-        client_request_id = getattr(self._local, "client_request_id", request_id)
-        response.headers.setdefault("request-id", request_id)
-        response.headers.setdefault("client-request-id", client_request_id)
-        response.headers.setdefault(
-            "x-ms-ags-diagnostic",
-            json.dumps(
-                {"ServerInfo": {"DataCenter": "West Europe", "Slice": "E", "Ring": "5", "ScaleUnit": "002"}}
-            ),
-        )
-        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-        response.headers.setdefault("Cache-Control", "no-cache")
+        """Add Graph's request id headers to every response."""
+        response.headers.setdefault("request-id", getattr(self._local, "request_id", ""))
+        response.headers.setdefault("client-request-id", getattr(self._local, "client_request_id", ""))
         return response
 
     def _error(self, error: GraphError) -> Response:
@@ -544,43 +508,37 @@ class GraphServer(SimulatedHttpServer):
                 headers,
             )
         now = self._clock()
-        query = self._parse_filter(request, now)
+        start, end, canonical = self._parse_filter(request, now)
         top = self._parse_top(request)
-        offset, looping = self._parse_skiptoken(request, query.canonical)
-        version = request.params["version"]
+        offset, looping = self._parse_skiptoken(request, canonical)
         include_unknown = "include-unknown-enum-members" in request.header("prefer").lower()
         with self._counter_lock:
             self._responses += 1
             use_pascal = self.status_case == "pascal" or (
                 self.status_case == "mixed" and self._responses % 2 == 0
             )
-        hits = [(d, s) for d, s in self.store.query(query.start, query.end, now) if _matches(d, s, query)]
-        page = hits[offset : offset + top]
+        hits = self.store.query(start, end, now)
         values: list[dict[str, Any]] = []
-        for data, status in page:
+        for data, status in hits[offset : offset + top]:
             shown = status if (status != "recalled" or include_unknown) else "unknownFutureValue"
             if use_pascal:
                 shown = pascal(shown)
             values.append({"@odata.type": "#microsoft.graph.exchangeMessageTrace", **data, "status": shown})
         body: dict[str, Any] = {
-            "@odata.context": f"{self.url}/{version}/$metadata#admin/exchange/tracing/messageTraces",
+            "@odata.context": f"{self.url}/v1.0/$metadata#admin/exchange/tracing/messageTraces",
             "value": values,
         }
         if request.fault == "loop" or looping:
-            body["@odata.nextLink"] = self._next_link(request, version, top, offset, loop=True)
+            body["@odata.nextLink"] = self._next_link(request, canonical, top, offset, loop=True)
         elif offset + top < len(hits):
-            body["@odata.nextLink"] = self._next_link(request, version, top, offset + top, loop=False)
+            link = self._next_link(request, canonical, top, offset + top, loop=False)
             if request.fault == "bad_skiptoken":
-                body["@odata.nextLink"] = re.sub(
-                    r"(\$skiptoken=)[^&]+", r"\1%21corrupt%21", body["@odata.nextLink"]
-                )
-        headers = {
-            "Content-Type": GRAPH_CONTENT_TYPE,
-            "OData-Version": "4.0",
-        }
+                link = re.sub(r"(\$skiptoken=)[^&]+", r"\1%21corrupt%21", link)
+            body["@odata.nextLink"] = link
+        headers = {"Content-Type": GRAPH_CONTENT_TYPE}
         if include_unknown:
             headers["Preference-Applied"] = "include-unknown-enum-members"
-        return Response.json(200, body, headers=headers, content_type=headers["Content-Type"])
+        return Response.json(200, body, headers=headers)
 
     def _parse_top(self, request: Request) -> int:
         raw = request.query_ci("$top")
@@ -595,7 +553,8 @@ class GraphServer(SimulatedHttpServer):
             )
         return top
 
-    def _parse_filter(self, request: Request, now: datetime) -> _Query:
+    def _parse_filter(self, request: Request, now: datetime) -> tuple[datetime, datetime, str]:
+        """``(start, end, canonical filter text)``; the canonical text binds ``$skiptoken`` to the filter."""
         for key in request.query:
             if key.startswith("$") and key.lower() not in ("$filter", "$top", "$skiptoken"):
                 raise GraphError(
@@ -604,66 +563,38 @@ class GraphServer(SimulatedHttpServer):
         raw = request.query_ci("$filter")
         if raw is None:
             # Documented: no filter = the latest 1,000 traces of the previous 48 hours.
-            return _Query(start=now - DEFAULT_WINDOW_WITHOUT_FILTER, end=now, canonical="")
-        canonical = " ".join(raw.split()).lower()
-        start: datetime | None = None
-        end: datetime | None = None
-        query = _Query(start=now, end=now, canonical=canonical)
-        for clause in _split_and(raw):
-            range_match = _RANGE_CLAUSE.fullmatch(clause)
-            if range_match:
-                op = range_match["op"].lower()
-                if op not in ("ge", "le"):
-                    raise GraphError(
-                        400,
-                        "BadRequest",
-                        f"Operator '{op}' is not supported for receivedDateTime; use 'ge' and 'le'.",
-                    )
-                try:
-                    value = parse_graph_datetime(range_match["value"])
-                except ValueError:
-                    raise GraphError(
-                        400,
-                        "BadRequest",
-                        f"Invalid receivedDateTime value '{range_match['value']}'. Use ISO 8601 UTC, e.g. "
-                        "2026-01-20T00:00:00Z.",
-                    ) from None
-                if op == "ge":
-                    if start is not None:
-                        raise GraphError(
-                            400, "BadRequest", "receivedDateTime 'ge' is specified more than once."
-                        )
-                    start = value
-                else:
-                    if end is not None:
-                        raise GraphError(
-                            400, "BadRequest", "receivedDateTime 'le' is specified more than once."
-                        )
-                    end = value
-                continue
-            eq_match = _EQ_CLAUSE.fullmatch(clause)
-            if eq_match and eq_match["prop"].lower() in EQ_FILTER_PROPERTIES:
-                prop = EQ_FILTER_PROPERTIES[eq_match["prop"].lower()]
-                value_text = eq_match["value"].replace("''", "'")
-                if prop == "status":
-                    try:
-                        value_text = normalise_status(value_text)
-                    except ValueError:
-                        raise GraphError(400, "BadRequest", f"Invalid status value '{value_text}'.") from None
-                query.eq[prop] = value_text
-                continue
-            subject_match = _SUBJECT_CLAUSE.fullmatch(clause)
-            if subject_match:
-                query.subject.append((subject_match["fn"].lower(), subject_match["value"].replace("''", "'")))
-                continue
-            raise GraphError(400, "BadRequest", f"Invalid filter clause: '{clause}'.")
-        if start is None or end is None:
+            return now - DEFAULT_WINDOW_WITHOUT_FILTER, now, ""
+        bounds: dict[str, datetime] = {}
+        for clause in re.split(r"\s+and\s+", raw.strip(), flags=re.IGNORECASE):
+            match = _RANGE_CLAUSE.fullmatch(clause)
+            if match is None:
+                raise GraphError(400, "BadRequest", f"Invalid filter clause: '{clause}'.")
+            op = match["op"].lower()
+            if op not in ("ge", "le"):
+                raise GraphError(
+                    400,
+                    "BadRequest",
+                    f"Operator '{op}' is not supported for receivedDateTime; use 'ge' and 'le'.",
+                )
+            if op in bounds:
+                raise GraphError(400, "BadRequest", f"receivedDateTime '{op}' is specified more than once.")
+            try:
+                bounds[op] = parse_graph_datetime(match["value"])
+            except ValueError:
+                raise GraphError(
+                    400,
+                    "BadRequest",
+                    f"Invalid receivedDateTime value '{match['value']}'. Use ISO 8601 UTC, e.g. "
+                    "2026-01-20T00:00:00Z.",
+                ) from None
+        if "ge" not in bounds or "le" not in bounds:
             raise GraphError(
                 400,
                 "BadRequest",
                 "Both a start and an end receivedDateTime must be specified: "
                 "$filter=receivedDateTime ge {start} and receivedDateTime le {end}.",
             )
+        start, end = bounds["ge"], bounds["le"]
         if start > end:
             raise GraphError(
                 400, "BadRequest", "The start date must be earlier than or equal to the end date."
@@ -674,8 +605,7 @@ class GraphServer(SimulatedHttpServer):
             raise GraphError(400, "BadRequest", "The start date cannot be older than 90 days.")
         if end - start > MAX_WINDOW:
             raise GraphError(400, "BadRequest", "The date range cannot exceed 10 days.")
-        query.start, query.end = start, end
-        return query
+        return start, end, " ".join(raw.split()).lower()
 
     def _parse_skiptoken(self, request: Request, canonical: str) -> tuple[int, bool]:
         raw = request.query_ci("$skiptoken")
@@ -694,9 +624,7 @@ class GraphServer(SimulatedHttpServer):
             raise GraphError(400, "BadRequest", "The $skiptoken does not belong to this $filter.")
         return offset, looping
 
-    def _next_link(self, request: Request, version: str, top: int, offset: int, *, loop: bool) -> str:
-        raw_filter = request.query_ci("$filter")
-        canonical = "" if raw_filter is None else " ".join(raw_filter.split()).lower()
+    def _next_link(self, request: Request, canonical: str, top: int, offset: int, *, loop: bool) -> str:
         token_doc: dict[str, Any] = {"o": offset, "h": _filter_hash(canonical)}
         if loop:
             token_doc["l"] = True
@@ -706,54 +634,13 @@ class GraphServer(SimulatedHttpServer):
             .rstrip("=")
         )
         params: list[tuple[str, str]] = []
+        raw_filter = request.query_ci("$filter")
         if raw_filter is not None:
             params.append(("$filter", raw_filter))
-        params.append(("$top", str(top)))
-        params.append(("$skiptoken", token))
+        params += [("$top", str(top)), ("$skiptoken", token)]
         query = urllib.parse.urlencode(params, quote_via=urllib.parse.quote, safe=":'$")
-        return f"{self.url}/{version}/admin/exchange/tracing/messageTraces?{query}"
+        return f"{self.url}{MESSAGE_TRACES_PATH}?{query}"
 
 
 def _filter_hash(canonical: str) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
-
-
-def _split_and(text: str) -> list[str]:
-    """Split an OData filter on top-level ``and`` (outside quotes)."""
-    parts: list[str] = []
-    current: list[str] = []
-    in_quote = False
-    i = 0
-    lowered = text.lower()
-    while i < len(text):
-        ch = text[i]
-        if ch == "'":
-            in_quote = not in_quote
-        if not in_quote and ch.isspace():
-            match = re.match(r"\s+and\s+", lowered[i:])
-            if match:
-                parts.append("".join(current).strip())
-                current = []
-                i += match.end()
-                continue
-        current.append(ch)
-        i += 1
-    parts.append("".join(current).strip())
-    return [p for p in parts if p] or [text.strip()]
-
-
-def _matches(data: Mapping[str, Any], status: str, query: _Query) -> bool:
-    for prop, wanted in query.eq.items():
-        actual = status if prop == "status" else str(data.get(prop, ""))
-        if actual.lower() != wanted.lower():
-            return False
-    subject = str(data.get("subject", "")).lower()
-    for fn, value in query.subject:
-        needle = value.lower()
-        if fn == "contains" and needle not in subject:
-            return False
-        if fn == "startswith" and not subject.startswith(needle):
-            return False
-        if fn == "endswith" and not subject.endswith(needle):
-            return False
-    return True

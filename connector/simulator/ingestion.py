@@ -14,9 +14,8 @@ body as sent. azure-monitor-ingestion 1.1.0 cuts lists into chunks whose
 records add up to <= 1 MiB of uncompressed JSON (``json.dumps`` per record, not
 counting the array's brackets and ``", "`` separators) and then gzips them,
 and the service accepts those chunks. So the simulator answers 413 when the
-body as sent exceeds ``max_request_bytes`` (1,048,576) or when the
-uncompressed records, counted the SDK's way, exceed ``max_uncompressed_bytes``
-(1,048,576). Both attributes are settable per test.
+body as sent, or the uncompressed records counted the SDK's way, exceed
+``MAX_CONTENT_LENGTH`` (1,048,576).
 """
 
 from __future__ import annotations
@@ -29,16 +28,14 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from connector.schema import TableSchema, load_table_schema
+from connector.schema import TableSchema
 
-from .entra import MONITOR_RESOURCE, REASON_EXPIRED, REASON_MISSING, Claims
+from .entra import MONITOR_RESOURCE, REASON_EXPIRED, REASON_MISSING, TokenValidator
 from .http import Request, Response, SimulatedHttpServer
-
-TokenValidator = Callable[[str | None, str], Claims | str]
 
 SUPPORTED_API_VERSIONS: frozenset[str] = frozenset({"2021-11-01-preview", "2023-01-01"})
 MAX_CONTENT_LENGTH = 1_048_576
@@ -59,7 +56,6 @@ class IngestedBatch:
     content_encoding: str
     body_bytes: int
     uncompressed_bytes: int
-    client_request_id: str
     time: float
 
 
@@ -80,13 +76,11 @@ class IngestionServer(SimulatedHttpServer):
         ssl_context: server TLS context.
         validate_token: ``EntraServer.validate_bearer``.
         dcr_immutable_id: the only known DCR.
-        stream_name: the only stream declared in it (default: the schema's).
-        schema: the table schema (default: ``load_table_schema()``).
+        schema: the table schema; its stream is the only one the DCR declares.
 
     Attributes (settable at any time):
         role_assigned: ``False`` answers 403 (no Monitoring Metrics Publisher).
-        max_request_bytes: limit on the body as sent.
-        max_uncompressed_bytes: limit on the uncompressed records (SDK measure).
+        on_accepted: called with each accepted batch before the 204 is sent.
     """
 
     def __init__(
@@ -94,17 +88,14 @@ class IngestionServer(SimulatedHttpServer):
         ssl_context: ssl.SSLContext | None,
         validate_token: TokenValidator,
         dcr_immutable_id: str,
-        stream_name: str | None = None,
-        schema: TableSchema | None = None,
+        schema: TableSchema,
     ) -> None:
         super().__init__("ingestion", ssl_context)
         self._validate = validate_token
-        self.schema = schema or load_table_schema()
+        self.schema = schema
         self.dcr_immutable_id = dcr_immutable_id
-        self.stream_name = stream_name or self.schema.stream
+        self.stream_name = schema.stream
         self.role_assigned = True
-        self.max_request_bytes = MAX_CONTENT_LENGTH
-        self.max_uncompressed_bytes = MAX_CONTENT_LENGTH
         self.on_accepted: Callable[[IngestedBatch], None] | None = None
         self._rows: list[dict[str, Any]] = []
         self._batches: list[IngestedBatch] = []
@@ -137,8 +128,6 @@ class IngestionServer(SimulatedHttpServer):
             self._batches.clear()
             self._request_count = 0
         self.role_assigned = True
-        self.max_request_bytes = MAX_CONTENT_LENGTH
-        self.max_uncompressed_bytes = MAX_CONTENT_LENGTH
         self.on_accepted = None
 
     # -------------------------------------------------------------- plumbing
@@ -226,8 +215,8 @@ class IngestionServer(SimulatedHttpServer):
                 f"with immutable Id '{dcr}'.",
             )
         body = request.body
-        if len(body) > self.max_request_bytes:
-            raise _too_large(self.max_request_bytes, len(body))
+        if len(body) > MAX_CONTENT_LENGTH:
+            raise _too_large(len(body))
         encoding = request.header("content-encoding").strip().lower()
         if encoding in ("gzip", "x-gzip"):
             try:
@@ -259,8 +248,8 @@ class IngestionServer(SimulatedHttpServer):
         try:
             document = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
         except (UnicodeDecodeError, ValueError):
-            if len(raw) > self.max_uncompressed_bytes:
-                raise _too_large(self.max_uncompressed_bytes, len(raw)) from None
+            if len(raw) > MAX_CONTENT_LENGTH:
+                raise _too_large(len(raw)) from None
             raise IngestionError(
                 400, "InvalidPayload", "The request body is not valid UTF-8 JSON (malformed JSON)."
             ) from None
@@ -268,8 +257,8 @@ class IngestionServer(SimulatedHttpServer):
             raise IngestionError(400, "InvalidPayload", "The request body must be a JSON array of objects.")
         # Measure like azure-monitor-ingestion: brackets and ", " separators excluded.
         framing = 2 + 2 * max(0, len(document) - 1)
-        if len(raw) - framing > self.max_uncompressed_bytes:
-            raise _too_large(self.max_uncompressed_bytes, len(raw))
+        if len(raw) - framing > MAX_CONTENT_LENGTH:
+            raise _too_large(len(raw))
         if not document:
             raise IngestionError(400, "InvalidPayload", "The request body contains no records.")
         for index, record in enumerate(document):
@@ -279,7 +268,6 @@ class IngestionServer(SimulatedHttpServer):
             content_encoding=encoding or "identity",
             body_bytes=len(body),
             uncompressed_bytes=len(raw),
-            client_request_id=request.header("x-ms-client-request-id"),
             time=time.monotonic(),
         )
         with self._data_lock:
@@ -288,7 +276,7 @@ class IngestionServer(SimulatedHttpServer):
         if self.on_accepted is not None:
             # e.g. kill the client now: the service has the rows, the client never hears 204
             self.on_accepted(batch)
-        return Response.empty(204)
+        return Response(204)
 
     def _check_record(self, index: int, record: Any) -> None:
         if not isinstance(record, dict):
@@ -340,16 +328,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _too_large(limit: int, actual: int) -> IngestionError:
+def _too_large(actual: int) -> IngestionError:
     return IngestionError(
         413,
         "ContentLengthLimitExceeded",
-        f"Maximum allowed content length: {limit} bytes ({limit / 1_048_576:g} MB). "
-        f"Provided content length: {actual} bytes.",
+        f"Maximum allowed content length: {MAX_CONTENT_LENGTH} bytes (1 MB). Provided content length: {actual} bytes.",
     )
 
 
-def _error(error: IngestionError, headers: Mapping[str, str] | None = None) -> Response:
-    return Response.json(
-        error.status, {"error": {"code": error.code, "message": error.message}}, headers=headers
-    )
+def _error(error: IngestionError) -> Response:
+    return Response.json(error.status, {"error": {"code": error.code, "message": error.message}})

@@ -27,7 +27,7 @@ from typing import Any
 
 from connector.schema import TableSchema
 
-from .entra import Claims
+from .entra import TokenValidator
 from .http import Request, Response, SimulatedHttpServer
 from .ingestion import IngestionServer
 
@@ -51,7 +51,7 @@ class LogsQueryServer(SimulatedHttpServer):
     def __init__(
         self,
         ssl_context: ssl.SSLContext | None,
-        validate_token: Callable[[str | None, str], Claims | str],
+        validate_token: TokenValidator,
         ingestion: IngestionServer,
         schema: TableSchema,
         workspace_id: str,

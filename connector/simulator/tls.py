@@ -39,14 +39,12 @@ class ClientCertificate:
         private_key_pem: the unencrypted PKCS#8 private key.
         thumbprint: SHA-1 thumbprint, upper-case hex, as the Azure portal shows it
             and as msal's ``client_credential={"thumbprint": ...}`` expects.
-        thumbprint_sha256: SHA-256 thumbprint, lower-case hex (``x5t#S256``).
     """
 
     pem_path: Path
     certificate_pem: bytes
     private_key_pem: bytes
     thumbprint: str
-    thumbprint_sha256: str
 
 
 class TestCertificateAuthority:
@@ -61,41 +59,26 @@ class TestCertificateAuthority:
     def __init__(self) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="msgtrace-sim-ca-"))
         self._ca = trustme.CA(organization_name="Message Trace Simulator Test CA")
-        self._server_cert = self._ca.issue_cert(*SERVER_IDENTITIES, common_name="localhost")
+        server_cert = self._ca.issue_cert(*SERVER_IDENTITIES, common_name="localhost")
         self._ca_path = self._dir / "ca.pem"
         self._server_cert_path = self._dir / "server-cert.pem"
         self._server_key_path = self._dir / "server-key.pem"
         self._ca.cert_pem.write_to_path(str(self._ca_path))
-        chain = b"".join(blob.bytes() for blob in self._server_cert.cert_chain_pems)
+        chain = b"".join(blob.bytes() for blob in server_cert.cert_chain_pems)
         self._server_cert_path.write_bytes(chain)
-        self._server_cert.private_key_pem.write_to_path(str(self._server_key_path))
+        server_cert.private_key_pem.write_to_path(str(self._server_key_path))
         self._client_cert_count = 0
-
-    @property
-    def directory(self) -> Path:
-        """The temporary directory holding every PEM file of this CA."""
-        return self._dir
 
     @property
     def ca_bundle_path(self) -> str:
         """Path of ``ca.pem``: give it to ``REQUESTS_CA_BUNDLE`` / ``connection_verify``."""
         return str(self._ca_path)
 
-    @property
-    def server_cert_path(self) -> str:
-        """Path of the server certificate chain (leaf first)."""
-        return str(self._server_cert_path)
-
-    @property
-    def server_key_path(self) -> str:
-        """Path of the server certificate's private key."""
-        return str(self._server_key_path)
-
     def server_ssl_context(self) -> ssl.SSLContext:
         """A server-side context presenting the loopback certificate (TLS 1.2+)."""
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self.server_cert_path, self.server_key_path)
+        context.load_cert_chain(self._server_cert_path, self._server_key_path)
         return context
 
     def client_ssl_context(self) -> ssl.SSLContext:
@@ -124,7 +107,6 @@ class TestCertificateAuthority:
             certificate_pem=cert_pem,
             private_key_pem=key_pem,
             thumbprint=cert.fingerprint(hashes.SHA1()).hex().upper(),  # noqa: S303 - x5t is SHA-1
-            thumbprint_sha256=cert.fingerprint(hashes.SHA256()).hex(),
         )
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ import ipaddress
 import random
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from .graph import StatusChange, format_graph_datetime, normalise_status, parse_graph_datetime
@@ -307,8 +307,3 @@ def realistic_visibility(
         return received + low + (high - low) * fraction
 
     return visible_at
-
-
-def utc_now() -> datetime:
-    """Aware UTC now (the simulator's default clock)."""
-    return datetime.now(UTC)

@@ -240,3 +240,18 @@ def test_token_endpoint_rejects_other_grants(sim: Simulator) -> None:
     )
     assert response.status_code == 400
     assert response.json()["error"] == "unsupported_grant_type"
+
+
+def test_token_endpoint_accepts_the_client_secret_as_http_basic(sim: Simulator) -> None:
+    response = requests.post(
+        f"{sim.authority}/oauth2/v2.0/token",
+        data={"grant_type": "client_credentials", "scope": GRAPH_SCOPE},
+        auth=(sim.client_id, sim.client_secret),
+        timeout=5,
+    )
+    assert response.status_code == 200, response.text
+    assert isinstance(
+        sim.entra.validate_bearer("Bearer " + response.json()["access_token"], "https://graph.microsoft.com"),
+        Claims,
+    )
+    assert sim.entra.token_requests()[-1].credential == "secret"

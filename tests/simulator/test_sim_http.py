@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -89,6 +93,104 @@ def test_handler_exception_becomes_500_without_stderr(capfd: pytest.CaptureFixtu
         assert response.status_code == 500
         assert "boom" in response.json()["error"]["message"]
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["https", "http"])
+def test_reset_fault_is_a_tcp_rst_with_no_response_bytes(tls: bool) -> None:
+    with (
+        TestCertificateAuthority() as ca,
+        SimulatedHttpServer("rst", ca.server_ssl_context() if tls else None) as server,
+    ):
+        server.route("GET", "/x", _echo)
+        server.inject("reset")
+        sock, session = _raw_request(server.port, ca if tls else None, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        with sock:
+            received, error = _read_until_closed(sock)
+        assert isinstance(error, ConnectionResetError), error  # None would mean a FIN
+        if session is None:
+            assert received == b""
+        else:
+            session[0].write(received)
+            with pytest.raises(ssl.SSLWantReadError):
+                session[1].read()  # the TLS records hold no application data
+        assert [r.status for r in server.requests()] == [0]
+
+
+def _read_until_closed(sock: socket.socket) -> tuple[bytes, OSError | None]:
+    """Everything received (TLS 1.3 session tickets may come before the reset) and how it ended."""
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except OSError as exc:
+        return received, exc
+    return received, None
+
+
+def _raw_request(
+    port: int, ca: TestCertificateAuthority | None, request: bytes
+) -> tuple[socket.socket, tuple[ssl.MemoryBIO, ssl.SSLObject] | None]:
+    """Send ``request`` and leave the TCP socket itself to the caller, so its recv shows RST vs FIN.
+
+    TLS runs over memory BIOs for that reason (an SSLSocket reports both as EOF).
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    if ca is None:
+        sock.sendall(request)
+        return sock, None
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ca.client_ssl_context().wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            incoming.write(sock.recv(65536))
+    tls.write(request)
+    sock.sendall(outgoing.read())
+    return sock, (incoming, tls)
+
+
+def test_truncated_fault_sends_half_the_body_with_a_matching_content_length() -> None:
+    with TestCertificateAuthority() as ca, SimulatedHttpServer("cut", ca.server_ssl_context()) as server:
+        server.route("POST", r"/echo/(?P<name>\w+)", _echo)
+        server.inject("truncated")
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", server.port, context=ca.client_ssl_context(), timeout=5
+        )
+        connection.request("POST", "/echo/a", body=b"abc")
+        cut = connection.getresponse()
+        body = cut.read()
+        assert int(cut.getheader("Content-Length", "-1")) == len(body) > 0
+        with pytest.raises(ValueError, match="."):
+            json.loads(body)
+        connection.request("POST", "/echo/b", body=b"abc")  # the same connection still frames correctly
+        assert json.loads(connection.getresponse().read())["path"] == "/echo/b"
+        connection.close()
+
+
+def test_stop_interrupts_a_slow_answer() -> None:
+    server = SimulatedHttpServer("slow").start()
+    server.route("GET", "/x", _echo)
+    server.inject("timeout", seconds=30)
+    client = threading.Thread(target=lambda: _get_quietly(f"{server.url}/x"), daemon=True)
+    client.start()
+    deadline = time.monotonic() + 5
+    while server.pending_faults() and time.monotonic() < deadline:
+        time.sleep(0.01)  # the fault is taken: the handler is now waiting
+    started = time.monotonic()
+    server.stop()
+    while not server.requests() and time.monotonic() - started < 5:
+        time.sleep(0.01)  # the handler logs the request once its wait ends
+    assert server.requests(), "the handler was still waiting 5 s after stop()"
+    assert time.monotonic() - started < 2
+    client.join(timeout=5)
+
+
+def _get_quietly(url: str) -> None:
+    with contextlib.suppress(requests.RequestException):
+        requests.get(url, timeout=10)
 
 
 def test_tls_rejects_untrusting_clients_quietly(sim: Simulator, capfd: pytest.CaptureFixture[str]) -> None:
