@@ -35,11 +35,6 @@ class NextLinkPaginator:
         """The page to fetch next; None once the window is read to its end."""
         return self._url
 
-    @property
-    def finished(self) -> bool:
-        """True when the last page had no nextLink."""
-        return self._url is None
-
     def advance(self, next_link: object) -> None:
         """Move past the page just read, whose ``@odata.nextLink`` was ``next_link`` (None: last page).
 

@@ -23,7 +23,7 @@ from connector.windows import Window
 _LABEL_WIDTH = 17
 
 
-def _counter(label: str, *, quiet: bool = False) -> Any:  # noqa: ANN401 - dataclass field
+def _counter(label: str, *, quiet: bool = False) -> Any:
     """A counter field: its label in text output; ``quiet`` ones are shown only when non-zero."""
     return field(default=0, metadata={"label": label, "quiet": quiet})
 
@@ -69,10 +69,6 @@ class RunReport(RunCounters):
     def ok(self) -> bool:
         """True unless the run stopped on an error."""
         return self.error is None
-
-    def lag(self, now: datetime) -> timedelta | None:
-        """How far the committed high-water mark trails ``now``."""
-        return None if self.high_water_mark_after is None else now - self.high_water_mark_after
 
     def fail(self, error: ConnectorError) -> None:
         """Record the error the run stops with."""

@@ -115,8 +115,6 @@ class BlobCheckpointStore:
             data = downloader.readall()
         except ResourceNotFoundError:
             return None
-        except ClientAuthenticationError as err:
-            raise storage_error(f"blob storage refused reading {blob.url}", err) from err
         except AzureError as err:
             raise storage_error(f"cannot read checkpoint {blob.url}", err) from err
         etag = downloader.properties.etag

@@ -27,7 +27,6 @@ class TestAdvance:
             paginator.advance(next_link)
 
         assert visited == [FIRST, link("a"), link("b")]
-        assert paginator.finished
         assert paginator.url is None
         assert paginator.pages == 3
 
