@@ -29,13 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from connector.errors import AuthenticationError, ConfigError, ErrorKind
 from connector.ports import TokenProvider
 from connector.settings import AuthMode, Settings
-from connector.transport import (
-    CA_BUNDLE_HINT,
-    ConnectorSession,
-    failure_kind,
-    tls_options,
-    untrusted_certificate,
-)
+from connector.transport import ConnectorSession, describe_failure, tls_options
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +39,8 @@ _CACHE_LOCK = threading.Lock()
 
 def unreachable_authority(where: str, err: BaseException) -> AuthenticationError:
     """The error for an Entra ID authority that could not be reached: a setting if its certificate is untrusted."""
-    if untrusted_certificate(err):
-        return AuthenticationError(f"cannot reach {where}: {CA_BUNDLE_HINT}", kind=ErrorKind.SETTING)
-    return AuthenticationError(f"cannot reach {where}: {err}", kind=ErrorKind.TRANSIENT)
+    kind, detail = describe_failure(err, default=ErrorKind.TRANSIENT)
+    return AuthenticationError(f"cannot reach {where}: {detail}", kind=kind)
 
 
 class MsalTokenProvider:
@@ -89,8 +82,7 @@ class AzureCredentialTokenProvider:
         try:
             return self._credential.get_token(self._scope).token
         except ClientAuthenticationError as err:
-            kind = failure_kind(err, default=ErrorKind.PERMISSION)
-            detail = CA_BUNDLE_HINT if kind is ErrorKind.SETTING else err.message
+            kind, detail = describe_failure(err, default=ErrorKind.PERMISSION)
             raise AuthenticationError(
                 f"could not get a token for {self._scope}: {detail}", kind=kind
             ) from err

@@ -24,7 +24,7 @@ from azure.monitor.ingestion import LogsIngestionClient, LogsUploadError
 
 from connector.errors import AuthenticationError, ConnectorError, ErrorKind, SinkError
 from connector.ports import UploadResult
-from connector.transport import CA_BUNDLE_HINT, failure_kind
+from connector.transport import describe_failure
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,7 @@ def describe_ingestion_error(error: Exception, *, rule_id: str, stream: str, row
     """Turn an SDK/transport exception into the one message the run stops with (its kind from the cause)."""
     where = f"DCR {rule_id}, stream {stream}"
     if isinstance(error, ClientAuthenticationError) and error.status_code is None:
-        kind = failure_kind(error, default=ErrorKind.PERMISSION)
-        detail = CA_BUNDLE_HINT if kind is ErrorKind.SETTING else error.message
+        kind, detail = describe_failure(error, default=ErrorKind.PERMISSION)
         return AuthenticationError(f"could not get a Logs Ingestion token: {detail}", kind=kind)
     if isinstance(error, HttpResponseError) and error.status_code is not None:
         status = error.status_code
@@ -58,18 +57,12 @@ def describe_ingestion_error(error: Exception, *, rule_id: str, stream: str, row
             rows_failed=rows,
             status=status,
         )
-    kind = failure_kind(error)
-    if kind is ErrorKind.SETTING:
+    kind, detail = describe_failure(error)
+    if kind is ErrorKind.SETTING or isinstance(error, ServiceRequestError):
         return SinkError(
-            f"cannot reach the Logs Ingestion endpoint ({where}): {CA_BUNDLE_HINT}",
-            rows_failed=rows,
-            kind=kind,
+            f"cannot reach the Logs Ingestion endpoint ({where}): {detail}", rows_failed=rows, kind=kind
         )
-    if isinstance(error, ServiceRequestError):
-        return SinkError(
-            f"cannot reach the Logs Ingestion endpoint ({where}): {error}", rows_failed=rows, kind=kind
-        )
-    return SinkError(f"upload of {rows} rows failed ({where}): {error}", rows_failed=rows, kind=kind)
+    return SinkError(f"upload of {rows} rows failed ({where}): {detail}", rows_failed=rows, kind=kind)
 
 
 def _is_token_refused(error: Exception) -> bool:

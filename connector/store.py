@@ -32,23 +32,19 @@ from connector.deadletter import DEAD_LETTER_PREFIX, DeadLetter
 from connector.errors import CheckpointConflictError, CheckpointError, ErrorKind
 from connector.ports import StoredCheckpoint
 from connector.state import Checkpoint
-from connector.transport import CA_BUNDLE_HINT, failure_kind
+from connector.transport import describe_failure
 
 logger = logging.getLogger(__name__)
 
 
 def storage_error(action: str, err: AzureError) -> CheckpointError:
     """The error for a failed storage call, with the kind of its cause and what to do about it."""
-    kind = failure_kind(err)
-    if kind is ErrorKind.SETTING:
-        detail = CA_BUNDLE_HINT
-    elif kind is ErrorKind.PERMISSION:
-        detail = (
-            f"{err.message if isinstance(err, HttpResponseError) else err}. Give the connector's identity "
-            "'Storage Blob Data Contributor' on the storage account (or fix STORAGE_CONNECTION_STRING)"
+    kind, detail = describe_failure(err)
+    if kind is ErrorKind.PERMISSION:
+        detail += (
+            ". Give the connector's identity 'Storage Blob Data Contributor' on the storage account "
+            "(or fix STORAGE_CONNECTION_STRING)"
         )
-    else:
-        detail = err.message if isinstance(err, HttpResponseError) else str(err)
     return CheckpointError(f"{action}: {detail}", kind=kind)
 
 

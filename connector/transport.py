@@ -14,7 +14,8 @@
 * :func:`failure_kind` sorts a failure by what the caller does, whichever client raised
   it: an untrusted certificate is a SETTING (the CA bundle), an unreachable host is
   TRANSIENT, an HTTP status means what :func:`connector.errors.kind_for_status` says.
-  azure-identity and azure-core wrap transport errors, so it looks through the causes.
+  azure-identity and azure-core wrap transport errors, so it looks through the causes;
+  :func:`describe_failure` adds the text every adapter shows with it.
 """
 
 from __future__ import annotations
@@ -117,3 +118,17 @@ def failure_kind(error: BaseException, *, default: ErrorKind = ErrorKind.FATAL) 
     if any(isinstance(cause, _UNREACHABLE) for cause in causes(error)):
         return ErrorKind.TRANSIENT
     return default
+
+
+def describe_failure(error: BaseException, *, default: ErrorKind = ErrorKind.FATAL) -> tuple[ErrorKind, str]:
+    """The kind of ``error`` and the text to show for it.
+
+    An untrusted certificate is shown as the CA-bundle advice (the library's text only says
+    the handshake failed); anything else as the error's own message (azure-core's without
+    its wrapping).
+    """
+    kind = failure_kind(error, default=default)
+    if untrusted_certificate(error):
+        return kind, CA_BUNDLE_HINT
+    message = getattr(error, "message", None)
+    return kind, message if isinstance(message, str) and message else str(error)

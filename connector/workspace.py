@@ -17,10 +17,10 @@ from datetime import datetime
 from azure.core.exceptions import AzureError, HttpResponseError
 from azure.monitor.query import LogsQueryClient, LogsQueryStatus
 
-from connector.errors import ErrorKind, VerificationError
+from connector.errors import VerificationError
 from connector.ledger import ledger_key
 from connector.mapping import normalise_status
-from connector.transport import CA_BUNDLE_HINT, failure_kind
+from connector.transport import describe_failure
 
 logger = logging.getLogger(__name__)
 
@@ -68,13 +68,12 @@ class LogAnalyticsVerifier:
 
 
 def _query_failed(err: AzureError) -> VerificationError:
-    kind = failure_kind(err)
+    kind, detail = describe_failure(err)
     status = err.status_code if isinstance(err, HttpResponseError) else None
     if status is not None:
         return VerificationError(
-            f"workspace verification query failed ({status}): {err.message}. Give the connector's "
+            f"workspace verification query failed ({status}): {detail}. Give the connector's "
             "identity read access to EmailEvents_CL (Log Analytics Reader), or unset WORKSPACE_ID",
             kind=kind,
         )
-    detail = CA_BUNDLE_HINT if kind is ErrorKind.SETTING else str(err)
     return VerificationError(f"workspace verification query failed: {detail}", kind=kind)
