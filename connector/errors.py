@@ -32,6 +32,7 @@ The classes, by where the error comes from (their messages say what to fix)::
     │   ├── GraphThrottledError            (ends the run cleanly) the quota wait would cross the budget
     │   ├── GraphResponseError             FATAL: an answer that is not the documented shape
     │   └── PagingLoopError                FATAL: an @odata.nextLink repeated (server loop)
+    ├── ThrottledError             (ends the run cleanly, exit 0) a quota wait longer than the run has left
     ├── RecordError                a trace record cannot become a row (it is dead-lettered, never raised out)
     ├── SinkError                  the Logs Ingestion API refused a batch (kind from the status)
     ├── CheckpointError            the checkpoint store (kind from the cause)
@@ -160,7 +161,17 @@ class GraphUnavailableError(SourceError):
     default_kind = ErrorKind.TRANSIENT
 
 
-class GraphThrottledError(SourceError):
+class ThrottledError(ConnectorError):
+    """A service's quota asked for a wait longer than the run has left: the run ends cleanly (exit 0).
+
+    Not a fault: quotas are shared and refill, what is committed stays committed, and
+    the next run continues. The sync loop ends the run as "throttled" on any subclass.
+    """
+
+    default_kind = ErrorKind.TRANSIENT
+
+
+class GraphThrottledError(ThrottledError, SourceError):
     """Graph asked us to wait longer than the run has left; the run ends cleanly and the next continues."""
 
     default_kind = ErrorKind.TRANSIENT

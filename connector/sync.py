@@ -29,7 +29,7 @@ from connector.backfill import BackfillRange, backfill_stop, resume_window
 from connector.batching import DEFAULT_BATCH_BUDGET_BYTES, Batch, Batcher
 from connector.checkpoint import LIVE_FEED, backfill_feed_name
 from connector.deadletter import DeadLetter
-from connector.errors import CheckpointError, ConnectorError, GraphThrottledError, RecordError
+from connector.errors import CheckpointError, ConnectorError, RecordError, ThrottledError
 from connector.intent import IntentResolver, intent_for
 from connector.ledger import Decision, ledger_key
 from connector.mapping import RowMapper, format_datetime, parse_trace_record
@@ -203,7 +203,7 @@ class FeedSync:
         report = run.report
         try:
             report.outcome = "up_to_date" if window is None else self._run_slices(run, window)
-        except GraphThrottledError as err:
+        except ThrottledError as err:
             # Not a fault: the quota is shared and refills; what is committed stays committed.
             logger.warning("%s", err)
             report.outcome = "throttled"
