@@ -11,7 +11,7 @@ and the checkpoint can follow it exactly.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -47,6 +47,17 @@ class Batch(Generic[_Tag]):
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def select(self, indexes: Iterable[int]) -> Batch[_Tag]:
+        """A batch of just the rows at ``indexes`` (in their order here), sized like a request body."""
+        chosen = sorted(set(indexes))
+        rows = [self.rows[index] for index in chosen]
+        return Batch(rows=rows, tags=[self.tags[index] for index in chosen], size_bytes=body_size(rows))
+
+    def halves(self) -> tuple[Batch[_Tag], Batch[_Tag]]:
+        """The first and second half (a refused batch is split to find the rows the service refuses)."""
+        middle = (len(self.rows) + 1) // 2
+        return self.select(range(middle)), self.select(range(middle, len(self.rows)))
 
 
 class Batcher(Generic[_Tag]):

@@ -5,14 +5,16 @@ for each manual backfill. What the fields mean is in :mod:`connector.state`; thi
 module only writes and reads them.
 
 Format (``format_version`` 1, unchanged since the first release, so deployed feeds
-and older versions read each other's documents)::
+and older versions read each other's documents; fields added since, like
+``stalled_runs``, are optional: older versions ignore them, this one reads their
+absence as 0)::
 
     {"format_version": 1, "feed": "live", "high_water_mark": "...Z" | null,
      "coverage_start": "...Z" | null, "range": {"start": ..., "end": ...} | null,
      "slice_span_seconds": 3600,
      "ledger": {"<key digest>": [<received, epoch ms>, "<status>", <revision>], ...},
      "last_run": {<the fields in connector.report.LAST_RUN_FIELDS>} | null, "updated": "...Z",
-     "possible_duplicates_total": 0,
+     "possible_duplicates_total": 0, "stalled_runs": 2 (only when not 0),
      "pending_batch": {"created": "...Z", "entries": [[key, received_ms, status, revision, trace id]]} | null}
 """
 
@@ -75,7 +77,11 @@ def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
             ],
         },
     }
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if progress.stalled_runs:  # written only when set: a healthy feed's document is what older versions wrote
+        document["stalled_runs"] = progress.stalled_runs
+    # backslashreplace: a stray unpaired surrogate (from an error text, say) is written as the
+    # JSON escape "\udXXX" it reads back as, instead of failing the save; other text is plain UTF-8.
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 def _optional_time(document: dict[str, Any], name: str) -> datetime | None:
@@ -134,6 +140,7 @@ def decode_checkpoint(data: bytes, *, where: str) -> Checkpoint:
             last_run=_last_run(document.get("last_run")),
             updated=_optional_time(document, "updated"),
             possible_duplicates_total=int(document.get("possible_duplicates_total") or 0),
+            stalled_runs=int(document.get("stalled_runs") or 0),
             pending_batch=None
             if not pending
             else PendingBatch(

@@ -6,6 +6,11 @@ stored in ``EmailEvents_CL``, and must not stop the feed either. It is written a
 document ``deadletter/<feed>/<digest>.json`` next to the checkpoint, counted in the
 run summary and logged at WARNING. The name is a digest of the record, so reading
 the same slice again after a crash rewrites the same document instead of adding one.
+
+The record is kept exactly as Graph sent it, hostile text included: the document is
+ASCII JSON (``\ud83d`` stays an escape), and the name's digest encodes an unpaired
+surrogate as itself (``surrogatepass``), so a record that cannot become UTF-8 can still
+be dead-lettered.
 """
 
 from __future__ import annotations
@@ -36,11 +41,13 @@ class DeadLetter:
     def name(self) -> str:
         """Stable document name: the same record always lands in the same document."""
         material = json.dumps(self.record, sort_keys=True, default=str, ensure_ascii=False)
-        digest = hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+        # surrogatepass: identical bytes for every encodable record (names stay stable across
+        # versions), and an unpaired surrogate still yields a name instead of an exception.
+        digest = hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         return f"{DEAD_LETTER_PREFIX}{self.feed}/{digest}.json"
 
     def encode(self) -> bytes:
-        """The document: reason, the raw record as Graph sent it, and context."""
+        """The document: reason, the raw record as Graph sent it, and context (ASCII JSON)."""
         document = {
             "reason": self.reason,
             "record": self.record,
@@ -49,4 +56,5 @@ class DeadLetter:
             "seen_at": format_datetime(self.seen_at),
             "connector_version": __version__,
         }
-        return json.dumps(document, indent=2, default=str, ensure_ascii=False).encode("utf-8")
+        # ASCII JSON: any text Graph sent, even an unpaired surrogate, survives as an escape.
+        return json.dumps(document, indent=2, default=str).encode("ascii")

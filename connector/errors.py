@@ -34,7 +34,9 @@ The classes, by where the error comes from (their messages say what to fix)::
     │   └── PagingLoopError                FATAL: an @odata.nextLink repeated (server loop)
     ├── ThrottledError             (ends the run cleanly, exit 0) a quota wait longer than the run has left
     ├── RecordError                a trace record cannot become a row (it is dead-lettered, never raised out)
-    ├── SinkError                  the Logs Ingestion API refused a batch (kind from the status)
+    ├── SinkError                  the Logs Ingestion API refused a batch (kind from the status;
+    │                              SETTING when it refuses every row: the table or DCR does not match)
+    ├── FeedStalledError           TRANSIENT: the high-water mark has not moved for 3 runs while data is due
     ├── CheckpointError            the checkpoint store (kind from the cause)
     │   ├── CheckpointConflictError        CONFLICT: someone else wrote the checkpoint (ETag mismatch)
     │   └── CheckpointFormatError          FATAL: the stored checkpoint is unreadable or newer
@@ -211,11 +213,25 @@ class SinkError(ConnectorError):
     """The Logs Ingestion API did not accept a batch."""
 
     def __init__(
-        self, message: str, *, rows_failed: int, status: int | None = None, kind: ErrorKind | None = None
+        self,
+        message: str,
+        *,
+        rows_failed: int,
+        status: int | None = None,
+        kind: ErrorKind | None = None,
+        service_message: str = "",
     ) -> None:
         super().__init__(message, kind=kind or kind_for_status(status))
         self.rows_failed = rows_failed
         self.status = status
+        self.service_message = service_message
+        """The service's own words (its error code and message), for telling a bad row from a bad deployment."""
+
+
+class FeedStalledError(ConnectorError):
+    """Runs keep ending without moving the high-water mark while message trace is due."""
+
+    default_kind = ErrorKind.TRANSIENT
 
 
 class CheckpointError(ConnectorError):

@@ -20,7 +20,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -43,7 +43,7 @@ from connector.errors import (
     classify_http_status,
 )
 from connector.paging import NextLinkPaginator
-from connector.ports import Deadline, TokenProvider
+from connector.ports import Deadline, SourcePage, TokenProvider
 from connector.transport import CA_BUNDLE_HINT, untrusted_certificate
 from connector.windows import Window
 
@@ -142,8 +142,12 @@ class GraphMessageTraceSource:
         self.requests_sent = 0
         self.retries = 0
 
-    def pages(self, window: Window) -> Iterator[list[Mapping[str, object]]]:
-        """Yield each page of ``window``, following nextLinks as :class:`NextLinkPaginator` allows."""
+    def pages(self, window: Window) -> Generator[SourcePage, None, None]:
+        """Yield each page of ``window``, following nextLinks as :class:`NextLinkPaginator` allows.
+
+        The nextLink is checked before the page is handed out, so the page says whether
+        another follows; the next request is sent only when the caller asks for it.
+        """
         paginator = NextLinkPaginator(message_trace_url(self._base_url, window), origin=self._base_url)
         while paginator.url is not None:
             try:
@@ -162,8 +166,8 @@ class GraphMessageTraceSource:
                 window.end,
                 len(records),
             )
-            yield records
             paginator.advance(body.get("@odata.nextLink"))
+            yield SourcePage(records=records, more=paginator.url is not None)
 
     # ------------------------------------------------------------------ one page, with retries
 

@@ -34,9 +34,10 @@ _STATUS_HINTS = {
     403: "give the connector's identity the 'Monitoring Metrics Publisher' role on the data collection "
     "rule (a new role assignment can take up to 30 minutes to apply)",
     404: "check INGESTION_ENDPOINT (the DCR's logsIngestion endpoint), DCR_IMMUTABLE_ID and DCR_STREAM_NAME",
-    400: "the DCR stream does not accept these columns; redeploy the DCR from "
-    "connector/data/EmailEvents_CL.json so both use the same schema",
-    413: "the request was over the 1 MB limit (a connector bug: batches are sized below it)",
+    400: "the service refused the rows' content (the run splits the batch to tell a bad row, which is "
+    "dead-lettered, from a table or DCR that does not match the schema file)",
+    413: "the service found the request too large (the run splits the batch and dead-letters a row "
+    "that is refused on its own)",
 }
 
 
@@ -56,6 +57,7 @@ def describe_ingestion_error(error: Exception, *, rule_id: str, stream: str, row
             f"Logs Ingestion API answered {status} for {rows} rows ({where}): {detail}. {hint}",
             rows_failed=rows,
             status=status,
+            service_message=_service_words(error),
         )
     kind, detail = describe_failure(error)
     if kind is ErrorKind.SETTING or isinstance(error, ServiceRequestError):
@@ -63,6 +65,12 @@ def describe_ingestion_error(error: Exception, *, rule_id: str, stream: str, row
             f"cannot reach the Logs Ingestion endpoint ({where}): {detail}", rows_failed=rows, kind=kind
         )
     return SinkError(f"upload of {rows} rows failed ({where}): {detail}", rows_failed=rows, kind=kind)
+
+
+def _service_words(error: HttpResponseError) -> str:
+    """The service's error code and message as azure-core shows them (``(Code) message``), bounded."""
+    lines = (error.message or "").strip().splitlines()
+    return lines[0][:1000] if lines else ""
 
 
 def _is_token_refused(error: Exception) -> bool:

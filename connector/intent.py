@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from connector.batching import Batch
 from connector.ledger import Decision
 from connector.ports import Clock, Deadline, WorkspaceVerifier
 from connector.state import Committed, IntentEntry, PendingBatch
@@ -32,8 +31,10 @@ logger = logging.getLogger(__name__)
 VERIFY_MARGIN = timedelta(hours=1)
 
 
-def intent_for(batch: Batch[Decision], created: datetime) -> PendingBatch:
-    """The record saved before ``batch`` is sent: each row's ledger decision and trace id."""
+def intent_for(
+    decisions: Sequence[Decision], rows: Sequence[Mapping[str, object]], created: datetime
+) -> PendingBatch:
+    """The record saved before a batch is sent: each row's ledger decision and trace id."""
     return PendingBatch(
         created=created,
         entries=tuple(
@@ -44,7 +45,7 @@ def intent_for(batch: Batch[Decision], created: datetime) -> PendingBatch:
                 revision=decision.entry.revision,
                 trace_id=str(row["MessageTraceId"]),
             )
-            for decision, row in zip(batch.tags, batch.rows, strict=True)
+            for decision, row in zip(decisions, rows, strict=True)
         ),
     )
 

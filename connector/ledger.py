@@ -33,7 +33,9 @@ def epoch_ms(moment: datetime) -> int:
 
 def ledger_key(trace_id: str, recipient: str) -> str:
     """Digest of (trace id, lower-cased recipient): the identity of one row stream."""
-    material = f"{trace_id}\x1f{recipient.lower()}".encode()
+    # surrogatepass: the same digest as plain UTF-8 for every encodable key, and no exception
+    # for one that is not (the mapping refuses those; this keeps the ledger total anyway).
+    material = f"{trace_id}\x1f{recipient.lower()}".encode("utf-8", "surrogatepass")
     return hashlib.blake2b(material, digest_size=16).hexdigest()
 
 

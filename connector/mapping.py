@@ -6,10 +6,19 @@ cannot be deduplicated or placed in time, so it raises
 :class:`~connector.errors.RecordError` naming the field and the record instead of
 being stored wrong or dropped silently. Other fields are optional and become
 nulls (omitted keys) in the row.
+
+Hostile text: JSON may carry an escaped lone UTF-16 surrogate (``"\ud83d"``), which
+Python decodes to a string that cannot be encoded as UTF-8 (not for the ledger key,
+the checkpoint, the request body or the 64 KB cut). In the fields that identify a row
+(trace id, recipient) it makes the record unstorable, so it is refused (and
+dead-lettered); everywhere else it becomes U+FFFD, the standard replacement
+character, and the record is stored. ``size`` must be a Graph Int32 and not negative,
+or the Logs Ingestion API would refuse the whole batch for one row.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,6 +73,24 @@ ROW_COLUMNS = frozenset(
 # Log Analytics silently truncates a field value over 64 KB. The connector cuts first,
 # a little below the limit and on a UTF-8 character boundary, and says so in a column.
 MAX_FIELD_BYTES = 64_000
+
+# Graph's exchangeMessageTrace.size is an Int32 byte count: anything else is not a size.
+MAX_SIZE = 2**31 - 1
+# Trace ids are GUIDs and addresses at most 320 characters; a key longer than this is not
+# Graph's and would bloat the checkpoint's intent and the verification query.
+MAX_KEY_CHARS = 1024
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def replace_lone_surrogates(value: str) -> str:
+    """``value`` with every unpaired UTF-16 surrogate replaced by U+FFFD (paired ones are already joined)."""
+    return _LONE_SURROGATE.sub("\ufffd", value)
+
+
+def has_lone_surrogate(value: str) -> bool:
+    """True when ``value`` cannot be encoded as UTF-8 because of an unpaired surrogate."""
+    return _LONE_SURROGATE.search(value) is not None
 
 
 def cut_utf8(value: str, max_bytes: int = MAX_FIELD_BYTES) -> str | None:
@@ -158,16 +185,34 @@ def format_datetime(value: datetime) -> str:
 
 
 def _hint(raw: Mapping[str, object]) -> str:
-    trace_id = raw.get("id")
-    received = raw.get("receivedDateTime")
-    return f"id={trace_id!r}, receivedDateTime={received!r}"
+    return f"id={_shown(raw.get('id'))}, receivedDateTime={_shown(raw.get('receivedDateTime'))}"
 
 
 def _required_text(raw: Mapping[str, object], name: str) -> str:
     value = raw.get(name)
     if not isinstance(value, str) or not value.strip():
-        raise RecordError(f"field {name!r} is missing or not a non-empty string (got {value!r})", _hint(raw))
-    return value.strip()
+        raise RecordError(
+            f"field {name!r} is missing or not a non-empty string (got {_shown(value)})", _hint(raw)
+        )
+    return replace_lone_surrogates(value.strip())
+
+
+def _key_text(raw: Mapping[str, object], name: str) -> str:
+    """A field of the row's identity: refused, not repaired, when it cannot be stored as sent."""
+    value = raw.get(name)
+    if isinstance(value, str) and has_lone_surrogate(value):
+        raise RecordError(
+            f"field {name!r} holds an unpaired UTF-16 surrogate, so the row can be neither stored nor "
+            "deduplicated as Graph sent it",
+            _hint(raw),
+        )
+    text = _required_text(raw, name)
+    if len(text) > MAX_KEY_CHARS:
+        raise RecordError(
+            f"field {name!r} is {len(text)} characters long, over the {MAX_KEY_CHARS} a message trace key can be",
+            _hint(raw),
+        )
+    return text
 
 
 def _optional_text(raw: Mapping[str, object], name: str) -> str | None:
@@ -176,7 +221,13 @@ def _optional_text(raw: Mapping[str, object], name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise RecordError(f"field {name!r} must be a string, got {type(value).__name__}", _hint(raw))
-    return value
+    return replace_lone_surrogates(value)
+
+
+def _shown(value: object) -> str:
+    """A bounded repr for error messages (a 200 KB field must not become a 200 KB log line)."""
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def parse_trace_record(raw: Mapping[str, object]) -> TraceRecord:
@@ -187,19 +238,24 @@ def parse_trace_record(raw: Mapping[str, object]) -> TraceRecord:
     """
     if not isinstance(raw, Mapping):
         raise RecordError(f"expected a JSON object, got {type(raw).__name__}", repr(raw)[:120])
-    trace_id = _required_text(raw, "id")
-    recipient = _required_text(raw, "recipientAddress")
+    trace_id = _key_text(raw, "id")
+    recipient = _key_text(raw, "recipientAddress")
     received_text = _required_text(raw, "receivedDateTime")
     try:
         received = parse_datetime(received_text)
-    except ValueError:
+    except ValueError as err:
         raise RecordError(
-            f"receivedDateTime {received_text!r} is not an ISO 8601 timestamp", _hint(raw)
+            f"receivedDateTime {_shown(received_text)} is not an ISO 8601 timestamp ({str(err)[:200]})",
+            _hint(raw),
         ) from None
     status = normalise_status(_required_text(raw, "status"))
     size = raw.get("size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
-        raise RecordError(f"field 'size' must be an integer, got {size!r}", _hint(raw))
+        raise RecordError(f"field 'size' must be an integer, got {_shown(size)}", _hint(raw))
+    if size is not None and not 0 <= size <= MAX_SIZE:
+        raise RecordError(
+            f"field 'size' is {size}, outside Graph's Int32 byte count 0..{MAX_SIZE}", _hint(raw)
+        )
     return TraceRecord(
         trace_id=trace_id,
         recipient=recipient,

@@ -12,7 +12,7 @@ check both directions. Tests implement the same Protocols in memory
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -46,11 +46,23 @@ class Deadline:
         return self.remaining() <= 0
 
 
-class TraceSource(Protocol):
-    """Message trace records of one window, page by page (Graph's order, newest first)."""
+@dataclass(frozen=True, slots=True)
+class SourcePage:
+    """One page of a window's records, and whether another page follows.
 
-    def pages(self, window: Window) -> Iterator[list[Mapping[str, object]]]:
-        """Yield the records of ``window`` one page at a time."""
+    ``more`` lets the loop stop between pages (page cap, run budget) without asking
+    for a page that is not there: a slice whose last page was read is finished.
+    """
+
+    records: list[Mapping[str, object]]
+    more: bool
+
+
+class TraceSource(Protocol):
+    """Message trace records of one window, page by page, in whatever order the service sends them."""
+
+    def pages(self, window: Window) -> Generator[SourcePage, None, None]:
+        """Yield the records of ``window`` one page at a time; the next page is fetched only when asked for."""
         ...
 
 

@@ -91,6 +91,7 @@ class Settings:
     initial_lookback: timedelta
     max_slice_span: timedelta
     target_records_per_slice: int
+    max_pages_per_slice: int
     run_time_budget: timedelta
     http_timeout_seconds: float
     http_max_retries: int
@@ -187,6 +188,7 @@ class Settings:
             target_records_per_slice=reader.optional(
                 "TARGET_RECORDS_PER_SLICE", 50_000, _int(1_000, 10_000_000)
             ),
+            max_pages_per_slice=reader.optional("MAX_PAGES_PER_SLICE", 20, _int(2, 1_000)),
             run_time_budget=reader.optional(
                 "RUN_TIME_BUDGET_SECONDS", timedelta(seconds=420), _seconds(5, 24 * 3600)
             ),

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from connector.ledger import Decision, DedupLedger, LedgerChange, LedgerEntry
-from connector.windows import INITIAL_SLICE, Window, adapt_slice_span
+from connector.windows import INITIAL_SLICE, Window, adapt_slice_span, split_slice_span
 
 LastRun = Mapping[str, object]
 """The last run's summary as the checkpoint keeps it (see :mod:`connector.report`)."""
@@ -68,6 +68,8 @@ class FeedProgress:
     last_run: LastRun | None = None
     updated: datetime | None = None
     possible_duplicates_total: int = 0
+    stalled_runs: int = 0
+    """Runs in a row that ended with message trace due and the high-water mark where it was."""
 
     @property
     def next_slice_span(self) -> timedelta:
@@ -95,6 +97,7 @@ class CommitRules:
     """Committed entries received this long before the high-water mark stay: the span runs re-read."""
     target_records: int
     max_slice_span: timedelta
+    max_pages_per_slice: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,15 +106,25 @@ class Committed:
 
     Attributes:
         accepted: decisions whose rows are now in the table (clears the batch in flight).
+        dead_lettered: decisions whose rows the service refused on their own and that are now
+            dead letters: the ledger holds them as handled, so a re-read does not send them again.
         possible_duplicates: rows of an unconfirmed batch that will be sent again unverified.
         finished_slice: set once every row of this slice is committed.
         slice_records: records Graph returned for that slice (sizes the next one).
+        slice_pages: pages Graph returned for that slice (sizes the next one against the page cap).
+        unfinished_slice: a slice whose reading stopped before its end (page cap, budget, quota);
+            the high-water mark stays and the slice is read again smaller.
+        covered_from: for an unfinished slice read newest first: after this time it was read in full.
     """
 
     accepted: tuple[Decision, ...] = ()
+    dead_lettered: tuple[Decision, ...] = ()
     possible_duplicates: int = 0
     finished_slice: Window | None = None
     slice_records: int = 0
+    slice_pages: int = 0
+    unfinished_slice: Window | None = None
+    covered_from: datetime | None = None
 
 
 def commit(progress: FeedProgress, step: Committed, rules: CommitRules) -> tuple[FeedProgress, LedgerChange]:
@@ -119,7 +132,9 @@ def commit(progress: FeedProgress, step: Committed, rules: CommitRules) -> tuple
 
     The batch in flight is settled by any commit. A finished slice moves the
     high-water mark to its end (never backwards), ages ledger entries out of the
-    re-read span, and sizes the next slice from how full this one was.
+    re-read span, and sizes the next slice from how full this one was. An
+    unfinished slice leaves the high-water mark and shrinks the span it is read
+    with next (:func:`~connector.windows.split_slice_span`).
     """
     high_water_mark = progress.high_water_mark
     slice_span = progress.slice_span
@@ -134,7 +149,11 @@ def commit(progress: FeedProgress, step: Committed, rules: CommitRules) -> tuple
             step.slice_records,
             target_records=rules.target_records,
             maximum=rules.max_slice_span,
+            pages_in_slice=step.slice_pages,
+            page_cap=rules.max_pages_per_slice,
         )
+    elif step.unfinished_slice is not None:
+        slice_span = split_slice_span(step.unfinished_slice, step.covered_from)
     after = replace(
         progress,
         high_water_mark=high_water_mark,
@@ -142,7 +161,21 @@ def commit(progress: FeedProgress, step: Committed, rules: CommitRules) -> tuple
         pending_batch=None,
         possible_duplicates_total=progress.possible_duplicates_total + step.possible_duplicates,
     )
-    return after, LedgerChange(committed=step.accepted, prune_before=prune_before)
+    return after, LedgerChange(committed=step.accepted + step.dead_lettered, prune_before=prune_before)
+
+
+STALL_LIMIT = 3
+"""Runs in a row without high-water mark progress, while data is due, after which a run reports an error."""
+
+
+def after_run(progress: FeedProgress, *, due: bool, moved: bool) -> FeedProgress:
+    """Progress with the stall count updated for a run that just ended.
+
+    ``due``: the run had message trace to read (a window, or an unconfirmed batch it
+    deferred). ``moved``: the high-water mark advanced. A run that moves, or has nothing
+    to do, resets the count.
+    """
+    return replace(progress, stalled_runs=0 if moved or not due else progress.stalled_runs + 1)
 
 
 @dataclass(slots=True)

@@ -11,7 +11,15 @@ adapters. The commit rule, which is what makes the feed exactly-once:
 3. the high-water mark moves past a slice only once every row of it is committed;
 4. a refused batch stops the run: its rows stay uncommitted, the checkpoint stays at
    the last accepted batch, and the next run reads the slice again and sends exactly
-   the rows the ledger does not hold.
+   the rows the ledger does not hold. The exception is a refusal of the rows' content
+   (:mod:`connector.refusal`): the batch is split until the rows refused on their own
+   are found; those are dead-lettered with the service's reason, the rest stored.
+
+A run never waits on a slice it cannot finish: the page cap and the run budget are
+checked between pages, and a slice that stops early is read again smaller (in the
+same run after the page cap, in the next after the budget or Graph's quota), so the
+high-water mark keeps moving however big the tenant. A feed whose runs keep ending
+without moving it, while data is due, reports :class:`~connector.errors.FeedStalledError`.
 
 Every change to progress and ledger is a :func:`connector.state.commit`; the
 intent and backfill rules live in :mod:`connector.intent` and :mod:`connector.backfill`.
@@ -29,15 +37,31 @@ from connector.backfill import BackfillRange, backfill_stop, resume_window
 from connector.batching import DEFAULT_BATCH_BUDGET_BYTES, Batch, Batcher
 from connector.checkpoint import LIVE_FEED, backfill_feed_name
 from connector.deadletter import DeadLetter
-from connector.errors import CheckpointError, ConnectorError, RecordError, ThrottledError
+from connector.errors import (
+    CheckpointError,
+    ConnectorError,
+    FeedStalledError,
+    RecordError,
+    SinkError,
+    ThrottledError,
+)
 from connector.intent import IntentResolver, intent_for
 from connector.ledger import Decision, ledger_key
 from connector.mapping import RowMapper, format_datetime, parse_trace_record
-from connector.ports import Clock, Deadline, FeedPorts, HeldLock, ProgressCallback
+from connector.ports import Clock, Deadline, FeedPorts, HeldLock, ProgressCallback, UploadResult
+from connector.refusal import Refusal, RowIsolation, classify_refusal, deployment_refused
 from connector.report import RunReport, last_run_summary
 from connector.settings import Settings
-from connector.state import CommitRules, Committed, FeedState
-from connector.windows import Window, WindowPlan, next_slice, plan_backfill_window, plan_live_window
+from connector.state import STALL_LIMIT, CommitRules, Committed, FeedState, after_run
+from connector.windows import (
+    ONE_SECOND,
+    SliceReading,
+    Window,
+    WindowPlan,
+    next_slice,
+    plan_backfill_window,
+    plan_live_window,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +78,7 @@ class SyncPolicy:
     target_records_per_slice: int
     ledger_warn_entries: int
     verify_delay: timedelta
+    max_pages_per_slice: int = 20
     batch_budget_bytes: int = DEFAULT_BATCH_BUDGET_BYTES
 
     @classmethod
@@ -68,6 +93,7 @@ class SyncPolicy:
             target_records_per_slice=settings.target_records_per_slice,
             ledger_warn_entries=settings.ledger_warn_entries,
             verify_delay=settings.verify_delay,
+            max_pages_per_slice=settings.max_pages_per_slice,
         )
 
     def commit_rules(self, keep_lookback: timedelta) -> CommitRules:
@@ -76,6 +102,7 @@ class SyncPolicy:
             keep_lookback=keep_lookback,
             target_records=self.target_records_per_slice,
             max_slice_span=self.max_slice_span,
+            max_pages_per_slice=self.max_pages_per_slice,
         )
 
 
@@ -89,6 +116,19 @@ class _Run:
     lock: HeldLock | None
     exclude_from: datetime | None = None
     warned_ledger: bool = False
+    outside_warnings: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    """What a batch row stands for: the ledger decision it commits and the record Graph sent."""
+
+    decision: Decision
+    raw: object
+
+
+# Records outside their slice are each logged at WARNING up to this many per run, then counted only.
+MAX_OUTSIDE_WARNINGS = 20
 
 
 class FeedSync:
@@ -137,6 +177,25 @@ class FeedSync:
         except ConnectorError as err:
             report.fail(err)
         return report
+
+    def _note_stall(self, run: _Run) -> None:
+        """Count runs that leave the high-water mark where it was while data is due; fail the third."""
+        report, progress = run.report, run.state.progress
+        due = report.window is not None or report.outcome == "deferred"
+        moved = progress.high_water_mark != report.high_water_mark_before
+        run.state.progress = progress = after_run(progress, due=due, moved=moved)
+        if progress.stalled_runs >= STALL_LIMIT and report.error is None:
+            mark = progress.high_water_mark
+            report.fail(
+                FeedStalledError(
+                    f"feed {report.feed} is stalled: its high-water mark has stayed at "
+                    f"{'(none yet)' if mark is None else format_datetime(mark)} for {progress.stalled_runs} runs "
+                    f"while message trace was due (this run: {report.outcome}). Runs keep ending before a slice "
+                    "is read to its end: check what else uses the tenant's Graph message trace quota "
+                    "(100 requests per 5 minutes), and the run budget (RUN_TIME_BUDGET_SECONDS); the feed "
+                    "keeps trying, smaller slices each run"
+                )
+            )
 
     def run_backfill(self, start: datetime, end: datetime, lock: HeldLock | None = None) -> RunReport:
         """Fill ``[start, end)`` from history without touching the live checkpoint (see :mod:`connector.backfill`)."""
@@ -224,82 +283,217 @@ class FeedSync:
                 logger.info("run time budget used up at %s; the next run continues", format_datetime(cursor))
                 return "budget_exhausted"
             current = next_slice(cursor, window.end, run.state.progress.next_slice_span)
-            records = self._run_slice(run, current)
+            reading, stopped = self._run_slice(run, current)
             run.report.slices += 1
-            run.state.apply(Committed(finished_slice=current, slice_records=records), run.rules)
-            logger.debug("slice %s..%s done: %d records", current.start, current.end, records)
+            if stopped is not None:
+                self._split(run, reading, stopped)
+                if isinstance(stopped, ThrottledError):
+                    raise stopped
+                if stopped == "budget":
+                    return "budget_exhausted"
+                continue  # the page cap: read the same start again with the smaller span, now
+            run.state.apply(
+                Committed(finished_slice=current, slice_records=reading.records, slice_pages=reading.pages),
+                run.rules,
+            )
+            logger.debug("slice %s..%s done: %d records", current.start, current.end, reading.records)
             if self._progress is not None:
                 self._progress(window, current.end)
             if current.end >= window.end:
                 return "completed"
             cursor = current.end
 
-    def _run_slice(self, run: _Run, current: Window) -> int:
-        report, ledger = run.report, run.state.ledger
-        batcher: Batcher[Decision] = Batcher(self._policy.batch_budget_bytes)
-        records = 0
-        for page in self._ports.source.pages(current):
-            report.pages += 1
-            for raw in page:
-                records += 1
-                report.records_seen += 1
-                try:
-                    record = parse_trace_record(raw)
-                except RecordError as err:
-                    self._dead_letter(run, raw, err, current)
-                    continue
-                if not current.contains(record.received) or (
-                    run.exclude_from is not None and record.received >= run.exclude_from
-                ):
-                    report.outside_range += 1
-                    continue
-                decision = ledger.decide(
-                    ledger_key(record.trace_id, record.recipient), record.received, record.status
-                )
-                if decision is None:
-                    report.duplicates_dropped += 1
-                    continue
-                row = self._mapper.to_row(
-                    record, revision=decision.entry.revision, previous_status=decision.previous_status
-                )
-                try:
-                    full = batcher.add(row, decision)
-                except RecordError as err:
-                    ledger.forget_staged(decision)
-                    self._dead_letter(run, raw, err, current)
-                    continue
-                if full is not None:
-                    self._upload(run, full)
+    def _run_slice(self, run: _Run, current: Window) -> tuple[SliceReading, str | ThrottledError | None]:
+        """Read one slice and store its rows; also say why it stopped early, if it did.
+
+        Between pages the page cap and the run budget are checked, so neither a dense
+        slice nor an endless nextLink chain can hold a run. Rows of the pages read are
+        uploaded in every case (they are stored and in the ledger, so reading the slice
+        again does not send them twice); only a slice read to its last page is finished.
+        """
+        batcher: Batcher[_Staged] = Batcher(self._policy.batch_budget_bytes)
+        reading = SliceReading(current)
+        stopped: str | ThrottledError | None = None
+        pages = self._ports.source.pages(current)
+        try:
+            for page in pages:
+                run.report.pages += 1
+                reading.pages += 1
+                for raw in page.records:
+                    self._take(run, raw, current, batcher, reading)
+                if not page.more:
+                    break
+                if reading.pages >= self._policy.max_pages_per_slice and current.span > ONE_SECOND:
+                    stopped = "page_cap"
+                    break
+                if self._deadline.expired():
+                    stopped = "budget"
+                    break
+        except ThrottledError as err:
+            stopped = err
+        finally:
+            pages.close()
         last = batcher.flush()
         if last is not None:
-            self._upload(run, last)
-        return records
+            self._upload(run, last, current)
+        return reading, stopped
 
-    def _dead_letter(self, run: _Run, raw: object, err: RecordError, current: Window) -> None:
+    def _take(
+        self, run: _Run, raw: object, current: Window, batcher: Batcher[_Staged], reading: SliceReading
+    ) -> None:
+        """One record of a page: dead-letter it, leave it to its own slice, drop it as stored, or batch it."""
+        report, ledger = run.report, run.state.ledger
+        reading.records += 1
+        report.records_seen += 1
+        try:
+            record = parse_trace_record(raw)  # type: ignore[arg-type]  # anything JSON; parse checks
+        except RecordError as err:
+            self._dead_letter(run, raw, err.problem, current)
+            return
+        if not current.contains(record.received):
+            self._outside(run, record.trace_id, record.received, current)
+            return
+        reading.observe(record.received)
+        if run.exclude_from is not None and record.received >= run.exclude_from:
+            report.outside_range += 1  # the live feed's: a backfill stops where live coverage starts
+            return
+        decision = ledger.decide(
+            ledger_key(record.trace_id, record.recipient), record.received, record.status
+        )
+        if decision is None:
+            report.duplicates_dropped += 1
+            return
+        row = self._mapper.to_row(
+            record, revision=decision.entry.revision, previous_status=decision.previous_status
+        )
+        try:
+            full = batcher.add(row, _Staged(decision, raw))
+        except RecordError as err:
+            ledger.forget_staged(decision)
+            self._dead_letter(run, raw, err.problem, current)
+            return
+        if full is not None:
+            self._upload(run, full, current)
+
+    def _outside(self, run: _Run, trace_id: str, received: datetime, current: Window) -> None:
+        """Graph returned a record its filter excludes: counted, logged, left to the slice that holds it."""
+        run.report.outside_range += 1
+        run.outside_warnings += 1
+        if run.outside_warnings <= MAX_OUTSIDE_WARNINGS:
+            logger.warning(
+                "message trace record id=%r received %s is outside the slice %s..%s Graph returned it for; "
+                "not stored from this slice (the slice that holds its time stores it)%s",
+                trace_id,
+                format_datetime(received),
+                format_datetime(current.start),
+                format_datetime(current.end),
+                "; further ones this run are only counted"
+                if run.outside_warnings == MAX_OUTSIDE_WARNINGS
+                else "",
+            )
+
+    def _split(self, run: _Run, reading: SliceReading, stopped: str | ThrottledError) -> None:
+        """Shrink the span a slice that stopped unfinished is read with next; the high-water mark stays."""
+        run.state.apply(
+            Committed(unfinished_slice=reading.slice, covered_from=reading.covered_from), run.rules
+        )
+        why = {"page_cap": f"the page cap ({self._policy.max_pages_per_slice})", "budget": "the run budget"}
+        logger.warning(
+            "slice %s..%s stopped unfinished after %d pages (%s); it is read again %s long%s",
+            format_datetime(reading.slice.start),
+            format_datetime(reading.slice.end),
+            reading.pages,
+            why.get(str(stopped), "Graph's quota"),
+            run.state.progress.next_slice_span,
+            "" if reading.covered_from is not None else " (records were not newest first: halved)",
+        )
+
+    def _dead_letter(self, run: _Run, raw: object, reason: str, current: Window) -> None:
         letter = DeadLetter(
-            feed=run.report.feed, reason=err.problem, record=raw, window=current, seen_at=self._clock()
+            feed=run.report.feed, reason=reason, record=raw, window=current, seen_at=self._clock()
         )
         where = self._ports.dead_letters.put_dead_letter(letter)
         run.report.dead_lettered += 1
-        logger.warning("message trace record dead-lettered to %s: %s", where, err)
+        logger.warning("message trace record dead-lettered to %s: %s", where, reason)
 
-    def _upload(self, run: _Run, batch: Batch[Decision]) -> None:
+    # ------------------------------------------------------------------ uploads
+
+    def _upload(self, run: _Run, batch: Batch[_Staged], current: Window) -> None:
+        """Send one batch; if the service refuses rows' content, find and dead-letter just those rows."""
+        accepted_before = run.report.rows_uploaded
+        result = self._send(run, batch)
+        if result.error is None:
+            return
+        error = self._row_refusal(result, rows=len(batch))
+        isolation = RowIsolation(accepted_before=accepted_before)
+        isolation.note_accepted(len(batch) - len(result.failed_indexes))
+        self._isolate(run, batch, sorted(result.failed_indexes), error, isolation)
+        if isolation.gave_up or not isolation.deployment_takes_rows:
+            raise deployment_refused(error, rows=len(batch), why="every row it was sent, each on its own too")
+        refused = [(batch.tags[position], reason) for position, reason in isolation.refused_alone]
+        for staged, reason in refused:
+            self._dead_letter(run, staged.raw, reason, current)
+        # Held as handled: reading the slice again must not send them (and split a batch) again.
+        run.state.apply(Committed(dead_lettered=tuple(staged.decision for staged, _ in refused)), run.rules)
+        self._save(run)
+
+    @staticmethod
+    def _row_refusal(result: UploadResult, *, rows: int) -> SinkError:
+        """The error of a refused upload if it is about the rows' content; otherwise it stops the run."""
+        assert result.error is not None  # noqa: S101 - only called for a refused upload
+        refusal = classify_refusal(result.error)
+        if refusal is Refusal.NOT_ROWS or not isinstance(result.error, SinkError):
+            raise result.error
+        if refusal is Refusal.DEPLOYMENT:
+            raise deployment_refused(result.error, rows=rows, why="a column or type of the rows")
+        return result.error
+
+    def _isolate(
+        self, run: _Run, batch: Batch[_Staged], refused: list[int], error: SinkError, isolation: RowIsolation
+    ) -> None:
+        """Resend the refused rows of ``batch`` in halves, halving what is refused again, until each stands alone."""
+        to_send: list[list[int]] = []
+
+        def split(positions: list[int], refusal: SinkError) -> None:
+            if len(positions) == 1:
+                isolation.note_refused_alone(positions[0], refusal)
+                return
+            middle = (len(positions) + 1) // 2
+            to_send.extend([positions[middle:], positions[:middle]])  # the first half goes first
+
+        split(refused, error)
+        while to_send and not isolation.gave_up:
+            positions = to_send.pop()
+            result = self._send(run, batch.select(positions))
+            isolation.note_accepted(len(positions) - len(result.failed_indexes))
+            if result.error is not None:
+                split(
+                    [positions[index] for index in sorted(result.failed_indexes)],
+                    self._row_refusal(result, rows=len(positions)),
+                )
+
+    def _send(self, run: _Run, batch: Batch[_Staged]) -> UploadResult:
+        """One request: intent saved first, then the upload, then the accepted rows committed and saved."""
         if run.lock is not None:
             run.lock.check()
+        decisions = [staged.decision for staged in batch.tags]
         # Intent first: if the process dies after the service took the batch but before the
         # commit below is saved, the next run finds this record and resolves it.
-        run.state.progress = replace(run.state.progress, pending_batch=intent_for(batch, self._clock()))
+        run.state.progress = replace(
+            run.state.progress, pending_batch=intent_for(decisions, batch.rows, self._clock())
+        )
         self._save(run)
         result = self._ports.sink.upload(batch.rows)
-        accepted = tuple(tag for index, tag in enumerate(batch.tags) if index not in result.failed_indexes)
+        accepted = tuple(
+            decision for index, decision in enumerate(decisions) if index not in result.failed_indexes
+        )
         run.report.batches += 1
         # The outcome is known either way: the refused rows are simply not committed.
         run.state.apply(Committed(accepted=accepted), run.rules)
         run.report.rows_uploaded += len(accepted)
         run.report.revisions += sum(1 for decision in accepted if decision.entry.revision > 0)
         self._save(run)
-        if result.error is not None:
-            raise result.error
+        return result
 
     def _save(self, run: _Run) -> None:
         state = run.state
@@ -319,6 +513,7 @@ class FeedSync:
         report = run.report
         if report.finished is None:
             report.finished = self._clock()
+        self._note_stall(run)
         run.state.progress = replace(run.state.progress, last_run=last_run_summary(report))
         try:
             self._save(run)

@@ -21,6 +21,7 @@ RETENTION = timedelta(days=90)
 RETENTION_MARGIN = timedelta(minutes=15)
 MAX_GRAPH_WINDOW = timedelta(days=10)
 MIN_SLICE = timedelta(minutes=5)
+ONE_SECOND = timedelta(seconds=1)
 INITIAL_SLICE = timedelta(hours=1)
 
 
@@ -133,21 +134,77 @@ def next_slice(cursor: datetime, end: datetime, span: timedelta) -> Window:
 
 
 def adapt_slice_span(
-    span: timedelta, records_in_slice: int, *, target_records: int, maximum: timedelta
+    span: timedelta,
+    records_in_slice: int,
+    *,
+    target_records: int,
+    maximum: timedelta,
+    pages_in_slice: int = 0,
+    page_cap: int | None = None,
 ) -> timedelta:
     """Size the next slice from how full the last one was.
 
     Sparse slices double (fewer Graph requests against the 100-per-5-minutes quota
-    during catch-up); slices over the target halve (bounded memory and ledger).
+    during catch-up); slices over the target records, or over half the page cap,
+    halve (bounded memory and ledger, and the next slice stays under the cap).
+    Halving stops at five minutes; a span already below that (a split slice, see
+    :func:`split_slice_span`) may halve down to one second and grows back by doubling.
     """
-    if records_in_slice > target_records:
+    dense = records_in_slice > target_records or (page_cap is not None and pages_in_slice * 2 > page_cap)
+    sparse = records_in_slice < target_records // 4 and (page_cap is None or pages_in_slice * 4 <= page_cap)
+    if dense:
         proposed = span / 2
-    elif records_in_slice < target_records // 4:
+    elif sparse:
         proposed = span * 2
     else:
         proposed = span
     upper = min(maximum, MAX_GRAPH_WINDOW)
-    return max(MIN_SLICE, min(upper, floor_timedelta(proposed)))
+    lower = MIN_SLICE if span >= MIN_SLICE else ONE_SECOND
+    return max(lower, min(upper, floor_timedelta(proposed)))
+
+
+def split_slice_span(unfinished: Window, covered_from: datetime | None) -> timedelta:
+    """The span to read a slice with again after it stopped unfinished (page cap, budget, quota).
+
+    The high-water mark moves only past a slice read to its end, so a slice that needs
+    more pages than one run can read must get smaller or the feed never moves. Halving
+    always works, whatever order Graph returns records in. When every page was newest
+    first (``covered_from`` set: the pages read hold everything after that time), the
+    density is known: the part read took all those pages, so half of it takes half as
+    many, and the slice shrinks to that at once instead of halving run after run.
+    """
+    read = unfinished.span if covered_from is None else min(unfinished.span, unfinished.end - covered_from)
+    return max(ONE_SECOND, floor_timedelta(read / 2))
+
+
+@dataclass(slots=True)
+class SliceReading:
+    """How far the reading of one slice got, and what the order of its records shows.
+
+    Graph documents no order for message trace results (it returns newest first
+    today). The order is checked on every record of every page: while it holds,
+    ``covered_from`` says which part of the slice the pages read so far hold in full;
+    once one record breaks it, nothing is assumed (None). It only ever sizes a split
+    (:func:`split_slice_span`), never what is committed.
+    """
+
+    slice: Window
+    pages: int = 0
+    records: int = 0
+    newest_first: bool = True
+    oldest_seen: datetime | None = None
+
+    def observe(self, received: datetime) -> None:
+        """Note the receive time of the next record of the slice, in the order Graph sent it."""
+        if self.oldest_seen is not None and received > self.oldest_seen:
+            self.newest_first = False
+        if self.oldest_seen is None or received < self.oldest_seen:
+            self.oldest_seen = received
+
+    @property
+    def covered_from(self) -> datetime | None:
+        """With newest-first order held so far: the time after which the slice is read in full."""
+        return self.oldest_seen if self.newest_first else None
 
 
 def floor_timedelta(value: timedelta) -> timedelta:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -11,7 +11,7 @@ from connector.deadletter import DeadLetter
 from connector.errors import CheckpointConflictError, ConnectorError, SinkError
 from connector.ledger import ledger_key
 from connector.mapping import parse_datetime
-from connector.ports import StoredCheckpoint, UploadResult
+from connector.ports import SourcePage, StoredCheckpoint, UploadResult
 from connector.state import Checkpoint
 from connector.windows import Window
 
@@ -46,17 +46,19 @@ class MemorySource:
     fail_after_pages: int | None = None
     failure: ConnectorError | None = None
     pages_served: int = 0
+    oldest_first: bool = False
 
-    def pages(self, window: Window) -> Iterator[list[Mapping[str, object]]]:
+    def pages(self, window: Window) -> Generator[SourcePage, None, None]:
         self.windows.append(window)
         matching = [r for r in self.records if _in_window(r, window)]
-        matching.sort(key=lambda r: str(r["receivedDateTime"]), reverse=True)
+        matching.sort(key=lambda r: str(r["receivedDateTime"]), reverse=not self.oldest_first)
         for offset in range(0, max(len(matching), 1), self.page_size):
             if self.fail_after_pages is not None and self.pages_served >= self.fail_after_pages:
                 assert self.failure is not None
                 raise self.failure
             self.pages_served += 1
-            yield list(matching[offset : offset + self.page_size])
+            more = offset + self.page_size < len(matching)
+            yield SourcePage(records=list(matching[offset : offset + self.page_size]), more=more)
 
 
 @dataclass
@@ -66,6 +68,8 @@ class MemorySink:
     rows: list[Mapping[str, object]] = field(default_factory=list)
     uploads: int = 0
     fail_on_upload: set[int] = field(default_factory=set)
+    refuse_row: Callable[[Mapping[str, object]], str | None] | None = None
+    """The service's words for a row it refuses (None: taken); one such row fails the whole request."""
 
     def upload(self, rows: Sequence[Mapping[str, object]]) -> UploadResult:
         self.uploads += 1
@@ -74,6 +78,18 @@ class MemorySink:
                 failed_indexes=frozenset(range(len(rows))),
                 error=SinkError("injected 500", rows_failed=len(rows), status=500),
             )
+        if self.refuse_row is not None:
+            reasons = [reason for reason in map(self.refuse_row, rows) if reason is not None]
+            if reasons:
+                return UploadResult(
+                    failed_indexes=frozenset(range(len(rows))),
+                    error=SinkError(
+                        f"refused: {reasons[0]}",
+                        rows_failed=len(rows),
+                        status=400,
+                        service_message=reasons[0],
+                    ),
+                )
         self.rows.extend(dict(row) for row in rows)
         return UploadResult()
 
@@ -108,6 +124,7 @@ class MemoryStore:
         return sorted(name for name in self.documents if name.startswith(prefix))
 
     def put_dead_letter(self, letter: DeadLetter) -> str:
+        letter.encode()  # what the blob store writes must be writable
         self.dead_letters[letter.name] = letter
         return f"memory://{letter.name}"
 

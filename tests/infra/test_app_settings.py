@@ -37,6 +37,7 @@ NOT_SET_BY_TEMPLATES = {
     "INITIAL_LOOKBACK_HOURS": "tuning, default works; extraConnectorSettings",
     "MAX_SLICE_HOURS": "tuning, default works; extraConnectorSettings",
     "TARGET_RECORDS_PER_SLICE": "tuning, default works; extraConnectorSettings",
+    "MAX_PAGES_PER_SLICE": "tuning, default works; extraConnectorSettings",
     "RUN_TIME_BUDGET_SECONDS": "tuning, default (420 s) fits functionTimeout (10 min); extraConnectorSettings",
     "HTTP_TIMEOUT_SECONDS": "tuning, default works; extraConnectorSettings",
     "HTTP_MAX_RETRIES": "tuning, default works; extraConnectorSettings",
