@@ -101,3 +101,22 @@ def test_backfill_feed_name_encodes_the_range():
     name = backfill_feed_name(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, 6, tzinfo=UTC))
 
     assert name == "backfill/20260101T000000Z_20260102T060000Z"
+
+
+def test_stall_count_round_trips_and_is_absent_from_a_healthy_feeds_document():
+    healthy = Checkpoint(progress=FeedProgress(feed="live", high_water_mark=T0), ledger={})
+    stalled = Checkpoint(progress=FeedProgress(feed="live", high_water_mark=T0, stalled_runs=2), ledger={})
+
+    assert b"stalled_runs" not in encode_checkpoint(healthy)
+    assert decode_checkpoint(encode_checkpoint(stalled), where="t").progress.stalled_runs == 2
+    assert decode_checkpoint(encode_checkpoint(healthy), where="t").progress.stalled_runs == 0
+
+
+def test_stray_lone_surrogate_in_a_run_summary_does_not_stop_the_save():
+    summary = {**LAST_RUN, "outcome": "failed", "error": "the service said: \ud83d"}
+    checkpoint = Checkpoint(progress=FeedProgress(feed="live", last_run=summary), ledger={})
+
+    decoded = decode_checkpoint(encode_checkpoint(checkpoint), where="t")
+
+    assert decoded.progress.last_run is not None
+    assert decoded.progress.last_run["error"] == "the service said: \ud83d"

@@ -11,6 +11,7 @@ from connector.state import (
     FeedState,
     IntentEntry,
     PendingBatch,
+    after_run,
     commit,
 )
 from connector.windows import Window
@@ -119,3 +120,32 @@ class TestFeedState:
         assert state.progress.high_water_mark == T10
         assert len(state.ledger) == 1
         assert state.etag == '"etag-1"'
+
+
+class TestUnfinishedSlicesAndStalls:
+    def test_unfinished_slice_keeps_the_mark_and_shrinks_the_span(self):
+        before = FeedProgress(feed="live", high_water_mark=T10, slice_span=timedelta(hours=1))
+
+        after, change = commit(
+            before,
+            Committed(unfinished_slice=Window(T10, T11), covered_from=T11 - timedelta(minutes=10)),
+            RULES,
+        )
+
+        assert after.high_water_mark == T10
+        assert after.slice_span == timedelta(minutes=5)
+        assert change == LedgerChange()
+
+    def test_dead_lettered_rows_are_committed_to_the_ledger_as_handled(self):
+        _, change = commit(FeedProgress(feed="live"), Committed(dead_lettered=(decision("k9"),)), RULES)
+
+        assert change.committed == (decision("k9"),)
+
+    def test_runs_without_progress_count_up_and_progress_or_nothing_due_resets(self):
+        progress = FeedProgress(feed="live")
+        for expected in (1, 2, 3):
+            progress = after_run(progress, due=True, moved=False)
+            assert progress.stalled_runs == expected
+
+        assert after_run(progress, due=True, moved=True).stalled_runs == 0
+        assert after_run(progress, due=False, moved=False).stalled_runs == 0

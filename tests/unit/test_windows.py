@@ -6,11 +6,13 @@ from connector.windows import (
     MAX_GRAPH_WINDOW,
     MIN_SLICE,
     RETENTION,
+    SliceReading,
     Window,
     adapt_slice_span,
     next_slice,
     plan_backfill_window,
     plan_live_window,
+    split_slice_span,
 )
 
 NOW = datetime(2026, 3, 10, 12, 0, 30, 750_000, tzinfo=UTC)
@@ -152,3 +154,43 @@ class TestSlices:
             Window(datetime(2026, 1, 1), datetime(2026, 1, 2))  # noqa: DTZ001
         with pytest.raises(ValueError, match="before its start"):
             Window(datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC))
+
+
+class TestSplittingAnUnfinishedSlice:
+    HOUR = Window(datetime(2026, 3, 1, 10, tzinfo=UTC), datetime(2026, 3, 1, 11, tzinfo=UTC))
+
+    def test_without_a_known_order_the_slice_is_halved(self):
+        assert split_slice_span(self.HOUR, None) == timedelta(minutes=30)
+
+    def test_newest_first_pages_size_the_split_from_the_part_read(self):
+        covered_from = self.HOUR.end - timedelta(minutes=4)
+
+        assert split_slice_span(self.HOUR, covered_from) == timedelta(minutes=2)
+
+    def test_split_never_goes_below_one_second(self):
+        one = Window(self.HOUR.start, self.HOUR.start + timedelta(seconds=1))
+
+        assert split_slice_span(one, None) == timedelta(seconds=1)
+        assert split_slice_span(self.HOUR, self.HOUR.end) == timedelta(seconds=1)
+
+    def test_order_is_checked_on_every_record_and_one_break_drops_it(self):
+        reading = SliceReading(self.HOUR)
+        for minute in (50, 40, 40, 30):
+            reading.observe(self.HOUR.start + timedelta(minutes=minute))
+        assert reading.covered_from == self.HOUR.start + timedelta(minutes=30)
+
+        reading.observe(self.HOUR.start + timedelta(minutes=45))
+
+        assert reading.covered_from is None
+
+    def test_a_split_span_grows_back_by_doubling_not_by_jumping_to_five_minutes(self):
+        grown = adapt_slice_span(timedelta(seconds=20), 10, target_records=50_000, maximum=timedelta(days=1))
+
+        assert grown == timedelta(seconds=40)
+
+    def test_slice_over_half_the_page_cap_halves_and_one_near_it_never_doubles(self):
+        kwargs = {"target_records": 50_000, "maximum": timedelta(days=1), "page_cap": 20}
+
+        assert adapt_slice_span(timedelta(hours=1), 10, pages_in_slice=11, **kwargs) == timedelta(minutes=30)
+        assert adapt_slice_span(timedelta(hours=1), 10, pages_in_slice=8, **kwargs) == timedelta(hours=1)
+        assert adapt_slice_span(timedelta(hours=1), 10, pages_in_slice=5, **kwargs) == timedelta(hours=2)
