@@ -192,8 +192,9 @@ class FeedSync:
                     f"{'(none yet)' if mark is None else format_datetime(mark)} for {progress.stalled_runs} runs "
                     f"while message trace was due (this run: {report.outcome}). Runs keep ending before a slice "
                     "is read to its end: check what else uses the tenant's Graph message trace quota "
-                    "(100 requests per 5 minutes), and the run budget (RUN_TIME_BUDGET_SECONDS); the feed "
-                    "keeps trying, smaller slices each run"
+                    "(100 requests per 5 minutes), the run budget (RUN_TIME_BUDGET_SECONDS), and whether "
+                    "re-reading OVERLAP_LOOKBACK_MINUTES alone takes most of the quota (every run re-reads it); "
+                    "the feed keeps trying, smaller slices each run"
                 )
             )
 
@@ -286,9 +287,11 @@ class FeedSync:
             reading, stopped = self._run_slice(run, current)
             run.report.slices += 1
             if stopped is not None:
-                self._split(run, reading, stopped)
                 if isinstance(stopped, ThrottledError):
+                    if reading.pages:  # a slice the quota ran out in; not one it never started
+                        self._split(run, reading, stopped)
                     raise stopped
+                self._split(run, reading, stopped)
                 if stopped == "budget":
                     return "budget_exhausted"
                 continue  # the page cap: read the same start again with the smaller span, now
@@ -405,7 +408,9 @@ class FeedSync:
             reading.pages,
             why.get(str(stopped), "Graph's quota"),
             run.state.progress.next_slice_span,
-            "" if reading.covered_from is not None else " (records were not newest first: halved)",
+            ""
+            if reading.covered_from is not None or not reading.records
+            else " (records not newest first: halved)",
         )
 
     def _dead_letter(self, run: _Run, raw: object, reason: str, current: Window) -> None:

@@ -346,7 +346,9 @@ class GraphServer(SimulatedHttpServer):
 
     Attributes (settable at any time):
         status_case, service_principal_missing, permission_granted,
-        send_retry_after, quota (``SlidingWindowQuota``), store (``MessageTraceStore``).
+        send_retry_after, quota (``SlidingWindowQuota``), store (``MessageTraceStore``),
+        max_page_size: the server's own page limit (``None``: ``$top`` decides); Graph, like
+            any OData service, may send fewer records per page than ``$top`` asks for.
     """
 
     def __init__(
@@ -369,6 +371,7 @@ class GraphServer(SimulatedHttpServer):
         self.service_principal_missing = False
         self.permission_granted = True
         self.send_retry_after = True
+        self.max_page_size: int | None = None
         self.quota = SlidingWindowQuota(quota_limit, quota_window_seconds)
         self.store = MessageTraceStore(clock, publication_delay)
         self._responses = 0
@@ -409,6 +412,7 @@ class GraphServer(SimulatedHttpServer):
         self.service_principal_missing = False
         self.permission_granted = True
         self.send_retry_after = True
+        self.max_page_size = None
         with self._counter_lock:
             self._responses = 0
 
@@ -510,6 +514,8 @@ class GraphServer(SimulatedHttpServer):
         now = self._clock()
         start, end, canonical = self._parse_filter(request, now)
         top = self._parse_top(request)
+        if self.max_page_size is not None:
+            top = min(top, self.max_page_size)
         offset, looping = self._parse_skiptoken(request, canonical)
         include_unknown = "include-unknown-enum-members" in request.header("prefer").lower()
         with self._counter_lock:

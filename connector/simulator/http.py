@@ -113,8 +113,14 @@ class Response:
 
     @classmethod
     def json(cls, status: int, document: Any, headers: Mapping[str, str] | None = None) -> Response:
-        """Build a JSON response (UTF-8, compact, non-ASCII kept as is); ``headers`` may override Content-Type."""
-        body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        """Build a JSON response (UTF-8, compact, non-ASCII kept as is); ``headers`` may override Content-Type.
+
+        An unpaired surrogate (hostile text in a test record) goes out as the ``\\udXXX`` escape a
+        real service sends for it, since it has no UTF-8 form.
+        """
+        body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode(
+            "utf-8", "backslashreplace"
+        )
         return cls(status, body, {"Content-Type": JSON_CONTENT_TYPE, **(headers or {})})
 
 

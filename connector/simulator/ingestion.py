@@ -81,6 +81,8 @@ class IngestionServer(SimulatedHttpServer):
     Attributes (settable at any time):
         role_assigned: ``False`` answers 403 (no Monitoring Metrics Publisher).
         on_accepted: called with each accepted batch before the 204 is sent.
+        refuse_row: the workspace's own rule for rows it will not take (a row → the reason, or
+            ``None``); one such row makes the whole request a 400, as a bad value does.
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class IngestionServer(SimulatedHttpServer):
         self.stream_name = schema.stream
         self.role_assigned = True
         self.on_accepted: Callable[[IngestedBatch], None] | None = None
+        self.refuse_row: Callable[[dict[str, Any]], str | None] | None = None
         self._rows: list[dict[str, Any]] = []
         self._batches: list[IngestedBatch] = []
         self._request_count = 0
@@ -129,6 +132,7 @@ class IngestionServer(SimulatedHttpServer):
             self._request_count = 0
         self.role_assigned = True
         self.on_accepted = None
+        self.refuse_row = None
 
     # -------------------------------------------------------------- plumbing
     def dispatch(self, request: Request) -> tuple[Response, str | None]:
@@ -298,6 +302,9 @@ class IngestionServer(SimulatedHttpServer):
                     "InvalidPayload",
                     f"Record {index}: column '{name}' of type '{column_type}' {problem}: {value!r:.80}.",
                 )
+        reason = None if self.refuse_row is None else self.refuse_row(record)
+        if reason is not None:
+            raise IngestionError(400, "InvalidPayload", f"Record {index}: {reason}")
 
 
 def _type_problem(column_type: str, value: Any) -> str | None:
