@@ -18,6 +18,12 @@ high-water mark must never move backwards. At the end the table must hold every
 twice.
 
     .venv/bin/python -m tests.crash.harness --kills 200 --seed 7
+    .venv/bin/python -m tests.crash.harness --kills 60 --seed 7 --big-tenant
+
+``--big-tenant`` gives the tenant a first slice that needs more Graph pages than the
+quota allows one run (small server pages, a small quota that refills between runs, as
+five minutes would), and also counts the unkilled runs after which the high-water
+mark did not move although data was due (``hwm_stalls``; must be 0).
 
 The last line printed is ``kills=N, lost=N, duplicated=N``.
 """
@@ -61,6 +67,7 @@ class HarnessResult:
     attempts: int
     phases: Counter[str] = field(default_factory=Counter)
     hwm_regressions: int = 0
+    hwm_stalls: int = 0
     possible_duplicates_reported: int = 0
 
     @property
@@ -129,7 +136,14 @@ def _new_traffic(sim: Simulator, rng: random.Random, attempt: int) -> None:
         )
 
 
-def run_harness(kills: int, seed: int, *, verification: bool = True, log: bool = False) -> HarnessResult:
+BIG_TENANT_ROWS = 2400
+BIG_TENANT_PAGE = 20
+BIG_TENANT_QUOTA = 40
+
+
+def run_harness(
+    kills: int, seed: int, *, verification: bool = True, log: bool = False, big_tenant: bool = False
+) -> HarnessResult:
     rng = random.Random(seed)
     workdir = Path(tempfile.mkdtemp(prefix="crash-harness-"))
     azurite = start_azurite(workdir)
@@ -137,6 +151,19 @@ def run_harness(kills: int, seed: int, *, verification: bool = True, log: bool =
     try:
         with Simulator(graph_quota=(1_000_000, 300.0)) as sim:
             now = sim.now()
+            if big_tenant:
+                # A dense first hour: 2,400 messages (more recipients still) in 120 pages of 20,
+                # three times what the quota gives one run.
+                sim.graph.add(
+                    generate_traffic(
+                        now - timedelta(hours=7),
+                        now - timedelta(hours=6),
+                        BIG_TENANT_ROWS,
+                        seed=seed + 50_000,
+                    )
+                )
+                sim.graph.max_page_size = BIG_TENANT_PAGE
+                sim.graph.quota.limit = BIG_TENANT_QUOTA
             sim.graph.add(
                 generate_traffic(now - timedelta(hours=6), now - timedelta(minutes=5), 800, seed=seed)
             )
@@ -159,6 +186,14 @@ def run_harness(kills: int, seed: int, *, verification: bool = True, log: bool =
                 "LOCK_LEASE_SECONDS": "15",
                 "PYTHONPATH": str(ROOT),
             }
+            if big_tenant:
+                # A budget well under the quota's Retry-After (up to 300 s), so a run that meets the
+                # quota ends "throttled" instead of sleeping, as a timer run with a 10-minute limit does.
+                env |= {
+                    "MAX_PAGES_PER_SLICE": "8",
+                    "OVERLAP_LOOKBACK_MINUTES": "10",
+                    "RUN_TIME_BUDGET_SECONDS": "60",
+                }
             if verification:
                 env |= {"WORKSPACE_ID": sim.workspace_id, "VERIFY_INGESTION_DELAY_MINUTES": "0.02"}
             container = ContainerClient.from_connection_string(azurite.connection_string, CONTAINER)
@@ -224,10 +259,26 @@ def run_harness(kills: int, seed: int, *, verification: bool = True, log: bool =
                 hwm = None if stored is None else stored.checkpoint.progress.high_water_mark
                 if last_hwm is not None and (hwm is None or hwm < last_hwm):
                     result.hwm_regressions += 1
+                outcome = (
+                    None
+                    if stored is None or stored.checkpoint.progress.last_run is None
+                    else (stored.checkpoint.progress.last_run["outcome"])
+                )
+                if (
+                    big_tenant
+                    and not killed
+                    and outcome in ("completed", "budget_exhausted", "throttled")
+                    and (hwm is None or (last_hwm is not None and hwm <= last_hwm))
+                ):
+                    # A run that ended normally (not killed, not failed on an injected fault, not deferred
+                    # while a killed run's batch ages) had data due, so it must have moved the mark.
+                    result.hwm_stalls += 1
                 last_hwm = hwm or last_hwm
+                sim.graph.quota.reset()  # the quota refills between timer runs
                 if log:
                     print(
-                        f"attempt {result.attempts}: phase={phase} killed={killed} rc={child.process.returncode}"
+                        f"attempt {result.attempts}: phase={phase} killed={killed} rc={child.process.returncode} "
+                        f"outcome={outcome} hwm={hwm}"
                     )
                 return killed
 
@@ -282,14 +333,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-verification", action="store_true", help="run without WORKSPACE_ID")
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument(
+        "--big-tenant", action="store_true", help="a first slice that needs more pages than one run's quota"
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
-    result = run_harness(args.kills, args.seed, verification=not args.no_verification, log=args.verbose)
-    print(f"attempts={result.attempts} phases={dict(result.phases)} hwm_regressions={result.hwm_regressions}")
+    result = run_harness(
+        args.kills,
+        args.seed,
+        verification=not args.no_verification,
+        log=args.verbose,
+        big_tenant=args.big_tenant,
+    )
+    print(
+        f"attempts={result.attempts} phases={dict(result.phases)} hwm_regressions={result.hwm_regressions}"
+        f" hwm_stalls={result.hwm_stalls}"
+    )
     print(f"possible duplicates reported by the connector: {result.possible_duplicates_reported}")
     print(f"elapsed {time.monotonic() - started:.0f} s")
     print(result.summary)
-    return 0 if result.lost == 0 and result.duplicated == 0 and result.hwm_regressions == 0 else 1
+    healthy = result.hwm_regressions == 0 and result.hwm_stalls == 0
+    return 0 if result.lost == 0 and result.duplicated == 0 and healthy else 1
 
 
 if __name__ == "__main__":

@@ -21,3 +21,11 @@ def test_without_workspace_verification_duplicates_are_never_more_than_reported(
     assert result.lost == 0
     assert result.hwm_regressions == 0
     assert result.duplicated <= result.possible_duplicates_reported
+
+
+def test_tenant_bigger_than_one_runs_quota_moves_its_mark_every_run_through_kills():
+    result = run_harness(kills=8, seed=5, verification=True, big_tenant=True)
+
+    assert result.hwm_regressions == 0
+    assert result.hwm_stalls == 0
+    assert (result.lost, result.duplicated) == (0, 0), result.summary
