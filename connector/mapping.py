@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from connector.errors import RecordError
 from connector.schema import TableSchema, load_table_schema
@@ -160,23 +160,97 @@ class TraceRecord:
         return self.recipient.lower()
 
 
+# RFC 3339 / ISO 8601 extended date-time. Digits are spelled [0-9] because ``\d`` also
+# matches other scripts' digits (fullwidth, Arabic-Indic...), which ``int`` would accept.
+_TIMESTAMP = re.compile(
+    r"(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})"
+    r"[Tt ]"
+    r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2})"
+    r"(?::(?P<second>[0-9]{2})(?:[.,](?P<fraction>[0-9]{1,9}))?)?"
+    r"(?P<zone>[Zz]|(?P<sign>[+-])(?P<zone_hour>[0-9]{2})(?::?(?P<zone_minute>[0-9]{2}))?)?"
+)
+_DATE_ONLY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_LAST_MICROSECOND = 999_999
+
+
 def parse_datetime(raw: str) -> datetime:
-    """Parse an ISO 8601 UTC timestamp; values without an offset are UTC by Graph's contract.
+    """Parse an RFC 3339 / ISO 8601 extended timestamp to an aware UTC ``datetime``.
+
+    One parser reads Graph's ``receivedDateTime`` and the connector's own checkpoint
+    times, so it must take every shape Graph may send and nothing that only looks like
+    a time: ``YYYY-MM-DD``, then ``T``, ``t`` or a space, then ``hh:mm:ss`` (or ``hh:mm``,
+    as ISO 8601 allows); an optional fraction after ``.`` or ``,`` of 1 to 9 digits
+    (Exchange sends 7), *truncated* to microseconds so it never rounds into the next
+    second; then ``Z``/``z``, ``±hh:mm``, ``±hhmm``, ``±hh``, or nothing, which is UTC by
+    Graph's contract. Surrounding whitespace is ignored.
+
+    A leap second (``:60``) is a real instant that ``datetime`` cannot hold; it is kept
+    as the last microsecond of its minute (``:59.999999``) rather than dead-lettering
+    the record, which keeps it in order with its neighbours.
 
     Raises:
-        ValueError: the text is not an ISO 8601 timestamp.
+        ValueError: the text is not such a timestamp (a date without a time, garbage, or
+            a field out of range); the message says which.
     """
     text = raw.strip()
-    if "." in text:
-        # Python keeps microseconds; Exchange sometimes sends 7 fractional digits.
-        head, _, tail = text.partition(".")
-        digits = "".join(ch for ch in tail if ch.isdigit())
-        zone = tail[len(digits) :]
-        text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    match = _TIMESTAMP.fullmatch(text)
+    if match is None:
+        raise ValueError(_timestamp_problem(raw, text))
+    field = match.group
+    hour, minute = int(field("hour")), int(field("minute"))
+    second = int(field("second") or 0)
+    fraction = field("fraction") or ""
+    microsecond = int(fraction[:6].ljust(6, "0"))
+    if hour > 23 or minute > 59 or second > 60:
+        raise ValueError(f"{_shown_time(raw)} has a time of day out of range (hh 00-23, mm 00-59, ss 00-60)")
+    if second == 60:
+        second, microsecond = 59, _LAST_MICROSECOND
+    try:
+        # The wall-clock fields, labelled UTC for now; the offset is subtracted below.
+        wall = datetime(
+            int(field("year")),
+            int(field("month")),
+            int(field("day")),
+            hour,
+            minute,
+            second,
+            microsecond,
+            tzinfo=UTC,
+        )
+    except ValueError as err:
+        raise ValueError(f"{_shown_time(raw)} has a date out of range ({err})") from None
+    offset = _utc_offset(raw, match)
+    try:
+        return wall - offset
+    except OverflowError:
+        raise ValueError(f"{_shown_time(raw)} is outside the years 1-9999 once converted to UTC") from None
+
+
+def _utc_offset(raw: str, match: re.Match[str]) -> timedelta:
+    """The zone's offset from UTC (zero for ``Z`` or no zone)."""
+    sign = match.group("sign")
+    if sign is None:
+        return timedelta(0)
+    hours, minutes = int(match.group("zone_hour")), int(match.group("zone_minute") or 0)
+    if hours > 23 or minutes > 59:
+        raise ValueError(f"{_shown_time(raw)} has a UTC offset out of range (hh 00-23, mm 00-59)")
+    offset = timedelta(hours=hours, minutes=minutes)
+    return -offset if sign == "-" else offset
+
+
+def _timestamp_problem(raw: str, text: str) -> str:
+    """Why ``text`` is not a timestamp, for the dead letter and the CLI."""
+    if _DATE_ONLY.fullmatch(text):
+        return f"{_shown_time(raw)} is a date without a time of day; a message trace needs the instant"
+    return (
+        f"{_shown_time(raw)} is not an ISO 8601 timestamp "
+        "(expected YYYY-MM-DDThh:mm:ss[.fraction][Z|+hh:mm|-hh:mm])"
+    )
+
+
+def _shown_time(raw: str) -> str:
+    """``raw`` quoted and bounded: a garbage field must not become a huge log line."""
+    return repr(raw) if len(raw) <= 64 else repr(raw[:61]) + "..."
 
 
 def format_datetime(value: datetime) -> str:

@@ -6,11 +6,18 @@ through ``azure-monitor-query``; rows are matched on (trace id, recipient, statu
 the same identity the ledger uses. The time span to search is the caller's
 (:mod:`connector.intent` widens it for backfilled rows, whose ``TimeGenerated`` Log
 Analytics replaces with their arrival time).
+
+Trace ids come from Graph and may hold any text, so each one becomes a KQL string
+literal whose value is exactly the id (:func:`kql_string`): one odd id must not make
+the query, and so every verification of its batch, invalid. An id holding an unpaired
+UTF-16 surrogate cannot be stored as sent (Log Analytics keeps only valid Unicode), so
+it is left out of the query: its rows count as absent and are sent again.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -27,13 +34,45 @@ logger = logging.getLogger(__name__)
 TRACE_IDS_PER_QUERY = 200
 
 
-def _kql_string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+# Only escapes the Learn page "The string data type" documents: \\ \" \t \n by name and
+# \uXXXX by example. Every other character Kusto's lexer (Kusto.Language) takes as it is,
+# except CR and LF, which end a quoted literal; those and the other control characters
+# (and the Unicode line/paragraph separators) are written as \uXXXX so the query stays
+# one valid, printable literal per id.
+_NAMED_ESCAPES = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n"}
+_NEEDS_CODE_ESCAPE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape(char: str) -> str:
+    named = _NAMED_ESCAPES.get(char)
+    if named is not None:
+        return named
+    if _NEEDS_CODE_ESCAPE.match(char):
+        return f"\\u{ord(char):04X}"
+    return char
+
+
+def kql_string(value: str) -> str:
+    """A double-quoted KQL string literal whose value is exactly ``value``.
+
+    Raises:
+        ValueError: ``value`` holds an unpaired UTF-16 surrogate, which no KQL
+            literal (and no UTF-8 query text) can carry.
+    """
+    if _LONE_SURROGATE.search(value):
+        raise ValueError("an unpaired UTF-16 surrogate cannot be written in a KQL string literal")
+    return '"' + "".join(_escape(char) for char in value) + '"'
+
+
+def queryable(trace_id: str) -> bool:
+    """True when ``trace_id`` can be looked up (see the module note on unpaired surrogates)."""
+    return _LONE_SURROGATE.search(trace_id) is None
 
 
 def presence_query(table: str, trace_ids: list[str]) -> str:
     """KQL listing the rows of ``trace_ids`` (the only query shape the connector sends)."""
-    ids = ", ".join(_kql_string(trace_id) for trace_id in trace_ids)
+    ids = ", ".join(kql_string(trace_id) for trace_id in trace_ids)
     return f"{table}\n| where MessageTraceId in ({ids})\n| project MessageTraceId, RecipientAddress, Status"
 
 
@@ -50,8 +89,15 @@ class LogAnalyticsVerifier:
     ) -> set[tuple[str, str]]:
         """(ledger key, status) of every row of ``trace_ids`` the table holds between ``since`` and ``until``."""
         present: set[tuple[str, str]] = set()
-        for offset in range(0, len(trace_ids), TRACE_IDS_PER_QUERY):
-            query = presence_query(self._table, list(trace_ids[offset : offset + TRACE_IDS_PER_QUERY]))
+        ids = [trace_id for trace_id in trace_ids if queryable(trace_id)]
+        if len(ids) < len(trace_ids):
+            logger.warning(
+                "%d trace ids hold an unpaired UTF-16 surrogate and cannot be stored or looked up; "
+                "their rows count as absent and are sent again",
+                len(trace_ids) - len(ids),
+            )
+        for offset in range(0, len(ids), TRACE_IDS_PER_QUERY):
+            query = presence_query(self._table, ids[offset : offset + TRACE_IDS_PER_QUERY])
             try:
                 result = self._client.query_workspace(self._workspace_id, query, timespan=(since, until))
             except AzureError as err:

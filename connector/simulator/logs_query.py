@@ -1,4 +1,4 @@
-"""Fake Log Analytics query API over the rows the ingestion simulator accepted.
+r"""Fake Log Analytics query API over the rows the ingestion simulator accepted.
 
 Why: the connector's workspace verification must be tested against what a real
 workspace shows, including ingestion latency: a row accepted by the Logs
@@ -13,6 +13,14 @@ Anything else is a 400 (``BadArgumentError``), as a real workspace would answer 
 query it cannot run. ``TimeGenerated`` older than two days at arrival is replaced
 by the arrival time, as Log Analytics does, and the request's ``timespan`` filters
 on it.
+
+The id list is read with Kusto's own string-literal rules (those of Kusto.Language's
+lexer), so a test over the simulator proves the connector's literals mean what it
+meant: ``"..."`` or ``'...'`` with the escapes ``\\ \' \" \a \b \f \n \r \t \v``,
+``\uXXXX``, ``\UXXXXXXXX``, ``\xHH`` and 1-3 octal digits; verbatim ``@"..."`` in
+which ``""`` is a quote; the obfuscation prefix ``h``; multi-line ```` ```...``` ````;
+adjacent literals joined into one. An unknown escape, a raw CR or LF inside quotes or
+a missing closing quote is a syntax error: 400, as the service answers.
 """
 
 from __future__ import annotations
@@ -32,12 +40,146 @@ from .http import Request, Response, SimulatedHttpServer
 from .ingestion import IngestionServer
 
 LOGS_QUERY_RESOURCE = "https://api.loganalytics.io"
-_QUERY = re.compile(
-    r"^\s*(?P<table>\w+)\s*\|\s*where\s+MessageTraceId\s+in\s*\((?P<ids>[^)]*)\)\s*"
-    r"\|\s*project\s+(?P<columns>[\w\s,]+?)\s*$",
-    re.DOTALL,
-)
-_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_QUERY_HEAD = re.compile(r"\s*(?P<table>\w+)\s*\|\s*where\s+MessageTraceId\s+in\s*\(")
+_QUERY_TAIL = re.compile(r"\s*\|\s*project\s+(?P<columns>[\w\s,]+?)\s*", re.DOTALL)
+_SIMPLE_ESCAPES = {
+    "\\": "\\",
+    "'": "'",
+    '"': '"',
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+}
+_HEX_ESCAPES = {"u": 4, "U": 8, "x": 2}
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_MULTI_LINE_QUOTES = ("```", "~~~")
+
+
+class KqlSyntaxError(ValueError):
+    """The query text breaks Kusto's lexical rules (the service answers 400)."""
+
+
+def _scan_escape(text: str, pos: int) -> tuple[str, int]:
+    """Decode the escape whose backslash is at ``pos``; return (value, position after it)."""
+    code = text[pos + 1 : pos + 2]
+    if code in _SIMPLE_ESCAPES:
+        return _SIMPLE_ESCAPES[code], pos + 2
+    if code in _HEX_ESCAPES:
+        digits = text[pos + 2 : pos + 2 + _HEX_ESCAPES[code]]
+        if len(digits) != _HEX_ESCAPES[code] or not set(digits) <= _HEX_DIGITS:
+            raise KqlSyntaxError(f"malformed \\{code} escape at {pos}")
+        value = int(digits, 16)
+        if value > 0x10FFFF or (code == "U" and 0xD800 <= value <= 0xDFFF):
+            raise KqlSyntaxError(f"\\U escape at {pos} is not a Unicode code point")
+        return chr(value), pos + 2 + len(digits)
+    # Octal, as Kusto.Language scans it: up to 3 digits 0-7, the third only after 0-3.
+    digits = ""
+    for char in text[pos + 1 : pos + 4]:
+        if char not in "01234567" or (len(digits) == 2 and digits[0] > "3"):
+            break
+        digits += char
+    if not digits:
+        raise KqlSyntaxError(f"unknown escape sequence {text[pos : pos + 2]!r} at {pos}")
+    return chr(int(digits, 8)), pos + 1 + len(digits)
+
+
+def _scan_literal(text: str, pos: int) -> tuple[str, int]:
+    """Read one string literal starting at ``pos``; return (value, position after it)."""
+    if text[pos : pos + 1] in ("h", "H"):
+        pos += 1  # obfuscated literal: same value
+    for fence in _MULTI_LINE_QUOTES:
+        if text.startswith(fence, pos):
+            end = text.find(fence, pos + len(fence))
+            if end < 0:
+                raise KqlSyntaxError(f"multi-line string literal at {pos} is not closed")
+            return text[pos + len(fence) : end], end + len(fence)
+    verbatim = text[pos : pos + 1] == "@"
+    if verbatim:
+        pos += 1
+    quote = text[pos : pos + 1]
+    if quote not in ("'", '"'):
+        raise KqlSyntaxError(f"expected a string literal at {pos}")
+    start = pos
+    pos += 1
+    value: list[str] = []
+    while True:
+        char = text[pos : pos + 1]
+        if char in ("", "\r", "\n"):
+            raise KqlSyntaxError(f"string literal at {start} is not closed on its line")
+        if char == quote:
+            if verbatim and text[pos + 1 : pos + 2] == quote:
+                value.append(quote)
+                pos += 2
+                continue
+            return _join_surrogates("".join(value)), pos + 1
+        if char == "\\" and not verbatim:
+            decoded, pos = _scan_escape(text, pos)
+            value.append(decoded)
+            continue
+        value.append(char)
+        pos += 1
+
+
+def _join_surrogates(value: str) -> str:
+    """Pair \\uD83D\\uDE00-style halves into one code point, as a .NET string would hold them."""
+    return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+
+
+def _skip_space(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    return pos
+
+
+def parse_string_list(text: str, pos: int) -> tuple[list[str], int]:
+    """Read ``"a", 'b' "c", ...)`` from ``pos``: the values and the position after ``)``.
+
+    Adjacent literals (only whitespace between) are one value, as in Kusto.
+
+    Raises:
+        KqlSyntaxError: a literal is malformed or the list is not closed.
+    """
+    values: list[str] = []
+    while True:
+        pos = _skip_space(text, pos)
+        if not values and text.startswith(")", pos):
+            return values, pos + 1
+        parts: list[str] = []
+        while True:
+            part, pos = _scan_literal(text, pos)
+            parts.append(part)
+            pos = _skip_space(text, pos)
+            if text[pos : pos + 1] in (",", ")", ""):
+                break
+        values.append("".join(parts))
+        separator = text[pos : pos + 1]
+        pos += 1
+        if separator == ")":
+            return values, pos
+        if separator != ",":
+            raise KqlSyntaxError("the in (...) list is not closed")
+
+
+def parse_presence_query(query: object) -> tuple[str, list[str], list[str]] | None:
+    """(table, trace ids, projected columns) of the presence query; None for another shape.
+
+    Raises:
+        KqlSyntaxError: a string literal in the id list is malformed.
+    """
+    if not isinstance(query, str):
+        return None
+    head = _QUERY_HEAD.match(query)
+    if head is None:
+        return None
+    ids, after = parse_string_list(query, head.end())
+    tail = _QUERY_TAIL.fullmatch(query, after)
+    if tail is None:
+        return None
+    return head.group("table"), ids, [column.strip() for column in tail.group("columns").split(",")]
 
 
 def _parse_time(text: str) -> datetime:
@@ -73,8 +215,14 @@ class LogsQueryServer(SimulatedHttpServer):
         self.latency_seconds = 0.0
         self.read_access = True
 
-    def _error(self, status: int, code: str, message: str) -> Response:
-        return Response.json(status, {"error": {"code": code, "message": message}})
+    def _error(self, status: int, code: str, message: str, syntax: str | None = None) -> Response:
+        error: dict[str, Any] = {"code": code, "message": message}
+        if syntax is not None:
+            error["innererror"] = {
+                "code": "SyntaxError",
+                "message": f"A recognition error occurred: {syntax}",
+            }
+        return Response.json(status, {"error": error})
 
     def _query(self, request: Request) -> Response:
         claims = self._validate(request.header("authorization") or None, LOGS_QUERY_RESOURCE)
@@ -92,15 +240,15 @@ class LogsQueryServer(SimulatedHttpServer):
             )
         try:
             body = json.loads(request.body)
-            match = _QUERY.match(body["query"])
+            parsed = parse_presence_query(body["query"])
+        except KqlSyntaxError as err:
+            return self._error(400, "BadArgumentError", "The request had some invalid properties", str(err))
         except (ValueError, KeyError, TypeError):
-            match = None
-        if match is None or match.group("table") != self._schema.table:
+            parsed = None
+        if parsed is None or parsed[0] != self._schema.table:
             return self._error(400, "BadArgumentError", "The request had some invalid properties")
-        ids = {
-            bytes(m.group(1), "utf-8").decode("unicode_escape") for m in _STRING.finditer(match.group("ids"))
-        }
-        columns = [c.strip() for c in match.group("columns").split(",")]
+        _, id_list, columns = parsed
+        ids = set(id_list)
         if any(c not in self._schema.column_names for c in columns):
             return self._error(400, "SemanticError", "A semantic error occurred.")
         start, end = self._timespan(body.get("timespan"))

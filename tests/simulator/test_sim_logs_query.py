@@ -1,0 +1,160 @@
+"""The fake Log Analytics query API reads string literals by Kusto's rules.
+
+The connector's verification is only proven over the simulator if the simulator means
+by a literal what Log Analytics means: the escapes Kusto's lexer (Kusto.Language)
+decodes, and a 400 for a literal the service cannot parse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from azure.core.exceptions import HttpResponseError
+from azure.identity import ClientSecretCredential
+from azure.monitor.ingestion import LogsIngestionClient
+from azure.monitor.query import LogsQueryClient
+
+from connector.simulator import Simulator
+from connector.simulator.logs_query import KqlSyntaxError, parse_presence_query, parse_string_list
+from connector.workspace import presence_query
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(
+    ("text", "values"),
+    [
+        (r'"plain")', ["plain"]),
+        (r"'single')", ["single"]),
+        (r'"a\\b\"c\'d")', ["a\\b\"c'd"]),
+        (r"'a\'b\"c')", ["a'b\"c"]),
+        (r'"\a\b\f\n\r\t\v")', ["\a\b\f\n\r\t\v"]),
+        (r'"\u0041\u00e9\u000D")', ["Aé\r"]),
+        (r'"\uD83D\uDE00")', ["😀"]),
+        (r'"\U0001F600\x41")', ["😀A"]),
+        (r'"\0\101\7\77\400")', ["\x00A\x07?\x200"]),
+        ('"raw\ttab, NUL\x00 and é")', ["raw\ttab, NUL\x00 and é"]),
+        (r'@"C:\dir\""file""")', ['C:\\dir\\"file"']),
+        (r"@'it''s')", ["it's"]),
+        (r'h"secret")', ["secret"]),
+        ('```multi\r\nline "\\n"```)', ['multi\r\nline "\\n"']),
+        (r'"a" "b"' + "\n  'c' @\"d\\\")", ["abcd\\"]),
+        (r'"x)y", "z,w" , ""  )', ["x)y", "z,w", ""]),
+        (")", []),
+    ],
+)
+def test_literals_decode_as_kusto_decodes_them(text, values):
+    assert parse_string_list(text, 0) == (values, len(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        r'"unknown \q escape")',
+        r'"\8")',
+        r'"short \u12")',
+        r'"short \x4")',
+        r'"not hex \u12G4")',
+        r'"\U00110000")',
+        r'"\UD800DC00")',
+        '"raw\nnewline")',
+        '"raw\rreturn")',
+        '@"verbatim\nnewline")',
+        r'"unterminated)',
+        r'"ends in a backslash\")',
+        "'mismatched\")",
+        "```never closed)",
+        r'"a" "b" x)',
+        r'"a"; "b")',
+        r'"a",',
+        "unquoted)",
+    ],
+)
+def test_malformed_literals_are_syntax_errors(text):
+    with pytest.raises(KqlSyntaxError):
+        parse_string_list(text, 0)
+
+
+def test_only_the_presence_query_shape_is_understood():
+    assert parse_presence_query(presence_query("T", ["a"])) == (
+        "T",
+        ["a"],
+        ["MessageTraceId", "RecipientAddress", "Status"],
+    )
+    assert parse_presence_query('T | where MessageTraceId in ("a") | summarize count()') is None
+    assert parse_presence_query("T | take 10") is None
+    assert parse_presence_query(42) is None
+
+
+# --------------------------------------------------------------------------- over HTTPS
+
+ODD_IDS = ["x)y \"q\" \\ 's'", "\r\n\t", "é😀会議", "NUL\x00DEL\x7f"]
+
+
+def _row(sim: Simulator, trace_id: str, index: int) -> dict[str, Any]:
+    now = sim.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {
+        "TimeGenerated": now,
+        "Received": now,
+        "MessageTraceId": trace_id,
+        "RecipientAddress": f"user{index}@contoso.com",
+        "Status": "Delivered",
+    }
+
+
+@pytest.fixture
+def credential(sim: Simulator) -> ClientSecretCredential:
+    return ClientSecretCredential(
+        sim.tenant_id,
+        sim.client_id,
+        sim.client_secret,
+        authority=sim.entra.url,
+        disable_instance_discovery=True,
+    )
+
+
+@pytest.fixture
+def query_client(sim: Simulator, credential: ClientSecretCredential) -> Iterator[LogsQueryClient]:
+    with LogsQueryClient(
+        credential,
+        endpoint=sim.logs_query.url,
+        credential_scopes=["https://api.loganalytics.io/.default"],
+        connection_verify=sim.ca_bundle_path,
+        retry_total=0,
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def stored(sim: Simulator, credential: ClientSecretCredential) -> list[dict[str, Any]]:
+    rows = [_row(sim, trace_id, i) for i, trace_id in enumerate([*ODD_IDS, "plain"])]
+    with LogsIngestionClient(
+        sim.ingestion.url, credential, connection_verify=sim.ca_bundle_path
+    ) as ingestion:
+        ingestion.upload(sim.dcr_immutable_id, sim.stream_name, rows)  # type: ignore[arg-type]
+    return rows
+
+
+def test_rows_are_found_by_the_literal_of_their_odd_id(sim, query_client, stored):
+    window = (sim.now() - timedelta(hours=1), sim.now() + timedelta(hours=1))
+
+    result = query_client.query_workspace(
+        sim.workspace_id, presence_query("EmailEvents_CL", ODD_IDS), timespan=window
+    )
+
+    found = {row[0] for table in result.tables for row in table.rows}
+    assert found == set(ODD_IDS)
+
+
+@pytest.mark.parametrize("literal", [r'"unknown \q escape"', '"raw\r\nnewline"', r'"\u12"', r'"unterminated'])
+def test_a_malformed_literal_is_answered_400_like_the_service(sim, query_client, literal):
+    query = f"EmailEvents_CL\n| where MessageTraceId in ({literal})\n| project MessageTraceId"
+
+    with pytest.raises(HttpResponseError) as raised:
+        query_client.query_workspace(sim.workspace_id, query, timespan=timedelta(hours=1))
+
+    assert raised.value.status_code == 400
+    assert "SyntaxError" in str(raised.value)
