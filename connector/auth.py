@@ -6,41 +6,225 @@
 * Logs Ingestion and Blob: an azure-identity ``TokenCredential`` (managed identity in
   Azure; a secret or certificate credential locally).
 
+Every call to Entra ID (tenant discovery and the token endpoint, from msal and from
+azure-identity alike) goes through :class:`AuthoritySession`, which retries a 429, a
+5xx, a dropped connection, a timeout and a page that is not Entra's JSON, and raises
+:class:`AuthorityUnavailableError` quoting Entra's words once the retries are used up
+(exit 6). msal never sees such an answer, because on its own it would replay a 429/5xx
+from its throttle cache without asking again, raise a bare ``MsalServiceError`` for a
+5xx, and log a non-JSON body in full with a traceback.
+
 Credential objects are cached per process, keyed by the settings that define them,
 so the Functions worker reuses tokens across timer runs instead of asking Entra ID
-every five minutes. No token or secret is ever logged.
+every five minutes. No token, secret or token-endpoint body is ever logged.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import random
+import re
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import msal
 import requests
-from azure.core.credentials import TokenCredential
-from azure.core.exceptions import ClientAuthenticationError
+from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential, TokenRequestOptions
+from azure.core.exceptions import AzureError, ServiceResponseError
+from azure.core.pipeline.transport import RequestsTransport
 from azure.identity import CertificateCredential, ClientSecretCredential, ManagedIdentityCredential
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from connector.errors import AuthenticationError, ConfigError, ErrorKind
+from connector.errors import (
+    AuthenticationError,
+    ConfigError,
+    ErrorKind,
+    HttpDisposition,
+    classify_http_status,
+)
 from connector.ports import TokenProvider
 from connector.settings import AuthMode, Settings
-from connector.transport import ConnectorSession, describe_failure, tls_options
+from connector.transport import (
+    ConnectorSession,
+    describe_failure,
+    parse_retry_after,
+    tls_options,
+    untrusted_certificate,
+)
 
 logger = logging.getLogger(__name__)
 
 _CACHE: dict[tuple[object, ...], object] = {}
 _CACHE_LOCK = threading.Lock()
 
+# The longest a run waits between two calls to Entra ID. The session lives as long as the
+# cached msal app or credential (many runs), so it cannot see a run's Deadline; a small
+# cap keeps HTTP_MAX_RETRIES waits well inside any run budget. A Retry-After longer
+# than this ends the attempts at once: the next run asks again.
+MAX_AUTHORITY_WAIT_SECONDS = 10.0
+_TITLE = re.compile(rb"<title[^>]*>([^<]{1,200})</title>", re.IGNORECASE)
+
+
+class AuthorityUnavailableError(requests.RequestException):
+    """Entra ID answered 429/5xx or something that is not its JSON through every retry.
+
+    A ``requests`` exception so that msal passes it through untouched (and falls back
+    to a still-valid cached token if it has one) and azure-core wraps it as a
+    ``ServiceResponseError``: both then read as TRANSIENT, since an outage or a proxy's
+    page is not a credential problem.
+    """
+
+
+class _UnusableAnswer(Exception):
+    """One answer from Entra ID that another attempt may fix."""
+
+    def __init__(self, what: str, retry_after: float | None) -> None:
+        super().__init__(what)
+        self.what = what
+        self.retry_after = retry_after
+
+
+def _first_line(text: object, limit: int = 300) -> str:
+    return next(iter(str(text).splitlines()), "").strip()[:limit]
+
+
+def _entra_words(body: dict[str, Any]) -> str:
+    """What Entra said, for a message: ``error`` and the first line of ``error_description``; never the body."""
+    error: object = body.get("error")
+    description: object = body.get("error_description")
+    if isinstance(error, dict):  # not Entra's shape, but say what it said
+        description = error.get("message")
+        error = error.get("code")
+    return ": ".join(_first_line(part) for part in (error, description) if part)
+
+
+def _page(response: requests.Response) -> str:
+    """A body that is not a JSON object, described by type, size and HTML title (never quoted whole)."""
+    content_type = response.headers.get("Content-Type", "no Content-Type").split(";")[0]
+    title = _TITLE.search(response.content[:4096])
+    named = f" titled {_first_line(title.group(1).decode('utf-8', 'replace'), 100)!r}" if title else ""
+    return (
+        f"with a {content_type} body of {len(response.content)} bytes{named}, "
+        "not Entra ID's JSON (a proxy's or an outage page?)"
+    )
+
+
+class AuthoritySession(ConnectorSession):
+    """The session for Entra ID's discovery and token endpoints: retries what another attempt may fix.
+
+    Retried (tenacity, ``HTTP_MAX_RETRIES`` times): 429/408/5xx, a body that is not a
+    JSON object (a proxy's or an outage page), a dropped connection and a timeout;
+    ``Retry-After`` is honoured and every wait is capped at
+    :data:`MAX_AUTHORITY_WAIT_SECONDS`. An untrusted certificate is not retried (it is
+    the CA bundle setting). A 4xx with Entra's JSON (a refusal) goes to the caller
+    at once. Once the attempts are used up, an answer raises
+    :class:`AuthorityUnavailableError` naming the status and Entra's ``error`` and
+    description; a connection failure raises the last ``requests`` error as it was.
+    Only the status, error code and description are logged, never a body.
+    """
+
+    def __init__(
+        self,
+        *,
+        ca_bundle: str | None,
+        timeout_seconds: float,
+        max_retries: int,
+        backoff_seconds: float,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(ca_bundle=ca_bundle, timeout_seconds=timeout_seconds, connection_retries=0)
+        self._max_retries = max_retries
+        self._backoff = backoff_seconds
+        self._sleep = sleep
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        """Send, retrying what another attempt may fix; raise instead of returning an unusable answer."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self._max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception(_worth_retrying),
+            sleep=self._sleep,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        where = _redact(url)
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return _usable(super().request(method, url, *args, **kwargs))
+        except _UnusableAnswer as err:
+            attempts = retrying.statistics.get("attempt_number", 1)
+            raise AuthorityUnavailableError(
+                f"{where} still failing after {attempts} attempt{'s' if attempts != 1 else ''}: {err.what}"
+            ) from err
+        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+    def _wait(self, retry_state: RetryCallState) -> float:
+        failure = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(failure, _UnusableAnswer) and failure.retry_after is not None:
+            if failure.retry_after > MAX_AUTHORITY_WAIT_SECONDS:
+                failure.what += (
+                    f"; it asked to retry after {failure.retry_after:.0f} s, longer than a run waits for "
+                    f"Entra ID ({MAX_AUTHORITY_WAIT_SECONDS:.0f} s)"
+                )
+                raise failure
+            return float(failure.retry_after)
+        exponential: float = self._backoff * (2 ** (retry_state.attempt_number - 1))
+        return min(MAX_AUTHORITY_WAIT_SECONDS, exponential) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+
+    @staticmethod
+    def _log_retry(retry_state: RetryCallState) -> None:
+        failure = retry_state.outcome.exception() if retry_state.outcome else None
+        what = failure.what if isinstance(failure, _UnusableAnswer) else type(failure).__name__
+        wait = retry_state.next_action.sleep if retry_state.next_action else 0.0
+        logger.warning(
+            "Entra ID request failed (%s); retry %d in %.1f s", what, retry_state.attempt_number, wait
+        )
+
+
+def _redact(url: str | bytes) -> str:
+    """The URL without its query (nothing secret is sent there, but it is noise)."""
+    parts = urlsplit(url.decode() if isinstance(url, bytes) else url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _worth_retrying(error: BaseException) -> bool:
+    if isinstance(error, _UnusableAnswer):
+        return True
+    return isinstance(error, requests.ConnectionError | requests.Timeout) and not untrusted_certificate(error)
+
+
+def _usable(response: requests.Response) -> requests.Response:
+    """``response`` if msal can use it: Entra's JSON object, not a 429/5xx; else :class:`_UnusableAnswer`."""
+    status = response.status_code
+    try:
+        body: object = response.json()
+    except ValueError:
+        body = None
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    if classify_http_status(status) is HttpDisposition.RETRY:
+        said = _entra_words(body) if isinstance(body, dict) else _page(response)
+        raise _UnusableAnswer(f"HTTP {status} {said}".rstrip(), retry_after)
+    if not isinstance(body, dict):
+        raise _UnusableAnswer(f"HTTP {status} {_page(response)}", retry_after)
+    return response
+
 
 def unreachable_authority(where: str, err: BaseException) -> AuthenticationError:
-    """The error for an Entra ID authority that could not be reached: a setting if its certificate is untrusted."""
+    """The error for an Entra ID authority that could not be reached or kept failing (TRANSIENT).
+
+    A setting instead if its certificate is untrusted (the CA bundle).
+    """
     kind, detail = describe_failure(err, default=ErrorKind.TRANSIENT)
-    return AuthenticationError(f"cannot reach {where}: {detail}", kind=kind)
+    hint = "; the next run tries again" if kind is ErrorKind.TRANSIENT else ""
+    return AuthenticationError(f"cannot reach {where}: {detail}{hint}", kind=kind)
 
 
 class MsalTokenProvider:
@@ -55,17 +239,18 @@ class MsalTokenProvider:
         if force_refresh:
             self._app.remove_tokens_for_client()
         try:
-            result: dict[str, Any] = self._app.acquire_token_for_client(scopes=[self._scope])
+            result: dict[str, Any] = self._app.acquire_token_for_client(scopes=[self._scope]) or {}
         except requests.RequestException as err:
             raise unreachable_authority("the Entra ID authority for a Graph token", err) from err
         token = result.get("access_token")
         if isinstance(token, str):
             return token
-        description = str(result.get("error_description", "")).splitlines()[0] if result else ""
+        error = _first_line(result.get("error") or "unknown_error")
+        description = _first_line(result.get("error_description") or "")
+        said = f"{error}: {description}" if description else error
         raise AuthenticationError(
-            f"Entra ID refused a token for {self._scope} (client {self._app.client_id}): "
-            f"{result.get('error', 'unknown_error')}: {description}. Check TENANT_ID, CLIENT_ID and the "
-            "client secret or certificate (an expired secret shows AADSTS7000222)."
+            f"Entra ID refused a token for {self._scope} (client {self._app.client_id}): {said}. "
+            "Check TENANT_ID, CLIENT_ID and the client secret or certificate (an expired secret shows AADSTS7000222)."
         )
 
 
@@ -81,11 +266,62 @@ class AzureCredentialTokenProvider:
         del force_refresh  # azure-identity has no cache bypass; a refused token fails the retry anyway
         try:
             return self._credential.get_token(self._scope).token
-        except ClientAuthenticationError as err:
+        except AzureError as err:  # refused, unreachable, or an answer azure-core could not decode
             kind, detail = describe_failure(err, default=ErrorKind.PERMISSION)
             raise AuthenticationError(
-                f"could not get a token for {self._scope}: {detail}", kind=kind
+                f"could not get a token for {self._scope}: {_first_line(detail, 600)}", kind=kind
             ) from err
+
+
+class ReadableManagedIdentity:
+    """A ``ManagedIdentityCredential`` whose unreadable answers raise an azure-core error.
+
+    msal reads the managed identity endpoint's body with ``json.loads`` and lets a
+    ``JSONDecodeError`` out for a page that is not JSON (a proxy's or an outage page);
+    the Azure SDK clients and this module handle only ``AzureError``, so that would end
+    a run in a traceback. As a ``ServiceResponseError`` it is TRANSIENT like any
+    unusable answer. (The endpoint's 429/5xx are retried by azure-identity itself.)
+    """
+
+    def __init__(self, credential: ManagedIdentityCredential) -> None:
+        self._credential = credential
+
+    def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        """``ManagedIdentityCredential.get_token``, with a non-JSON answer as ``ServiceResponseError``."""
+        try:
+            token: AccessToken = self._credential.get_token(
+                *scopes, claims=claims, tenant_id=tenant_id, enable_cae=enable_cae, **kwargs
+            )
+        except json.JSONDecodeError as err:
+            raise _unreadable_identity_answer(err) from err
+        return token
+
+    def get_token_info(self, *scopes: str, options: TokenRequestOptions | None = None) -> AccessTokenInfo:
+        """``ManagedIdentityCredential.get_token_info`` (what azure-core prefers), same translation."""
+        try:
+            info: AccessTokenInfo = self._credential.get_token_info(*scopes, options=options)
+        except json.JSONDecodeError as err:
+            raise _unreadable_identity_answer(err) from err
+        return info
+
+    def close(self) -> None:
+        """Close the wrapped credential's transport."""
+        self._credential.close()
+
+
+def _unreadable_identity_answer(err: json.JSONDecodeError) -> ServiceResponseError:
+    return ServiceResponseError(
+        "the managed identity endpoint (IDENTITY_ENDPOINT) answered with a body that is not JSON "
+        f"(a proxy's or an outage page?): {err.msg}",
+        error=err,
+    )
 
 
 def _secret_digest(secret: str | None) -> str | None:
@@ -156,9 +392,7 @@ def graph_token_provider(settings: Settings) -> TokenProvider:
             client_credential=credential,
             authority=f"{settings.authority_host}/{creds.tenant_id}",
             instance_discovery=False,
-            http_client=ConnectorSession(
-                ca_bundle=settings.ca_bundle, timeout_seconds=settings.http_timeout_seconds
-            ),
+            http_client=authority_session(settings),
         )
 
     try:
@@ -172,6 +406,16 @@ def graph_token_provider(settings: Settings) -> TokenProvider:
             [("TENANT_ID", f"the Entra ID authority {settings.authority_host} refused it: {err}")]
         ) from err
     return MsalTokenProvider(app, settings.graph_scope)
+
+
+def authority_session(settings: Settings) -> AuthoritySession:
+    """The session for Entra ID (``AUTHORITY_HOST``) with the ``HTTP_*`` timeout and retries."""
+    return AuthoritySession(
+        ca_bundle=settings.ca_bundle,
+        timeout_seconds=settings.http_timeout_seconds,
+        max_retries=settings.http_max_retries,
+        backoff_seconds=settings.http_retry_backoff_seconds,
+    )
 
 
 def azure_credential(
@@ -196,11 +440,21 @@ def azure_credential(
 
     def build() -> TokenCredential:
         if mode is AuthMode.MANAGED_IDENTITY:
-            return ManagedIdentityCredential(client_id=creds.managed_identity_client_id)
+            return ReadableManagedIdentity(
+                ManagedIdentityCredential(client_id=creds.managed_identity_client_id)
+            )
+        transport = RequestsTransport(
+            session=authority_session(settings),
+            session_owner=False,
+            connection_timeout=settings.http_timeout_seconds,
+            read_timeout=settings.http_timeout_seconds,
+            **tls_options(settings.ca_bundle),
+        )
         common: dict[str, Any] = {
             "authority": settings.authority_host,
             "disable_instance_discovery": True,
-            **tls_options(settings.ca_bundle),
+            "transport": transport,
+            "retry_total": 0,  # AuthoritySession retries; azure-core's retries would multiply its attempts
         }
         if mode is AuthMode.CLIENT_SECRET:
             return ClientSecretCredential(

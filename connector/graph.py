@@ -15,7 +15,6 @@ certificate is not retried (it is a setting: the CA bundle). Paging rules live i
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import time
@@ -44,7 +43,7 @@ from connector.errors import (
 )
 from connector.paging import NextLinkPaginator
 from connector.ports import Deadline, SourcePage, TokenProvider
-from connector.transport import CA_BUNDLE_HINT, untrusted_certificate
+from connector.transport import CA_BUNDLE_HINT, parse_retry_after, untrusted_certificate
 from connector.windows import Window
 
 logger = logging.getLogger(__name__)
@@ -80,23 +79,6 @@ def message_trace_url(base_url: str, window: Window) -> str:
         safe="$:",
     )
     return f"{base_url}{MESSAGE_TRACES_PATH}?{query}"
-
-
-def parse_retry_after(value: str | None, now: Callable[[], datetime] | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent or bad."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    current = (now or (lambda: datetime.now(UTC)))()
-    return max(0.0, (when - current).total_seconds())
 
 
 def _error_detail(response: requests.Response) -> str:

@@ -1,12 +1,13 @@
 """How the connector talks HTTPS: one CA bundle for every client, and what a transport failure means.
 
-* :class:`ConnectorSession` is the ``requests`` session for Graph and for msal's calls
-  to Entra ID. ``requests`` lets ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` from the
-  process environment override a session's own ``verify``; the connector reads its CA
-  bundle from its settings (which may come from another mapping than ``os.environ``,
-  as in tests and the CLI), so the session passes ``verify`` with every request, where
-  it wins. It also carries a default timeout and, for msal, the one connection-level
-  retry msal's own session has (the Graph reader retries with tenacity instead).
+* :class:`ConnectorSession` is the ``requests`` session for Graph and (as
+  :class:`connector.auth.AuthoritySession`) for every call to Entra ID. ``requests`` lets
+  ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` from the process environment override a
+  session's own ``verify``; the connector reads its CA bundle from its settings (which
+  may come from another mapping than ``os.environ``, as in tests and the CLI), so the
+  session passes ``verify`` with every request, where it wins. It also carries a
+  default timeout, and no connection-level retry: the Graph reader and the Entra ID
+  session retry with tenacity, which also sees statuses and bodies.
 * :func:`tls_options` is the one place the Azure SDK clients (Blob, Logs Ingestion,
   Log Analytics query, azure-identity) get the CA bundle, and :func:`retrying_options`
   adds the ``HTTP_*`` timeouts and retries for the clients on azure-core's RetryPolicy
@@ -16,12 +17,15 @@
   TRANSIENT, an HTTP status means what :func:`connector.errors.kind_for_status` says.
   azure-identity and azure-core wrap transport errors, so it looks through the causes;
   :func:`describe_failure` adds the text every adapter shows with it.
+* :func:`parse_retry_after` reads a ``Retry-After`` header for either tenacity loop.
 """
 
 from __future__ import annotations
 
+import email.utils
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -40,7 +44,7 @@ CA_BUNDLE_HINT = (
 class ConnectorSession(requests.Session):
     """A session whose CA bundle and timeout apply to every request."""
 
-    def __init__(self, *, ca_bundle: str | None, timeout_seconds: float, connection_retries: int = 1) -> None:
+    def __init__(self, *, ca_bundle: str | None, timeout_seconds: float, connection_retries: int = 0) -> None:
         super().__init__()
         self.verify = ca_bundle or True
         self._timeout = timeout_seconds
@@ -71,6 +75,23 @@ def retrying_options(settings: Settings) -> dict[str, Any]:
         "read_timeout": settings.http_timeout_seconds,
         **tls_options(settings.ca_bundle),
     }
+
+
+def parse_retry_after(value: str | None, now: Callable[[], datetime] | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date); None if absent or bad."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    current = (now or (lambda: datetime.now(UTC)))()
+    return max(0.0, (when - current).total_seconds())
 
 
 _LINKS = ("__cause__", "__context__", "inner_exception", "exc_value", "reason")

@@ -332,6 +332,22 @@ class EntraServer(SimulatedHttpServer):
             "into the correct cloud.",
         )
 
+    def error_response(self, status: int, message: str) -> Response:
+        """Entra's own shape for an injected 429/5xx (``temporarily_unavailable``, AADSTS90033).
+
+        Entra answers throttling and outages with an OAuth error body, not Graph's
+        ``{"error": {"code": ...}}``; a fault in Graph's shape would test a parser
+        against an answer Entra never sends.
+        """
+        if status == 429 or status >= 500:
+            return self._error(
+                status,
+                "temporarily_unavailable",
+                90033,
+                f"A transient error has occurred. Please try again. {message}",
+            )
+        return super().error_response(status, message)
+
     def _error(self, status: int, error: str, code: int, description: str) -> Response:
         trace_id, correlation_id = str(uuid.uuid4()), str(uuid.uuid4())
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")

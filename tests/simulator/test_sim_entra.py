@@ -255,3 +255,22 @@ def test_token_endpoint_accepts_the_client_secret_as_http_basic(sim: Simulator) 
         Claims,
     )
     assert sim.entra.token_requests()[-1].credential == "secret"
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_injected_throttling_and_outages_answer_in_entras_error_shape(sim: Simulator, status: int) -> None:
+    sim.entra.inject(status, path="token", headers={"Retry-After": "3"})
+
+    response = requests.post(
+        f"{sim.authority}/oauth2/v2.0/token",
+        data={"grant_type": "client_credentials", "scope": GRAPH_SCOPE},
+        auth=(sim.client_id, sim.client_secret),
+        timeout=5,
+    )
+
+    assert response.status_code == status
+    assert response.headers["Retry-After"] == "3"
+    body = response.json()
+    assert body["error"] == "temporarily_unavailable"
+    assert body["error_description"].startswith("AADSTS90033: A transient error has occurred.")
+    assert body["error_codes"] == [90033]
