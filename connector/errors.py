@@ -15,8 +15,10 @@ LOCK        5     wait: another run holds the feed's lock, or this run lost it
 TRANSIENT   6     nothing: a service was unreachable or kept failing after retries; the next run resumes
 ==========  ====  ============================================================
 
-Exit 0 covers every run that ended without an error, including "throttled" (Graph's
-shared quota refills) and "budget used up" (the next run continues).
+Exit 0 covers every run that ended without an error, including "throttled" (a 429 from
+Graph or Logs Ingestion asked for a wait longer than the run has left: the quota refills)
+and "budget used up" (the next run continues). Any other status asking for such a wait
+is an outage: TRANSIENT, exit 6.
 
 The classes, by where the error comes from (their messages say what to fix)::
 
@@ -28,14 +30,16 @@ The classes, by where the error comes from (their messages say what to fix)::
     │   ├── ServicePrincipalMissingError   PERMISSION: 401, app 8bd644d1-… not provisioned in the tenant
     │   ├── GraphPermissionError           PERMISSION: 403, ExchangeMessageTrace.Read.All not granted
     │   ├── GraphRequestError              another 4xx (kind from the status): the request was refused
-    │   ├── GraphUnavailableError          TRANSIENT: 429/5xx/timeouts/resets outlasted the retries
-    │   ├── GraphThrottledError            (ends the run cleanly) the quota wait would cross the budget
+    │   ├── GraphUnavailableError          TRANSIENT: 429/5xx/timeouts/resets outlasted the retries,
+    │   │                                  or a 5xx asked to wait longer than the run has left
+    │   ├── GraphThrottledError            (ends the run cleanly) a 429's wait would cross the budget
     │   ├── GraphResponseError             FATAL: an answer that is not the documented shape
     │   └── PagingLoopError                FATAL: an @odata.nextLink repeated (server loop)
     ├── ThrottledError             (ends the run cleanly, exit 0) a quota wait longer than the run has left
     ├── RecordError                a trace record cannot become a row (it is dead-lettered, never raised out)
     ├── SinkError                  the Logs Ingestion API refused a batch (kind from the status;
-    │                              SETTING when it refuses every row: the table or DCR does not match)
+    │   │                          SETTING when it refuses every row: the table or DCR does not match)
+    │   └── IngestionThrottledError        (ends the run cleanly) a 429's wait would cross the budget
     ├── FeedStalledError           TRANSIENT: the high-water mark has not moved for 3 runs while data is due
     ├── CheckpointError            the checkpoint store (kind from the cause)
     │   ├── CheckpointConflictError        CONFLICT: someone else wrote the checkpoint (ETag mismatch)
@@ -174,13 +178,18 @@ class ThrottledError(ConnectorError):
 
 
 class GraphThrottledError(ThrottledError, SourceError):
-    """Graph asked us to wait longer than the run has left; the run ends cleanly and the next continues."""
+    """Graph throttled us (429) for longer than the run has left; the run ends cleanly and the next continues.
+
+    Only a 429 is throttling: a 5xx that asks for a long wait is an outage
+    (:class:`GraphUnavailableError`), so it is not hidden behind exit 0.
+    """
 
     default_kind = ErrorKind.TRANSIENT
 
-    def __init__(self, retry_after: float) -> None:
+    def __init__(self, retry_after: float, *, asked: bool = True) -> None:
+        wait = "asked to wait" if asked else "the next retry would wait"
         super().__init__(
-            f"Microsoft Graph throttled message trace (429) and asked to wait {retry_after:.0f} s, "
+            f"Microsoft Graph throttled message trace (429) and {wait} {retry_after:.0f} s, "
             "more than this run has left; the next run continues from the checkpoint"
         )
         self.retry_after = retry_after
@@ -232,6 +241,25 @@ class FeedStalledError(ConnectorError):
     """Runs keep ending without moving the high-water mark while message trace is due."""
 
     default_kind = ErrorKind.TRANSIENT
+
+
+class IngestionThrottledError(ThrottledError, SinkError):
+    """Logs Ingestion throttled us (429) for longer than the run has left; the run ends cleanly.
+
+    The refused rows stay uncommitted (a :class:`SinkError` says how many); the quota
+    refills and the next run sends them. Another status with a long ``Retry-After`` is an
+    outage, a plain :class:`SinkError`.
+    """
+
+    def __init__(self, retry_after: float, *, rows_failed: int, where: str, detail: str) -> None:
+        super().__init__(
+            f"Logs Ingestion API throttled {rows_failed} rows (429, {where}) and asked to wait "
+            f"{retry_after:.0f} s, more than this run has left; the next run sends them. "
+            f"The service said: {detail}",
+            rows_failed=rows_failed,
+            status=429,
+        )
+        self.retry_after = retry_after
 
 
 class CheckpointError(ConnectorError):

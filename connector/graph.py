@@ -4,9 +4,11 @@
 ``$filter=receivedDateTime ge {start} and receivedDateTime le {end}`` (both bounds,
 both inclusive, whole seconds) and ``$top=5000``; pages follow ``@odata.nextLink``
 verbatim. Retries (tenacity) cover 429, 5xx, timeouts, dropped connections and
-unreadable bodies, honouring ``Retry-After``; a wait longer than the run has left
-ends the run cleanly (:class:`~connector.errors.GraphThrottledError`) since the
-100-requests-per-5-minutes quota is shared by the whole tenant. A 401 about the
+unreadable bodies, honouring ``Retry-After``. A wait longer than the run has left is
+never slept: after a 429 it ends the run cleanly
+(:class:`~connector.errors.GraphThrottledError`) since the 100-requests-per-5-minutes
+quota is shared by the whole tenant; after a 5xx or a dropped connection it is an
+outage (:class:`~connector.errors.GraphUnavailableError`, with Graph's words). A 401 about the
 missing Transport Data Platform service principal and a 403 each become one error
 saying how to fix it; any other 401 refreshes the token once; an untrusted TLS
 certificate is not retried (it is a setting: the CA bundle). Paging rules live in
@@ -54,12 +56,13 @@ MAX_BACKOFF_SECONDS = 60.0
 
 
 class _RetriableFailure(Exception):
-    """One failed attempt that another attempt may fix."""
+    """One failed attempt that another attempt may fix; ``status`` None when Graph did not answer."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.status = status
 
 
 def format_filter_time(value: datetime) -> str:
@@ -182,9 +185,28 @@ class GraphMessageTraceSource:
         else:
             exponential = self._backoff * (2 ** (retry_state.attempt_number - 1))
             wait = min(MAX_BACKOFF_SECONDS, exponential) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
-        if wait > self._deadline.remaining():
-            raise GraphThrottledError(wait)
+        if isinstance(failure, _RetriableFailure):
+            self._check_wait(failure, wait, asked=retry_after is not None)
         return wait
+
+    def _check_wait(self, failure: _RetriableFailure, wait: float, *, asked: bool) -> None:
+        """Raise instead of waiting past the run's budget: a 429 is throttling, anything else an outage.
+
+        Only a 429 ends the run cleanly: the quota refills. A 5xx or a dropped
+        connection that would need a longer wait is Graph being down, which the
+        operator must see (exit 6), not a quiet "throttled".
+        """
+        remaining = self._deadline.remaining()
+        if wait <= 0 or wait <= remaining:
+            return
+        if failure.status == 429:
+            raise GraphThrottledError(wait, asked=asked)
+        waiting = "asked to wait" if asked else "the next retry would wait"
+        raise GraphUnavailableError(
+            f"Microsoft Graph message trace failed ({failure.reason}) and {waiting} {wait:.0f} s, more than "
+            f"this run has left ({max(remaining, 0):.0f} s); Graph is unavailable, the next run continues "
+            "from the checkpoint"
+        ) from failure
 
     def _log_retry(self, retry_state: RetryCallState) -> None:
         self.retries += 1
@@ -236,9 +258,10 @@ class GraphMessageTraceSource:
         disposition = classify_http_status(status)
         if disposition is HttpDisposition.RETRY:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            if status == 429 and retry_after is not None and retry_after > self._deadline.remaining():
-                raise GraphThrottledError(retry_after)
-            raise _RetriableFailure(f"HTTP {status} {_error_detail(response)[:200]}", retry_after)
+            failure = _RetriableFailure(f"HTTP {status} {_error_detail(response)[:200]}", retry_after, status)
+            if retry_after is not None:  # also on the last attempt, where tenacity asks for no wait
+                self._check_wait(failure, retry_after, asked=True)
+            raise failure
         if disposition is HttpDisposition.FATAL:
             raise GraphRequestError(status, _redact(url), _error_detail(response))
         return self._parse_body(response)

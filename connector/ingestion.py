@@ -1,7 +1,9 @@
 """Logs Ingestion sink: one batch → one ``azure-monitor-ingestion`` upload, failures reported per row.
 
 The SDK retries through azure-core (Retry-After honoured; POST retried on 500/503/504
-and on any status with Retry-After), so no second retry layer is put around it.
+and on any status with Retry-After), so no second retry layer is put around it; its
+policy (:class:`~connector.transport.DeadlineRetryPolicy`) stops instead of waiting
+past the run's budget: a 429 then ends the run as throttled, another status as an outage.
 ``on_error`` collects failed chunks instead of letting the SDK raise after it may
 already have sent earlier chunks: the sync loop then knows exactly which rows are
 stored. Service errors become one :class:`~connector.errors.SinkError` that says
@@ -22,9 +24,15 @@ from azure.core.exceptions import (
 )
 from azure.monitor.ingestion import LogsIngestionClient, LogsUploadError
 
-from connector.errors import AuthenticationError, ConnectorError, ErrorKind, SinkError
+from connector.errors import (
+    AuthenticationError,
+    ConnectorError,
+    ErrorKind,
+    IngestionThrottledError,
+    SinkError,
+)
 from connector.ports import UploadResult
-from connector.transport import describe_failure
+from connector.transport import WaitBeyondDeadline, describe_failure
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +52,8 @@ _STATUS_HINTS = {
 def describe_ingestion_error(error: Exception, *, rule_id: str, stream: str, rows: int) -> ConnectorError:
     """Turn an SDK/transport exception into the one message the run stops with (its kind from the cause)."""
     where = f"DCR {rule_id}, stream {stream}"
+    if isinstance(error, WaitBeyondDeadline):
+        return _wait_beyond_deadline(error, where=where, rows=rows)
     if isinstance(error, ClientAuthenticationError) and error.status_code is None:
         kind, detail = describe_failure(error, default=ErrorKind.PERMISSION)
         return AuthenticationError(f"could not get a Logs Ingestion token: {detail}", kind=kind)
@@ -71,6 +81,27 @@ def _service_words(error: HttpResponseError) -> str:
     """The service's error code and message as azure-core shows them (``(Code) message``), bounded."""
     lines = (error.message or "").strip().splitlines()
     return lines[0][:1000] if lines else ""
+
+
+def _wait_beyond_deadline(error: WaitBeyondDeadline, *, where: str, rows: int) -> ConnectorError:
+    """A 429 is the quota (the run ends throttled); a 5xx, or no answer, is an outage (TRANSIENT).
+
+    A refusal that happens to carry ``Retry-After`` (say a 403) keeps its status's kind
+    and hint: waiting would not have fixed it.
+    """
+    if error.status == 429:
+        return IngestionThrottledError(error.wait, rows_failed=rows, where=where, detail=error.detail)
+    answered = "got no answer" if error.status is None else f"answered {error.status}"
+    hint = _STATUS_HINTS.get(
+        error.status or 0, "the service is unavailable; the rows stay uncommitted and the next run sends them"
+    )
+    return SinkError(
+        f"Logs Ingestion API {answered} for {rows} rows ({where}) and {error.waiting}, more than this "
+        f"run has left ({max(error.remaining, 0):.0f} s): {error.detail.rstrip('.')}. {hint}",
+        rows_failed=rows,
+        status=error.status,
+        service_message=error.detail,
+    )
 
 
 def _is_token_refused(error: Exception) -> bool:

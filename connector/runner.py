@@ -110,7 +110,7 @@ def build_connector(
             settings.ingestion_endpoint,
             azure_credential(settings, fresh=fresh),
             credential_scopes=[settings.ingestion_scope],
-            **retrying_options(settings),
+            **retrying_options(settings, deadline),
         )
 
     sink = LogsIngestionSink(
@@ -124,7 +124,7 @@ def build_connector(
             azure_credential(settings),
             credential_scopes=[settings.logs_query_scope],
             endpoint=settings.logs_query_endpoint,
-            **retrying_options(settings),
+            **retrying_options(settings, deadline),
         )
         resources.callback(query_client.close)
         verifier = LogAnalyticsVerifier(

@@ -319,7 +319,14 @@ class FeedSync:
         stopped: str | ThrottledError | None = None
         pages = self._ports.source.pages(current)
         try:
-            for page in pages:
+            while True:
+                try:
+                    page = next(pages)
+                except StopIteration:
+                    break
+                except ThrottledError as err:  # Graph's quota: only a throttled read stops the slice here
+                    stopped = err
+                    break
                 run.report.pages += 1
                 reading.pages += 1
                 for raw in page.records:
@@ -332,8 +339,6 @@ class FeedSync:
                 if self._deadline.expired():
                     stopped = "budget"
                     break
-        except ThrottledError as err:
-            stopped = err
         finally:
             pages.close()
         last = batcher.flush()

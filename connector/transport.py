@@ -12,6 +12,10 @@
   Log Analytics query, azure-identity) get the CA bundle, and :func:`retrying_options`
   adds the ``HTTP_*`` timeouts and retries for the clients on azure-core's RetryPolicy
   (Logs Ingestion, Log Analytics query; Blob Storage keeps its own retry policy).
+  Their retry policy is a :class:`DeadlineRetryPolicy`: azure-core sleeps for any
+  ``Retry-After`` a service sends, uncapped, so a ``Retry-After: 100000`` would hold the
+  run (and its lock) for a day; this one raises :class:`WaitBeyondDeadline` instead
+  of sleeping past the run's budget, and the adapter says what the status means.
 * :func:`failure_kind` sorts a failure by what the caller does, whichever client raised
   it: an untrusted certificate is a SETTING (the CA bundle), an unreachable host is
   TRANSIENT, an HTTP status means what :func:`connector.errors.kind_for_status` says.
@@ -29,10 +33,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
-from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+from azure.core.pipeline import PipelineResponse
+from azure.core.pipeline.policies import RetryPolicy
+from azure.core.pipeline.transport import HttpTransport
 from requests.adapters import HTTPAdapter
 
 from connector.errors import ErrorKind, kind_for_status
+from connector.ports import Deadline
 from connector.settings import Settings
 
 CA_BUNDLE_HINT = (
@@ -66,11 +74,114 @@ def tls_options(ca_bundle: str | None) -> dict[str, Any]:
     return {} if ca_bundle is None else {"connection_verify": ca_bundle}
 
 
-def retrying_options(settings: Settings) -> dict[str, Any]:
-    """The CA bundle plus the HTTP_* timeouts and retries, for clients on azure-core's RetryPolicy."""
+class WaitBeyondDeadline(Exception):
+    """The next retry would wait longer than the run has left, so the policy stopped instead.
+
+    Deliberately not an ``AzureError``: azure-core's retry loop catches those around its
+    sleep and, for methods it may retry, would send the request again. The adapter turns
+    it into the run's error: a 429 is throttling (the run ends cleanly), any other status
+    an outage, no status (an unreachable host) a transport failure.
+
+    Attributes:
+        status: the HTTP status of the last answer, or None when there was no answer.
+        wait: seconds the retry would have slept.
+        asked: True when the service asked for ``wait`` (``Retry-After``), False for the
+            policy's own backoff.
+        detail: the service's words (its error code and message), or the transport error.
+        remaining: seconds the run had left.
+    """
+
+    def __init__(
+        self, *, status: int | None, wait: float, asked: bool, detail: str, remaining: float
+    ) -> None:
+        self.status = status
+        self.wait = wait
+        self.asked = asked
+        self.detail = detail
+        self.remaining = remaining
+        answered = "no answer" if status is None else f"HTTP {status}"
+        super().__init__(f"{answered} and {self.waiting}, more than the run has left: {detail}")
+
+    @property
+    def waiting(self) -> str:
+        """``asked to wait N s`` or ``the next retry would wait N s``, for messages."""
+        return f"{'asked to wait' if self.asked else 'the next retry would wait'} {self.wait:.0f} s"
+
+
+def _service_words(response: PipelineResponse[Any, Any]) -> str:
+    """The first line of azure-core's reading of an error answer: ``(Code) message``."""
+    answer = response.http_response
+    try:
+        message = HttpResponseError(response=answer).message
+    except Exception:  # noqa: BLE001 - a body that cannot be read still has a status to report
+        message = ""
+    return message.splitlines()[0][:400] if message else f"HTTP {answer.status_code}"
+
+
+class DeadlineRetryPolicy(RetryPolicy[Any, Any]):
+    """azure-core's RetryPolicy that never sleeps past the run's deadline.
+
+    Everything else (what is retried, how many times, the backoff, ``Retry-After`` in
+    seconds, as a date or in ms headers) stays azure-core's; only :meth:`sleep`, the
+    one place it waits, checks first whether the wait fits in ``deadline.remaining()``
+    and raises :class:`WaitBeyondDeadline` when it does not.
+    """
+
+    def __init__(self, deadline: Deadline, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._deadline = deadline
+
+    def sleep(
+        self,
+        settings: dict[str, Any],
+        transport: HttpTransport[Any, Any],
+        response: PipelineResponse[Any, Any] | None = None,
+    ) -> None:
+        """Sleep as azure-core would, unless that wait is longer than the run has left."""
+        retry_after = self.get_retry_after(response) if response is not None else None
+        # azure-core treats a zero Retry-After as absent and falls back to its backoff.
+        asked = bool(retry_after)
+        wait = retry_after if retry_after else self.get_backoff_time(settings)
+        remaining = self._deadline.remaining()
+        if wait > 0 and wait > remaining:
+            raise self._beyond(settings, response, wait=wait, asked=asked, remaining=remaining)
+        super().sleep(settings, transport, response)
+
+    @staticmethod
+    def _beyond(
+        settings: dict[str, Any],
+        response: PipelineResponse[Any, Any] | None,
+        *,
+        wait: float,
+        asked: bool,
+        remaining: float,
+    ) -> WaitBeyondDeadline:
+        """The stop, naming the last failure (the answer, or the transport error from the history)."""
+        if response is not None:
+            status: int | None = response.http_response.status_code
+            detail = _service_words(response)
+        else:
+            last = settings["history"][-1] if settings.get("history") else None
+            answer = getattr(last, "http_response", None)
+            error = getattr(last, "error", None)
+            status = answer.status_code if answer is not None else None
+            detail = describe_failure(error)[1] if isinstance(error, BaseException) else "no answer"
+        return WaitBeyondDeadline(status=status, wait=wait, asked=asked, detail=detail, remaining=remaining)
+
+
+def retrying_options(settings: Settings, deadline: Deadline) -> dict[str, Any]:
+    """The CA bundle, the HTTP_* timeouts, and retries that end by ``deadline``, for azure-core clients.
+
+    The generated Logs Ingestion and Log Analytics query clients take ``retry_policy``
+    as is (``kwargs.get("retry_policy")``), so the ``HTTP_*`` retry settings go to the
+    policy rather than to the client.
+    """
     return {
-        "retry_total": settings.http_max_retries,
-        "retry_backoff_factor": settings.http_retry_backoff_seconds,
+        "retry_policy": DeadlineRetryPolicy(
+            deadline,
+            retry_total=settings.http_max_retries,
+            retry_backoff_factor=settings.http_retry_backoff_seconds,
+        ),
         "connection_timeout": settings.http_timeout_seconds,
         "read_timeout": settings.http_timeout_seconds,
         **tls_options(settings.ca_bundle),

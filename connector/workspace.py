@@ -24,10 +24,10 @@ from datetime import datetime
 from azure.core.exceptions import AzureError, HttpResponseError
 from azure.monitor.query import LogsQueryClient, LogsQueryStatus
 
-from connector.errors import VerificationError
+from connector.errors import VerificationError, kind_for_status
 from connector.ledger import ledger_key
 from connector.mapping import normalise_status
-from connector.transport import describe_failure
+from connector.transport import WaitBeyondDeadline, describe_failure
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +102,8 @@ class LogAnalyticsVerifier:
                 result = self._client.query_workspace(self._workspace_id, query, timespan=(since, until))
             except AzureError as err:
                 raise _query_failed(err) from err
+            except WaitBeyondDeadline as err:
+                raise _query_cut_short(err) from err
             if result.status != LogsQueryStatus.SUCCESS:
                 raise VerificationError(f"workspace verification query returned {result.status}")
             for table in result.tables:
@@ -123,3 +125,19 @@ def _query_failed(err: AzureError) -> VerificationError:
             kind=kind,
         )
     return VerificationError(f"workspace verification query failed: {detail}", kind=kind)
+
+
+def _query_cut_short(err: WaitBeyondDeadline) -> VerificationError:
+    """Log Analytics asked for a wait longer than the run has left; the batch stays recorded.
+
+    The kind is the status's (429 and 5xx: TRANSIENT). Even a 429 fails the run here: the
+    batch must be settled before anything else is sent, so there is nothing to continue
+    with; the next run verifies it again.
+    """
+    answered = "" if err.status is None else f" ({err.status})"
+    return VerificationError(
+        f"workspace verification query failed{answered}: Log Analytics {err.waiting}, more than this run "
+        f"has left ({max(err.remaining, 0):.0f} s): {err.detail.rstrip('.')}. The unconfirmed batch stays recorded; "
+        "the next run verifies it",
+        kind=kind_for_status(err.status),
+    )

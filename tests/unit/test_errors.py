@@ -1,6 +1,8 @@
 """Error kinds decide exit codes; failures are sorted by cause, whichever client raised them."""
 
 import ssl
+from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -9,7 +11,8 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, 
 
 from connector import errors
 from connector.errors import ErrorKind, kind_for_status
-from connector.transport import failure_kind, untrusted_certificate
+from connector.ports import Deadline
+from connector.transport import DeadlineRetryPolicy, WaitBeyondDeadline, failure_kind, untrusted_certificate
 
 
 def test_each_kind_has_its_documented_exit_code():
@@ -117,3 +120,79 @@ class TestFailureKind:
 
         assert failure_kind(error, default=ErrorKind.PERMISSION) is ErrorKind.PERMISSION
         assert failure_kind(ValueError("x")) is ErrorKind.FATAL
+
+
+class TestThrottling:
+    def test_only_a_429_from_logs_ingestion_is_throttling_and_it_still_counts_the_refused_rows(self):
+        error = errors.IngestionThrottledError(
+            100000, rows_failed=3, where="DCR d, stream s", detail="(TooManyRequests) slow down"
+        )
+
+        assert isinstance(error, errors.ThrottledError)
+        assert isinstance(error, errors.SinkError)
+        assert (error.status, error.rows_failed, error.retry_after) == (429, 3, 100000)
+        assert "100000 s" in str(error)
+        assert "(TooManyRequests) slow down" in str(error)
+
+    def test_graph_throttling_says_whether_graph_asked_for_the_wait(self):
+        assert "asked to wait 600 s" in str(errors.GraphThrottledError(600))
+        assert "the next retry would wait 45 s" in str(errors.GraphThrottledError(45, asked=False))
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+def answer(status: int, **headers: str) -> SimpleNamespace:
+    return SimpleNamespace(http_response=SimpleNamespace(status_code=status, headers=headers))
+
+
+class TestDeadlineRetryPolicy:
+    """azure-core's retry waits, but never past the run's deadline (a Retry-After of a day)."""
+
+    @pytest.fixture
+    def policy(self) -> DeadlineRetryPolicy:
+        return DeadlineRetryPolicy(Deadline(timedelta(seconds=10)), retry_backoff_factor=10)
+
+    def test_a_wait_that_fits_is_slept_as_azure_core_would(self, policy):
+        transport = FakeTransport()
+
+        policy.sleep({"history": []}, transport, answer(503, **{"Retry-After": "2"}))
+
+        assert transport.slept == [2.0]
+
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            {"Retry-After": "100000"},
+            {"retry-after-ms": "60000"},
+            {"Retry-After": "Fri, 31 Dec 2100 00:00:00 GMT"},
+        ],
+    )
+    def test_a_retry_after_beyond_the_deadline_is_raised_not_slept(self, policy, headers):
+        transport = FakeTransport()
+
+        with pytest.raises(WaitBeyondDeadline) as raised:
+            policy.sleep({"history": []}, transport, answer(429, **headers))
+
+        assert transport.slept == []
+        assert raised.value.status == 429
+        assert raised.value.asked
+        assert raised.value.wait > 10
+
+    def test_a_backoff_beyond_the_deadline_names_the_last_failure(self, policy):
+        transport = FakeTransport()
+        history = [SimpleNamespace(http_response=None, error=ServiceRequestError("connection refused"))] * 2
+
+        with pytest.raises(WaitBeyondDeadline) as raised:
+            policy.sleep({"history": history, "backoff": 10, "max_backoff": 120}, transport)
+
+        assert transport.slept == []
+        assert raised.value.status is None
+        assert not raised.value.asked
+        assert raised.value.wait == 20
+        assert "connection refused" in raised.value.detail
