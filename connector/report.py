@@ -179,6 +179,7 @@ def status_fields(checkpoint: Checkpoint, now: datetime) -> dict[str, object]:
         "coverage_start": _time(progress.coverage_start) or "-",
         "ledger_entries": len(checkpoint.ledger),
         "possible_duplicates_total": progress.possible_duplicates_total,
+        "stalled_runs": progress.stalled_runs,
         "unconfirmed_batch_rows": 0
         if progress.pending_batch is None
         else len(progress.pending_batch.entries),
@@ -209,6 +210,8 @@ def render_status(checkpoints: Iterable[Checkpoint], now: datetime) -> list[str]
                 f"{progress.possible_duplicates_total} rows re-sent after interrupted uploads "
                 "(set WORKSPACE_ID to verify instead)",
             )
+        if progress.stalled_runs:
+            line("stalled runs", f"{progress.stalled_runs} in a row without moving the high-water mark")
         if progress.pending_batch is not None:
             line("unconfirmed batch", f"{len(progress.pending_batch.entries)} rows, resolved by the next run")
         if progress.last_run is not None:

@@ -26,7 +26,7 @@ from azure.monitor.query import LogsQueryClient, LogsQueryStatus
 
 from connector.errors import VerificationError, kind_for_status
 from connector.ledger import ledger_key
-from connector.mapping import normalise_status
+from connector.mapping import has_lone_surrogate, normalise_status
 from connector.transport import WaitBeyondDeadline, describe_failure
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,6 @@ TRACE_IDS_PER_QUERY = 200
 # one valid, printable literal per id.
 _NAMED_ESCAPES = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n"}
 _NEEDS_CODE_ESCAPE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _escape(char: str) -> str:
@@ -60,14 +59,14 @@ def kql_string(value: str) -> str:
         ValueError: ``value`` holds an unpaired UTF-16 surrogate, which no KQL
             literal (and no UTF-8 query text) can carry.
     """
-    if _LONE_SURROGATE.search(value):
+    if has_lone_surrogate(value):
         raise ValueError("an unpaired UTF-16 surrogate cannot be written in a KQL string literal")
     return '"' + "".join(_escape(char) for char in value) + '"'
 
 
 def queryable(trace_id: str) -> bool:
     """True when ``trace_id`` can be looked up (see the module note on unpaired surrogates)."""
-    return _LONE_SURROGATE.search(trace_id) is None
+    return not has_lone_surrogate(trace_id)
 
 
 def presence_query(table: str, trace_ids: list[str]) -> str:
