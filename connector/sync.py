@@ -169,6 +169,7 @@ class FeedSync:
                 settle_delay=self._policy.settle_delay,
                 initial_lookback=self._policy.initial_lookback,
                 coverage_start=progress.coverage_start,
+                high_water_read_at=progress.high_water_read_at,
             )
             self._note_plan(report, plan)
             if plan.window is not None and progress.coverage_start is None:
@@ -284,19 +285,27 @@ class FeedSync:
                 logger.info("run time budget used up at %s; the next run continues", format_datetime(cursor))
                 return "budget_exhausted"
             current = next_slice(cursor, window.end, run.state.progress.next_slice_span)
+            read_at = self._clock()
             reading, stopped = self._run_slice(run, current)
             run.report.slices += 1
             if stopped is not None:
+                # A page cap always splits. A budget or quota stop splits only a slice that took at least
+                # half of the run's pages itself: if earlier slices used the run up, this one is not too big,
+                # and shrinking it would only spend more requests on more, smaller slices.
+                if stopped == "page_cap" or reading.pages * 2 >= run.report.pages > 0:
+                    self._split(run, reading, stopped)
                 if isinstance(stopped, ThrottledError):
-                    if reading.pages:  # a slice the quota ran out in; not one it never started
-                        self._split(run, reading, stopped)
                     raise stopped
-                self._split(run, reading, stopped)
                 if stopped == "budget":
                     return "budget_exhausted"
                 continue  # the page cap: read the same start again with the smaller span, now
             run.state.apply(
-                Committed(finished_slice=current, slice_records=reading.records, slice_pages=reading.pages),
+                Committed(
+                    finished_slice=current,
+                    slice_records=reading.records,
+                    slice_pages=reading.pages,
+                    slice_read_at=read_at,
+                ),
                 run.rules,
             )
             logger.debug("slice %s..%s done: %d records", current.start, current.end, reading.records)
