@@ -280,11 +280,6 @@ def run_harness(
                     print(
                         f"attempt {result.attempts}: phase={phase} killed={killed} rc={child.process.returncode} "
                         f"outcome={outcome} hwm={hwm}"
-                        + (
-                            "\n" + err[-3000:]
-                            if os.environ.get("HARNESS_DEBUG") and not killed and result.attempts >= 39
-                            else ""
-                        )
                     )
                 return killed
 
