@@ -15,7 +15,6 @@ absence as 0)::
      "ledger": {"<key digest>": [<received, epoch ms>, "<status>", <revision>], ...},
      "last_run": {<the fields in connector.report.LAST_RUN_FIELDS>} | null, "updated": "...Z",
      "possible_duplicates_total": 0, "stalled_runs": 2 (only when not 0),
-     "high_water_read_at": "...Z" (only when known),
      "pending_batch": {"created": "...Z", "entries": [[key, received_ms, status, revision, trace id]]} | null}
 """
 
@@ -81,8 +80,6 @@ def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
     # Fields added after the first release are written only when set (older versions ignore them).
     if progress.stalled_runs:
         document["stalled_runs"] = progress.stalled_runs
-    if progress.high_water_read_at is not None:
-        document["high_water_read_at"] = format_datetime(progress.high_water_read_at)
     # backslashreplace: a stray unpaired surrogate (from an error text, say) is written as the
     # JSON escape "\udXXX" it reads back as, instead of failing the save; other text is plain UTF-8.
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
@@ -145,7 +142,6 @@ def decode_checkpoint(data: bytes, *, where: str) -> Checkpoint:
             updated=_optional_time(document, "updated"),
             possible_duplicates_total=int(document.get("possible_duplicates_total") or 0),
             stalled_runs=int(document.get("stalled_runs") or 0),
-            high_water_read_at=_optional_time(document, "high_water_read_at"),
             pending_batch=None
             if not pending
             else PendingBatch(

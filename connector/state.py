@@ -70,8 +70,6 @@ class FeedProgress:
     possible_duplicates_total: int = 0
     stalled_runs: int = 0
     """Runs in a row that ended with message trace due and the high-water mark where it was."""
-    high_water_read_at: datetime | None = None
-    """When the slice that set the high-water mark was first requested (what Graph had published by then)."""
 
     @property
     def next_slice_span(self) -> timedelta:
@@ -114,7 +112,6 @@ class Committed:
         finished_slice: set once every row of this slice is committed.
         slice_records: records Graph returned for that slice (sizes the next one).
         slice_pages: pages Graph returned for that slice (sizes the next one against the page cap).
-        slice_read_at: when that slice's first page was requested.
         unfinished_slice: a slice whose reading stopped before its end (page cap, budget, quota);
             the high-water mark stays and the slice is read again smaller.
         covered_from: for an unfinished slice read newest first: after this time it was read in full.
@@ -126,7 +123,6 @@ class Committed:
     finished_slice: Window | None = None
     slice_records: int = 0
     slice_pages: int = 0
-    slice_read_at: datetime | None = None
     unfinished_slice: Window | None = None
     covered_from: datetime | None = None
 
@@ -141,14 +137,12 @@ def commit(progress: FeedProgress, step: Committed, rules: CommitRules) -> tuple
     with next (:func:`~connector.windows.split_slice_span`).
     """
     high_water_mark = progress.high_water_mark
-    high_water_read_at = progress.high_water_read_at
     slice_span = progress.slice_span
     prune_before: datetime | None = None
     if step.finished_slice is not None:
         end = step.finished_slice.end
         if high_water_mark is None or end > high_water_mark:
             high_water_mark = end
-            high_water_read_at = step.slice_read_at
         prune_before = high_water_mark - rules.keep_lookback
         slice_span = adapt_slice_span(
             progress.next_slice_span,
@@ -163,7 +157,6 @@ def commit(progress: FeedProgress, step: Committed, rules: CommitRules) -> tuple
     after = replace(
         progress,
         high_water_mark=high_water_mark,
-        high_water_read_at=high_water_read_at,
         slice_span=slice_span,
         pending_batch=None,
         possible_duplicates_total=progress.possible_duplicates_total + step.possible_duplicates,

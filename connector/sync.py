@@ -169,7 +169,6 @@ class FeedSync:
                 settle_delay=self._policy.settle_delay,
                 initial_lookback=self._policy.initial_lookback,
                 coverage_start=progress.coverage_start,
-                high_water_read_at=progress.high_water_read_at,
             )
             self._note_plan(report, plan)
             if plan.window is not None and progress.coverage_start is None:
@@ -285,7 +284,6 @@ class FeedSync:
                 logger.info("run time budget used up at %s; the next run continues", format_datetime(cursor))
                 return "budget_exhausted"
             current = next_slice(cursor, window.end, run.state.progress.next_slice_span)
-            read_at = self._clock()
             reading, stopped = self._run_slice(run, current)
             run.report.slices += 1
             if stopped is not None:
@@ -304,7 +302,6 @@ class FeedSync:
                     finished_slice=current,
                     slice_records=reading.records,
                     slice_pages=reading.pages,
-                    slice_read_at=read_at,
                 ),
                 run.rules,
             )

@@ -81,7 +81,6 @@ def plan_live_window(
     settle_delay: timedelta,
     initial_lookback: timedelta,
     coverage_start: datetime | None = None,
-    high_water_read_at: datetime | None = None,
 ) -> WindowPlan:
     """Plan a live run: from the high-water mark minus the lookback up to now minus the settle delay.
 
@@ -92,11 +91,6 @@ def plan_live_window(
     never fetched and now never can be (the overlap part was fetched before, so
     clamping it loses nothing).
 
-    The lookback exists for records Graph publishes late. A slice read at
-    ``high_water_read_at`` already held every record received ``overlap_lookback``
-    before that moment, so only what came after is re-read: while a feed catches up
-    through history, its runs do not spend the Graph quota re-reading a dense hour
-    that was complete when it was read (which can leave no quota to move on).
     """
     end = floor_second(now - settle_delay)
     floor = retention_floor(now)
@@ -105,10 +99,6 @@ def plan_live_window(
         never_fetched_from = requested
     else:
         requested = floor_second(high_water_mark - overlap_lookback)
-        if high_water_read_at is not None:
-            # The settle delay again as a margin: the host's clock may run ahead of Graph's.
-            published_by_then = floor_second(high_water_read_at - overlap_lookback - settle_delay)
-            requested = max(requested, min(floor_second(high_water_mark), published_by_then))
         never_fetched_from = high_water_mark
     start = max(requested, floor)
     unrecoverable = max(timedelta(0), floor - never_fetched_from)

@@ -9,7 +9,6 @@ from connector.windows import (
     SliceReading,
     Window,
     adapt_slice_span,
-    floor_second,
     next_slice,
     plan_backfill_window,
     plan_live_window,
@@ -195,51 +194,3 @@ class TestSplittingAnUnfinishedSlice:
         assert adapt_slice_span(timedelta(hours=1), 10, pages_in_slice=11, **kwargs) == timedelta(minutes=30)
         assert adapt_slice_span(timedelta(hours=1), 10, pages_in_slice=8, **kwargs) == timedelta(hours=1)
         assert adapt_slice_span(timedelta(hours=1), 10, pages_in_slice=5, **kwargs) == timedelta(hours=2)
-
-
-class TestOverlapWhileCatchingUp:
-    LOOKBACK = timedelta(minutes=60)
-    SETTLE = timedelta(minutes=2)
-
-    def plan(self, hwm, read_at):
-        return plan_live_window(
-            high_water_mark=hwm,
-            now=NOW,
-            overlap_lookback=self.LOOKBACK,
-            settle_delay=self.SETTLE,
-            initial_lookback=timedelta(hours=24),
-            high_water_read_at=read_at,
-        )
-
-    def test_a_mark_read_long_after_its_time_is_not_re_read(self):
-        hwm = NOW - timedelta(days=3)
-
-        plan = self.plan(hwm, read_at=NOW - timedelta(minutes=5))
-
-        assert plan.window is not None
-        assert plan.window.start == floor_second(hwm)
-
-    def test_a_mark_read_near_its_time_re_reads_the_whole_lookback(self):
-        hwm = NOW - timedelta(minutes=7)
-
-        plan = self.plan(hwm, read_at=NOW - timedelta(minutes=5))
-
-        assert plan.window is not None
-        assert plan.window.start == floor_second(hwm - self.LOOKBACK)
-
-    def test_only_what_was_not_yet_published_when_read_is_re_read(self):
-        hwm = NOW - timedelta(minutes=70)
-        read_at = NOW - timedelta(minutes=30)
-
-        plan = self.plan(hwm, read_at=read_at)
-
-        assert plan.window is not None
-        assert plan.window.start == floor_second(read_at - self.LOOKBACK - self.SETTLE)
-
-    def test_an_older_checkpoint_without_the_read_time_re_reads_the_lookback(self):
-        hwm = NOW - timedelta(days=3)
-
-        plan = self.plan(hwm, read_at=None)
-
-        assert plan.window is not None
-        assert plan.window.start == floor_second(hwm - self.LOOKBACK)
