@@ -124,7 +124,7 @@ def test_tenant_whose_first_slice_needs_more_pages_than_the_quota_moves_its_mark
     sim, connector_env, blob_store
 ):
     now = sim.now()
-    start = now - timedelta(hours=2)
+    start = now - timedelta(hours=2) + timedelta(minutes=2)  # inside the first run's 2-hour lookback
     sim.graph.add(
         [trace(f"m-{i:05}", "bob@contoso.com", at(start + timedelta(seconds=2 * i))) for i in range(3000)]
     )
