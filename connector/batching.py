@@ -49,15 +49,13 @@ class Batch(Generic[_Tag]):
         return len(self.rows)
 
     def select(self, indexes: Iterable[int]) -> Batch[_Tag]:
-        """A batch of just the rows at ``indexes`` (in their order here), sized like a request body."""
+        """A batch of just the rows at ``indexes`` (in their order here), sized like a request body.
+
+        Splitting a refused batch to find the rows the service refuses sends such sub-batches.
+        """
         chosen = sorted(set(indexes))
         rows = [self.rows[index] for index in chosen]
         return Batch(rows=rows, tags=[self.tags[index] for index in chosen], size_bytes=body_size(rows))
-
-    def halves(self) -> tuple[Batch[_Tag], Batch[_Tag]]:
-        """The first and second half (a refused batch is split to find the rows the service refuses)."""
-        middle = (len(self.rows) + 1) // 2
-        return self.select(range(middle)), self.select(range(middle, len(self.rows)))
 
 
 class Batcher(Generic[_Tag]):
