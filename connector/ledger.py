@@ -39,6 +39,19 @@ def ledger_key(trace_id: str, recipient: str) -> str:
     return hashlib.blake2b(material, digest_size=16).hexdigest()
 
 
+def row_id(trace_id: str, recipient: str, status: str, revision: int) -> str:
+    """The identity of one stored row: digest of (trace id, lower-cased recipient, status, revision).
+
+    Written in every row's ``RowId`` column, so a row sent twice (a crash between the
+    service storing a batch and the connector hearing so) can always be recognised and
+    dropped at query time, and so a batch in flight can be looked up in the workspace
+    without the checkpoint holding a trace id (see :mod:`connector.intent`). ``status``
+    is the normalised status the row carries.
+    """
+    material = f"{trace_id}\x1f{recipient.lower()}\x1f{status}\x1f{revision}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(material, digest_size=16).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
     """What the table holds for one key: receive time (epoch ms), last stored status, its revision."""
