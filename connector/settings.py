@@ -209,8 +209,21 @@ class Settings:
             ),
             ca_bundle=_ca_bundle(reader),
         )
+        _refuse_contradictions(reader, settings)
         reader.raise_if_problems()
         return settings
+
+
+def _refuse_contradictions(reader: _Reader, settings: Settings) -> None:
+    """Settings that are each valid but together would break a promise of the feed."""
+    if settings.initial_lookback < settings.overlap_lookback:
+        # The first run starts INITIAL_LOOKBACK_HOURS back and records that as the feed's coverage start;
+        # later runs re-read OVERLAP_LOOKBACK_MINUTES, which then reaches into what backfills cover.
+        reader.problem(
+            "INITIAL_LOOKBACK_HOURS",
+            f"({settings.initial_lookback / timedelta(hours=1):g} h) must be at least OVERLAP_LOOKBACK_MINUTES "
+            f"({settings.overlap_lookback / timedelta(minutes=1):g} min): raise it, or lower the overlap",
+        )
 
 
 def timer_schedule(env: Mapping[str, str] | None = None) -> str:

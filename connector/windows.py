@@ -86,10 +86,11 @@ def plan_live_window(
 
     A first run (no high-water mark) starts ``initial_lookback`` before now, or where
     an interrupted first run started (``coverage_start``), so the feed's coverage has
-    no hole between its recorded start and its first committed slice. The start
-    is clamped to the retention floor; ``unrecoverable`` measures history that was
-    never fetched and now never can be (the overlap part was fetched before, so
-    clamping it loses nothing).
+    no hole between its recorded start and its first committed slice. A later run
+    re-reads the overlap, but never from before the coverage start: what lies before
+    it belongs to backfills, which stop there. The start is clamped to the retention
+    floor; ``unrecoverable`` measures history that was never fetched and now never can
+    be (the overlap part was fetched before, so clamping it loses nothing).
 
     """
     end = floor_second(now - settle_delay)
@@ -99,6 +100,9 @@ def plan_live_window(
         never_fetched_from = requested
     else:
         requested = floor_second(high_water_mark - overlap_lookback)
+        if coverage_start is not None:
+            # Before its coverage start the rows are a backfill's: re-reading them would store them twice.
+            requested = max(requested, coverage_start)
         never_fetched_from = high_water_mark
     start = max(requested, floor)
     unrecoverable = max(timedelta(0), floor - never_fetched_from)

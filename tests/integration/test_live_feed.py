@@ -133,7 +133,7 @@ def test_status_change_is_stored_as_one_revision_row(sim, connector_env):
 
 
 def test_record_exactly_on_a_slice_boundary_is_stored_once(sim, connector_env, blob_store):
-    env = {**connector_env, "MAX_SLICE_HOURS": "0.25", "INITIAL_LOOKBACK_HOURS": "1"}
+    env = {**connector_env, "MAX_SLICE_HOURS": "0.25", "INITIAL_LOOKBACK_HOURS": "2"}
     run_feed(env)
     hwm = blob_store.load("live").checkpoint.progress.high_water_mark
     boundary = hwm - timedelta(minutes=45)  # next run: slices of 15 min from hwm - 60 min
@@ -373,7 +373,7 @@ def test_poison_record_goes_to_a_dead_letter_blob_and_the_feed_goes_on(sim, conn
     }
     sim.graph.inject(200, body={"value": [poison, good]}, times=None)
 
-    report = run_feed({**connector_env, "INITIAL_LOOKBACK_HOURS": "0.5"})
+    report = run_feed({**connector_env, "INITIAL_LOOKBACK_HOURS": "0.5", "OVERLAP_LOOKBACK_MINUTES": "30"})
 
     assert report.ok, report.error
     assert [r["MessageTraceId"] for r in sim.ingestion.rows()] == ["good"]

@@ -56,6 +56,17 @@ def test_bad_value_is_named_with_what_is_wrong(name, value, fragment):
         Settings.from_env({**BASE, name: value})
 
 
+def test_initial_lookback_shorter_than_the_overlap_is_refused_naming_both():
+    with pytest.raises(ConfigError, match="setting INITIAL_LOOKBACK_HOURS: .*OVERLAP_LOOKBACK_MINUTES"):
+        Settings.from_env({**BASE, "INITIAL_LOOKBACK_HOURS": "0.5", "OVERLAP_LOOKBACK_MINUTES": "60"})
+
+
+def test_initial_lookback_equal_to_the_overlap_is_accepted():
+    settings = Settings.from_env({**BASE, "INITIAL_LOOKBACK_HOURS": "1", "OVERLAP_LOOKBACK_MINUTES": "60"})
+
+    assert settings.initial_lookback == settings.overlap_lookback
+
+
 def test_client_secret_mode_requires_client_id_and_secret():
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({**BASE, "GRAPH_AUTH_MODE": "client_secret"})

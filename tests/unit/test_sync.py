@@ -307,6 +307,21 @@ class TestBackfill:
         assert sorted(r["MessageTraceId"] for r in sink.rows) == ["edge", "live", "old"]
         assert store.checkpoint("live").progress.high_water_mark == live_before.progress.high_water_mark
 
+    def test_live_overlap_after_a_first_run_shorter_than_it_leaves_the_backfill_its_rows(self, world):
+        # A first run covers 61 minutes; the next re-reads 60 minutes before its high-water mark,
+        # which starts before the coverage start. What lies there is the backfill's.
+        source, sink, store, clock = world
+        source.records = [trace("before-coverage", "bob@contoso.com", iso(NOW - timedelta(minutes=62)))]
+        make_sync(source, sink, store, clock, initial_lookback=timedelta(minutes=61)).run_live()
+        backfill = make_sync(source, sink, store, clock).run_backfill(NOW - timedelta(hours=3), NOW)
+        clock.advance(timedelta(minutes=1))
+
+        again = make_sync(source, sink, store, clock, initial_lookback=timedelta(minutes=61)).run_live()
+
+        assert backfill.ok, backfill.error
+        assert again.ok, again.error
+        assert [r["MessageTraceId"] for r in sink.rows] == ["before-coverage"]
+
     def test_rerunning_a_finished_backfill_stores_nothing_more(self, world):
         source, sink, store, clock = world
         source.records = [trace("old", "bob@contoso.com", iso(NOW - timedelta(days=2)))]

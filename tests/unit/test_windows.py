@@ -54,6 +54,15 @@ class TestPlanLiveWindow:
         assert plan.window is not None
         assert plan.window.start == hwm - timedelta(minutes=60)
 
+    def test_overlap_never_reaches_before_the_coverage_start(self):
+        coverage = datetime(2026, 3, 10, 11, 30, tzinfo=UTC)
+        hwm = datetime(2026, 3, 10, 11, 50, tzinfo=UTC)
+
+        plan = live(hwm, coverage_start=coverage)
+
+        assert plan.window is not None
+        assert plan.window.start == coverage
+
     def test_interrupted_first_run_resumes_at_its_recorded_coverage_start(self):
         coverage = datetime(2026, 3, 8, 0, 0, tzinfo=UTC)
 
