@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -47,8 +47,9 @@ from connector.errors import (
 )
 from connector.intent import IntentResolver, intent_for
 from connector.ledger import Decision, ledger_key
-from connector.mapping import RowMapper, format_datetime, parse_trace_record
+from connector.mapping import RowMapper, TraceRecord, format_datetime, parse_trace_record
 from connector.ports import Clock, Deadline, FeedPorts, HeldLock, ProgressCallback, UploadResult
+from connector.precedence import Observation, SliceObservations
 from connector.refusal import Refusal, RowIsolation, classify_refusal, deployment_refused
 from connector.report import RunReport, last_run_summary
 from connector.settings import Settings
@@ -117,6 +118,14 @@ class _Run:
     exclude_from: datetime | None = None
     warned_ledger: bool = False
     outside_warnings: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """A record a read holds until it knows no later record of the read supersedes it."""
+
+    record: TraceRecord
+    raw: object
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +331,7 @@ class FeedSync:
         """
         batcher: Batcher[_Staged] = Batcher(self._policy.batch_budget_bytes)
         reading = SliceReading(current)
+        seen: SliceObservations[_Seen] = SliceObservations()
         stopped: str | ThrottledError | None = None
         pages = self._ports.source.pages(current)
         try:
@@ -336,7 +346,9 @@ class FeedSync:
                 run.report.pages += 1
                 reading.pages += 1
                 for raw in page.records:
-                    self._take(run, raw, current, batcher, reading)
+                    self._take(run, raw, current, seen, reading)
+                if reading.covered_from is not None:
+                    self._store(run, seen.release_newer_than(reading.covered_from), batcher, current)
                 if not page.more:
                     break
                 if reading.pages >= self._policy.max_pages_per_slice and current.span > ONE_SECOND:
@@ -347,16 +359,18 @@ class FeedSync:
                     break
         finally:
             pages.close()
+        self._store(run, seen.release_all(), batcher, current)
+        run.report.duplicates_dropped += seen.superseded
         last = batcher.flush()
         if last is not None:
             self._upload(run, last, current)
         return reading, stopped
 
     def _take(
-        self, run: _Run, raw: object, current: Window, batcher: Batcher[_Staged], reading: SliceReading
+        self, run: _Run, raw: object, current: Window, seen: SliceObservations[_Seen], reading: SliceReading
     ) -> None:
-        """One record of a page: dead-letter it, leave it to its own slice, drop it as stored, or batch it."""
-        report, ledger = run.report, run.state.ledger
+        """One record of a page: dead-letter it, leave it to its own slice, or hold it as this read's observation."""
+        report = run.report
         reading.records += 1
         report.records_seen += 1
         try:
@@ -371,23 +385,32 @@ class FeedSync:
         if run.exclude_from is not None and record.received >= run.exclude_from:
             report.outside_range += 1  # the live feed's: a backfill stops where live coverage starts
             return
-        decision = ledger.decide(
-            ledger_key(record.trace_id, record.recipient), record.received, record.status
+        seen.add(
+            ledger_key(record.trace_id, record.recipient), record.received, record.status, _Seen(record, raw)
         )
-        if decision is None:
-            report.duplicates_dropped += 1
-            return
-        row = self._mapper.to_row(
-            record, revision=decision.entry.revision, previous_status=decision.previous_status
-        )
-        try:
-            full = batcher.add(row, _Staged(decision, raw))
-        except RecordError as err:
-            ledger.forget_staged(decision)
-            self._dead_letter(run, raw, err.problem, current)
-            return
-        if full is not None:
-            self._upload(run, full, current)
+
+    def _store(
+        self, run: _Run, released: Iterator[Observation[_Seen]], batcher: Batcher[_Staged], current: Window
+    ) -> None:
+        """Decide each key the read is done with against the ledger; batch what is new, upload full batches."""
+        ledger = run.state.ledger
+        for observation in released:
+            record, raw = observation.item.record, observation.item.raw
+            decision = ledger.decide(observation.key, record.received, record.status)
+            if decision is None:
+                run.report.duplicates_dropped += 1
+                continue
+            row = self._mapper.to_row(
+                record, revision=decision.entry.revision, previous_status=decision.previous_status
+            )
+            try:
+                full = batcher.add(row, _Staged(decision, raw))
+            except RecordError as err:
+                ledger.forget_staged(decision)
+                self._dead_letter(run, raw, err.problem, current)
+                continue
+            if full is not None:
+                self._upload(run, full, current)
 
     def _outside(self, run: _Run, trace_id: str, received: datetime, current: Window) -> None:
         """Graph returned a record its filter excludes: counted, logged, left to the slice that holds it."""

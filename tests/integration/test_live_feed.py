@@ -385,6 +385,22 @@ def test_poison_record_goes_to_a_dead_letter_blob_and_the_feed_goes_on(sim, conn
     assert report.dead_lettered >= 1
 
 
+def test_same_key_twice_in_one_graph_answer_is_one_row_however_often_it_is_reread(sim, connector_env):
+    when = at(sim.now() - timedelta(minutes=10))
+    answer = [
+        trace("flip", "bob@contoso.com", when, status="Pending"),
+        trace("flip", "Bob@contoso.com", when, status="Delivered"),
+        trace("flip", "bob@contoso.com", when, status="GettingStatus"),
+    ]
+    sim.graph.inject(200, body={"value": answer}, times=None)
+    env = {**connector_env, "INITIAL_LOOKBACK_HOURS": "0.5", "OVERLAP_LOOKBACK_MINUTES": "30"}
+
+    reports = [run_feed(env) for _ in range(3)]
+
+    assert [report.error for report in reports] == [None, None, None]
+    assert [(r["Status"], r["StatusRevision"]) for r in sim.ingestion.rows()] == [("Delivered", 0)]
+
+
 def many_rows(sim, count=12_000):
     now = sim.now()
     sim.graph.add(
