@@ -6,18 +6,26 @@ the live feed's, so a backfill stops there; a range that overlaps another
 backfill is refused; re-running the same range resumes it from its own
 high-water mark. Following dlt's rule for a bounded load: the request, not stored
 state, says what to load.
+
+Two backfills started at the same moment must not both pass the overlap check, so a
+backfill *claims* its range before any other work (:func:`claim_backfill`): under one
+shared, short-held lock it checks the other ranges and creates its own document
+(only if it does not exist). The second claimant waits for the lock, then sees the
+first one's document and is refused, naming it.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
 from connector.checkpoint import BACKFILL_PREFIX, LIVE_FEED, backfill_feed_name
 from connector.errors import BackfillError
 from connector.mapping import format_datetime
-from connector.ports import CheckpointStore
+from connector.ports import CheckpointStore, HeldLock, RunLock
+from connector.state import Checkpoint, FeedProgress
 from connector.windows import Window
 
 logger = logging.getLogger(__name__)
@@ -40,6 +48,36 @@ class BackfillRange:
     def feed(self) -> str:
         """The name of this backfill's own progress document."""
         return backfill_feed_name(self.start, self.end)
+
+
+CLAIMS_LOCK = "backfill-claims"
+"""The lock (``locks/backfill-claims.lock``) a backfill holds while it claims its range."""
+CLAIM_WAIT_SECONDS = 30.0
+"""How long a claim waits for another one (a claim takes a few storage calls; a killed claimant's
+lease expires within the lease time, at most 60 s, so a claim waiting longer than this exits 5)."""
+
+
+def claim_backfill(store: CheckpointStore, claims: RunLock | None, request: BackfillRange) -> datetime:
+    """Claim ``request``'s range before any work; return where the backfill must stop.
+
+    Under the claims lock: the live feed's start and the other backfills' ranges are
+    checked (:func:`backfill_stop`) and this backfill's document is created with its
+    range, so any claim after this one sees it. Without a claims lock (in-memory
+    tests) the same steps run unguarded.
+
+    Raises:
+        BackfillError: no live checkpoint yet, or the range overlaps another backfill.
+        RunLockedError: another claim held the lock for longer than ``CLAIM_WAIT_SECONDS``.
+    """
+    guard: AbstractContextManager[HeldLock | None] = (
+        nullcontext() if claims is None else claims.hold(CLAIMS_LOCK, wait_seconds=CLAIM_WAIT_SECONDS)
+    )
+    with guard:
+        stop = backfill_stop(store, request)
+        if store.load(request.feed) is None:
+            progress = FeedProgress(feed=request.feed, range_start=request.start, range_end=request.end)
+            store.save(Checkpoint(progress=progress, ledger={}), None)
+    return stop
 
 
 def backfill_stop(store: CheckpointStore, request: BackfillRange) -> datetime:

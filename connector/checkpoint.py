@@ -15,7 +15,12 @@ absence as 0)::
      "ledger": {"<key digest>": [<received, epoch ms>, "<status>", <revision>], ...},
      "last_run": {<the fields in connector.report.LAST_RUN_FIELDS>} | null, "updated": "...Z",
      "possible_duplicates_total": 0, "stalled_runs": 2 (only when not 0),
-     "pending_batch": {"created": "...Z", "entries": [[key, received_ms, status, revision, trace id]]} | null}
+     "pending_batch": {"created": "...Z", "rows": [[key, received_ms, status, revision, RowId]]} | null}
+
+The intent (``pending_batch``) holds each row's ``RowId``, never a trace id: with a trace
+id beside them, the ledger's digests of (trace id, recipient) could be tried against a
+list of addresses. Versions before ``RowId`` wrote ``"entries"`` with the trace id in
+the last place; such an intent is still read, resolved by trace id, and then cleared.
 """
 
 from __future__ import annotations
@@ -67,15 +72,7 @@ def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
         "last_run": None if progress.last_run is None else dict(progress.last_run),
         "updated": _iso(progress.updated),
         "possible_duplicates_total": progress.possible_duplicates_total,
-        "pending_batch": None
-        if pending is None
-        else {
-            "created": format_datetime(pending.created),
-            "entries": [
-                [entry.key, entry.received_ms, entry.status, entry.revision, entry.trace_id]
-                for entry in pending.entries
-            ],
-        },
+        "pending_batch": None if pending is None else _encode_pending(pending),
     }
     # Fields added after the first release are written only when set (older versions ignore them).
     if progress.stalled_runs:
@@ -83,6 +80,47 @@ def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
     # backslashreplace: a stray unpaired surrogate (from an error text, say) is written as the
     # JSON escape "\udXXX" it reads back as, instead of failing the save; other text is plain UTF-8.
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
+
+
+def _encode_pending(pending: PendingBatch) -> dict[str, Any]:
+    """The intent: ``rows`` (looked up by RowId), or, for one a version before RowId left, its ``entries``."""
+    if any(entry.legacy_trace_id is not None for entry in pending.entries):
+        return {
+            "created": format_datetime(pending.created),
+            "entries": [
+                [entry.key, entry.received_ms, entry.status, entry.revision, entry.legacy_trace_id or ""]
+                for entry in pending.entries
+            ],
+        }
+    return {
+        "created": format_datetime(pending.created),
+        "rows": [
+            [entry.key, entry.received_ms, entry.status, entry.revision, entry.row_id]
+            for entry in pending.entries
+        ],
+    }
+
+
+def _decode_pending(pending: dict[str, Any]) -> PendingBatch:
+    """Either form of the intent (``entries`` hold a trace id where ``rows`` hold a RowId)."""
+    if "rows" in pending:
+        entries = tuple(
+            IntentEntry(key=str(k), received_ms=int(r), status=str(s), revision=int(v), row_id=str(i))
+            for k, r, s, v, i in pending["rows"]
+        )
+    else:
+        entries = tuple(
+            IntentEntry(
+                key=str(k),
+                received_ms=int(r),
+                status=str(s),
+                revision=int(v),
+                row_id="",
+                legacy_trace_id=str(t),
+            )
+            for k, r, s, v, t in pending["entries"]
+        )
+    return PendingBatch(created=parse_datetime(pending["created"]), entries=entries)
 
 
 def _optional_time(document: dict[str, Any], name: str) -> datetime | None:
@@ -142,17 +180,7 @@ def decode_checkpoint(data: bytes, *, where: str) -> Checkpoint:
             updated=_optional_time(document, "updated"),
             possible_duplicates_total=int(document.get("possible_duplicates_total") or 0),
             stalled_runs=int(document.get("stalled_runs") or 0),
-            pending_batch=None
-            if not pending
-            else PendingBatch(
-                created=parse_datetime(pending["created"]),
-                entries=tuple(
-                    IntentEntry(
-                        key=str(k), received_ms=int(r), status=str(s), revision=int(v), trace_id=str(t)
-                    )
-                    for k, r, s, v, t in pending["entries"]
-                ),
-            ),
+            pending_batch=None if not pending else _decode_pending(pending),
         )
     except (KeyError, IndexError, TypeError, ValueError) as err:
         raise CheckpointFormatError(f"checkpoint {where} has a malformed field: {err!r}") from err

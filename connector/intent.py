@@ -34,7 +34,7 @@ VERIFY_MARGIN = timedelta(hours=1)
 def intent_for(
     decisions: Sequence[Decision], rows: Sequence[Mapping[str, object]], created: datetime
 ) -> PendingBatch:
-    """The record saved before a batch is sent: each row's ledger decision and trace id."""
+    """The record saved before a batch is sent: each row's ledger decision and ``RowId``."""
     return PendingBatch(
         created=created,
         entries=tuple(
@@ -43,7 +43,7 @@ def intent_for(
                 received_ms=decision.entry.received_ms,
                 status=decision.entry.status,
                 revision=decision.entry.revision,
-                trace_id=str(row["MessageTraceId"]),
+                row_id=str(row["RowId"]),
             )
             for decision, row in zip(decisions, rows, strict=True)
         ),
@@ -106,12 +106,23 @@ class IntentResolver:
             self._sleep(wait)
         now = self._clock()
         oldest = datetime.fromtimestamp(min(entry.received_ms for entry in pending.entries) / 1000, tz=UTC)
-        present = self._verifier.rows_present(
-            sorted({entry.trace_id for entry in pending.entries}),
-            since=min(oldest, pending.created) - VERIFY_MARGIN,
-            until=now + VERIFY_MARGIN,
-        )
-        found = tuple(entry.decision() for entry in pending.entries if (entry.key, entry.status) in present)
+        since, until = min(oldest, pending.created) - VERIFY_MARGIN, now + VERIFY_MARGIN
+        by_row_id = [entry for entry in pending.entries if entry.legacy_trace_id is None]
+        legacy = [entry for entry in pending.entries if entry.legacy_trace_id is not None]
+        found_entries: list[IntentEntry] = []
+        if by_row_id:
+            stored = self._verifier.rows_stored(
+                [entry.row_id for entry in by_row_id], since=since, until=until
+            )
+            found_entries += [entry for entry in by_row_id if entry.row_id in stored]
+        if legacy:
+            present = self._verifier.legacy_rows_present(
+                sorted({str(entry.legacy_trace_id) for entry in legacy}), since=since, until=until
+            )
+            found_entries += [
+                entry for entry in legacy if (entry.key, entry.status, entry.revision) in present
+            ]
+        found = tuple(entry.decision() for entry in found_entries)
         logger.warning(
             "resolved the batch an earlier run left unconfirmed: %d of %d rows are in the workspace, "
             "%d will be sent again",

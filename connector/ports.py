@@ -125,10 +125,18 @@ class DeadLetterSink(Protocol):
 class WorkspaceVerifier(Protocol):
     """Reads the workspace to learn which rows of an interrupted batch arrived."""
 
-    def rows_present(
+    def rows_stored(self, row_ids: Sequence[str], since: datetime, until: datetime) -> set[str]:
+        """Return the ``row_ids`` the table holds between ``since`` and ``until``.
+
+        Raises:
+            VerificationError: the workspace could not be queried.
+        """
+        ...
+
+    def legacy_rows_present(
         self, trace_ids: Sequence[str], since: datetime, until: datetime
-    ) -> set[tuple[str, str]]:
-        """Return the (ledger key, status) pairs stored for ``trace_ids`` between ``since`` and ``until``.
+    ) -> set[tuple[str, str, int]]:
+        """(ledger key, status, revision) of the rows of ``trace_ids``: for an intent from before RowId.
 
         Raises:
             VerificationError: the workspace could not be queried.
@@ -147,8 +155,8 @@ class HeldLock(Protocol):
 class RunLock(Protocol):
     """Acquires the per-feed lock for the length of a ``with`` block."""
 
-    def hold(self, feed: str) -> AbstractContextManager[HeldLock]:
-        """Take the lock or raise RunLockedError naming the holder."""
+    def hold(self, feed: str, *, wait_seconds: float = 0.0) -> AbstractContextManager[HeldLock]:
+        """Take the lock (waiting up to ``wait_seconds`` for it) or raise RunLockedError naming the holder."""
         ...
 
     def break_lock(self, feed: str) -> str | None:
@@ -173,3 +181,5 @@ class FeedPorts:
     store: CheckpointStore
     dead_letters: DeadLetterSink
     verifier: WorkspaceVerifier | None = None
+    claims: RunLock | None = None
+    """The lock backfills take in turn to claim their range (see :func:`connector.backfill.claim_backfill`)."""

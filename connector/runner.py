@@ -130,14 +130,15 @@ def build_connector(
         verifier = LogAnalyticsVerifier(
             query_client, workspace_id=settings.workspace_id, table=load_table_schema().table
         )
+    lock = build_lock(store, settings)
     sync = FeedSync(
-        FeedPorts(source=source, sink=sink, store=store, dead_letters=store, verifier=verifier),
+        FeedPorts(source=source, sink=sink, store=store, dead_letters=store, verifier=verifier, claims=lock),
         SyncPolicy.from_settings(settings),
         clock=clock,
         deadline=deadline,
         progress=progress,
     )
-    return Connector(sync=sync, lock=build_lock(store, settings))
+    return Connector(sync=sync, lock=lock)
 
 
 def log_report(report: RunReport) -> None:

@@ -28,13 +28,21 @@ LastRun = Mapping[str, object]
 
 @dataclass(frozen=True, slots=True)
 class IntentEntry:
-    """One row of a batch about to be sent: enough to find it in the workspace and commit it."""
+    """One row of a batch about to be sent: enough to find it in the workspace and commit it.
+
+    The row is looked up by its ``RowId`` (:func:`~connector.ledger.row_id`); the entry
+    holds no trace id, so neither it nor the ledger's digests, which both need the trace
+    id to be tried against a list of addresses, lets a reader of the checkpoint recover a
+    recipient. ``legacy_trace_id`` is set only on entries read from an intent written by
+    a version before ``RowId`` (looked up by trace id, as that version did).
+    """
 
     key: str
     received_ms: int
     status: str
     revision: int
-    trace_id: str
+    row_id: str
+    legacy_trace_id: str | None = None
 
     def decision(self) -> Decision:
         """The ledger decision this row stands for (committed when the row is found stored)."""

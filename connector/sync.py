@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from connector.backfill import BackfillRange, backfill_stop, resume_window
+from connector.backfill import BackfillRange, claim_backfill, resume_window
 from connector.batching import DEFAULT_BATCH_BUDGET_BYTES, Batch, Batcher
 from connector.checkpoint import LIVE_FEED, backfill_feed_name
 from connector.deadletter import DeadLetter
@@ -212,7 +212,7 @@ class FeedSync:
         report = RunReport(feed=backfill_feed_name(start, end), started=self._clock())
         try:
             request = BackfillRange(start, end)
-            stop_before = backfill_stop(self._ports.store, request)
+            stop_before = claim_backfill(self._ports.store, self._ports.claims, request)
             run = self._start(report, request.feed, lock, keep_lookback=timedelta(0))
             if run is None:
                 return report

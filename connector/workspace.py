@@ -2,16 +2,20 @@
 
 Optional (``WORKSPACE_ID``): the identity needs read access to the table (e.g. Log
 Analytics Reader scoped to ``EmailEvents_CL``). Uses the Log Analytics query API
-through ``azure-monitor-query``; rows are matched on (trace id, recipient, status),
-the same identity the ledger uses. The time span to search is the caller's
-(:mod:`connector.intent` widens it for backfilled rows, whose ``TimeGenerated`` Log
-Analytics replaces with their arrival time).
+through ``azure-monitor-query``; rows are matched on their ``RowId``, a digest of
+(trace id, recipient, status, revision): a row of an earlier revision with the same
+status (Pending, Delivered, then Pending again) is not taken for this batch's row.
+The time span to search is the caller's (:mod:`connector.intent` widens it for
+backfilled rows, whose ``TimeGenerated`` Log Analytics replaces with their arrival
+time).
 
-Trace ids come from Graph and may hold any text, so each one becomes a KQL string
-literal whose value is exactly the id (:func:`kql_string`): one odd id must not make
-the query, and so every verification of its batch, invalid. An id holding an unpaired
-UTF-16 surrogate cannot be stored as sent (Log Analytics keeps only valid Unicode), so
-it is left out of the query: its rows count as absent and are sent again.
+An intent written before RowId existed is resolved by trace id, matching (trace id,
+recipient, status, revision). Trace ids come from Graph and may hold any text, so
+each one becomes a KQL string literal whose value is exactly the id
+(:func:`kql_string`): one odd id must not make the query, and so every verification
+of its batch, invalid. An id holding an unpaired UTF-16 surrogate cannot be stored as
+sent (Log Analytics keeps only valid Unicode), so it is left out of the query: its
+rows count as absent and are sent again.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from connector.transport import WaitBeyondDeadline, describe_failure
 
 logger = logging.getLogger(__name__)
 
-TRACE_IDS_PER_QUERY = 200
+IDS_PER_QUERY = 200
 
 
 # Only escapes the Learn page "The string data type" documents: \\ \" \t \n by name and
@@ -69,10 +73,19 @@ def queryable(trace_id: str) -> bool:
     return not has_lone_surrogate(trace_id)
 
 
-def presence_query(table: str, trace_ids: list[str]) -> str:
-    """KQL listing the rows of ``trace_ids`` (the only query shape the connector sends)."""
+def stored_query(table: str, row_ids: Sequence[str]) -> str:
+    """KQL listing which of ``row_ids`` the table holds (what a batch in flight is resolved with)."""
+    ids = ", ".join(kql_string(row_id) for row_id in row_ids)
+    return f"{table}\n| where RowId in ({ids})\n| project RowId"
+
+
+def presence_query(table: str, trace_ids: Sequence[str]) -> str:
+    """KQL listing the rows of ``trace_ids`` (only for an intent written before RowId)."""
     ids = ", ".join(kql_string(trace_id) for trace_id in trace_ids)
-    return f"{table}\n| where MessageTraceId in ({ids})\n| project MessageTraceId, RecipientAddress, Status"
+    return (
+        f"{table}\n| where MessageTraceId in ({ids})\n"
+        "| project MessageTraceId, RecipientAddress, Status, StatusRevision"
+    )
 
 
 class LogAnalyticsVerifier:
@@ -83,11 +96,20 @@ class LogAnalyticsVerifier:
         self._workspace_id = workspace_id
         self._table = table
 
-    def rows_present(
+    def rows_stored(self, row_ids: Sequence[str], since: datetime, until: datetime) -> set[str]:
+        """The ``row_ids`` the table holds between ``since`` and ``until``."""
+        stored: set[str] = set()
+        for offset in range(0, len(row_ids), IDS_PER_QUERY):
+            query = stored_query(self._table, row_ids[offset : offset + IDS_PER_QUERY])
+            for values in self._rows(query, since, until):
+                stored.add(str(values["RowId"]))
+        return stored
+
+    def legacy_rows_present(
         self, trace_ids: Sequence[str], since: datetime, until: datetime
-    ) -> set[tuple[str, str]]:
-        """(ledger key, status) of every row of ``trace_ids`` the table holds between ``since`` and ``until``."""
-        present: set[tuple[str, str]] = set()
+    ) -> set[tuple[str, str, int]]:
+        """(ledger key, status, revision) of every row of ``trace_ids`` between ``since`` and ``until``."""
+        present: set[tuple[str, str, int]] = set()
         ids = [trace_id for trace_id in trace_ids if queryable(trace_id)]
         if len(ids) < len(trace_ids):
             logger.warning(
@@ -95,23 +117,31 @@ class LogAnalyticsVerifier:
                 "their rows count as absent and are sent again",
                 len(trace_ids) - len(ids),
             )
-        for offset in range(0, len(ids), TRACE_IDS_PER_QUERY):
-            query = presence_query(self._table, ids[offset : offset + TRACE_IDS_PER_QUERY])
-            try:
-                result = self._client.query_workspace(self._workspace_id, query, timespan=(since, until))
-            except AzureError as err:
-                raise _query_failed(err) from err
-            except WaitBeyondDeadline as err:
-                raise _query_cut_short(err) from err
-            if result.status != LogsQueryStatus.SUCCESS:
-                raise VerificationError(f"workspace verification query returned {result.status}")
-            for table in result.tables:
-                names = list(table.columns)
-                for row in table.rows:
-                    values = dict(zip(names, row, strict=False))
-                    key = ledger_key(str(values["MessageTraceId"]), str(values["RecipientAddress"]))
-                    present.add((key, normalise_status(str(values["Status"]))))
+        for offset in range(0, len(ids), IDS_PER_QUERY):
+            for values in self._rows(
+                presence_query(self._table, ids[offset : offset + IDS_PER_QUERY]), since, until
+            ):
+                key = ledger_key(str(values["MessageTraceId"]), str(values["RecipientAddress"]))
+                present.add(
+                    (key, normalise_status(str(values["Status"])), int(str(values["StatusRevision"] or 0)))
+                )
         return present
+
+    def _rows(self, query: str, since: datetime, until: datetime) -> list[dict[str, object]]:
+        """The result rows of ``query`` over ``[since, until]`` as column → value."""
+        try:
+            result = self._client.query_workspace(self._workspace_id, query, timespan=(since, until))
+        except AzureError as err:
+            raise _query_failed(err) from err
+        except WaitBeyondDeadline as err:
+            raise _query_cut_short(err) from err
+        if result.status != LogsQueryStatus.SUCCESS:
+            raise VerificationError(f"workspace verification query returned {result.status}")
+        rows: list[dict[str, object]] = []
+        for table in result.tables:
+            names = list(table.columns)
+            rows.extend(dict(zip(names, row, strict=False)) for row in table.rows)
+        return rows
 
 
 def _query_failed(err: AzureError) -> VerificationError:

@@ -18,16 +18,36 @@ class _Trigger:
     seen: int = 0
 
 
+def requests_in(stream: bytes) -> list[tuple[str, bytes]]:
+    """The HTTP/1.1 requests in one connection's byte stream: (request line, body), by Content-Length."""
+    requests: list[tuple[str, bytes]] = []
+    rest = stream
+    while b"\r\n\r\n" in rest:
+        head, rest = rest.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+        requests.append((lines[0], bytes(rest[:length])))
+        rest = rest[length:]
+    return requests
+
+
 class KillingBlobProxy:
     """Forwards 127.0.0.1:<port> to Azurite; an armed trigger kills the client around a PUT."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, *, record: bool = False) -> None:
         self._upstream = ("127.0.0.1", upstream_port)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._trigger: _Trigger | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._record = record
+        self.sent: list[bytes] = []
+        """Every byte stream a client sent through the proxy, one entry per connection (for scans)."""
         threading.Thread(target=self._accept_loop, daemon=True).start()
 
     def arm(self, marker: bytes, occurrence: int, *, landed: bool, kill: Callable[[], None]) -> None:
@@ -88,8 +108,16 @@ class KillingBlobProxy:
                     client.close()
 
         threading.Thread(target=downstream, daemon=True).start()
+        stream = bytearray()
+        with self._lock:
+            self.sent.append(b"")
+            index = len(self.sent) - 1
         try:
             while data := client.recv(65536):
+                if self._record:
+                    stream += data
+                    with self._lock:
+                        self.sent[index] = bytes(stream)
                 trigger = self._matches(data)
                 if trigger is not None:
                     if not trigger.landed:

@@ -68,6 +68,8 @@ class HarnessResult:
     phases: Counter[str] = field(default_factory=Counter)
     hwm_regressions: int = 0
     hwm_stalls: int = 0
+    concurrency_faults: list[str] = field(default_factory=list)
+    """Concurrent commands that did not end as they must (both overlapping backfills ran, say)."""
     caught_up: bool = False
     possible_duplicates_reported: int = 0
 
@@ -144,6 +146,43 @@ def _new_traffic(
         )
 
 
+# Two bands of history before the live feed's coverage start, as (newest, oldest) ages.
+HISTORY_BANDS = ((timedelta(hours=16), timedelta(hours=20)), (timedelta(hours=10), timedelta(hours=14)))
+HISTORY_MESSAGES = 150
+
+
+def _started_together(env: dict[str, str], commands: list[list[str]]) -> list[tuple[int, str]]:
+    """Start one connector process per command at the same moment; (exit code, stderr + stdout) of each."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "connector", "--no-progress", *command],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for command in commands
+    ]
+    outcomes = []
+    for process in processes:
+        out, err = process.communicate(timeout=300)
+        if "Traceback" in err:
+            raise RuntimeError(f"connector crashed on its own:\n{err}")
+        outcomes.append((process.returncode, err + out))
+    return outcomes
+
+
+def _backfill(start: datetime, end: datetime) -> list[str]:
+    return [
+        "backfill",
+        "--start",
+        start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "--end",
+        end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    ]
+
+
 BIG_TENANT_ROWS = 2400
 BIG_TENANT_PAGE = 20
 BIG_TENANT_QUOTA = 40
@@ -175,6 +214,13 @@ def run_harness(
             sim.graph.add(
                 generate_traffic(now - timedelta(hours=6), now - timedelta(minutes=5), 800, seed=seed)
             )
+            # History before the live feed's coverage start (7 h back): only backfills store it.
+            for number, (newest, oldest) in enumerate(HISTORY_BANDS):
+                sim.graph.add(
+                    generate_traffic(
+                        now - oldest, now - newest, HISTORY_MESSAGES, seed=seed + 70_000 + number
+                    )
+                )
             sim.logs_query.latency_seconds = 0.3
             via_proxy = (
                 f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
@@ -312,6 +358,21 @@ def run_harness(
                     raise RuntimeError(
                         "kill points are not being reached; the harness is not exercising anything"
                     )
+            # Operators at the same moment: two overlapping backfills of the first band started together
+            # (one runs, the other is refused naming it), then a live run next to a backfill of the second.
+            first, second = (
+                _backfill(now - timedelta(hours=22), now - timedelta(hours=15)),
+                _backfill(now - timedelta(hours=21), now - timedelta(hours=15, minutes=30)),
+            )
+            quota, sim.graph.quota.limit = sim.graph.quota.limit, 1_000_000  # backfills are not re-run below
+            codes = sorted(code for code, _ in _started_together(env, [first, second]))
+            if codes != [0, 2]:
+                result.concurrency_faults.append(f"two overlapping backfills exited {codes}, not [0, 2]")
+            beside = _started_together(env, [["run"], _backfill(now - timedelta(hours=15), now)])
+            if [code for code, _ in beside] != [0, 0]:
+                result.concurrency_faults.append(f"a live run beside a backfill: {beside}")
+            sim.graph.quota.limit = quota
+            sim.graph.quota.reset()
             # Let the connector finish: runs without kills until one completes with nothing left to do.
             for _ in range(40 if big_tenant else 10):  # the big tenant needs many quota-sized runs
                 attempt(None)
@@ -331,6 +392,7 @@ def run_harness(
             per_status = Counter(
                 (r["MessageTraceId"], r["RecipientAddress"].lower(), r["Status"]) for r in rows
             )
+            per_row = Counter(str(r["RowId"]) for r in rows)
             due = [
                 r
                 for r in sim.graph.rows()
@@ -341,7 +403,7 @@ def run_harness(
                 for r in due
                 if (r["id"], r["recipientAddress"].lower(), normalise_status(r["status"])) not in per_status
             )
-            result.duplicated = sum(count - 1 for count in per_status.values())
+            result.duplicated = sum(count - 1 for count in per_row.values())
             return result
     finally:
         proxy.close()
@@ -370,10 +432,17 @@ def main(argv: list[str] | None = None) -> int:
         f"attempts={result.attempts} phases={dict(result.phases)} hwm_regressions={result.hwm_regressions}"
         f" hwm_stalls={result.hwm_stalls} caught_up={result.caught_up}"
     )
+    for fault in result.concurrency_faults:
+        print(f"concurrency fault: {fault}")
     print(f"possible duplicates reported by the connector: {result.possible_duplicates_reported}")
     print(f"elapsed {time.monotonic() - started:.0f} s")
     print(result.summary)
-    healthy = result.hwm_regressions == 0 and result.hwm_stalls == 0 and result.caught_up
+    healthy = (
+        result.hwm_regressions == 0
+        and result.hwm_stalls == 0
+        and result.caught_up
+        and not result.concurrency_faults
+    )
     return 0 if result.lost == 0 and result.duplicated == 0 and healthy else 1
 
 

@@ -12,6 +12,7 @@ def test_sigkill_at_every_phase_with_fault_storms_loses_nothing_and_duplicates_n
 
     assert set(result.phases) == set(PHASES)
     assert result.caught_up
+    assert result.concurrency_faults == []
     assert result.hwm_regressions == 0
     assert (result.lost, result.duplicated) == (0, 0), result.summary
 
@@ -28,6 +29,7 @@ def test_tenant_bigger_than_one_runs_quota_moves_its_mark_every_run_through_kill
     result = run_harness(kills=8, seed=5, verification=True, big_tenant=True)
 
     assert result.caught_up
+    assert result.concurrency_faults == []
     assert result.hwm_regressions == 0
     assert result.hwm_stalls == 0
     assert (result.lost, result.duplicated) == (0, 0), result.summary

@@ -173,8 +173,13 @@ class KillingSink(MemorySink):
     """Stores the n-th batch, then 'dies' before the connector learns the outcome."""
 
     kill_on_upload: int = 1
+    stored_before_death: bool = True
+    """False: the process dies while the batch is on the wire, before the service stores it."""
 
     def upload(self, rows: Sequence[Mapping[str, object]]) -> UploadResult:
+        if not self.stored_before_death and self.uploads + 1 == self.kill_on_upload:
+            self.uploads += 1
+            raise ProcessKilled
         result = super().upload(rows)
         if self.uploads == self.kill_on_upload:
             raise ProcessKilled
@@ -188,11 +193,20 @@ class MemoryVerifier:
     sink: MemorySink
     queries: int = 0
 
-    def rows_present(
+    def rows_stored(self, row_ids: Sequence[str], since: datetime, until: datetime) -> set[str]:
+        self.queries += 1
+        return {str(row["RowId"]) for row in self.sink.rows} & set(row_ids)
+
+    def legacy_rows_present(
         self, trace_ids: Sequence[str], since: datetime, until: datetime
-    ) -> set[tuple[str, str]]:
+    ) -> set[tuple[str, str, int]]:
         self.queries += 1
         return {
-            (ledger_key(str(row["MessageTraceId"]), str(row["RecipientAddress"])), str(row["Status"]))
+            (
+                ledger_key(str(row["MessageTraceId"]), str(row["RecipientAddress"])),
+                str(row["Status"]),
+                int(str(row["StatusRevision"])),
+            )
             for row in self.sink.rows
+            if row["MessageTraceId"] in trace_ids
         }

@@ -18,7 +18,7 @@ from azure.storage.blob import ContainerClient
 
 from connector.cli import main
 from connector.errors import ErrorKind
-from connector.ledger import epoch_ms, ledger_key
+from connector.ledger import epoch_ms, ledger_key, row_id
 from connector.mapping import format_datetime
 from connector.simulator import SimulatedHttpServer, Simulator, TestCertificateAuthority
 from connector.simulator.azurite import ACCOUNT, ACCOUNT_KEY
@@ -152,7 +152,11 @@ class TestWorkspaceVerification:
     def unconfirmed_batch(self, sim, blob_store):
         received = sim.now() - timedelta(minutes=30)
         entry = IntentEntry(
-            ledger_key("mail-1", "bob@contoso.com"), epoch_ms(received), "Delivered", 0, "mail-1"
+            ledger_key("mail-1", "bob@contoso.com"),
+            epoch_ms(received),
+            "Delivered",
+            0,
+            row_id("mail-1", "bob@contoso.com", "Delivered", 0),
         )
         progress = FeedProgress(
             feed="live",

@@ -21,7 +21,7 @@ from connector.errors import (
     SinkError,
     VerificationError,
 )
-from connector.ledger import epoch_ms, ledger_key
+from connector.ledger import epoch_ms, ledger_key, row_id
 from connector.runner import run_feed
 from connector.state import Checkpoint, FeedProgress, IntentEntry, PendingBatch
 from tests.fakes.memory import trace
@@ -176,7 +176,13 @@ def test_workspace_query_asking_for_more_than_the_budget_stops_with_the_batch_st
     sim, connector_env, blob_store
 ):
     received = sim.now() - timedelta(minutes=30)
-    entry = IntentEntry(ledger_key("mail-1", "bob@contoso.com"), epoch_ms(received), "Delivered", 0, "mail-1")
+    entry = IntentEntry(
+        ledger_key("mail-1", "bob@contoso.com"),
+        epoch_ms(received),
+        "Delivered",
+        0,
+        row_id("mail-1", "bob@contoso.com", "Delivered", 0),
+    )
     progress = FeedProgress(
         feed="live", coverage_start=received, pending_batch=PendingBatch(created=received, entries=(entry,))
     )

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from connector.backfill import BackfillRange
 from connector.cli import main
-from connector.errors import LockLostError, RunLockedError
+from connector.errors import BackfillError, LockLostError, RunLockedError
 from connector.locks import BlobRunLock, FileRunLock
+from connector.report import RunReport
 from connector.runner import run_feed
 from tests.fakes.memory import trace
 
@@ -155,3 +157,43 @@ def test_file_lock_refuses_a_second_holder_and_frees_when_released(tmp_path):
         pass
     with lock.hold("live"):
         pass
+
+
+@pytest.mark.parametrize("store", ["blob", "file"])
+def test_two_overlapping_backfills_started_together_run_one_and_refuse_the_other_naming_it(
+    sim, connector_env, tmp_path, store
+):
+    """Both pass the overlap check if neither has written its range yet: a claim must be atomic."""
+    env = dict(connector_env)
+    if store == "file":
+        env.update({"CHECKPOINT_STORE": "file", "CHECKPOINT_DIRECTORY": str(tmp_path / "state")})
+    now = sim.now()
+    sim.graph.add(
+        [trace(f"old-{i}", "bob@contoso.com", at(now - timedelta(hours=30, seconds=i))) for i in range(300)]
+    )
+    run_feed(env)  # the live feed: backfills stop at its coverage start
+    requests = [
+        BackfillRange(now - timedelta(hours=36), now - timedelta(hours=20)),
+        BackfillRange(now - timedelta(hours=34), now - timedelta(hours=18)),
+    ]
+    start = threading.Barrier(len(requests))
+    reports: dict[str, RunReport] = {}
+
+    def one_backfill(request: BackfillRange) -> None:
+        start.wait()
+        reports[request.feed] = run_feed(env, backfill=request)
+
+    threads = [threading.Thread(target=one_backfill, args=(request,)) for request in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    refused = [report for report in reports.values() if report.error is not None]
+    assert len(refused) == 1, [report.error for report in reports.values()]
+    (winner,) = (feed for feed, report in reports.items() if report.error is None)
+    assert isinstance(refused[0].error, BackfillError)
+    assert refused[0].error.exit_code == 2
+    assert winner in str(refused[0].error)
+    keys = [(r["MessageTraceId"], r["RecipientAddress"]) for r in sim.ingestion.rows()]
+    assert len(keys) == len(set(keys)) == 300

@@ -1,3 +1,4 @@
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -36,7 +37,10 @@ def test_checkpoint_round_trips_through_json():
             updated=T0,
             possible_duplicates_total=4,
             pending_batch=PendingBatch(
-                created=T0, entries=(IntentEntry("abc", epoch_ms(T0), "Delivered", 1, "trace-1"),)
+                created=T0,
+                entries=(
+                    IntentEntry("abc", epoch_ms(T0), "Delivered", 1, "9f86d081884c7d659a2feaa0c55ad015"),
+                ),
             ),
         ),
         ledger={"abc": LedgerEntry(epoch_ms(T0), "Delivered", 1)},
@@ -67,9 +71,22 @@ def test_document_written_by_the_previous_release_reads_unchanged():
     assert checkpoint.progress.last_run is not None
     assert checkpoint.progress.last_run["dead_lettered"] == 2
     assert checkpoint.progress.pending_batch is not None
-    assert checkpoint.progress.pending_batch.entries[0].trace_id == "trace-2"
+    assert checkpoint.progress.pending_batch.entries[0].legacy_trace_id == "trace-2"
     assert set(checkpoint.progress.last_run) == set(LAST_RUN_FIELDS)
     assert encode_checkpoint(checkpoint) == stored
+
+
+def test_the_intent_holds_row_ids_and_no_trace_id():
+    """With a trace id beside them, the ledger's digests could be tried against a list of addresses."""
+    pending = PendingBatch(created=T0, entries=(IntentEntry("abc", epoch_ms(T0), "Delivered", 1, "f" * 32),))
+    checkpoint = Checkpoint(progress=FeedProgress(feed="live", pending_batch=pending), ledger={})
+
+    document = json.loads(encode_checkpoint(checkpoint))
+
+    assert document["pending_batch"] == {
+        "created": "2026-03-10T10:00:00.109000Z",
+        "rows": [["abc", epoch_ms(T0), "Delivered", 1, "f" * 32]],
+    }
 
 
 def test_last_run_keys_a_newer_version_adds_are_ignored():

@@ -73,7 +73,9 @@ def test_status_shows_each_feed_with_its_last_run_through_the_same_renderer():
         feed="live",
         high_water_mark=NOW - timedelta(minutes=5),
         possible_duplicates_total=2,
-        pending_batch=PendingBatch(created=NOW, entries=(IntentEntry("k", 1, "Delivered", 0, "t"),)),
+        pending_batch=PendingBatch(
+            created=NOW, entries=(IntentEntry("k", 1, "Delivered", 0, "9f86d081884c7d659a2feaa0c55ad015"),)
+        ),
         last_run=last_run_summary(report(rows_uploaded=4)),
     )
     checkpoint = Checkpoint(progress=progress, ledger={})

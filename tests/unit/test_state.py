@@ -22,7 +22,9 @@ T12 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 RULES = CommitRules(
     keep_lookback=timedelta(minutes=60), target_records=1000, max_slice_span=timedelta(hours=24)
 )
-PENDING = PendingBatch(created=T11, entries=(IntentEntry("k1", 1, "Delivered", 0, "trace-1"),))
+PENDING = PendingBatch(
+    created=T11, entries=(IntentEntry("k1", 1, "Delivered", 0, "9f86d081884c7d659a2feaa0c55ad015"),)
+)
 
 
 def decision(key, status="Delivered", revision=0, received_ms=1_773_136_800_000):

@@ -366,6 +366,24 @@ class TestBackfill:
         assert again.ok, again.error
         assert [r["MessageTraceId"] for r in sink.rows] == ["before-coverage"]
 
+    def test_a_backfill_claims_its_range_before_any_read_so_an_overlapping_one_is_refused(self, world):
+        source, sink, store, clock = world
+        make_sync(source, sink, store, clock).run_live()
+        source.fail_after_pages = source.pages_served
+        source.failure = ProcessKilled()  # dies reading its first page, before anything is saved
+        with pytest.raises(ProcessKilled):
+            make_sync(source, sink, store, clock).run_backfill(
+                NOW - timedelta(days=3), NOW - timedelta(days=1)
+            )
+        source.fail_after_pages = None
+
+        second = make_sync(source, sink, store, clock).run_backfill(NOW - timedelta(days=2), NOW)
+
+        assert store.checkpoint("backfill/20260307T120000Z_20260309T120000Z").progress.range_start is not None
+        assert second.error is not None
+        assert second.error.exit_code == 2
+        assert "backfill/20260307T120000Z_20260309T120000Z" in str(second.error)
+
     def test_rerunning_a_finished_backfill_stores_nothing_more(self, world):
         source, sink, store, clock = world
         source.records = [trace("old", "bob@contoso.com", iso(NOW - timedelta(days=2)))]
@@ -463,6 +481,32 @@ class TestInterruptedBatch:
         assert sorted(keys(sink.rows)) == sorted(set(keys(sink.rows)))
         assert lost["MessageTraceId"] in [r["MessageTraceId"] for r in sink.rows]
         assert len(sink.rows) == 5
+
+    def test_a_status_back_to_an_earlier_one_is_not_taken_for_its_older_revision(self, world):
+        # Pending (0), Delivered (1), then Pending again (2): the process dies before the service
+        # stores revision 2. The table's Pending row is revision 0, not this batch's row.
+        source, _, store, clock = world
+        at = iso(NOW - timedelta(minutes=20))
+        sink = KillingSink(kill_on_upload=3, stored_before_death=False)
+        for status in ("Pending", "Delivered", "Pending"):
+            source.records = [trace("id-1", "bob@contoso.com", at, status=status)]
+            clock.advance(timedelta(minutes=1))
+            try:
+                make_sync(source, sink, store, clock).run_live()
+            except ProcessKilled:
+                break
+        sink.kill_on_upload = 0
+        clock.advance(timedelta(minutes=11))
+
+        report = make_sync(source, sink, store, clock, verifier=MemoryVerifier(sink)).run_live()
+
+        assert report.ok, report.error
+        assert report.intent_rows_found == 0
+        assert [(r["Status"], r["StatusRevision"]) for r in sink.rows] == [
+            ("Pending", 0),
+            ("Delivered", 1),
+            ("Pending", 2),
+        ]
 
     def test_young_batch_is_verified_after_waiting_out_the_ingestion_latency(self, world):
         source, _, store, clock = world

@@ -93,7 +93,7 @@ def test_the_whole_query_parses_and_lists_every_id():
     assert parse_presence_query(query) == (
         "EmailEvents_CL",
         ODD_IDS,
-        ["MessageTraceId", "RecipientAddress", "Status"],
+        ["MessageTraceId", "RecipientAddress", "Status", "StatusRevision"],
     )
     json.dumps({"query": query}, ensure_ascii=False).encode("utf-8")
 
@@ -121,13 +121,13 @@ def test_ids_with_an_unpaired_surrogate_are_left_out_and_the_rest_still_verified
     since, until = datetime(2026, 11, 20, tzinfo=UTC), datetime(2026, 11, 21, tzinfo=UTC)
 
     with caplog.at_level(logging.WARNING, logger="connector.workspace"):
-        assert verifier.rows_present(["ok-1", "bad-\ud83d", "ok-\r\n"], since, until) == set()
+        assert verifier.legacy_rows_present(["ok-1", "bad-\ud83d", "ok-\r\n"], since, until) == set()
 
     assert len(client.queries) == 1
     assert parse_presence_query(client.queries[0]) == (
         "EmailEvents_CL",
         ["ok-1", "ok-\r\n"],
-        ["MessageTraceId", "RecipientAddress", "Status"],
+        ["MessageTraceId", "RecipientAddress", "Status", "StatusRevision"],
     )
     client.queries[0].encode("utf-8")
     assert "1 trace ids hold an unpaired UTF-16 surrogate" in caplog.text
@@ -137,7 +137,7 @@ def test_a_batch_of_only_unstorable_ids_sends_no_query():
     client = RecordingClient()
     verifier = LogAnalyticsVerifier(client, workspace_id="ws", table="EmailEvents_CL")  # type: ignore[arg-type]
 
-    present = verifier.rows_present(
+    present = verifier.legacy_rows_present(
         ["\ud800"], datetime(2026, 11, 20, tzinfo=UTC), datetime(2026, 11, 21, tzinfo=UTC)
     )
 
