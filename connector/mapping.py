@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from connector.errors import RecordError
+from connector.ledger import row_id
 from connector.schema import TableSchema, load_table_schema
 
 # Graph's exchangeMessageTraceStatus members (v1.0 and beta), keyed by their lower-case
@@ -67,6 +68,7 @@ ROW_COLUMNS = frozenset(
         "StatusRevision",
         "PreviousStatus",
         "TruncatedFields",
+        "RowId",
     }
 )
 
@@ -369,6 +371,11 @@ class RowMapper:
         ``revision`` is 0 the first time a (trace id, recipient) is stored and counts
         status changes after that; ``previous_status`` is the status the last stored
         row had.
+
+        ``RowId`` is :func:`connector.ledger.row_id` of the row's own identity fields, so
+        the same row sent twice (a crash between the service storing a batch and the
+        checkpoint save) carries the same id and a query can drop the copy, while each
+        revision, which is a real change, gets an id of its own.
         """
         sender = record.sender or ""
         sender_domain = address_domain(sender) if sender != NULL_SENDER else ""
@@ -392,6 +399,7 @@ class RowMapper:
             "StatusRevision": revision,
             "PreviousStatus": previous_status or "",
             "TruncatedFields": "",
+            "RowId": row_id(record.trace_id, record.recipient, record.status, revision),
         }
         truncated = []
         for name, value in row.items():

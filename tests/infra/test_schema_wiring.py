@@ -77,6 +77,18 @@ def test_column_types_map_datetime_to_table_datetime():
     assert stream["TimeGenerated"] == "datetime"
 
 
+def test_row_id_reaches_the_table_and_the_dcr_stream_from_the_schema_file():
+    described = {c["name"]: c["description"] for c in SCHEMA["columns"]}
+    table = {c["name"]: c for c in _table_columns()}
+    stream = {c["name"]: c for c in _stream_columns()}
+
+    assert table["RowId"] == {"name": "RowId", "type": "string", "description": described["RowId"]}
+    assert stream["RowId"] == {"name": "RowId", "type": "string"}
+    # The transform passes every declared column on; one that projected columns would drop RowId.
+    (flow,) = body(module("dcr")["resources"]["dcr"])["properties"]["dataFlows"]
+    assert flow["transformKql"] == "source"
+
+
 def test_table_resource_uses_the_generated_columns_and_the_schema_name():
     table = body(module("table")["resources"]["table"])
     env = {"schema": SCHEMA}

@@ -20,6 +20,7 @@ from connector.errors import (
     ServicePrincipalMissingError,
     SinkError,
 )
+from connector.ledger import row_id
 from connector.mapping import format_datetime, parse_datetime
 from connector.runner import run_feed
 from connector.simulator import generate_traffic
@@ -130,6 +131,25 @@ def test_status_change_is_stored_as_one_revision_row(sim, connector_env):
         ("Pending", 0, ""),
         ("Quarantined", 1, "Pending"),
     ]
+
+
+def test_every_stored_row_carries_its_own_row_id(sim, connector_env):
+    received = at(sim.now() - timedelta(minutes=15))
+    sim.graph.add(
+        [trace("mail-1", rcpt, received, status="pending") for rcpt in ("Bob@Contoso.com", "eve@gmail.com")]
+    )
+    run_feed(connector_env)
+    sim.graph.set_status("mail-1", "Bob@Contoso.com", "delivered")
+    run_feed(connector_env)
+
+    rows = sim.ingestion.rows()
+
+    assert len(rows) == 3
+    assert len({r["RowId"] for r in rows}) == 3
+    for r in rows:
+        assert r["RowId"] == row_id(
+            r["MessageTraceId"], r["RecipientAddress"], r["Status"], r["StatusRevision"]
+        )
 
 
 def test_record_exactly_on_a_slice_boundary_is_stored_once(sim, connector_env, blob_store):

@@ -113,6 +113,18 @@ def test_unknown_column_and_wrong_type_are_400(sim: Simulator, client: LogsInges
     assert sim.ingestion.rows() == []
 
 
+def test_row_id_is_a_declared_string_column(sim: Simulator, client: LogsIngestionClient) -> None:
+    row: MutableMapping[str, Any] = {**_record(1), "RowId": "0123456789abcdef0123456789abcdef"}
+
+    client.upload(sim.dcr_immutable_id, sim.stream_name, [row])
+
+    assert sim.ingestion.rows() == [row]
+    with pytest.raises(HttpResponseError) as wrong_type:
+        client.upload(sim.dcr_immutable_id, sim.stream_name, [{**_record(2), "RowId": 123}])
+    assert wrong_type.value.status_code == 400
+    assert "'RowId'" in str(wrong_type.value)
+
+
 def test_body_must_be_an_array_of_objects(sim: Simulator, client: LogsIngestionClient) -> None:
     for body in (b'{"a": 1}', b"[1, 2]", b"[{]"):
         with pytest.raises(HttpResponseError) as caught:

@@ -149,6 +149,19 @@ def test_rows_are_found_by_the_literal_of_their_odd_id(sim, query_client, stored
     assert found == set(ODD_IDS)
 
 
+def test_the_row_id_column_can_be_queried(sim, query_client, credential):
+    row = {**_row(sim, "with-id", 0), "RowId": "0123456789abcdef0123456789abcdef"}
+    with LogsIngestionClient(
+        sim.ingestion.url, credential, connection_verify=sim.ca_bundle_path
+    ) as ingestion:
+        ingestion.upload(sim.dcr_immutable_id, sim.stream_name, [row])
+    query = 'EmailEvents_CL\n| where MessageTraceId in ("with-id")\n| project MessageTraceId, RowId'
+
+    result = query_client.query_workspace(sim.workspace_id, query, timespan=timedelta(hours=1))
+
+    assert [list(r) for table in result.tables for r in table.rows] == [["with-id", row["RowId"]]]
+
+
 @pytest.mark.parametrize("literal", [r'"unknown \q escape"', '"raw\r\nnewline"', r'"\u12"', r'"unterminated'])
 def test_a_malformed_literal_is_answered_400_like_the_service(sim, query_client, literal):
     query = f"EmailEvents_CL\n| where MessageTraceId in ({literal})\n| project MessageTraceId"

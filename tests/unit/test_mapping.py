@@ -1,8 +1,10 @@
+import re
 from datetime import UTC, datetime
 
 import pytest
 
 from connector.errors import RecordError
+from connector.ledger import row_id
 from connector.mapping import (
     MAX_FIELD_BYTES,
     RowMapper,
@@ -131,6 +133,48 @@ class TestRow:
 
         assert row["StatusRevision"] == 2
         assert row["PreviousStatus"] == "Pending"
+
+
+class TestRowId:
+    def test_row_id_is_the_digest_of_the_rows_trace_id_recipient_status_and_revision(self):
+        record = parse_trace_record(
+            trace("id-1", "Bob@Contoso.com", "2026-03-10T10:00:00Z", status="quarantined")
+        )
+
+        row = RowMapper(LOCAL).to_row(record, revision=1, previous_status="Pending")
+
+        assert re.fullmatch(r"[0-9a-f]{32}", row["RowId"])
+        assert row["RowId"] == row_id(
+            row["MessageTraceId"], row["RecipientAddress"], row["Status"], row["StatusRevision"]
+        )
+        assert row["RowId"] == row_id("id-1", "bob@contoso.com", "Quarantined", 1)
+
+    def test_rows_differing_only_in_recipient_case_or_status_spelling_share_a_row_id(self):
+        mapper = RowMapper(LOCAL)
+        first = parse_trace_record(
+            trace("id-1", "bob@contoso.com", "2026-03-10T10:00:00Z", status="delivered")
+        )
+        again = parse_trace_record(
+            trace("id-1", "BOB@Contoso.COM", "2026-03-10T10:00:00Z", status="DELIVERED")
+        )
+
+        assert (
+            mapper.to_row(first, revision=0, previous_status=None)["RowId"]
+            == mapper.to_row(again, revision=0, previous_status=None)["RowId"]
+        )
+
+    def test_each_revision_and_each_recipient_gets_its_own_row_id(self):
+        mapper = RowMapper(LOCAL)
+        bob = parse_trace_record(trace("id-1", "bob@contoso.com", "2026-03-10T10:00:00Z"))
+        eve = parse_trace_record(trace("id-1", "eve@contoso.com", "2026-03-10T10:00:00Z"))
+
+        ids = {
+            mapper.to_row(bob, revision=0, previous_status=None)["RowId"],
+            mapper.to_row(bob, revision=1, previous_status="Pending")["RowId"],
+            mapper.to_row(eve, revision=0, previous_status=None)["RowId"],
+        }
+
+        assert len(ids) == 3
 
 
 class TestFieldLimit:
