@@ -25,6 +25,7 @@ from connector.backfill import BackfillRange
 from connector.errors import ConnectorError
 from connector.mapping import parse_datetime
 from connector.ports import ProgressCallback
+from connector.redact import scrub
 from connector.report import RunReport, render_fields, render_status, report_fields, status_fields
 from connector.runner import quiet_sdk_loggers, read_status, run_feed, unlock, utc_now
 from connector.windows import Window
@@ -130,7 +131,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         with _progress_bar(show_progress, "live" if backfill is None else "backfill") as progress:
             report = run_feed(backfill=backfill, progress=progress)
     except ConnectorError as err:
-        sys.stderr.write(f"error: {err}\n")
+        sys.stderr.write(f"error: {scrub(str(err))}\n")
         return err.exit_code
     print_report(report, out)
     return 0 if report.error is None else report.error.exit_code

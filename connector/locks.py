@@ -34,6 +34,7 @@ from azure.storage.blob import BlobClient, BlobLeaseClient, ContainerClient
 
 from connector.errors import LockLostError, RunLockedError
 from connector.ports import HeldLock
+from connector.redact import safe_url, scrub
 from connector.store import storage_error
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class _BlobLease:
                 self._lease.renew()
                 self._renewed_at = self._monotonic()
             except AzureError as err:
-                self._failure = f"renewing the lease failed: {err}"
+                self._failure = f"renewing the lease failed: {scrub(str(err))}"
                 logger.error("lost the checkpoint lock: %s", self._failure)
                 return
 
@@ -87,7 +88,7 @@ class _BlobLease:
         try:
             self._lease.release()
         except AzureError as err:  # it expires on its own; the next run takes over
-            logger.warning("could not release the checkpoint lock: %s", err)
+            logger.warning("could not release the checkpoint lock: %s", scrub(str(err)))
 
 
 class BlobRunLock:
@@ -123,14 +124,14 @@ class BlobRunLock:
         except HttpResponseError as err:
             if err.status_code == 409:
                 raise RunLockedError(self._describe_holder(blob)) from err
-            raise storage_error(f"cannot take the run lock {blob.url}", err) from err
+            raise storage_error(f"cannot take the run lock {safe_url(blob.url)}", err) from err
         except AzureError as err:
-            raise storage_error(f"cannot take the run lock {blob.url}", err) from err
+            raise storage_error(f"cannot take the run lock {safe_url(blob.url)}", err) from err
         since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         try:
             blob.set_blob_metadata({"holder": holder_description(), "since": since}, lease=lease)
         except AzureError as err:
-            logger.warning("could not record the lock holder: %s", err)
+            logger.warning("could not record the lock holder: %s", scrub(str(err)))
         held = _BlobLease(lease, self._lease_seconds, self._monotonic)
         try:
             yield held
@@ -145,7 +146,7 @@ class BlobRunLock:
         since = metadata.get("since", "an unknown time")
         holder = metadata.get("holder", "another process")
         return (
-            f"another run holds the lock since {since} ({holder}, {blob.url}); this run did nothing. "
+            f"another run holds the lock since {since} ({holder}, {safe_url(blob.url)}); this run did nothing. "
             f"If that run was killed, its lease expires within {self._lease_seconds} s, or free it now with "
             "`python -m connector unlock`"
         )
@@ -159,9 +160,9 @@ class BlobRunLock:
         except HttpResponseError as err:
             if err.status_code in (404, 409):  # no lock blob, or no lease on it
                 return None
-            raise storage_error(f"cannot break the run lock {blob.url}", err) from err
+            raise storage_error(f"cannot break the run lock {safe_url(blob.url)}", err) from err
         except AzureError as err:
-            raise storage_error(f"cannot break the run lock {blob.url}", err) from err
+            raise storage_error(f"cannot break the run lock {safe_url(blob.url)}", err) from err
         holder = metadata.get("holder")
         return None if holder is None else f"{holder} since {metadata.get('since', '?')}"
 
