@@ -22,6 +22,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 from connector.backfill import BackfillRange
+from connector.checkpoint import check_feed_name
 from connector.errors import ConnectorError
 from connector.mapping import parse_datetime
 from connector.ports import ProgressCallback
@@ -38,6 +39,13 @@ def _timestamp(text: str) -> datetime:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO 8601 time like 2026-01-20T00:00:00Z"
         ) from None
+
+
+def _feed(text: str) -> str:
+    try:
+        return check_feed_name(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--start", required=True, type=_timestamp, help="inclusive, ISO 8601 UTC")
     backfill.add_argument("--end", required=True, type=_timestamp, help="exclusive, ISO 8601 UTC")
     unlock_cmd = commands.add_parser("unlock", help="break the lock a killed run left on a feed")
-    unlock_cmd.add_argument("--feed", default="live", help="live (default) or backfill/<start>_<end>")
+    unlock_cmd.add_argument(
+        "--feed",
+        default="live",
+        type=_feed,
+        help="live (default) or backfill/<start>_<end> (as `status` names it)",
+    )
     return parser
 
 
