@@ -147,8 +147,12 @@ class HeldLock(Protocol):
 class RunLock(Protocol):
     """Acquires the per-feed lock for the length of a ``with`` block."""
 
-    def hold(self, feed: str) -> AbstractContextManager[HeldLock]:
-        """Take the lock or raise RunLockedError naming the holder."""
+    def hold(self, feed: str, *, wait_seconds: float = 0.0) -> AbstractContextManager[HeldLock]:
+        """Take the lock or raise RunLockedError naming the holder.
+
+        With ``wait_seconds`` above 0, a lock another run holds is tried again until
+        that much time has passed (for a short lock that runs take in turn); 0 fails at once.
+        """
         ...
 
     def break_lock(self, feed: str) -> str | None:
