@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import msal
 import requests
@@ -50,6 +49,7 @@ from connector.errors import (
     classify_http_status,
 )
 from connector.ports import TokenProvider
+from connector.redact import safe_url, scrub
 from connector.settings import AuthMode, Settings
 from connector.transport import (
     ConnectorSession,
@@ -154,7 +154,7 @@ class AuthoritySession(ConnectorSession):
             before_sleep=self._log_retry,
             reraise=True,
         )
-        where = _redact(url)
+        where = safe_url(url)
         try:
             for attempt in retrying:
                 with attempt:
@@ -187,12 +187,6 @@ class AuthoritySession(ConnectorSession):
         logger.warning(
             "Entra ID request failed (%s); retry %d in %.1f s", what, retry_state.attempt_number, wait
         )
-
-
-def _redact(url: str | bytes) -> str:
-    """The URL without its query (nothing secret is sent there, but it is noise)."""
-    parts = urlsplit(url.decode() if isinstance(url, bytes) else url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
 def _worth_retrying(error: BaseException) -> bool:
@@ -403,7 +397,7 @@ def graph_token_provider(settings: Settings) -> TokenProvider:
         ) from err
     except ValueError as err:  # msal refuses a malformed authority or tenant
         raise ConfigError(
-            [("TENANT_ID", f"the Entra ID authority {settings.authority_host} refused it: {err}")]
+            [("TENANT_ID", f"the Entra ID authority {settings.authority_host} refused it: {scrub(str(err))}")]
         ) from err
     return MsalTokenProvider(app, settings.graph_scope)
 

@@ -26,7 +26,8 @@ the last place; such an intent is still read, resolved by trace id, and then cle
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connector.errors import CheckpointFormatError
@@ -43,6 +44,38 @@ BACKFILL_PREFIX = "backfill/"
 def backfill_feed_name(start: datetime, end: datetime) -> str:
     """Name of the checkpoint document for a backfill of ``[start, end)``."""
     return f"{BACKFILL_PREFIX}{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}"
+
+
+_BACKFILL_FEED = re.compile(r"backfill/([0-9]{8}T[0-9]{6}Z)_([0-9]{8}T[0-9]{6}Z)", re.ASCII)
+
+
+def check_feed_name(name: str) -> str:
+    """``name`` if it is a feed's name: ``live``, or what :func:`backfill_feed_name` makes.
+
+    Feed names become blob names and paths (``<feed>.json``, ``locks/<feed>.lock``,
+    ``deadletter/<feed>/``), so a name typed on the command line is held to exactly
+    these forms: ``../x`` or ``live/../x`` must not reach another blob or file.
+
+    Raises:
+        ValueError: one line saying what a feed name looks like.
+    """
+    match = _BACKFILL_FEED.fullmatch(name)
+    if name == LIVE_FEED:
+        return name
+    if match is not None:
+        try:
+            start, end = (
+                datetime.strptime(part, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) for part in match.groups()
+            )
+        except ValueError:
+            pass
+        else:
+            if backfill_feed_name(start, end) == name:
+                return name
+    raise ValueError(
+        f"{name!r} is not a feed: give live or backfill/<YYYYmmddTHHMMSSZ>_<YYYYmmddTHHMMSSZ> "
+        "(the names `status` lists)"
+    )
 
 
 def _iso(value: datetime | None) -> str | None:

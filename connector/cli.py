@@ -22,9 +22,11 @@ from typing import TextIO
 from tqdm import tqdm
 
 from connector.backfill import BackfillRange
+from connector.checkpoint import check_feed_name
 from connector.errors import ConnectorError
 from connector.mapping import parse_datetime
 from connector.ports import ProgressCallback
+from connector.redact import scrub
 from connector.report import RunReport, render_fields, render_status, report_fields, status_fields
 from connector.runner import quiet_sdk_loggers, read_status, run_feed, unlock, utc_now
 from connector.windows import Window
@@ -37,6 +39,13 @@ def _timestamp(text: str) -> datetime:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO 8601 time like 2026-01-20T00:00:00Z"
         ) from None
+
+
+def _feed(text: str) -> str:
+    try:
+        return check_feed_name(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--start", required=True, type=_timestamp, help="inclusive, ISO 8601 UTC")
     backfill.add_argument("--end", required=True, type=_timestamp, help="exclusive, ISO 8601 UTC")
     unlock_cmd = commands.add_parser("unlock", help="break the lock a killed run left on a feed")
-    unlock_cmd.add_argument("--feed", default="live", help="live (default) or backfill/<start>_<end>")
+    unlock_cmd.add_argument(
+        "--feed",
+        default="live",
+        type=_feed,
+        help="live (default) or backfill/<start>_<end> (as `status` names it)",
+    )
     return parser
 
 
@@ -130,7 +144,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         with _progress_bar(show_progress, "live" if backfill is None else "backfill") as progress:
             report = run_feed(backfill=backfill, progress=progress)
     except ConnectorError as err:
-        sys.stderr.write(f"error: {err}\n")
+        sys.stderr.write(f"error: {scrub(str(err))}\n")
         return err.exit_code
     print_report(report, out)
     return 0 if report.error is None else report.error.exit_code

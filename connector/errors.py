@@ -25,6 +25,7 @@ The classes, by where the error comes from (their messages say what to fix)::
     ConnectorError                 base: ``str(err)`` is the one message a run ends with; ``err.kind``
     ├── ConfigError                SETTING: a setting is missing or bad (names every one)
     ├── BackfillError              SETTING: a backfill request that would lose or duplicate rows
+    ├── ArgumentError              SETTING: a command's argument is bad (the message names it)
     ├── AuthenticationError        a token could not be had (PERMISSION; TRANSIENT if unreachable)
     ├── SourceError                Microsoft Graph message trace
     │   ├── ServicePrincipalMissingError   PERMISSION: 401, app 8bd644d1-… not provisioned in the tenant
@@ -109,6 +110,12 @@ class ConfigError(ConnectorError):
 
 class BackfillError(ConnectorError):
     """A backfill request that would lose or duplicate rows (a bad argument)."""
+
+    default_kind = ErrorKind.SETTING
+
+
+class ArgumentError(ConnectorError):
+    """A command's argument is bad (a feed name, an age); refused before any lock or network call."""
 
     default_kind = ErrorKind.SETTING
 

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Generator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
@@ -45,6 +45,7 @@ from connector.errors import (
 )
 from connector.paging import NextLinkPaginator
 from connector.ports import Deadline, SourcePage, TokenProvider
+from connector.redact import safe_url
 from connector.transport import CA_BUNDLE_HINT, parse_retry_after, untrusted_certificate
 from connector.windows import Window
 
@@ -93,12 +94,6 @@ def _error_detail(response: requests.Response) -> str:
         error = body["error"]
         return f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
     return str(body)[:300]
-
-
-def _redact(url: str) -> str:
-    """URL without its query (skiptokens are opaque and long)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
 class GraphMessageTraceSource:
@@ -173,7 +168,7 @@ class GraphMessageTraceSource:
         except _RetriableFailure as err:
             raise GraphUnavailableError(
                 f"Microsoft Graph message trace still failing after {self._max_retries + 1} attempts "
-                f"({_redact(url)}): {err.reason}"
+                f"({safe_url(url)}): {err.reason}"
             ) from err
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
 
@@ -235,7 +230,8 @@ class GraphMessageTraceSource:
         except requests.exceptions.SSLError as err:
             if untrusted_certificate(err):
                 raise SourceError(
-                    f"cannot read Microsoft Graph at {_redact(url)}: {CA_BUNDLE_HINT}", kind=ErrorKind.SETTING
+                    f"cannot read Microsoft Graph at {safe_url(url)}: {CA_BUNDLE_HINT}",
+                    kind=ErrorKind.SETTING,
                 ) from err
             raise _RetriableFailure(f"TLS handshake failed: {type(err).__name__}") from err
         except requests.Timeout as err:
@@ -263,7 +259,7 @@ class GraphMessageTraceSource:
                 self._check_wait(failure, retry_after, asked=True)
             raise failure
         if disposition is HttpDisposition.FATAL:
-            raise GraphRequestError(status, _redact(url), _error_detail(response))
+            raise GraphRequestError(status, safe_url(url), _error_detail(response))
         return self._parse_body(response)
 
     @staticmethod

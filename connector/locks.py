@@ -8,7 +8,9 @@ lease expires, and the next run takes over. Locally it is an ``flock`` on a file
 which the kernel releases when the process dies.
 
 A second run gets :class:`~connector.errors.RunLockedError` ("another run holds the
-lock since …") and exits non-zero. If renewing fails, or the renewals fall behind so
+lock since …") and exits non-zero; a caller that expects a holder to be done soon (a
+short lock that two starting runs take in turn) passes ``wait_seconds`` and the lock
+is tried again every fraction of a second until then. If renewing fails, or the renewals fall behind so
 far that the lease may have expired, the run stops before its next upload
 (:class:`~connector.errors.LockLostError`) instead of risking a double upload.
 """
@@ -34,11 +36,16 @@ from azure.storage.blob import BlobClient, BlobLeaseClient, ContainerClient
 
 from connector.errors import LockLostError, RunLockedError
 from connector.ports import HeldLock
+from connector.redact import safe_url, scrub
 from connector.store import storage_error
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_LEASE_SECONDS = 60
+BLOB_POLL_SECONDS = 0.5
+"""How often a waiting ``hold`` asks for the lease again (each try is one storage request)."""
+FILE_POLL_SECONDS = 0.25
+"""How often a waiting ``hold`` tries the flock again (a system call: cheap)."""
 
 
 def holder_description() -> str:
@@ -48,6 +55,10 @@ def holder_description() -> str:
 
 def _lock_blob_name(feed: str) -> str:
     return f"locks/{feed}.lock"
+
+
+class _Taken(Exception):
+    """Another run holds the lock (one try of a ``hold`` that may wait)."""
 
 
 class _BlobLease:
@@ -69,7 +80,7 @@ class _BlobLease:
                 self._lease.renew()
                 self._renewed_at = self._monotonic()
             except AzureError as err:
-                self._failure = f"renewing the lease failed: {err}"
+                self._failure = f"renewing the lease failed: {scrub(str(err))}"
                 logger.error("lost the checkpoint lock: %s", self._failure)
                 return
 
@@ -87,7 +98,7 @@ class _BlobLease:
         try:
             self._lease.release()
         except AzureError as err:  # it expires on its own; the next run takes over
-            logger.warning("could not release the checkpoint lock: %s", err)
+            logger.warning("could not release the checkpoint lock: %s", scrub(str(err)))
 
 
 class BlobRunLock:
@@ -99,53 +110,74 @@ class BlobRunLock:
         *,
         lease_seconds: int = DEFAULT_LEASE_SECONDS,
         monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not 15 <= lease_seconds <= 60:
             raise ValueError("blob leases last 15 to 60 seconds")
         self._container = container
         self._lease_seconds = lease_seconds
         self._monotonic = monotonic
+        self._sleep = sleep
 
     def _blob(self, feed: str) -> BlobClient:
         return self._container.get_blob_client(_lock_blob_name(feed))
 
     @contextmanager
-    def hold(self, feed: str) -> Iterator[HeldLock]:
-        """Lease the feed's lock blob for the run."""
+    def hold(self, feed: str, *, wait_seconds: float = 0.0) -> Iterator[HeldLock]:
+        """Lease the feed's lock blob for the run; while another run holds it, retry for ``wait_seconds``."""
         blob = self._blob(feed)
-        try:
+        give_up_at = self._monotonic() + wait_seconds
+        first = True
+        while True:
             try:
-                blob.upload_blob(b"", overwrite=False)
-            except (ResourceExistsError, HttpResponseError) as err:
-                if getattr(err, "status_code", 409) not in (409, 412):
-                    raise
-            lease = blob.acquire_lease(lease_duration=self._lease_seconds, lease_id=str(uuid.uuid4()))
-        except HttpResponseError as err:
-            if err.status_code == 409:
-                raise RunLockedError(self._describe_holder(blob)) from err
-            raise storage_error(f"cannot take the run lock {blob.url}", err) from err
-        except AzureError as err:
-            raise storage_error(f"cannot take the run lock {blob.url}", err) from err
+                lease = self._acquire(blob, create=first)
+                break
+            except _Taken as taken:
+                remaining = give_up_at - self._monotonic()
+                if remaining <= 0:
+                    raise RunLockedError(
+                        self._describe_holder(blob, waited=wait_seconds)
+                    ) from taken.__cause__
+                self._sleep(min(BLOB_POLL_SECONDS, remaining))
+                first = False
         since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         try:
             blob.set_blob_metadata({"holder": holder_description(), "since": since}, lease=lease)
         except AzureError as err:
-            logger.warning("could not record the lock holder: %s", err)
+            logger.warning("could not record the lock holder: %s", scrub(str(err)))
         held = _BlobLease(lease, self._lease_seconds, self._monotonic)
         try:
             yield held
         finally:
             held.release()
 
-    def _describe_holder(self, blob: BlobClient) -> str:
+    def _acquire(self, blob: BlobClient, *, create: bool) -> BlobLeaseClient:
+        """One try at the lease (creating the lock blob first if ``create``); :class:`_Taken` if held."""
+        try:
+            try:
+                if create:
+                    blob.upload_blob(b"", overwrite=False)
+            except (ResourceExistsError, HttpResponseError) as err:
+                if getattr(err, "status_code", 409) not in (409, 412):
+                    raise
+            return blob.acquire_lease(lease_duration=self._lease_seconds, lease_id=str(uuid.uuid4()))
+        except HttpResponseError as err:
+            if err.status_code == 409:
+                raise _Taken from err
+            raise storage_error(f"cannot take the run lock {safe_url(blob.url)}", err) from err
+        except AzureError as err:
+            raise storage_error(f"cannot take the run lock {safe_url(blob.url)}", err) from err
+
+    def _describe_holder(self, blob: BlobClient, *, waited: float) -> str:
         try:
             metadata = blob.get_blob_properties().metadata or {}
         except AzureError:
             metadata = {}
         since = metadata.get("since", "an unknown time")
         holder = metadata.get("holder", "another process")
+        did = "did nothing" if waited <= 0 else f"waited {waited:g} s for it and did nothing"
         return (
-            f"another run holds the lock since {since} ({holder}, {blob.url}); this run did nothing. "
+            f"another run holds the lock since {since} ({holder}, {safe_url(blob.url)}); this run {did}. "
             f"If that run was killed, its lease expires within {self._lease_seconds} s, or free it now with "
             "`python -m connector unlock`"
         )
@@ -159,11 +191,20 @@ class BlobRunLock:
         except HttpResponseError as err:
             if err.status_code in (404, 409):  # no lock blob, or no lease on it
                 return None
-            raise storage_error(f"cannot break the run lock {blob.url}", err) from err
+            raise storage_error(f"cannot break the run lock {safe_url(blob.url)}", err) from err
         except AzureError as err:
-            raise storage_error(f"cannot break the run lock {blob.url}", err) from err
+            raise storage_error(f"cannot break the run lock {safe_url(blob.url)}", err) from err
         holder = metadata.get("holder")
         return None if holder is None else f"{holder} since {metadata.get('since', '?')}"
+
+
+def _try_flock(handle: IO[str]) -> bool:
+    """Take an exclusive flock without blocking; False if another open file holds it."""
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 class _FileLockHeld:
@@ -174,28 +215,43 @@ class _FileLockHeld:
 class FileRunLock:
     """Per-feed ``flock`` on ``<directory>/locks/<feed>.lock``."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._directory = Path(directory)
+        self._monotonic = monotonic
+        self._sleep = sleep
 
     @contextmanager
-    def hold(self, feed: str) -> Iterator[HeldLock]:
-        """Take the flock without waiting; record the holder in the file."""
+    def hold(self, feed: str, *, wait_seconds: float = 0.0) -> Iterator[HeldLock]:
+        """Take the flock (trying again for ``wait_seconds`` while another run holds it); record the holder."""
         path = self._directory / _lock_blob_name(feed)
         path.parent.mkdir(parents=True, exist_ok=True)
         handle: IO[str] = open(path, "a+")  # noqa: SIM115 - held for the whole run
+        give_up_at = self._monotonic() + wait_seconds
         try:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                try:
-                    info = json.loads(handle.read() or "{}")
-                except json.JSONDecodeError:
-                    info = {}
-                raise RunLockedError(
-                    f"another run holds the lock since {info.get('since', 'an unknown time')} "
-                    f"({info.get('holder', 'another process')}, {path}); this run did nothing"
-                ) from None
+            while not _try_flock(handle):
+                remaining = give_up_at - self._monotonic()
+                if remaining <= 0:
+                    handle.seek(0)
+                    try:
+                        info = json.loads(handle.read() or "{}")
+                    except json.JSONDecodeError:
+                        info = {}
+                    did = (
+                        "did nothing"
+                        if wait_seconds <= 0
+                        else f"waited {wait_seconds:g} s for it and did nothing"
+                    )
+                    raise RunLockedError(
+                        f"another run holds the lock since {info.get('since', 'an unknown time')} "
+                        f"({info.get('holder', 'another process')}, {path}); this run {did}"
+                    )
+                self._sleep(min(FILE_POLL_SECONDS, remaining))
             handle.seek(0)
             handle.truncate()
             since = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

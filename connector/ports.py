@@ -156,7 +156,11 @@ class RunLock(Protocol):
     """Acquires the per-feed lock for the length of a ``with`` block."""
 
     def hold(self, feed: str, *, wait_seconds: float = 0.0) -> AbstractContextManager[HeldLock]:
-        """Take the lock (waiting up to ``wait_seconds`` for it) or raise RunLockedError naming the holder."""
+        """Take the lock or raise RunLockedError naming the holder.
+
+        With ``wait_seconds`` above 0, a lock another run holds is tried again until
+        that much time has passed (for a short lock that runs take in turn); 0 fails at once.
+        """
         ...
 
     def break_lock(self, feed: str) -> str | None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from connector.errors import ConnectorError
 from connector.mapping import format_datetime, parse_datetime
+from connector.redact import scrub
 from connector.state import Checkpoint
 from connector.windows import Window
 
@@ -109,7 +110,8 @@ def report_fields(report: RunReport) -> dict[str, object]:
         **{counter.name: getattr(report, counter.name) for counter in COUNTER_FIELDS},
         "ledger_entries": report.ledger_entries,
         "unrecoverable_hours": round(report.unrecoverable.total_seconds() / 3600, 2),
-        "error": None if report.error is None else str(report.error),
+        # Scrubbed once more here: this text is logged and kept in the checkpoint's last run.
+        "error": None if report.error is None else scrub(str(report.error)),
     }
 
 

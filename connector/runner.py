@@ -20,7 +20,8 @@ from azure.storage.blob import ContainerClient
 
 from connector.auth import azure_credential, graph_token_provider
 from connector.backfill import BackfillRange
-from connector.checkpoint import BACKFILL_PREFIX, LIVE_FEED
+from connector.checkpoint import BACKFILL_PREFIX, LIVE_FEED, check_feed_name
+from connector.errors import ArgumentError
 from connector.graph import GraphMessageTraceSource
 from connector.ingestion import LogsIngestionSink
 from connector.locks import BlobRunLock, FileRunLock
@@ -175,7 +176,16 @@ def read_status(env: Mapping[str, str] | None = None) -> list[Checkpoint]:
     return [stored.checkpoint for stored in found if stored is not None]
 
 
+def _check_feed(feed: str) -> None:
+    """Refuse a feed name that is not ``live`` or a backfill's, before settings, storage or a lock."""
+    try:
+        check_feed_name(feed)
+    except ValueError as err:
+        raise ArgumentError(f"--feed: {err}") from None
+
+
 def unlock(feed: str = LIVE_FEED, env: Mapping[str, str] | None = None) -> str | None:
     """Break a feed's lock left by a killed run; return who held it, if recorded."""
+    _check_feed(feed)
     settings = Settings.from_env(env)
     return build_lock(build_store(settings), settings).break_lock(feed)

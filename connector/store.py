@@ -31,6 +31,7 @@ from connector.checkpoint import decode_checkpoint, encode_checkpoint
 from connector.deadletter import DEAD_LETTER_PREFIX, DeadLetter
 from connector.errors import CheckpointConflictError, CheckpointError, ErrorKind
 from connector.ports import StoredCheckpoint
+from connector.redact import safe_url, scrub
 from connector.state import Checkpoint
 from connector.transport import describe_failure
 
@@ -38,14 +39,18 @@ logger = logging.getLogger(__name__)
 
 
 def storage_error(action: str, err: AzureError) -> CheckpointError:
-    """The error for a failed storage call, with the kind of its cause and what to do about it."""
+    """The error for a failed storage call, with the kind of its cause and what to do about it.
+
+    The whole text is scrubbed: ``action`` names a blob URL, and the SDK's text may
+    carry one, both with the SAS of a connection string in their query.
+    """
     kind, detail = describe_failure(err)
     if kind is ErrorKind.PERMISSION:
         detail += (
             ". Give the connector's identity 'Storage Blob Data Contributor' on the storage account "
             "(or fix STORAGE_CONNECTION_STRING)"
         )
-    return CheckpointError(f"{action}: {detail}", kind=kind)
+    return CheckpointError(scrub(f"{action}: {detail}"), kind=kind)
 
 
 def file_error(action: str, err: OSError) -> CheckpointError:
@@ -73,8 +78,8 @@ class BlobCheckpointStore:
 
     @property
     def where(self) -> str:
-        """Human-readable location for messages."""
-        return f"{self._container.url}"
+        """Human-readable location for messages (no query string: it may hold a SAS)."""
+        return safe_url(self._container.url)
 
     @property
     def container(self) -> ContainerClient:
@@ -112,9 +117,9 @@ class BlobCheckpointStore:
         except ResourceNotFoundError:
             return None
         except AzureError as err:
-            raise storage_error(f"cannot read checkpoint {blob.url}", err) from err
+            raise storage_error(f"cannot read checkpoint {safe_url(blob.url)}", err) from err
         etag = downloader.properties.etag
-        return StoredCheckpoint(checkpoint=decode_checkpoint(data, where=blob.url), etag=etag)
+        return StoredCheckpoint(checkpoint=decode_checkpoint(data, where=safe_url(blob.url)), etag=etag)
 
     def save(self, checkpoint: Checkpoint, etag: str | None) -> str:
         """Upload guarded by ``If-Match: etag`` (or ``If-None-Match: *`` for the first save)."""
@@ -139,20 +144,20 @@ class BlobCheckpointStore:
                 )
         except (ResourceModifiedError, ResourceExistsError) as err:
             raise CheckpointConflictError(
-                f"checkpoint {blob.url} changed under this run: {_CONFLICT_HINT}"
+                f"checkpoint {safe_url(blob.url)} changed under this run: {_CONFLICT_HINT}"
             ) from err
         except HttpResponseError as err:
             if err.status_code in (409, 412):
                 raise CheckpointConflictError(
-                    f"checkpoint {blob.url} changed under this run: {_CONFLICT_HINT}"
+                    f"checkpoint {safe_url(blob.url)} changed under this run: {_CONFLICT_HINT}"
                 ) from err
-            raise storage_error(f"cannot write checkpoint {blob.url}", err) from err
+            raise storage_error(f"cannot write checkpoint {safe_url(blob.url)}", err) from err
         except AzureError as err:
-            raise storage_error(f"cannot write checkpoint {blob.url}", err) from err
+            raise storage_error(f"cannot write checkpoint {safe_url(blob.url)}", err) from err
         return str(result["etag"])
 
     def put_dead_letter(self, letter: DeadLetter) -> str:
-        """Write the dead-letter document (overwrites the same record's earlier copy)."""
+        """Write the dead-letter document (overwrites the same record's earlier copy); return where, for the log."""
         self._ensure_container()
         blob = self._container.get_blob_client(letter.name)
         try:
@@ -162,8 +167,8 @@ class BlobCheckpointStore:
                 content_settings=ContentSettings(content_type="application/json"),
             )
         except AzureError as err:
-            raise storage_error(f"cannot write dead-letter record {blob.url}", err) from err
-        return blob.url
+            raise storage_error(f"cannot write dead-letter record {safe_url(blob.url)}", err) from err
+        return safe_url(blob.url)
 
     def list_feeds(self, prefix: str) -> list[str]:
         """Feeds whose blob name starts with ``prefix``."""

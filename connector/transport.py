@@ -41,6 +41,7 @@ from requests.adapters import HTTPAdapter
 
 from connector.errors import ErrorKind, kind_for_status
 from connector.ports import Deadline
+from connector.redact import scrub
 from connector.settings import Settings
 
 CA_BUNDLE_HINT = (
@@ -115,7 +116,7 @@ def _service_words(response: PipelineResponse[Any, Any]) -> str:
         message = HttpResponseError(response=answer).message
     except Exception:  # noqa: BLE001 - a body that cannot be read still has a status to report
         message = ""
-    return message.splitlines()[0][:400] if message else f"HTTP {answer.status_code}"
+    return scrub(message.splitlines()[0])[:400] if message else f"HTTP {answer.status_code}"
 
 
 class DeadlineRetryPolicy(RetryPolicy[Any, Any]):
@@ -257,10 +258,10 @@ def describe_failure(error: BaseException, *, default: ErrorKind = ErrorKind.FAT
 
     An untrusted certificate is shown as the CA-bundle advice (the library's text only says
     the handshake failed); anything else as the error's own message (azure-core's without
-    its wrapping).
+    its wrapping), scrubbed: SDK texts name the URL they failed on, query string (a SAS) included.
     """
     kind = failure_kind(error, default=default)
     if untrusted_certificate(error):
         return kind, CA_BUNDLE_HINT
     message = getattr(error, "message", None)
-    return kind, message if isinstance(message, str) and message else str(error)
+    return kind, scrub(message if isinstance(message, str) and message else str(error))

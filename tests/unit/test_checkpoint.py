@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from connector.checkpoint import backfill_feed_name, decode_checkpoint, encode_checkpoint
+from connector.checkpoint import backfill_feed_name, check_feed_name, decode_checkpoint, encode_checkpoint
 from connector.errors import CheckpointFormatError
 from connector.ledger import LedgerEntry, epoch_ms
 from connector.report import LAST_RUN_FIELDS
@@ -118,6 +118,36 @@ def test_backfill_feed_name_encodes_the_range():
     name = backfill_feed_name(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, 6, tzinfo=UTC))
 
     assert name == "backfill/20260101T000000Z_20260102T060000Z"
+
+
+def test_feed_names_the_connector_makes_are_accepted():
+    backfill = backfill_feed_name(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, 6, tzinfo=UTC))
+
+    assert check_feed_name("live") == "live"
+    assert check_feed_name(backfill) == backfill
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "../../x",
+        "live/../x",
+        "live/",
+        "LIVE",
+        "live\n",
+        "backfill/",
+        "backfill/../../x",
+        "backfill/20260101T000000Z_20260102T060000Z/../../live",
+        "backfill/20260101T000000Z_20260102T060000Z.json",
+        "backfill/20261301T000000Z_20261302T000000Z",
+        "backfill/20260101T000000Z",
+        "backfill/\uff12\uff10\uff12\uff16\uff10\uff11\uff10\uff11T000000Z_20260102T060000Z",
+    ],
+)
+def test_anything_else_is_not_a_feed_name_and_says_what_is(name):
+    with pytest.raises(ValueError, match=r"is not a feed: give live or backfill/<YYYYmmddTHHMMSSZ>_"):
+        check_feed_name(name)
 
 
 def test_stall_count_round_trips_and_is_absent_from_a_healthy_feeds_document():

@@ -12,7 +12,13 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, 
 from connector import errors
 from connector.errors import ErrorKind, kind_for_status
 from connector.ports import Deadline
-from connector.transport import DeadlineRetryPolicy, WaitBeyondDeadline, failure_kind, untrusted_certificate
+from connector.transport import (
+    DeadlineRetryPolicy,
+    WaitBeyondDeadline,
+    describe_failure,
+    failure_kind,
+    untrusted_certificate,
+)
 
 
 def test_each_kind_has_its_documented_exit_code():
@@ -196,3 +202,17 @@ class TestDeadlineRetryPolicy:
         assert not raised.value.asked
         assert raised.value.wait == 20
         assert "connection refused" in raised.value.detail
+
+
+def test_described_sdk_failure_carries_no_sas_from_the_url_it_names():
+    wrapped = requests.exceptions.ConnectionError(
+        "HTTPSConnectionPool(host='acct.blob.core.windows.net', port=443): Max retries exceeded with url: "
+        "/cp/live.json?sv=2026-10-06&sig=SECRETSIG%3D (Caused by ProxyError('Unable to connect to proxy'))"
+    )
+    error = ServiceRequestError(str(wrapped), error=wrapped)
+
+    kind, text = describe_failure(error)
+
+    assert kind is ErrorKind.TRANSIENT
+    assert "SECRETSIG" not in text
+    assert "with url: /cp/live.json (Caused by ProxyError" in text
