@@ -66,6 +66,21 @@ def scrub(text: str) -> str:
     return _BEARER.sub(lambda match: f"{match.group(1)} {REDACTED}", text)
 
 
+# An address as services echo it: local part, "@", a dotted domain (Unicode allowed).
+_ADDRESS = re.compile(r"[^\s@<>()\[\]{},;:'\"`]+@[^\s@<>()\[\]{},;:'\"`]+\.[^\s@<>()\[\]{},;:'\"`.]+")
+ADDRESS = "<address>"
+
+
+def hide_addresses(text: str) -> str:
+    """``text`` with every e-mail address replaced by ``<address>``.
+
+    For service answers and record problems that go into a log line or the checkpoint's
+    last run: Logs Ingestion and Graph may echo a row's values, and a recipient must
+    appear nowhere but in the table and the dead letters.
+    """
+    return _ADDRESS.sub(ADDRESS, text)
+
+
 def _safe_url_in_text(url: str) -> str:
     """A URL found in prose: keep trailing punctuation that belongs to the sentence."""
     stripped = url.rstrip(".,;:)]}")

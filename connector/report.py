@@ -17,7 +17,7 @@ from typing import Any
 
 from connector.errors import ConnectorError
 from connector.mapping import format_datetime, parse_datetime
-from connector.redact import scrub
+from connector.redact import hide_addresses, scrub
 from connector.state import Checkpoint
 from connector.windows import Window
 
@@ -111,14 +111,23 @@ def report_fields(report: RunReport) -> dict[str, object]:
         "ledger_entries": report.ledger_entries,
         "unrecoverable_hours": round(report.unrecoverable.total_seconds() / 3600, 2),
         # Scrubbed once more here: this text is logged and kept in the checkpoint's last run.
-        "error": None if report.error is None else scrub(str(report.error)),
+        "error": None if report.error is None else hide_addresses(scrub(str(report.error))),
     }
+
+
+MAX_STORED_ERROR_CHARS = 500
+"""The last run's error as the checkpoint keeps it: what failed and what to do, not every service word."""
 
 
 def last_run_summary(report: RunReport) -> dict[str, object]:
     """The part of the report the checkpoint keeps as its last run."""
     every = report_fields(report)
-    return {name: every[name] for name in LAST_RUN_FIELDS}
+    summary = {name: every[name] for name in LAST_RUN_FIELDS}
+    error = summary.get("error")
+    if isinstance(error, str) and len(error) > MAX_STORED_ERROR_CHARS:
+        # The checkpoint is rewritten after every batch: it keeps the gist; the log has the whole text.
+        summary["error"] = error[: MAX_STORED_ERROR_CHARS - 1] + "…"
+    return summary
 
 
 def log_line(values: Mapping[str, object]) -> str:

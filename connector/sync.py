@@ -50,6 +50,7 @@ from connector.ledger import Decision, ledger_key
 from connector.mapping import RowMapper, TraceRecord, format_datetime, parse_trace_record
 from connector.ports import Clock, Deadline, FeedPorts, HeldLock, ProgressCallback, UploadResult
 from connector.precedence import Observation, SliceObservations
+from connector.redact import hide_addresses
 from connector.refusal import Refusal, RowIsolation, classify_refusal, deployment_refused
 from connector.report import RunReport, last_run_summary
 from connector.settings import Settings
@@ -453,7 +454,8 @@ class FeedSync:
         )
         where = self._ports.dead_letters.put_dead_letter(letter)
         run.report.dead_lettered += 1
-        logger.warning("message trace record dead-lettered to %s: %s", where, reason)
+        # The document keeps the reason as it is; the log shows it without addresses (services echo them).
+        logger.warning("message trace record dead-lettered to %s: %s", where, hide_addresses(reason)[:400])
 
     # ------------------------------------------------------------------ uploads
 

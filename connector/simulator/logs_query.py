@@ -6,8 +6,11 @@ Ingestion API becomes queryable only ``latency_seconds`` later (20 s to a few
 minutes in Azure). Only the query shape the connector sends is understood::
 
     EmailEvents_CL
-    | where MessageTraceId in ("id-1", "id-2")
-    | project MessageTraceId, RecipientAddress, Status
+    | where RowId in ("0f3c…", "9ab1…")
+    | project RowId
+
+or, for a batch recorded before RowId existed, ``where MessageTraceId in (...)`` and
+``project MessageTraceId, RecipientAddress, Status, StatusRevision``.
 
 Anything else is a 400 (``BadArgumentError``), as a real workspace would answer a
 query it cannot run. ``TimeGenerated`` older than two days at arrival is replaced
@@ -31,7 +34,7 @@ import ssl
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from connector.schema import TableSchema
 
@@ -40,7 +43,7 @@ from .http import Request, Response, SimulatedHttpServer
 from .ingestion import IngestionServer
 
 LOGS_QUERY_RESOURCE = "https://api.loganalytics.io"
-_QUERY_HEAD = re.compile(r"\s*(?P<table>\w+)\s*\|\s*where\s+MessageTraceId\s+in\s*\(")
+_QUERY_HEAD = re.compile(r"\s*(?P<table>\w+)\s*\|\s*where\s+(?P<column>MessageTraceId|RowId)\s+in\s*\(")
 _QUERY_TAIL = re.compile(r"\s*\|\s*project\s+(?P<columns>[\w\s,]+?)\s*", re.DOTALL)
 _SIMPLE_ESCAPES = {
     "\\": "\\",
@@ -164,8 +167,17 @@ def parse_string_list(text: str, pos: int) -> tuple[list[str], int]:
             raise KqlSyntaxError("the in (...) list is not closed")
 
 
-def parse_presence_query(query: object) -> tuple[str, list[str], list[str]] | None:
-    """(table, trace ids, projected columns) of the presence query; None for another shape.
+class PresenceQuery(NamedTuple):
+    """The one query shape the connector sends: rows whose ``column`` is one of ``values``."""
+
+    table: str
+    values: list[str]
+    projected: list[str]
+    column: str = "MessageTraceId"
+
+
+def parse_presence_query(query: object) -> PresenceQuery | None:
+    """The presence query (by RowId, or by trace id for an intent from before RowId); None for another shape.
 
     Raises:
         KqlSyntaxError: a string literal in the id list is malformed.
@@ -179,7 +191,8 @@ def parse_presence_query(query: object) -> tuple[str, list[str], list[str]] | No
     tail = _QUERY_TAIL.fullmatch(query, after)
     if tail is None:
         return None
-    return head.group("table"), ids, [column.strip() for column in tail.group("columns").split(",")]
+    projected = [column.strip() for column in tail.group("columns").split(",")]
+    return PresenceQuery(head.group("table"), ids, projected, head.group("column"))
 
 
 def _parse_time(text: str) -> datetime:
@@ -247,8 +260,7 @@ class LogsQueryServer(SimulatedHttpServer):
             parsed = None
         if parsed is None or parsed[0] != self._schema.table:
             return self._error(400, "BadArgumentError", "The request had some invalid properties")
-        _, id_list, columns = parsed
-        ids = set(id_list)
+        ids, columns, match_column = set(parsed.values), parsed.projected, parsed.column
         if any(c not in self._schema.column_names for c in columns):
             return self._error(400, "SemanticError", "A semantic error occurred.")
         start, end = self._timespan(body.get("timespan"))
@@ -259,7 +271,7 @@ class LogsQueryServer(SimulatedHttpServer):
                 continue  # not queryable yet
             arrived = self._clock() - timedelta(seconds=now_mono - batch.time)
             for row in batch.rows:
-                if row.get("MessageTraceId") not in ids:
+                if row.get(match_column) not in ids:
                     continue
                 generated = _parse_time(str(row["TimeGenerated"]))
                 if generated < arrived - timedelta(days=2):

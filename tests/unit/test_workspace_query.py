@@ -94,6 +94,7 @@ def test_the_whole_query_parses_and_lists_every_id():
         "EmailEvents_CL",
         ODD_IDS,
         ["MessageTraceId", "RecipientAddress", "Status", "StatusRevision"],
+        "MessageTraceId",
     )
     json.dumps({"query": query}, ensure_ascii=False).encode("utf-8")
 
@@ -128,6 +129,7 @@ def test_ids_with_an_unpaired_surrogate_are_left_out_and_the_rest_still_verified
         "EmailEvents_CL",
         ["ok-1", "ok-\r\n"],
         ["MessageTraceId", "RecipientAddress", "Status", "StatusRevision"],
+        "MessageTraceId",
     )
     client.queries[0].encode("utf-8")
     assert "1 trace ids hold an unpaired UTF-16 surrogate" in caplog.text
