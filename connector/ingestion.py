@@ -8,6 +8,12 @@ past the run's budget: a 429 then ends the run as throttled, another status as a
 already have sent earlier chunks: the sync loop then knows exactly which rows are
 stored. Service errors become one :class:`~connector.errors.SinkError` that says
 what to fix.
+
+Any 2xx means the rows were accepted. The service documents 204, and the SDK
+(1.1.0, ``_upload``: ``if response.status_code not in [204]``) raises
+``HttpResponseError`` for every other status, 200 and 202 included, which reaches
+``on_error`` like a refusal. Counting such a chunk as failed would leave its stored
+rows uncommitted, and the next run would send them again as duplicates.
 """
 
 from __future__ import annotations
@@ -104,6 +110,15 @@ def _wait_beyond_deadline(error: WaitBeyondDeadline, *, where: str, rows: int) -
     )
 
 
+def _is_accepted(error: Exception) -> bool:
+    """True for the SDK's "error" on a 2xx other than 204: the service took the rows."""
+    return (
+        isinstance(error, HttpResponseError)
+        and error.status_code is not None
+        and 200 <= error.status_code < 300
+    )
+
+
 def _is_token_refused(error: Exception) -> bool:
     return isinstance(error, HttpResponseError) and error.status_code == 401
 
@@ -140,7 +155,13 @@ class LogsIngestionSink:
             )
         except AzureError as err:  # raised before any chunk was sent (e.g. the request could not be built)
             failures.append(LogsUploadError(error=err, failed_logs=logs))
-        return failures
+        refused = [failure for failure in failures if not _is_accepted(failure.error)]
+        if len(refused) < len(failures):
+            logger.info(
+                "logs ingestion answered a 2xx other than 204 for %d rows; counted as stored",
+                sum(len(failure.failed_logs) for failure in failures if _is_accepted(failure.error)),
+            )
+        return refused
 
     def upload(self, rows: Sequence[Mapping[str, object]]) -> UploadResult:
         """Upload ``rows`` (sized by the batcher to be one request) and report what failed."""

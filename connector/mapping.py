@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from connector.domains import normalise_domain
 from connector.errors import RecordError
 from connector.ledger import row_id
 from connector.schema import TableSchema, load_table_schema
@@ -116,16 +117,30 @@ def normalise_status(raw: str) -> str:
 
 
 def address_domain(address: str) -> str:
-    """Lower-cased domain of an e-mail address; empty for ``<>`` or an address without ``@``."""
+    """Domain of an e-mail address in its canonical form; empty for ``<>`` or an address without ``@``.
+
+    The canonical form (:func:`connector.domains.normalise_domain`) is lower-case ASCII
+    with Unicode labels as ``xn--`` and no trailing dot, so the SenderDomain and
+    RecipientDomain columns hold one spelling per domain; a domain IDNA 2008 refuses
+    is kept lower-cased as written.
+    """
     if "@" not in address:
         return ""
-    return address.rsplit("@", 1)[1].strip().strip(">").lower()
+    return normalise_domain(address.rsplit("@", 1)[1].strip().strip(">"))
 
 
 def is_local_domain(domain: str, local_domains: tuple[str, ...]) -> bool:
-    """True when ``domain`` is one of ``local_domains`` or a subdomain of one (case-insensitive)."""
-    domain = domain.lower()
-    return any(domain == local or domain.endswith("." + local) for local in local_domains)
+    """True when ``domain`` is one of ``local_domains`` or a subdomain of one.
+
+    Both sides are compared in their canonical form, so case, a trailing dot, or a
+    Unicode versus ``xn--`` spelling of one domain cannot change the answer.
+    """
+    domain = normalise_domain(domain)
+    return any(
+        domain == local or domain.endswith("." + local)
+        for local in map(normalise_domain, local_domains)
+        if local
+    )
 
 
 def classify_direction(sender_domain: str, recipient_domain: str, local_domains: tuple[str, ...]) -> str:
@@ -350,7 +365,7 @@ class RowMapper:
     """Builds ``EmailEvents_CL`` rows; holds the local domains and checks rows against the schema."""
 
     def __init__(self, local_domains: tuple[str, ...], schema: TableSchema | None = None) -> None:
-        self._local_domains = tuple(domain.lower() for domain in local_domains)
+        self._local_domains = tuple(normalise_domain(domain) for domain in local_domains)
         self._schema = schema or load_table_schema()
         self._columns = frozenset(self._schema.column_names)
         if self._columns != ROW_COLUMNS:

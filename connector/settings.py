@@ -22,6 +22,7 @@ from datetime import timedelta
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from connector.domains import local_domain
 from connector.errors import ConfigError
 
 DEFAULT_TIMER_SCHEDULE = "0 */5 * * * *"
@@ -363,11 +364,23 @@ def _container_name(raw: str) -> str:
 
 
 def _domain_list(raw: str) -> tuple[str, ...]:
-    domains = tuple(part.strip().lower().lstrip("@") for part in raw.split(",") if part.strip())
-    bad = [d for d in domains if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", d)]
-    if not domains or bad:
-        raise ValueError(f"must be a comma-separated list of mail domains like contoso.com, got {raw!r}")
-    return domains
+    """Each domain in its canonical form (:func:`connector.domains.local_domain`), duplicates dropped.
+
+    Normalised once here so Unicode, upper-case or trailing-dot spellings of a domain
+    match the rows' domains, which are normalised the same way.
+    """
+    entries = [part for part in raw.split(",") if part.strip()]
+    domains: list[str] = []
+    bad: list[str] = []
+    for entry in entries:
+        try:
+            domains.append(local_domain(entry))
+        except ValueError as err:
+            bad.append(str(err))
+    if not entries or bad:
+        why = ", ".join(bad) or f"got {raw!r}"
+        raise ValueError(f"must be a comma-separated list of mail domains like contoso.com: {why}")
+    return tuple(dict.fromkeys(domains))
 
 
 def _readable_file(raw: str) -> str:

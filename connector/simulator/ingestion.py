@@ -80,7 +80,10 @@ class IngestionServer(SimulatedHttpServer):
 
     Attributes (settable at any time):
         role_assigned: ``False`` answers 403 (no Monitoring Metrics Publisher).
-        on_accepted: called with each accepted batch before the 204 is sent.
+        on_accepted: called with each accepted batch before the success status is sent.
+        accept_status: the status an accepted request is answered with: the documented 204, or
+            another 2xx (200, 202) to check that a client counts any 2xx as stored rows
+            (azure-monitor-ingestion 1.1.0 raises ``HttpResponseError`` for anything but 204).
         refuse_row: the workspace's own rule for rows it will not take (a row → the reason, or
             ``None``); one such row makes the whole request a 400, as a bad value does.
     """
@@ -100,6 +103,7 @@ class IngestionServer(SimulatedHttpServer):
         self.role_assigned = True
         self.on_accepted: Callable[[IngestedBatch], None] | None = None
         self.refuse_row: Callable[[dict[str, Any]], str | None] | None = None
+        self.accept_status = 204
         self._rows: list[dict[str, Any]] = []
         self._batches: list[IngestedBatch] = []
         self._request_count = 0
@@ -133,6 +137,7 @@ class IngestionServer(SimulatedHttpServer):
         self.role_assigned = True
         self.on_accepted = None
         self.refuse_row = None
+        self.accept_status = 204
 
     # -------------------------------------------------------------- plumbing
     def dispatch(self, request: Request) -> tuple[Response, str | None]:
@@ -280,7 +285,7 @@ class IngestionServer(SimulatedHttpServer):
         if self.on_accepted is not None:
             # e.g. kill the client now: the service has the rows, the client never hears 204
             self.on_accepted(batch)
-        return Response(204)
+        return Response(self.accept_status)
 
     def _check_record(self, index: int, record: Any) -> None:
         if not isinstance(record, dict):

@@ -469,6 +469,31 @@ def test_ingestion_5xx_is_retried_by_the_sdk(sim, connector_env, status):
     assert len(sim.ingestion.rows()) == 1
 
 
+@pytest.mark.parametrize("status", [200, 202])
+def test_uploads_answered_with_another_2xx_are_committed_and_not_sent_again(
+    sim, connector_env, blob_store, status
+):
+    sim.graph.add(
+        generate_traffic(sim.now() - timedelta(hours=2), sim.now() - timedelta(minutes=5), 30, seed=9)
+    )
+    sim.ingestion.accept_status = status
+
+    report = run_feed(connector_env)
+
+    assert report.ok, report.error
+    assert report.rows_uploaded == len(sim.graph.rows())
+    assert max(stored_keys(sim).values()) == 1
+    assert blob_store.load("live").checkpoint.progress.pending_batch is None
+    requests = sim.ingestion.request_count
+
+    again = run_feed(connector_env)
+
+    assert again.ok, again.error
+    assert again.rows_uploaded == 0
+    assert sim.ingestion.request_count == requests
+    assert len(sim.ingestion.rows()) == len(sim.graph.rows())
+
+
 def test_ingestion_429_with_retry_after_is_honoured(sim, connector_env):
     sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
     sim.ingestion.inject(429, headers={"Retry-After": "1"})

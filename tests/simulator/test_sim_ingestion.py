@@ -175,3 +175,16 @@ def test_sdk_retries_injected_500_and_429_with_retry_after(
     assert sim.ingestion.request_count == 3
     assert [r.status for r in sim.ingestion.requests()] == [500, 429, 204]
     assert len(sim.ingestion.rows()) == 1
+
+
+@pytest.mark.parametrize("status", [200, 202])
+def test_another_2xx_stores_the_rows_yet_the_sdk_raises_it_as_an_error(
+    sim: Simulator, client: LogsIngestionClient, status: int
+) -> None:
+    sim.ingestion.accept_status = status
+    rows: list[MutableMapping[str, Any]] = [_record(i) for i in range(2)]
+    with pytest.raises(HttpResponseError) as caught:
+        client.upload(sim.dcr_immutable_id, sim.stream_name, rows)
+    assert caught.value.status_code == status
+    assert sim.ingestion.rows() == rows
+    assert [r.status for r in sim.ingestion.requests()] == [status]

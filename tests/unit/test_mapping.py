@@ -8,6 +8,7 @@ from connector.ledger import row_id
 from connector.mapping import (
     MAX_FIELD_BYTES,
     RowMapper,
+    address_domain,
     classify_direction,
     cut_utf8,
     normalise_status,
@@ -52,6 +53,77 @@ class TestDirection:
     )
     def test_direction_from_local_domains(self, sender, recipient, expected):
         assert classify_direction(sender, recipient, LOCAL) == expected
+
+
+class TestDomainNormalisation:
+    """Issue 9 item 11: one domain, whatever its spelling, gives one Direction and one column value."""
+
+    @pytest.mark.parametrize(
+        ("address", "expected"),
+        [
+            ("bob@contoso.com.", "contoso.com"),
+            ("<bob@Contoso.COM.>", "contoso.com"),
+            ("bob@bücher.example", "xn--bcher-kva.example"),
+            ("bob@BÜCHER.example", "xn--bcher-kva.example"),
+            ("bob@XN--BCHER-KVA.example.", "xn--bcher-kva.example"),
+            ("bob@bücher.example.", "xn--bcher-kva.example"),
+            ("bob@faß.de", "xn--fa-hia.de"),  # IDNA 2003 would make it fass.de, another domain
+        ],
+    )
+    def test_domain_columns_hold_the_lower_case_ascii_form_without_the_trailing_dot(self, address, expected):
+        assert address_domain(address) == expected
+
+    @pytest.mark.parametrize(
+        ("address", "expected"),
+        [
+            ("bob@☃.Example.", "☃.example"),
+            ("bob@💩.la.", "💩.la"),
+            ("bob@_dmarc.Contoso.com.", "_dmarc.contoso.com"),
+            ("bob@XN--ZZ.example.", "xn--zz.example"),
+            ("bob@München..de.", "münchen..de"),
+        ],
+    )
+    def test_domain_that_idna_refuses_is_kept_lower_cased_without_the_trailing_dot(self, address, expected):
+        assert address_domain(address) == expected
+
+    @pytest.mark.parametrize(
+        ("sender", "recipient", "local", "expected"),
+        [
+            ("contoso.com.", "gmail.com", ("contoso.com",), "Outbound"),
+            ("gmail.com", "contoso.com", ("contoso.com.",), "Inbound"),
+            ("CONTOSO.COM", "Fabrikam.Com.", ("contoso.com", "FABRIKAM.com"), "Internal"),
+            ("bücher.example", "gmail.com", ("xn--bcher-kva.example",), "Outbound"),
+            ("xn--bcher-kva.example", "gmail.com", ("bücher.example",), "Outbound"),
+            ("gmail.com", "mail.xn--bcher-kva.example", ("bücher.example",), "Inbound"),
+            ("Mail.Bücher.Example.", "gmail.com", ("bücher.example",), "Outbound"),
+        ],
+    )
+    def test_direction_does_not_depend_on_how_a_domain_is_spelled(self, sender, recipient, local, expected):
+        assert classify_direction(sender, recipient, local) == expected
+
+    def test_sharp_s_domain_matches_its_idna_2008_form_and_not_the_ss_domain(self):
+        assert classify_direction("xn--fa-hia.de", "gmail.com", ("faß.de",)) == "Outbound"
+        assert classify_direction("fass.de", "gmail.com", ("faß.de",)) == "External"
+
+    def test_row_from_unicode_and_punycode_spellings_of_a_local_domain_is_internal(self):
+        raw = trace("id-1", "Eva@XN--BCHER-KVA.example.", "2026-03-10T10:00:00Z", sender="bob@bücher.example")
+
+        row = RowMapper(("Bücher.Example.",)).to_row(
+            parse_trace_record(raw), revision=0, previous_status=None
+        )
+
+        assert row["Direction"] == "Internal"
+        assert row["SenderDomain"] == row["RecipientDomain"] == "xn--bcher-kva.example"
+        assert row["SenderAddress"] == "bob@bücher.example"  # the addresses are stored as Graph sent them
+        assert row["RecipientAddress"] == "Eva@XN--BCHER-KVA.example."
+
+    def test_row_whose_domain_idna_refuses_is_still_mapped(self):
+        raw = trace("id-1", "bob@contoso.com", "2026-03-10T10:00:00Z", sender="x@☃.Example.")
+
+        row = RowMapper(LOCAL).to_row(parse_trace_record(raw), revision=0, previous_status=None)
+
+        assert row["SenderDomain"] == "☃.example"
+        assert row["Direction"] == "Inbound"
 
 
 class TestParse:

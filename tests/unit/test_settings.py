@@ -67,6 +67,33 @@ def test_initial_lookback_equal_to_the_overlap_is_accepted():
     assert settings.initial_lookback == settings.overlap_lookback
 
 
+def test_local_domains_in_unicode_upper_case_or_with_a_trailing_dot_are_normalised_at_load():
+    settings = Settings.from_env(
+        {**BASE, "LOCAL_DOMAINS": "Bücher.Example., CONTOSO.com., @fabrikam.com, xn--bcher-kva.example"}
+    )
+
+    assert settings.local_domains == ("xn--bcher-kva.example", "contoso.com", "fabrikam.com")
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("contoso.com, ☃.example", "'☃.example' is not a domain (IDNA 2008 refuses it: Codepoint U+2603"),
+        ("contoso.com,not a domain", "'not a domain' is not a domain name"),
+        ("bücher", "'bücher' is not a domain name"),
+    ],
+)
+def test_local_domain_that_cannot_be_a_domain_is_refused_in_one_line_naming_it(value, named):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**BASE, "LOCAL_DOMAINS": value})
+
+    message = str(caught.value)
+    assert message.startswith("setting LOCAL_DOMAINS: must be a comma-separated list of mail domains")
+    assert named in message
+    assert "\n" not in message
+    assert "'contoso.com'" not in message  # only the bad entry is named
+
+
 def test_client_secret_mode_requires_client_id_and_secret():
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({**BASE, "GRAPH_AUTH_MODE": "client_secret"})
