@@ -2,7 +2,7 @@
 
 import pytest
 
-from connector.redact import safe_url, scrub
+from connector.redact import hide_addresses, safe_url, scrub
 
 SIG = "jF9v6ELzJ4iwGiVo75ynJ%2BiViHpLOYGvbHnheePv%2BzQ%3D"
 SAS = f"se=2030-01-01T00%3A00%3A00Z&sp=rwdlacu&sv=2026-10-06&ss=b&srt=sco&sig={SIG}"
@@ -92,3 +92,24 @@ def test_scrub_cuts_a_graph_skiptoken_and_keeps_the_sentence():
     text = "paging loop (https://graph.microsoft.com/v1.0/admin/x?$skiptoken=abc123), stopping"
 
     assert scrub(text) == "paging loop (https://graph.microsoft.com/v1.0/admin/x), stopping"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "row with RecipientAddress victim@fabrikam.example refused",
+            "row with RecipientAddress <address> refused",
+        ),
+        ("'Bob.Smith+x@Contoso.COM'", "'<address>'"),
+        ("<ünï@bücher.example>.", "<<address>>."),
+        ("two: a@b.example, c@d.example", "two: <address>, <address>"),
+    ],
+)
+def test_addresses_a_service_echoes_are_hidden(text, expected):
+    assert hide_addresses(text) == expected
+
+
+@pytest.mark.parametrize("text", ["id=abc@def", "retry @ 5 s", "no address here", "Bearer abc"])
+def test_text_without_an_address_is_left_alone(text):
+    assert hide_addresses(text) == text

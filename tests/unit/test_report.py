@@ -6,6 +6,7 @@ from connector.errors import SinkError
 from connector.report import (
     COUNTER_FIELDS,
     LAST_RUN_FIELDS,
+    MAX_STORED_ERROR_CHARS,
     RunReport,
     last_run_summary,
     log_line,
@@ -59,6 +60,23 @@ def test_last_run_summary_keeps_exactly_the_fields_every_version_reads():
     assert tuple(summary) == LAST_RUN_FIELDS
     assert summary["rows_uploaded"] == 3
     assert summary["error"] == "refused"
+
+
+def test_the_error_kept_and_logged_shows_no_address_and_the_kept_one_is_bounded():
+    echoed = SinkError(
+        "Logs Ingestion API answered 400: (InvalidData) value 'victim@fabrikam.example' " + "x" * 2000,
+        rows_failed=1,
+        status=400,
+    )
+
+    logged = report_fields(report(error=echoed))["error"]
+    kept = last_run_summary(report(error=echoed))["error"]
+
+    assert "victim@" not in str(logged)
+    assert "<address>" in str(logged)
+    assert isinstance(kept, str)
+    assert len(kept) == MAX_STORED_ERROR_CHARS
+    assert kept.startswith("Logs Ingestion API answered 400")
 
 
 def test_text_shows_the_lag_and_the_error():
