@@ -1,5 +1,6 @@
 """FeedSync against in-memory fakes: the commit rule, dedup, revisions, budget, backfill."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -507,6 +508,26 @@ class TestInterruptedBatch:
             ("Delivered", 1),
             ("Pending", 2),
         ]
+
+    def test_an_intent_left_by_a_version_before_row_ids_is_resolved_by_trace_id_and_revision(self, world):
+        source, _, store, clock = world
+        sink = self.crash_after_upload(world)
+        sink.kill_on_upload = 0
+        document = json.loads(store.documents["live"][0])
+        document["pending_batch"]["entries"] = [
+            [key, received, status, revision, row["MessageTraceId"]]
+            for (key, received, status, revision, _), row in zip(
+                document["pending_batch"].pop("rows"), sink.rows, strict=True
+            )
+        ]
+        store.documents["live"] = (json.dumps(document).encode(), store.documents["live"][1])
+        clock.advance(timedelta(minutes=11))
+
+        report = make_sync(source, sink, store, clock, verifier=MemoryVerifier(sink)).run_live()
+
+        assert report.ok, report.error
+        assert report.intent_rows_found == 5
+        assert len(sink.rows) == 5
 
     def test_young_batch_is_verified_after_waiting_out_the_ingestion_latency(self, world):
         source, _, store, clock = world
