@@ -56,7 +56,7 @@ param enableQueryAudit bool = true
 @description('Entra tenant of the Exchange Online organisation (GUID or verified domain). Default: the tenant of this deployment.')
 param tenantId string = tenant().tenantId
 
-@description('Comma-separated accepted domains of the organisation, for the Direction column (LOCAL_DOMAINS), e.g. contoso.com,contoso.onmicrosoft.com.')
+@description('Comma-separated accepted domains of the organisation, for the Direction column (LOCAL_DOMAINS), e.g. contoso.com,contoso.onmicrosoft.com; Unicode (bücher.example) or punycode both work.')
 @minLength(3)
 param localDomains string
 
