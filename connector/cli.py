@@ -65,12 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backfill.add_argument("--start", required=True, type=_timestamp, help="inclusive, ISO 8601 UTC")
     backfill.add_argument("--end", required=True, type=_timestamp, help="exclusive, ISO 8601 UTC")
-    unlock_cmd = commands.add_parser("unlock", help="break the lock a killed run left on a feed")
+    unlock_cmd = commands.add_parser(
+        "unlock",
+        help="break the lock a killed run left on a feed (never one whose run is alive on this host)",
+    )
     unlock_cmd.add_argument(
         "--feed",
         default="live",
         type=_feed,
         help="live (default) or backfill/<start>_<end> (as `status` names it)",
+    )
+    unlock_cmd.add_argument(
+        "--force",
+        action="store_true",
+        help="break it although it was renewed within the last renewal interval (only if you know its run is dead)",
     )
     return parser
 
@@ -131,12 +139,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             _print_status(args.json, out)
             return 0
         if args.command == "unlock":
-            holder = unlock(args.feed)
-            out.write(
-                f"lock on {args.feed} broken (was held by {holder})\n"
-                if holder
-                else f"{args.feed}: no lock held\n"
-            )
+            out.write(unlock(args.feed, force=args.force) + "\n")
             return 0
         backfill = None
         if args.command == "backfill":
