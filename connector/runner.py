@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from azure.monitor.ingestion import LogsIngestionClient
 from azure.monitor.query import LogsQueryClient
@@ -208,3 +208,35 @@ def unlock(
     check_unlock(state, feed=feed, now=now, this_host=this_host(), process_alive=process_alive, force=force)
     lock.break_lock(feed, seen=state)
     return f"lock on {feed} broken (was held by {describe_holder(state, now)})"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterPurge:
+    """What ``purge-dead-letters`` deleted (or, in a dry run, would delete): names only, never content."""
+
+    written_before: datetime
+    names: list[str]
+    dry_run: bool
+
+
+def purge_dead_letters(
+    older_than: timedelta,
+    env: Mapping[str, str] | None = None,
+    *,
+    dry_run: bool = False,
+    clock: Clock = utc_now,
+) -> DeadLetterPurge:
+    """Delete the dead letters (raw records) last written more than ``older_than`` ago.
+
+    Raises:
+        ArgumentError: ``older_than`` is not positive (before settings are read).
+    """
+    if older_than <= timedelta(0):
+        raise ArgumentError("--older-than: must be more than 0 (like 30d or 12h)")
+    store = build_store(Settings.from_env(env))
+    written_before = clock() - older_than
+    return DeadLetterPurge(
+        written_before=written_before,
+        names=store.purge_dead_letters(written_before, dry_run=dry_run),
+        dry_run=dry_run,
+    )
