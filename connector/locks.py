@@ -8,11 +8,11 @@ lease expires, and the next run takes over. Locally it is an ``flock`` on a file
 which the kernel releases when the process dies.
 
 A second run gets :class:`~connector.errors.RunLockedError` ("another run holds the
-lock since …") and exits non-zero; a caller that expects a holder to be done soon (a
-short lock that two starting runs take in turn) passes ``wait_seconds`` and the lock
-is tried again every fraction of a second until then. If renewing fails, or the renewals fall behind so
-far that the lease may have expired, the run stops before its next upload
-(:class:`~connector.errors.LockLostError`) instead of risking a double upload.
+lock since …") and exits non-zero; a caller that expects the holder to be done soon (a
+short lock that two starting runs take in turn) passes ``wait_seconds``, and the lock
+is tried again every fraction of a second until then. If renewing fails, or the
+renewals fall behind so far that the lease may have expired, the run stops before its
+next upload (:class:`~connector.errors.LockLostError`) instead of risking a double upload.
 
 The holder records itself on the lock (blob metadata, or the flock file's content):
 ``host``, ``pid``, ``since`` and, for a lease, ``renewed`` (rewritten with every
@@ -54,8 +54,6 @@ BLOB_POLL_SECONDS = 0.5
 """How often a waiting ``hold`` asks for the lease again (each try is one storage request)."""
 FILE_POLL_SECONDS = 0.25
 """How often a waiting ``hold`` tries the flock again (a system call: cheap)."""
-
-
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 

@@ -90,9 +90,15 @@ def check_unlock(
     age = (now - state.renewed).total_seconds()
     if age <= renew_every + RENEWAL_GRACE_SECONDS:
         expires_in = max(state.lease_seconds - age, 0)
+        local = state.host == this_host and state.pid is not None
+        running = (
+            f"its process {state.pid} is gone from this host, but it renewed the lease moments ago"
+            if local
+            else "so that run may still be going (on another host)"
+        )
         raise RunLockedError(
             f"{feed}: the lock was last renewed {_ago(state.renewed, now)} by {state.holder or 'its holder'} "
-            f"({state.where}); a live run renews it every {renew_every:.0f} s, so that run may still be going "
-            f"(on another host). Wait: its lease expires within {expires_in:.0f} s if it is dead. "
+            f"({state.where}); a live run renews it every {renew_every:.0f} s, {running}. "
+            f"Wait: its lease expires within {expires_in:.0f} s if it is dead. "
             f"If you know it is dead, run `{command} --force`"
         )

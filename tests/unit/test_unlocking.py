@@ -42,7 +42,8 @@ def test_a_holder_alive_on_this_host_is_never_broken_even_with_force(force):
 
 def test_a_dead_local_holder_renewed_moments_ago_needs_force_and_says_when():
     with pytest.raises(
-        RunLockedError, match=r"last renewed 2 s ago \(2026-03-10T11:59:58Z\).*unlock --force"
+        RunLockedError,
+        match=r"last renewed 2 s ago \(2026-03-10T11:59:58Z\).*its process 4242 is gone from this host.*unlock --force",
     ):
         check(lease(renewed_ago=2))
 
