@@ -1,4 +1,4 @@
-"""``python -m connector``: run the live feed, show status, backfill a past range.
+"""``python -m connector``: run the live feed, show status, backfill a past range, unlock, purge dead letters.
 
 ``run`` is the exact code path of the timer function. Settings come from the
 environment (see README). The exit code is the kind of the error a run stopped with
