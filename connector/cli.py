@@ -1,4 +1,4 @@
-"""``python -m connector``: run the live feed, show status, backfill a past range.
+"""``python -m connector``: run the live feed, show status, backfill a past range, unlock, purge dead letters.
 
 ``run`` is the exact code path of the timer function. Settings come from the
 environment (see README). The exit code is the kind of the error a run stopped with
@@ -23,12 +23,21 @@ from tqdm import tqdm
 
 from connector.backfill import BackfillRange
 from connector.checkpoint import check_feed_name
+from connector.deadletter import parse_age
 from connector.errors import ConnectorError
 from connector.mapping import parse_datetime
 from connector.ports import ProgressCallback
 from connector.redact import scrub
 from connector.report import RunReport, render_fields, render_status, report_fields, status_fields
-from connector.runner import quiet_sdk_loggers, read_status, run_feed, unlock, utc_now
+from connector.runner import (
+    DeadLetterPurge,
+    purge_dead_letters,
+    quiet_sdk_loggers,
+    read_status,
+    run_feed,
+    unlock,
+    utc_now,
+)
 from connector.windows import Window
 
 
@@ -39,6 +48,13 @@ def _timestamp(text: str) -> datetime:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an ISO 8601 time like 2026-01-20T00:00:00Z"
         ) from None
+
+
+def _age(text: str) -> timedelta:
+    try:
+        return parse_age(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _feed(text: str) -> str:
@@ -65,12 +81,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     backfill.add_argument("--start", required=True, type=_timestamp, help="inclusive, ISO 8601 UTC")
     backfill.add_argument("--end", required=True, type=_timestamp, help="exclusive, ISO 8601 UTC")
-    unlock_cmd = commands.add_parser("unlock", help="break the lock a killed run left on a feed")
+    unlock_cmd = commands.add_parser(
+        "unlock",
+        help="break the lock a killed run left on a feed (never one whose run is alive on this host)",
+    )
     unlock_cmd.add_argument(
         "--feed",
         default="live",
         type=_feed,
         help="live (default) or backfill/<start>_<end> (as `status` names it)",
+    )
+    unlock_cmd.add_argument(
+        "--force",
+        action="store_true",
+        help="break it although it was renewed within the last renewal interval (only if you know its run is dead)",
+    )
+    purge = commands.add_parser(
+        "purge-dead-letters",
+        help="delete dead letters (raw records: addresses, subjects) last written more than AGE ago",
+    )
+    purge.add_argument(
+        "--older-than", required=True, type=_age, metavar="AGE", help="whole days or hours: 30d, 12h"
+    )
+    purge.add_argument(
+        "--dry-run", action="store_true", help="list the documents that would go; delete nothing"
     )
     return parser
 
@@ -114,6 +148,16 @@ def _print_status(as_json: bool, out: TextIO) -> None:
         out.write("\n".join(render_status(checkpoints, now)) + "\n")
 
 
+def _print_purge(purge: DeadLetterPurge, out: TextIO) -> None:
+    """The documents' names in a dry run, then how many; never their content."""
+    before = purge.written_before.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if purge.dry_run:
+        out.writelines(f"{name}\n" for name in purge.names)
+        out.write(f"would delete {len(purge.names)} dead letters last written before {before} (dry run)\n")
+    else:
+        out.write(f"deleted {len(purge.names)} dead letters last written before {before}\n")
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point; returns the process exit code."""
     out = out or sys.stdout
@@ -131,12 +175,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             _print_status(args.json, out)
             return 0
         if args.command == "unlock":
-            holder = unlock(args.feed)
-            out.write(
-                f"lock on {args.feed} broken (was held by {holder})\n"
-                if holder
-                else f"{args.feed}: no lock held\n"
-            )
+            out.write(unlock(args.feed, force=args.force) + "\n")
+            return 0
+        if args.command == "purge-dead-letters":
+            _print_purge(purge_dead_letters(args.older_than, dry_run=args.dry_run), out)
             return 0
         backfill = None
         if args.command == "backfill":

@@ -7,6 +7,12 @@ document ``deadletter/<feed>/<digest>.json`` next to the checkpoint, counted in 
 run summary and logged at WARNING. The name is a digest of the record, so reading
 the same slice again after a crash rewrites the same document instead of adding one.
 
+Dead letters are the one place the connector keeps raw records (addresses, subjects):
+they are not pruned by the connector as it runs. ``python -m connector
+purge-dead-letters --older-than 30d`` deletes those last written before the age
+(:func:`parse_age`); a storage lifecycle rule on the ``deadletter/`` prefix does the
+same in Azure.
+
 The record is kept exactly as Graph sent it, hostile text included: the document is
 ASCII JSON (``\ud83d`` stays an escape), and the name's digest encodes an unpaired
 surrogate as itself (``surrogatepass``), so a record that cannot become UTF-8 can still
@@ -17,14 +23,33 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from connector import __version__
 from connector.mapping import format_datetime
 from connector.windows import Window
 
 DEAD_LETTER_PREFIX = "deadletter/"
+
+_AGE = re.compile(r"([1-9][0-9]{0,5})([dh])", re.ASCII)
+
+
+def parse_age(text: str) -> timedelta:
+    """``30d`` or ``12h``: how old a dead letter must be to be purged.
+
+    Days and hours only: ``m`` could be read as minutes or months, and a purge must not
+    guess. Zero is refused too, as "delete everything" is not an age.
+
+    Raises:
+        ValueError: one line saying what an age looks like.
+    """
+    match = _AGE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not an age: give whole days or hours, like 30d or 12h")
+    amount = int(match.group(1))
+    return timedelta(days=amount) if match.group(2) == "d" else timedelta(hours=amount)
 
 
 @dataclass(frozen=True, slots=True)

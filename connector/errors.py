@@ -58,6 +58,8 @@ from __future__ import annotations
 import enum
 from typing import ClassVar
 
+from connector.redact import scrub
+
 SERVICE_PRINCIPAL_APP_ID = "8bd644d1-64a1-4d4b-ae52-2e0cbf64e373"
 MESSAGE_TRACE_PERMISSION = "ExchangeMessageTrace.Read.All"
 
@@ -83,12 +85,16 @@ class ConnectorError(Exception):
 
     Subclasses set a default ``kind``; a single instance may carry another one (a
     storage error is PERMISSION when refused, TRANSIENT when unreachable).
+
+    The message is scrubbed (:func:`connector.redact.scrub`): it is printed, logged,
+    kept in the checkpoint and raised out of the function app, and a URL or setting
+    value in it may carry a SAS or another credential in its query string.
     """
 
     default_kind: ClassVar[ErrorKind] = ErrorKind.FATAL
 
     def __init__(self, message: str, *, kind: ErrorKind | None = None) -> None:
-        super().__init__(message)
+        super().__init__(scrub(message))
         self.kind = kind or self.default_kind
 
     @property

@@ -152,6 +152,31 @@ class HeldLock(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class LockState:
+    """What a feed's lock records about the run holding it, as ``unlock`` reads it.
+
+    ``unlock`` must not break the lock of a run that is still going (both would upload
+    the same rows), so the holder records where it runs and, for a lease, when it last
+    renewed it. Fields a holder did not record (an older version) are None.
+    """
+
+    where: str
+    """The lock blob (no query string) or file, for messages."""
+    held: bool
+    holder: str | None = None
+    """``<host> pid <pid>``, for messages."""
+    host: str | None = None
+    pid: int | None = None
+    since: datetime | None = None
+    renewed: datetime | None = None
+    """The holder's clock at its last renewal (or at acquiring)."""
+    lease_seconds: int | None = None
+    """The lease's length (renewed every third of it); None for a lock that dies with its process (flock)."""
+    version: str | None = None
+    """Opaque (the lock blob's ETag): a break given this state refuses if the holder renewed since."""
+
+
 class RunLock(Protocol):
     """Acquires the per-feed lock for the length of a ``with`` block."""
 
@@ -163,8 +188,17 @@ class RunLock(Protocol):
         """
         ...
 
-    def break_lock(self, feed: str) -> str | None:
-        """Free a lock left by a killed run; return who held it, if recorded."""
+    def inspect(self, feed: str) -> LockState:
+        """Read whether the feed's lock is held, and what its holder recorded."""
+        ...
+
+    def break_lock(self, feed: str, *, seen: LockState | None = None) -> str | None:
+        """Free a lock left by a killed run at once; return who held it, if recorded.
+
+        With ``seen`` (from :meth:`inspect`), refuse with RunLockedError if the lock
+        changed since (its holder renewed it: it is alive). The decision whether to
+        break at all is the caller's (:mod:`connector.unlocking`).
+        """
         ...
 
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from azure.monitor.ingestion import LogsIngestionClient
 from azure.monitor.query import LogsQueryClient
@@ -24,7 +24,7 @@ from connector.checkpoint import BACKFILL_PREFIX, LIVE_FEED, check_feed_name
 from connector.errors import ArgumentError
 from connector.graph import GraphMessageTraceSource
 from connector.ingestion import LogsIngestionSink
-from connector.locks import BlobRunLock, FileRunLock
+from connector.locks import BlobRunLock, FileRunLock, process_alive, this_host
 from connector.ports import Clock, Deadline, FeedPorts, ProgressCallback, RunLock
 from connector.report import RunReport, log_line, report_fields
 from connector.schema import load_table_schema
@@ -33,6 +33,7 @@ from connector.state import Checkpoint
 from connector.store import BlobCheckpointStore, FileCheckpointStore
 from connector.sync import FeedSync, SyncPolicy
 from connector.transport import ConnectorSession, retrying_options, tls_options
+from connector.unlocking import check_unlock, describe_holder
 from connector.workspace import LogAnalyticsVerifier
 
 logger = logging.getLogger(__name__)
@@ -184,8 +185,59 @@ def _check_feed(feed: str) -> None:
         raise ArgumentError(f"--feed: {err}") from None
 
 
-def unlock(feed: str = LIVE_FEED, env: Mapping[str, str] | None = None) -> str | None:
-    """Break a feed's lock left by a killed run; return who held it, if recorded."""
+def unlock(
+    feed: str = LIVE_FEED,
+    env: Mapping[str, str] | None = None,
+    *,
+    force: bool = False,
+    clock: Clock = utc_now,
+) -> str:
+    """Break the lock a killed run left on a feed, unless its run may be alive; return the line to show.
+
+    Raises:
+        ArgumentError: ``feed`` is not a feed's name (before settings are read).
+        RunLockedError: the holder is alive on this host, the lock is an flock, or it was
+            renewed within one renewal interval and ``force`` is not set (see :mod:`connector.unlocking`).
+    """
     _check_feed(feed)
     settings = Settings.from_env(env)
-    return build_lock(build_store(settings), settings).break_lock(feed)
+    lock = build_lock(build_store(settings), settings)
+    state = lock.inspect(feed)
+    if not state.held:
+        return f"{feed}: no lock held"
+    now = clock()
+    check_unlock(state, feed=feed, now=now, this_host=this_host(), process_alive=process_alive, force=force)
+    lock.break_lock(feed, seen=state)
+    return f"lock on {feed} broken (was held by {describe_holder(state, now)})"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterPurge:
+    """What ``purge-dead-letters`` deleted (or, in a dry run, would delete): names only, never content."""
+
+    written_before: datetime
+    names: list[str]
+    dry_run: bool
+
+
+def purge_dead_letters(
+    older_than: timedelta,
+    env: Mapping[str, str] | None = None,
+    *,
+    dry_run: bool = False,
+    clock: Clock = utc_now,
+) -> DeadLetterPurge:
+    """Delete the dead letters (raw records) last written more than ``older_than`` ago.
+
+    Raises:
+        ArgumentError: ``older_than`` is not positive (before settings are read).
+    """
+    if older_than <= timedelta(0):
+        raise ArgumentError("--older-than: must be more than 0 (like 30d or 12h)")
+    store = build_store(Settings.from_env(env))
+    written_before = clock() - older_than
+    return DeadLetterPurge(
+        written_before=written_before,
+        names=store.purge_dead_letters(written_before, dry_run=dry_run),
+        dry_run=dry_run,
+    )

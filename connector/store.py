@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 from azure.core import MatchConditions
@@ -170,6 +171,43 @@ class BlobCheckpointStore:
             raise storage_error(f"cannot write dead-letter record {safe_url(blob.url)}", err) from err
         return safe_url(blob.url)
 
+    def purge_dead_letters(self, written_before: datetime, *, dry_run: bool = False) -> list[str]:
+        """Delete the dead-letter documents last written before ``written_before``; return their names.
+
+        The last write is when the record was last dead-lettered (the same record
+        rewrites its document). Each delete is conditional on the ETag listed, so a
+        document a run rewrites meanwhile stays. ``dry_run`` only lists.
+        """
+        self._ensure_container()
+        try:
+            old = [
+                (blob.name, blob.etag)
+                for blob in self._container.list_blobs(name_starts_with=DEAD_LETTER_PREFIX)
+                if blob.last_modified < written_before
+            ]
+        except AzureError as err:
+            raise storage_error(f"cannot list dead letters in {self.where}", err) from err
+        if dry_run:
+            return sorted(name for name, _ in old)
+        purged: list[str] = []
+        for name, etag in old:
+            try:
+                self._container.delete_blob(name, etag=etag, match_condition=MatchConditions.IfNotModified)
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue  # rewritten since listed (seen again: young), or already gone
+            except HttpResponseError as err:
+                if err.status_code == 412:
+                    continue
+                raise storage_error(
+                    f"cannot delete dead letter {self.where}/{name} (after deleting {len(purged)})", err
+                ) from err
+            except AzureError as err:
+                raise storage_error(
+                    f"cannot delete dead letter {self.where}/{name} (after deleting {len(purged)})", err
+                ) from err
+            purged.append(name)
+        return sorted(purged)
+
     def list_feeds(self, prefix: str) -> list[str]:
         """Feeds whose blob name starts with ``prefix``."""
         self._ensure_container()
@@ -268,6 +306,24 @@ class FileCheckpointStore:
         except OSError as err:
             raise file_error(f"cannot write dead-letter record {path}", err) from err
         return str(path)
+
+    def purge_dead_letters(self, written_before: datetime, *, dry_run: bool = False) -> list[str]:
+        """Delete the dead-letter files last written (mtime) before ``written_before``; return their names."""
+        root = self._directory / DEAD_LETTER_PREFIX
+        purged: list[str] = []
+        try:
+            for path in sorted(root.rglob("*.json")) if root.is_dir() else []:
+                try:
+                    if datetime.fromtimestamp(path.stat().st_mtime, UTC) >= written_before:
+                        continue
+                    if not dry_run:
+                        path.unlink()
+                except FileNotFoundError:
+                    continue
+                purged.append(path.relative_to(self._directory).as_posix())
+        except OSError as err:
+            raise file_error(f"cannot purge dead letters in {root} (after {len(purged)})", err) from err
+        return purged
 
     def list_feeds(self, prefix: str) -> list[str]:
         """Feeds whose relative path starts with ``prefix``."""

@@ -12,8 +12,9 @@ simulator and Azurite. Each attempt arms one kill point, chosen by a seeded RNG:
 
 and fault storms (Graph 429/5xx/timeouts/resets, ingestion 500/503/429) are mixed
 in. Between attempts new mail arrives and in-flight mail changes status. After a
-kill the dead run's lease is broken (as ``python -m connector unlock`` does); the
-high-water mark must never move backwards. At the end the table must hold every
+kill the dead run's lease is broken (as ``python -m connector unlock --force`` does:
+the run renewed it moments before it died, so plain ``unlock`` would ask for
+``--force``); the high-water mark must never move backwards. At the end the table must hold every
 (trace id, recipient) with its final status, and no (trace id, recipient, status)
 twice.
 
@@ -306,6 +307,7 @@ def run_harness(
                 result.attempts += 1
                 killed = child.killed.is_set() and child.process.returncode == -signal.SIGKILL
                 if killed:
+                    # The low-level break: the process is dead, so no check whether it is alive.
                     lock.break_lock("live")
                 elif child.process.returncode != 0 and "Traceback" in err:
                     # A run that stopped on an injected fault is fine; a traceback is a bug.

@@ -32,7 +32,8 @@ def killed_after_first_accepted_batch(sim, env) -> None:
     sim.ingestion.on_accepted = lambda batch: os.kill(child.pid, signal.SIGKILL)
     assert child.wait(timeout=120) == -signal.SIGKILL
     sim.ingestion.on_accepted = None
-    assert unlock("live", env) is not None  # the dead run's lease; waiting it out would also do
+    # The dead run's lease, renewed moments before the kill (so --force); waiting it out would also do.
+    assert unlock("live", env, force=True).startswith("lock on live broken")
 
 
 def stored(sim) -> Counter:

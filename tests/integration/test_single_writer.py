@@ -119,22 +119,6 @@ def test_lease_left_by_a_killed_run_expires_and_is_taken_over(sim, connector_env
     assert report.ok, report.error
 
 
-def test_unlock_breaks_a_dead_runs_lease_at_once(connector_env, container, monkeypatch):
-    for name, value in connector_env.items():
-        monkeypatch.setenv(name, value)
-    lock = BlobRunLock(container)
-    held = lock.hold("live")
-    held.__enter__()  # a run that never got to release it
-
-    out = io.StringIO()
-    code = main(["--no-progress", "unlock"], out=out)
-
-    assert code == 0
-    assert "was held by" in out.getvalue()
-    assert run_feed(connector_env).ok
-    held.__exit__(None, None, None)
-
-
 def test_run_stops_before_uploading_once_its_lease_is_too_old_to_trust(container):
     clock = [0.0]
     lock = BlobRunLock(container, lease_seconds=15, monotonic=lambda: clock[0])

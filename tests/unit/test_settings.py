@@ -128,3 +128,12 @@ def test_timer_schedule_defaults_to_every_five_minutes_and_rejects_five_fields()
     assert timer_schedule({}) == "0 */5 * * * *"
     with pytest.raises(ConfigError, match="TIMER_SCHEDULE"):
         timer_schedule({"TIMER_SCHEDULE": "*/5 * * * *"})
+
+
+def test_a_bad_setting_holding_a_sas_is_named_without_the_sas():
+    bad = "ftp://acct.blob.core.windows.net/?sv=2026-10-06&sig=SECRETSIG%3D"
+
+    with pytest.raises(ConfigError, match="setting STORAGE_ACCOUNT_URL: must be an http") as caught:
+        Settings.from_env({**BASE, "STORAGE_ACCOUNT_URL": bad})
+
+    assert "SECRETSIG" not in str(caught.value)
