@@ -21,7 +21,9 @@ same run after the page cap, in the next after the budget or Graph's quota), so 
 high-water mark keeps moving however big the tenant. A feed whose runs keep ending
 without moving it, while data is due, reports :class:`~connector.errors.FeedStalledError`.
 
-Every change to progress and ledger is a :func:`connector.state.commit`; the
+Within one read of a slice a key counts once, in its most advanced status
+(:mod:`connector.precedence`), so re-reading an answer that holds a key twice adds
+nothing. Every change to progress and ledger is a :func:`connector.state.commit`; the
 intent and backfill rules live in :mod:`connector.intent` and :mod:`connector.backfill`.
 """
 
