@@ -19,14 +19,14 @@ from __future__ import annotations
 import logging
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from connector.checkpoint import BACKFILL_PREFIX, LIVE_FEED, backfill_feed_name
 from connector.errors import BackfillError
 from connector.mapping import format_datetime
 from connector.ports import CheckpointStore, HeldLock, RunLock
 from connector.state import Checkpoint, FeedProgress
-from connector.windows import Window
+from connector.windows import Window, floor_second, retention_floor
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,64 @@ def _refuse_overlaps(store: CheckpointStore, request: BackfillRange) -> None:
                 "rows in the overlap would be stored twice. Re-run that backfill's exact range to resume it, "
                 "or pick a range that does not overlap."
             )
+
+
+class NothingToBackfill(Exception):  # noqa: N818 - an outcome, not a failure
+    """The requested range holds nothing a backfill could add; the message says why (exit 0)."""
+
+
+def precheck_backfill(
+    store: CheckpointStore, request: BackfillRange, *, now: datetime, settle_delay: timedelta
+) -> datetime:
+    """Read-only checks before the backfill takes any lock or calls Graph; return where it stops.
+
+    A refusal here costs no lock, no claim document and no network call beyond reading
+    the store. It is not the guard against a race: :func:`claim_backfill` checks the
+    overlap again, atomically, under the claims lock.
+
+    Raises:
+        BackfillError: no live checkpoint yet, an overlap with another backfill, or a
+            range wholly older than Graph's 90-day retention.
+        NothingToBackfill: the range lies in the future or inside the live feed.
+    """
+    floor = retention_floor(now)
+    span = f"[{format_datetime(request.start)}, {format_datetime(request.end)})"
+    if request.end <= floor:
+        raise BackfillError(
+            f"backfill {span} is wholly older than Graph's 90-day message trace retention (nothing before "
+            f"{format_datetime(floor)} can be fetched any more): pick a range that ends after that"
+        )
+    stop = backfill_stop(store, request)
+    if request.start >= floor_second(now - settle_delay):
+        raise NothingToBackfill(
+            f"backfill {span}: nothing to do, the range has not been published yet (message trace is readable "
+            f"up to {format_datetime(floor_second(now - settle_delay))}); the live feed will store it"
+        )
+    if request.start >= stop:
+        raise NothingToBackfill(
+            f"backfill {span}: nothing to do, the live feed stores everything from {format_datetime(stop)} on "
+            "(a backfill stops where the live feed starts)"
+        )
+    return stop
+
+
+def check_forgettable(checkpoint: Checkpoint) -> None:
+    """Refuse to forget a backfill record unless its backfill stored nothing.
+
+    A record whose backfill stored rows (finished or not) is what refuses an
+    overlapping backfill; without it the overlap's rows would be stored twice.
+
+    Raises:
+        BackfillError: the feed is not a backfill, or its backfill stored rows.
+    """
+    progress = checkpoint.progress
+    if progress.range_start is None:
+        raise BackfillError(f"{progress.feed} is not a backfill; only a backfill's record can be forgotten")
+    if progress.high_water_mark is not None or checkpoint.ledger or progress.pending_batch is not None:
+        raise BackfillError(
+            f"{progress.feed} has stored rows (or finished): its record stays, it keeps an overlapping "
+            "backfill from storing them twice; re-run its exact range to resume it"
+        )
 
 
 def resume_window(planned: Window | None, high_water_mark: datetime | None) -> Window | None:

@@ -13,24 +13,37 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TextIO
+from typing import TYPE_CHECKING, Never, NoReturn, TextIO
 
 from tqdm import tqdm
 
-from connector.backfill import BackfillRange
+from connector.backfill import BackfillRange, NothingToBackfill
 from connector.checkpoint import check_feed_name
 from connector.deadletter import parse_age
 from connector.errors import ConnectorError
 from connector.mapping import parse_datetime
 from connector.ports import ProgressCallback
 from connector.redact import scrub
-from connector.report import RunReport, render_fields, render_status, report_fields, status_fields
+from connector.report import (
+    RunReport,
+    backfill_finished,
+    live_start,
+    render_fields,
+    render_status,
+    report_fields,
+    shown_feeds,
+    status_fields,
+)
 from connector.runner import (
     DeadLetterPurge,
+    forget_backfill,
     purge_dead_letters,
     quiet_sdk_loggers,
     read_status,
@@ -64,26 +77,80 @@ def _feed(text: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (also used to document the commands in the README)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m connector",
-        description="Exchange Online message trace → Microsoft Sentinel EmailEvents_CL.",
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _log_level(text: str) -> str:
+    if text.upper() not in _LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(_LOG_LEVELS)}")
+    return text.upper()
+
+
+class _Parser(argparse.ArgumentParser):
+    """Refuses a bad argument in one line (exit 2), pointing at ``--help`` instead of printing the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+if TYPE_CHECKING:
+    _Commands = argparse._SubParsersAction[_Parser]
+
+
+def _add_run(commands: _Commands) -> None:
+    commands.add_parser(
+        "run",
+        help="run the live feed once (same code path as the timer)",
+        description="Run the live feed once, exactly as a timer tick does, and print a summary. "
+        "Ctrl-C stops at the next safe point (what is stored is committed; running again resumes); "
+        "a second Ctrl-C aborts at once.",
     )
-    parser.add_argument("--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default) or ERROR")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="run the live feed once (same code path as the timer)")
-    status = commands.add_parser("status", help="high-water mark, lag, ledger size, last run, backfills")
+
+
+def _add_status(commands: _Commands) -> None:
+    status = commands.add_parser(
+        "status",
+        help="high-water mark, lag, lock holder, ledger size, last run, backfills",
+        description="Show each feed's stored progress: high-water mark, lag, who holds its lock, "
+        "ledger size and last run. Finished backfills are hidden unless --all. Needs only the "
+        "checkpoint store's settings.",
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--all", action="store_true", help="also show finished backfills")
+
+
+def _add_backfill(commands: _Commands) -> None:
     backfill = commands.add_parser(
-        "backfill", help="load a past range [start, end) without moving the live high-water mark"
+        "backfill",
+        help="load a past range [start, end) without moving the live high-water mark",
+        description="Load message trace of a past range [start, end) with its own progress record. "
+        "Stops where the live feed starts; refuses a range overlapping another backfill or wholly "
+        "older than Graph's 90-day retention, before taking any lock. Re-running the same range "
+        "resumes it. Ctrl-C stops at the next safe point.",
     )
     backfill.add_argument("--start", required=True, type=_timestamp, help="inclusive, ISO 8601 UTC")
     backfill.add_argument("--end", required=True, type=_timestamp, help="exclusive, ISO 8601 UTC")
+
+
+def _add_forget_backfill(commands: _Commands) -> None:
+    forget = commands.add_parser(
+        "forget-backfill",
+        help="remove the record of a backfill that stored nothing",
+        description="Remove a backfill's progress record so its range can be claimed again. "
+        "Refused for a backfill that stored any row (finished or not): those records guard "
+        "against an overlapping re-run storing rows twice.",
+    )
+    forget.add_argument(
+        "--feed", required=True, type=_feed, help="backfill/<start>_<end> as `status` names it"
+    )
+
+
+def _add_unlock(commands: _Commands) -> None:
     unlock_cmd = commands.add_parser(
         "unlock",
         help="break the lock a killed run left on a feed (never one whose run is alive on this host)",
+        description="Break the lock (blob lease) a killed run left on a feed instead of waiting for "
+        "it to expire. Refuses while its run may be alive. Needs only the checkpoint store's settings.",
     )
     unlock_cmd.add_argument(
         "--feed",
@@ -96,9 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="break it although it was renewed within the last renewal interval (only if you know its run is dead)",
     )
+
+
+def _add_purge(commands: _Commands) -> None:
     purge = commands.add_parser(
         "purge-dead-letters",
         help="delete dead letters (raw records: addresses, subjects) last written more than AGE ago",
+        description="Delete the dead letters (raw message trace records) whose last write is older "
+        "than AGE; prints how many, never their content. Needs only the checkpoint store's settings.",
     )
     purge.add_argument(
         "--older-than", required=True, type=_age, metavar="AGE", help="whole days or hours: 30d, 12h"
@@ -106,7 +178,71 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument(
         "--dry-run", action="store_true", help="list the documents that would go; delete nothing"
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to document the commands in the README)."""
+    parser = _Parser(
+        prog="python -m connector",
+        description="Exchange Online message trace → Microsoft Sentinel EmailEvents_CL.",
+    )
+    parser.add_argument(
+        "--log-level", default="WARNING", type=_log_level, help="DEBUG, INFO, WARNING (default) or ERROR"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_run(commands)
+    _add_status(commands)
+    _add_backfill(commands)
+    _add_forget_backfill(commands)
+    _add_unlock(commands)
+    _add_purge(commands)
     return parser
+
+
+class _ProgressLine:
+    """The progress bar of ``run`` and ``backfill``: hours covered, rows stored, rows/s and time left.
+
+    Created at the first report (when the window is planned), so it never shows an
+    empty ``0/0``. The time left is extrapolated from the share of the window covered
+    so far; rows/s counts the rows this run stored.
+    """
+
+    def __init__(self, label: str, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._label = label
+        self._monotonic = monotonic
+        self._started = monotonic()
+        self._bar: tqdm[Never] | None = None
+
+    def update(self, window: Window, covered_until: datetime, rows: int) -> None:
+        total = window.span / timedelta(hours=1)
+        done = min(total, max(0.0, (covered_until - window.start) / timedelta(hours=1)))
+        bar = self._bar
+        if bar is None:
+            bar = self._bar = tqdm(
+                total=total,
+                desc=self._label,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}",
+            )
+        elapsed = max(self._monotonic() - self._started, 1e-6)
+        left = "-" if done <= 0 else _duration(elapsed * (total - done) / done)
+        bar.n = done
+        bar.set_postfix_str(
+            f"{done:.1f}/{total:.1f} h, {rows:,} rows, {rows / elapsed:,.0f} rows/s, ETA {left}",
+            refresh=False,
+        )
+        bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
 @contextmanager
@@ -114,24 +250,39 @@ def _progress_bar(enabled: bool, label: str) -> Iterator[ProgressCallback | None
     if not enabled:
         yield None
         return
-    bar = tqdm(
-        total=0,
-        unit="h",
-        desc=label,
-        file=sys.stderr,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} h",
-    )
-
-    def update(window: Window, covered_until: datetime) -> None:
-        total = window.span / timedelta(hours=1)
-        bar.total = round(total, 1)
-        bar.n = round((covered_until - window.start) / timedelta(hours=1), 1)
-        bar.refresh()
-
+    line = _ProgressLine(label)
     try:
-        yield update
+        yield line.update
     finally:
-        bar.close()
+        line.close()
+
+
+@contextmanager
+def _stop_on_ctrl_c(err: TextIO) -> Iterator[Callable[[], bool]]:
+    """First Ctrl-C: ask the run to stop at its next safe point. Second: abort at once.
+
+    The run checks the request where it checks its time budget (between pages and
+    slices), so what it read is uploaded and committed and the next run resumes there.
+    """
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+        err.write(
+            "\nstopping at the next safe point (committing what was read); Ctrl-C again aborts at once\n"
+        )
+        err.flush()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def print_report(report: RunReport, out: TextIO) -> None:
@@ -139,13 +290,26 @@ def print_report(report: RunReport, out: TextIO) -> None:
     out.write("\n".join(render_fields(report_fields(report), utc_now())) + "\n")
 
 
-def _print_status(as_json: bool, out: TextIO) -> None:
-    checkpoints = read_status()
+def _print_status(as_json: bool, show_all: bool, out: TextIO) -> None:
+    feeds = read_status()
     now = utc_now()
+    locks = {feed.checkpoint.progress.feed: feed.lock for feed in feeds}
+    every = [feed.checkpoint for feed in feeds]
+    shown, hidden = shown_feeds(every, show_all=show_all)
     if as_json:
-        out.write(json.dumps([status_fields(checkpoint, now) for checkpoint in checkpoints], indent=2) + "\n")
+        start = live_start(every)
+        documents = [
+            status_fields(
+                checkpoint,
+                now,
+                locks.get(checkpoint.progress.feed),
+                finished=backfill_finished(checkpoint, start),
+            )
+            for checkpoint in shown
+        ]
+        out.write(json.dumps(documents, indent=2) + "\n")
     else:
-        out.write("\n".join(render_status(checkpoints, now)) + "\n")
+        out.write("\n".join(render_status(shown, now, locks, hidden=hidden)) + "\n")
 
 
 def _print_purge(purge: DeadLetterPurge, out: TextIO) -> None:
@@ -158,35 +322,91 @@ def _print_purge(purge: DeadLetterPurge, out: TextIO) -> None:
         out.write(f"deleted {len(purge.names)} dead letters last written before {before}\n")
 
 
+def _status(args: argparse.Namespace, out: TextIO) -> int:
+    _print_status(args.json, args.all, out)
+    return 0
+
+
+def _unlock(args: argparse.Namespace, out: TextIO) -> int:
+    out.write(unlock(args.feed, force=args.force) + "\n")
+    return 0
+
+
+def _forget_backfill(args: argparse.Namespace, out: TextIO) -> int:
+    out.write(forget_backfill(args.feed) + "\n")
+    return 0
+
+
+def _purge(args: argparse.Namespace, out: TextIO) -> int:
+    _print_purge(purge_dead_letters(args.older_than, dry_run=args.dry_run), out)
+    return 0
+
+
+INTERRUPTED = 130
+"""The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells expect."""
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    """``run`` and ``backfill``: a bad range is refused before any lock; Ctrl-C stops cleanly (exit 130)."""
+    backfill = None
+    if args.command == "backfill":
+        backfill = BackfillRange(args.start.astimezone(UTC), args.end.astimezone(UTC))
+    show_progress = not args.no_progress and sys.stderr.isatty()
+    try:
+        with (
+            _stop_on_ctrl_c(sys.stderr) as stop_requested,
+            _progress_bar(show_progress, "live" if backfill is None else "backfill") as progress,
+        ):
+            report = run_feed(
+                backfill=backfill,
+                progress=progress,
+                stop_requested=stop_requested,
+                failure_level=logging.INFO,  # the summary below shows the error; once is enough
+            )
+    except NothingToBackfill as nothing:
+        out.write(f"{nothing}\n")
+        return 0
+    print_report(report, out)
+    if report.outcome == "interrupted":
+        mark = report.high_water_mark_after
+        out.write(
+            f"stopped by Ctrl-C: {report.rows_uploaded} rows stored and committed"
+            + ("" if mark is None else f", the feed is complete up to {mark.strftime('%Y-%m-%dT%H:%M:%SZ')}")
+            + "; run the same command again to resume from there\n"
+        )
+        return INTERRUPTED
+    return 0 if report.error is None else report.error.exit_code
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
+    "run": _run,
+    "backfill": _run,
+    "status": _status,
+    "forget-backfill": _forget_backfill,
+    "unlock": _unlock,
+    "purge-dead-letters": _purge,
+}
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Entry point; returns the process exit code."""
     out = out or sys.stdout
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+        level=getattr(logging, args.log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if args.log_level.upper() != "DEBUG":
+    if args.log_level != "DEBUG":
         quiet_sdk_loggers()
-    show_progress = not args.no_progress and sys.stderr.isatty()
     try:
-        if args.command == "status":
-            _print_status(args.json, out)
-            return 0
-        if args.command == "unlock":
-            out.write(unlock(args.feed, force=args.force) + "\n")
-            return 0
-        if args.command == "purge-dead-letters":
-            _print_purge(purge_dead_letters(args.older_than, dry_run=args.dry_run), out)
-            return 0
-        backfill = None
-        if args.command == "backfill":
-            backfill = BackfillRange(args.start.astimezone(UTC), args.end.astimezone(UTC))
-        with _progress_bar(show_progress, "live" if backfill is None else "backfill") as progress:
-            report = run_feed(backfill=backfill, progress=progress)
+        return _COMMANDS[args.command](args, out)
     except ConnectorError as err:
         sys.stderr.write(f"error: {scrub(str(err))}\n")
         return err.exit_code
-    print_report(report, out)
-    return 0 if report.error is None else report.error.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            "\naborted at once: batches not yet committed are sent again by the next run "
+            "(nothing is lost); run the same command again to resume\n"
+        )
+        return INTERRUPTED

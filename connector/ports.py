@@ -26,24 +26,41 @@ from connector.windows import Window
 Clock = Callable[[], datetime]
 """The wall clock (aware UTC); injected so tests choose "now"."""
 
-ProgressCallback = Callable[[Window, datetime], None]
-"""Told after each slice how far the run's window is covered (the CLI's progress bar)."""
+ProgressCallback = Callable[[Window, datetime, int], None]
+"""Told when a run's window is planned, after each uploaded batch and after each slice: the
+window, how far it is covered (committed slices) and how many rows the run has stored (the
+CLI's progress bar)."""
 
 
 class Deadline:
     """The run's time budget, on a monotonic clock."""
 
-    def __init__(self, budget: timedelta, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        budget: timedelta,
+        monotonic: Callable[[], float] = time.monotonic,
+        stop_requested: Callable[[], bool] | None = None,
+    ) -> None:
         self._monotonic = monotonic
         self._ends_at = monotonic() + budget.total_seconds()
+        self._stop_requested = stop_requested
+
+    @property
+    def interrupted(self) -> bool:
+        """True once the operator asked the run to stop (Ctrl-C on the command line).
+
+        The loop checks it where it checks the budget, so a stop lands at the same safe
+        points: between pages and slices, after the rows read so far are committed.
+        """
+        return self._stop_requested is not None and self._stop_requested()
 
     def remaining(self) -> float:
         """Seconds left (negative once over)."""
         return self._ends_at - self._monotonic()
 
     def expired(self) -> bool:
-        """True once the budget is used up."""
-        return self.remaining() <= 0
+        """True once the budget is used up, or the operator asked the run to stop."""
+        return self.interrupted or self.remaining() <= 0
 
 
 @dataclass(frozen=True, slots=True)

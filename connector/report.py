@@ -17,6 +17,7 @@ from typing import Any
 
 from connector.errors import ConnectorError
 from connector.mapping import format_datetime, parse_datetime
+from connector.ports import LockState
 from connector.redact import hide_addresses, scrub
 from connector.state import Checkpoint
 from connector.windows import Window
@@ -179,12 +180,60 @@ def render_fields(values: Mapping[str, object], now: datetime) -> list[str]:
     return lines
 
 
-def status_fields(checkpoint: Checkpoint, now: datetime) -> dict[str, object]:
+def backfill_finished(checkpoint: Checkpoint, live_start: datetime | None) -> bool:
+    """A backfill that has stored its whole range (up to the live feed's start, where it stops)."""
+    progress = checkpoint.progress
+    mark, end = progress.high_water_mark, progress.range_end
+    if progress.range_start is None or end is None or mark is None or progress.pending_batch is not None:
+        return False
+    return mark >= (end if live_start is None else min(end, live_start))
+
+
+def live_start(checkpoints: Iterable[Checkpoint]) -> datetime | None:
+    """The live feed's coverage start, where backfills stop (None before its first run)."""
+    for checkpoint in checkpoints:
+        if checkpoint.progress.range_start is None:  # the live feed (a backfill has a range)
+            return checkpoint.progress.coverage_start
+    return None
+
+
+def shown_feeds(checkpoints: Iterable[Checkpoint], *, show_all: bool) -> tuple[list[Checkpoint], int]:
+    """The feeds ``status`` shows, and how many finished backfills it hides (unless ``show_all``).
+
+    A finished backfill's record stays (it refuses an overlapping re-run) but has
+    nothing left to tell an operator day to day.
+    """
+    every = list(checkpoints)
+    start = live_start(every)
+    shown = [c for c in every if show_all or not backfill_finished(c, start)]
+    return shown, len(every) - len(shown)
+
+
+def lock_fields(lock: LockState | None) -> dict[str, object] | None:
+    """Who holds a feed's lock, JSON-ready; None when it is free (or was not read)."""
+    if lock is None or not lock.held:
+        return None
+    return {"holder": lock.holder, "since": _time(lock.since), "renewed": _time(lock.renewed)}
+
+
+def _lock_text(lock: LockState, now: datetime) -> str:
+    since = "-" if lock.since is None else f"{_time(lock.since)} ({str(now - lock.since).split('.')[0]} ago)"
+    text = f"held by {lock.holder or 'an unrecorded holder'} since {since}"
+    if lock.renewed is not None:
+        text += f", renewed {_time(lock.renewed)}"
+    return text
+
+
+def status_fields(
+    checkpoint: Checkpoint, now: datetime, lock: LockState | None = None, *, finished: bool = False
+) -> dict[str, object]:
     """One feed's stored progress, JSON-ready (``status --json``)."""
     progress = checkpoint.progress
     mark = progress.high_water_mark
     return {
         "feed": progress.feed,
+        "lock": lock_fields(lock),
+        "finished": finished,
         "high_water_mark": _time(mark) or "-",
         "lag_seconds": None if mark is None else int((now - mark).total_seconds()),
         "coverage_start": _time(progress.coverage_start) or "-",
@@ -198,9 +247,16 @@ def status_fields(checkpoint: Checkpoint, now: datetime) -> dict[str, object]:
     }
 
 
-def render_status(checkpoints: Iterable[Checkpoint], now: datetime) -> list[str]:
-    """Text lines for ``status``: every feed's progress and its last run."""
+def render_status(
+    checkpoints: Iterable[Checkpoint],
+    now: datetime,
+    locks: Mapping[str, LockState] | None = None,
+    *,
+    hidden: int = 0,
+) -> list[str]:
+    """Text lines for ``status``: every feed's progress, its lock's holder and its last run."""
     lines: list[str] = []
+    locks = locks or {}
 
     def line(label: str, text: object) -> None:
         lines.append(f"  {label:<{_LABEL_WIDTH}} {text}")
@@ -211,6 +267,9 @@ def render_status(checkpoints: Iterable[Checkpoint], now: datetime) -> list[str]
         lines.append(f"[{progress.feed}]")
         if progress.range_start is not None:
             line("range", f"{_time(progress.range_start)} .. {_time(progress.range_end) or '-'}")
+        lock = locks.get(progress.feed)
+        if lock is not None and lock.held:
+            line("lock", _lock_text(lock, now))
         line("high-water mark", _time(mark) or "-")
         line("lag", "-" if mark is None else str(now - mark).split(".")[0])
         line("coverage start", _time(progress.coverage_start) or "-")
@@ -228,4 +287,8 @@ def render_status(checkpoints: Iterable[Checkpoint], now: datetime) -> list[str]
         if progress.last_run is not None:
             lines.append("  last run")
             lines.extend(f"    {text}" for text in render_fields(progress.last_run, now))
+    if hidden:
+        lines.append(
+            f"({hidden} finished backfill{'s' if hidden != 1 else ''} hidden; `status --all` shows them)"
+        )
     return lines or ["no checkpoint yet: the connector has not committed a run"]

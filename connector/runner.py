@@ -19,13 +19,13 @@ from azure.monitor.query import LogsQueryClient
 from azure.storage.blob import ContainerClient
 
 from connector.auth import azure_credential, graph_token_provider
-from connector.backfill import BackfillRange
+from connector.backfill import BackfillRange, check_forgettable, precheck_backfill
 from connector.checkpoint import BACKFILL_PREFIX, LIVE_FEED, check_feed_name
-from connector.errors import ArgumentError
+from connector.errors import ArgumentError, BackfillError
 from connector.graph import GraphMessageTraceSource
 from connector.ingestion import LogsIngestionSink
 from connector.locks import BlobRunLock, FileRunLock, process_alive, this_host
-from connector.ports import Clock, Deadline, FeedPorts, ProgressCallback, RunLock
+from connector.ports import Clock, Deadline, FeedPorts, LockState, ProgressCallback, RunLock
 from connector.report import RunReport, log_line, report_fields
 from connector.schema import load_table_schema
 from connector.settings import Settings, StoreKind
@@ -89,9 +89,14 @@ def build_connector(
     clock: Clock = utc_now,
     progress: ProgressCallback | None = None,
     sleep: Callable[[float], None] | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> Connector:
-    """Build Graph source, ingestion sink, store, verifier and lock; ``resources`` closes the clients."""
-    deadline = Deadline(settings.run_time_budget)
+    """Build Graph source, ingestion sink, store, verifier and lock; ``resources`` closes the clients.
+
+    ``stop_requested`` (Ctrl-C on the command line) ends the run at its next safe point,
+    where the budget is checked.
+    """
+    deadline = Deadline(settings.run_time_budget, stop_requested=stop_requested)
     session = ConnectorSession(
         ca_bundle=settings.ca_bundle, timeout_seconds=settings.http_timeout_seconds, connection_retries=0
     )
@@ -143,10 +148,15 @@ def build_connector(
     return Connector(sync=sync, lock=lock)
 
 
-def log_report(report: RunReport) -> None:
-    """One structured summary line per run (no subjects, no secrets)."""
+def log_report(report: RunReport, *, failure_level: int = logging.ERROR) -> None:
+    """One structured summary line per run (no subjects, no secrets).
+
+    A failed run's line is logged at ``failure_level``: ERROR for the timer (the
+    function app's one record of it); the command line prints its own summary with the
+    error and passes INFO, so an operator reads the error once.
+    """
     fields = report_fields(report)
-    level = logging.ERROR if report.error else logging.INFO
+    level = failure_level if report.error else logging.INFO
     logger.log(level, "message trace sync %s", log_line(fields), extra={"connector_run": fields})
 
 
@@ -156,25 +166,58 @@ def run_feed(
     backfill: BackfillRange | None = None,
     clock: Clock = utc_now,
     progress: ProgressCallback | None = None,
+    stop_requested: Callable[[], bool] | None = None,
+    failure_level: int = logging.ERROR,
 ) -> RunReport:
-    """Run the live feed once (what each timer tick does), or the backfill of a past range."""
+    """Run the live feed once (what each timer tick does), or the backfill of a past range.
+
+    A backfill's range is checked against the store (read-only) before the lock is
+    taken or Graph is called, so a bad range costs nothing and leaves nothing behind.
+
+    Raises:
+        ConfigError: a bad setting, before any lock or network call.
+        BackfillError: a range that overlaps another backfill or lies beyond retention.
+        NothingToBackfill: a range in the future or inside the live feed.
+    """
     settings = Settings.from_env(env)
+    if backfill is not None:
+        precheck_backfill(build_store(settings), backfill, now=clock(), settle_delay=settings.settle_delay)
     with ExitStack() as resources:
-        connector = build_connector(settings, resources, clock=clock, progress=progress)
+        connector = build_connector(
+            settings, resources, clock=clock, progress=progress, stop_requested=stop_requested
+        )
         held = resources.enter_context(connector.lock.hold(LIVE_FEED if backfill is None else backfill.feed))
         if backfill is None:
             report = connector.sync.run_live(lock=held)
         else:
             report = connector.sync.run_backfill(backfill.start, backfill.end, lock=held)
-    log_report(report)
+    log_report(report, failure_level=failure_level)
     return report
 
 
-def read_status(env: Mapping[str, str] | None = None) -> list[Checkpoint]:
-    """Load the live checkpoint and every backfill record."""
-    store = build_store(Settings.from_env(env))
+@dataclass(frozen=True, slots=True)
+class FeedStatus:
+    """One feed's stored progress and who holds its lock now (``status``)."""
+
+    checkpoint: Checkpoint
+    lock: LockState
+
+
+def read_status(env: Mapping[str, str] | None = None) -> list[FeedStatus]:
+    """Load the live checkpoint and every backfill record, each with its lock's holder.
+
+    Reads only the store's settings (:meth:`Settings.for_storage`): ``status`` never
+    calls Graph or Logs Ingestion.
+    """
+    settings = Settings.for_storage(env)
+    store = build_store(settings)
+    lock = build_lock(store, settings)
     found = (store.load(feed) for feed in [LIVE_FEED, *store.list_feeds(BACKFILL_PREFIX)])
-    return [stored.checkpoint for stored in found if stored is not None]
+    return [
+        FeedStatus(stored.checkpoint, lock.inspect(stored.checkpoint.progress.feed))
+        for stored in found
+        if stored is not None
+    ]
 
 
 def _check_feed(feed: str) -> None:
@@ -200,15 +243,42 @@ def unlock(
             renewed within one renewal interval and ``force`` is not set (see :mod:`connector.unlocking`).
     """
     _check_feed(feed)
-    settings = Settings.from_env(env)
+    settings = Settings.for_storage(env)
     lock = build_lock(build_store(settings), settings)
     state = lock.inspect(feed)
     if not state.held:
-        return f"{feed}: no lock held"
+        return f"{feed}: the lock is already free (no run holds it); nothing to unlock"
     now = clock()
     check_unlock(state, feed=feed, now=now, this_host=this_host(), process_alive=process_alive, force=force)
     lock.break_lock(feed, seen=state)
     return f"lock on {feed} broken (was held by {describe_holder(state, now)})"
+
+
+def forget_backfill(feed: str, env: Mapping[str, str] | None = None) -> str:
+    """Delete the record of a backfill that stored nothing, so its range can be claimed again.
+
+    Holds the feed's lock (no run of it may be going) and deletes only the version it
+    checked (:func:`connector.backfill.check_forgettable`).
+
+    Raises:
+        ArgumentError: ``feed`` is not a backfill's name.
+        BackfillError: no such record, or its backfill stored rows.
+        RunLockedError: a run of that backfill holds its lock.
+    """
+    _check_feed(feed)
+    if not feed.startswith(BACKFILL_PREFIX):
+        raise ArgumentError(
+            f"--feed: {feed} is not a backfill (backfill/<start>_<end>, as `status` names it)"
+        )
+    settings = Settings.for_storage(env)
+    store = build_store(settings)
+    with build_lock(store, settings).hold(feed):
+        stored = store.load(feed)
+        if stored is None:
+            raise BackfillError(f"{feed}: no such backfill record (`status --all` lists them)")
+        check_forgettable(stored.checkpoint)
+        store.delete(feed, stored.etag)
+    return f"{feed}: record removed (it had stored nothing); its range can be backfilled again"
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +304,7 @@ def purge_dead_letters(
     """
     if older_than <= timedelta(0):
         raise ArgumentError("--older-than: must be more than 0 (like 30d or 12h)")
-    store = build_store(Settings.from_env(env))
+    store = build_store(Settings.for_storage(env))
     written_before = clock() - older_than
     return DeadLetterPurge(
         written_before=written_before,

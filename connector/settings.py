@@ -113,6 +113,32 @@ class Settings:
             ConfigError: naming each missing or bad setting.
         """
         reader = _Reader(os.environ if env is None else env)
+        settings = cls._read(reader)
+        reader.raise_if_problems()
+        return settings
+
+    @classmethod
+    def for_storage(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read only what the checkpoint store and its lock need (``status``, ``unlock``, purges).
+
+        Those commands never call Graph or Logs Ingestion, so a setting only a run uses
+        (``LOCAL_DOMAINS``, ``INGESTION_ENDPOINT``, ``DCR_IMMUTABLE_ID``, the Graph
+        credential) must not stop them: an operator unlocking a feed should not have to
+        copy the whole deployment's configuration. Every setting is still parsed, but
+        only the problems of :func:`storage_setting_names` are raised; the other fields
+        of the returned object are not to be used (they may be empty).
+
+        Raises:
+            ConfigError: naming each missing or bad setting the store needs.
+        """
+        reader = _Reader(os.environ if env is None else env)
+        settings = cls._read(reader)
+        reader.raise_if_problems(only=storage_setting_names(settings))
+        return settings
+
+    @classmethod
+    def _read(cls, reader: _Reader) -> Settings:
+        """Parse every setting; problems are collected in ``reader`` (missing ones left empty)."""
         tenant_id = reader.required("TENANT_ID", _guid_or_domain)
         graph_mode = reader.optional("GRAPH_AUTH_MODE", AuthMode.MANAGED_IDENTITY, _enum(AuthMode))
         azure_mode = reader.optional("AZURE_AUTH_MODE", AuthMode.MANAGED_IDENTITY, _enum(AuthMode))
@@ -211,8 +237,49 @@ class Settings:
             ca_bundle=_ca_bundle(reader),
         )
         _refuse_contradictions(reader, settings)
-        reader.raise_if_problems()
         return settings
+
+
+_STORE_SETTINGS = frozenset(
+    {
+        "CHECKPOINT_STORE",
+        "CHECKPOINT_CONTAINER",
+        "CHECKPOINT_DIRECTORY",
+        "STORAGE_CONNECTION_STRING",
+        "STORAGE_ACCOUNT_URL",
+        "LOCK_LEASE_SECONDS",
+        "REQUESTS_CA_BUNDLE",
+        "SSL_CERT_FILE",
+        "HTTP_TIMEOUT_SECONDS",
+    }
+)
+_CREDENTIAL_SETTINGS = {
+    AuthMode.MANAGED_IDENTITY: frozenset({"MANAGED_IDENTITY_CLIENT_ID"}),
+    AuthMode.CLIENT_SECRET: frozenset({"TENANT_ID", "CLIENT_ID", "CLIENT_SECRET"}),
+    AuthMode.CLIENT_CERTIFICATE: frozenset(
+        {"TENANT_ID", "CLIENT_ID", "CLIENT_CERTIFICATE_PATH", "CLIENT_CERTIFICATE_PASSWORD"}
+    ),
+}
+_AUTHORITY_SETTINGS = frozenset(
+    {"AZURE_AUTH_MODE", "AUTHORITY_HOST", "HTTP_MAX_RETRIES", "HTTP_RETRY_BACKOFF_SECONDS"}
+)
+
+
+def storage_setting_names(settings: Settings) -> frozenset[str]:
+    """The settings the checkpoint store needs, given the store and auth mode ``settings`` chose.
+
+    A connection string or the file store needs no credential. A storage account URL
+    uses ``AZURE_AUTH_MODE``'s credential: a managed identity needs no tenant, an app
+    credential (secret or certificate) signs in to ``TENANT_ID`` (a mode not listed
+    here needs every credential setting, to be safe).
+    """
+    location = settings.checkpoint
+    if location.kind is StoreKind.FILE or location.connection_string is not None:
+        return _STORE_SETTINGS
+    credential = _CREDENTIAL_SETTINGS.get(
+        settings.azure_auth_mode, frozenset().union(*_CREDENTIAL_SETTINGS.values())
+    )
+    return _STORE_SETTINGS | _AUTHORITY_SETTINGS | credential
 
 
 def _refuse_contradictions(reader: _Reader, settings: Settings) -> None:
@@ -291,9 +358,10 @@ class _Reader:
             self.problem(name, str(err))
             return None
 
-    def raise_if_problems(self) -> None:
-        if self._problems:
-            raise ConfigError(self._problems)
+    def raise_if_problems(self, only: frozenset[str] | None = None) -> None:
+        problems = [p for p in self._problems if only is None or p[0] in only]
+        if problems:
+            raise ConfigError(problems)
 
 
 def _non_empty(raw: str) -> str:

@@ -157,6 +157,23 @@ class BlobCheckpointStore:
             raise storage_error(f"cannot write checkpoint {safe_url(blob.url)}", err) from err
         return str(result["etag"])
 
+    def delete(self, feed: str, etag: str) -> None:
+        """Delete ``<feed>.json`` if it is still at ``etag`` (``forget-backfill``).
+
+        Raises:
+            CheckpointConflictError: it was written since ``etag`` (or is gone).
+        """
+        self._ensure_container()
+        blob = self._container.get_blob_client(_blob_name(feed))
+        try:
+            blob.delete_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError) as err:
+            raise CheckpointConflictError(
+                f"checkpoint {safe_url(blob.url)} changed under this command: {_CONFLICT_HINT}"
+            ) from err
+        except AzureError as err:
+            raise storage_error(f"cannot delete checkpoint {safe_url(blob.url)}", err) from err
+
     def put_dead_letter(self, letter: DeadLetter) -> str:
         """Write the dead-letter document (overwrites the same record's earlier copy); return where, for the log."""
         self._ensure_container()
@@ -296,6 +313,24 @@ class FileCheckpointStore:
         except OSError as err:
             raise file_error(f"cannot write checkpoint {path}", err) from err
         return self._etag(data)
+
+    def delete(self, feed: str, etag: str) -> None:
+        """Delete ``<feed>.json`` if its digest still equals ``etag`` (``forget-backfill``)."""
+        path = self._path(feed)
+        try:
+            with open(self._directory / ".lock", "a+b") as lock:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                try:
+                    current = self._read(path)
+                    if current is None or current[1] != etag:
+                        raise CheckpointConflictError(
+                            f"checkpoint {path} changed under this command: {_CONFLICT_HINT}"
+                        )
+                    path.unlink()
+                finally:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+        except OSError as err:
+            raise file_error(f"cannot delete checkpoint {path}", err) from err
 
     def put_dead_letter(self, letter: DeadLetter) -> str:
         """Write the dead-letter document as a file under the store's directory."""

@@ -161,6 +161,7 @@ class FeedSync:
         self._clock = clock
         self._deadline = deadline
         self._progress = progress
+        self._progress_window: Window | None = None
         self._mapper = RowMapper(policy.local_domains)
         self._intents = IntentResolver(
             ports.verifier, clock=clock, deadline=deadline, verify_delay=policy.verify_delay, sleep=sleep
@@ -291,13 +292,19 @@ class FeedSync:
 
     def _run_slices(self, run: _Run, window: Window) -> str:
         cursor = window.start
+        self._tell_progress(window, cursor, run)
         while True:
+            if self._deadline.interrupted:
+                logger.info("stopped on request at %s; the next run continues", format_datetime(cursor))
+                return "interrupted"
             if self._deadline.expired():
                 logger.info("run time budget used up at %s; the next run continues", format_datetime(cursor))
                 return "budget_exhausted"
             current = next_slice(cursor, window.end, run.state.progress.next_slice_span)
             reading, stopped = self._run_slice(run, current)
             run.report.slices += 1
+            if stopped == "interrupted":
+                return "interrupted"  # not a sign the slice is too big: it is read again as it is
             if stopped is not None:
                 # A page cap always splits. A budget or quota stop splits only a slice that took at least
                 # half of the run's pages itself: if earlier slices used the run up, this one is not too big,
@@ -318,11 +325,15 @@ class FeedSync:
                 run.rules,
             )
             logger.debug("slice %s..%s done: %d records", current.start, current.end, reading.records)
-            if self._progress is not None:
-                self._progress(window, current.end)
+            self._tell_progress(window, current.end, run)
             if current.end >= window.end:
                 return "completed"
             cursor = current.end
+
+    def _tell_progress(self, window: Window, covered_until: datetime, run: _Run) -> None:
+        self._progress_window = window
+        if self._progress is not None:
+            self._progress(window, covered_until, run.report.rows_uploaded)
 
     def _run_slice(self, run: _Run, current: Window) -> tuple[SliceReading, str | ThrottledError | None]:
         """Read one slice and store its rows; also say why it stopped early, if it did.
@@ -358,7 +369,7 @@ class FeedSync:
                     stopped = "page_cap"
                     break
                 if self._deadline.expired():
-                    stopped = "budget"
+                    stopped = "interrupted" if self._deadline.interrupted else "budget"
                     break
         finally:
             pages.close()
@@ -466,6 +477,8 @@ class FeedSync:
         accepted_before = run.report.rows_uploaded
         result = self._send(run, batch)
         if result.error is None:
+            if self._progress is not None and self._progress_window is not None:
+                self._progress(self._progress_window, current.start, run.report.rows_uploaded)
             return
         error = self._row_refusal(result, rows=len(batch))
         isolation = RowIsolation(accepted_before=accepted_before)

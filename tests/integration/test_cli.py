@@ -96,17 +96,28 @@ def test_backfill_loads_history_without_moving_the_live_mark_and_without_duplica
     assert "rows uploaded     0" in out
 
 
-def test_overlapping_backfill_is_refused_with_exit_code_2(sim, environment):
+def test_overlapping_backfill_is_refused_in_one_line_before_any_lock_or_graph_call(
+    sim, environment, container, capsys
+):
     now = sim.now()
     run_cli("run")
     run_cli("backfill", "--start", iso(now - timedelta(days=5)), "--end", iso(now - timedelta(days=3)))
+    capsys.readouterr()
+    graph_calls = len(sim.graph.requests(path="messageTraces"))
+    overlapping = "backfill/" + iso(now - timedelta(days=4)).replace("-", "").replace(":", "")
 
     code, out = run_cli(
         "backfill", "--start", iso(now - timedelta(days=4)), "--end", iso(now - timedelta(days=2))
     )
 
     assert code == 2
-    assert "overlaps the earlier backfill" in out
+    assert out == ""
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: backfill [") and "overlaps the earlier backfill" in line
+    assert len(sim.graph.requests(path="messageTraces")) == graph_calls
+    names = [blob.name for blob in container.list_blobs()]
+    assert not any(name.startswith(f"locks/{overlapping}") for name in names), names
+    assert not any(name.startswith(overlapping) for name in names), names
 
 
 def test_bad_timestamp_argument_is_refused(environment, capsys):

@@ -95,7 +95,7 @@ def test_unlock_with_no_lock_held_says_so_and_exits_0(environment, container):
     code, out = run_cli("unlock")
 
     assert code == 0
-    assert out == "live: no lock held\n"
+    assert out == "live: the lock is already free (no run holds it); nothing to unlock\n"
 
 
 @pytest.mark.parametrize("force", [[], ["--force"]])
@@ -163,4 +163,4 @@ def test_unlock_on_the_file_store_only_reports_a_held_flock(environment, tmp_pat
     assert state.held
     assert (state.host, state.pid) == (socket.gethostname(), os.getpid())
     assert "alive on this host" in capsys.readouterr().err
-    assert run_cli("unlock") == (0, "live: no lock held\n")
+    assert run_cli("unlock") == (0, "live: the lock is already free (no run holds it); nothing to unlock\n")

@@ -12,9 +12,21 @@ def test_cli_progress_bar_follows_the_covered_part_of_the_window(capsys):
     start = datetime(2026, 1, 1, tzinfo=UTC)
     with _progress_bar(True, "backfill") as update:
         assert update is not None
-        update(Window(start, start + timedelta(hours=10)), start + timedelta(hours=5))
+        update(Window(start, start + timedelta(hours=10)), start + timedelta(hours=5), 1200)
 
-    assert "50%" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "50%" in err
+    assert "5.0/10.0 h, 1,200 rows" in err
+    assert "rows/s, ETA " in err
+
+
+def test_cli_progress_bar_shows_nothing_until_the_window_is_known(capsys):
+    from connector.cli import _progress_bar
+
+    with _progress_bar(True, "live") as update:
+        assert update is not None
+
+    assert "0.0/0.0" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("feed", ["../../x", "live/../x", ""])
