@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import signal
 import sys
 import threading
@@ -219,20 +220,22 @@ class _ProgressLine:
         done = min(total, max(0.0, (covered_until - window.start) / timedelta(hours=1)))
         bar = self._bar
         if bar is None:
+            size = shutil.get_terminal_size((100, 24))
             bar = self._bar = tqdm(
                 total=total,
                 desc=self._label,
                 file=sys.stderr,
-                dynamic_ncols=True,
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}",
+                # The terminal's size (COLUMNS/LINES first); one that reports none (0x0, a bare pty) gets
+                # 100x24: tqdm would draw a 0-column line, or hide the bar below a 0-row screen.
+                ncols=size.columns,
+                nrows=size.lines,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}|",
             )
         elapsed = max(self._monotonic() - self._started, 1e-6)
         left = "-" if done <= 0 else _duration(elapsed * (total - done) / done)
         bar.n = done
-        bar.set_postfix_str(
-            f"{done:.1f}/{total:.1f} h, {rows:,} rows, {rows / elapsed:,.0f} rows/s, ETA {left}",
-            refresh=False,
-        )
+        stats = f"{done:.1f}/{total:.1f} h, {rows:,} rows, {rows / elapsed:,.0f} rows/s, ETA {left}"
+        bar.bar_format = "{desc}: {percentage:3.0f}%|{bar}| " + stats
         bar.refresh()
 
     def close(self) -> None:

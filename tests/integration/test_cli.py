@@ -113,7 +113,8 @@ def test_overlapping_backfill_is_refused_in_one_line_before_any_lock_or_graph_ca
     assert code == 2
     assert out == ""
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("error: backfill [") and "overlaps the earlier backfill" in line
+    assert line.startswith("error: backfill [")
+    assert "overlaps the earlier backfill" in line
     assert len(sim.graph.requests(path="messageTraces")) == graph_calls
     names = [blob.name for blob in container.list_blobs()]
     assert not any(name.startswith(f"locks/{overlapping}") for name in names), names
