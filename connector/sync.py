@@ -194,6 +194,9 @@ class FeedSync:
     def _note_stall(self, run: _Run) -> None:
         """Count runs that leave the high-water mark where it was while data is due; fail the third."""
         report, progress = run.report, run.state.progress
+        # An operator's stop (Ctrl-C) says nothing about the feed: it neither counts nor resets.
+        if report.outcome == "interrupted":
+            return
         due = report.window is not None or report.outcome == "deferred"
         moved = progress.high_water_mark != report.high_water_mark_before
         run.state.progress = progress = after_run(progress, due=due, moved=moved)

@@ -342,6 +342,21 @@ def test_feed_whose_mark_does_not_move_for_three_runs_reports_a_transient_error(
     assert store.checkpoint().progress.stalled_runs == 0
 
 
+def test_runs_stopped_by_the_operator_do_not_count_as_a_stall(world):
+    source, sink, store, clock = world
+    source.records = dense_hour(10)
+
+    reports = []
+    for _ in range(STALL_LIMIT + 1):
+        stopped = Deadline(timedelta(minutes=5), stop_requested=lambda: True)
+        reports.append(make_sync(source, sink, store, clock, deadline=stopped).run_live())
+        clock.advance(timedelta(minutes=5))
+
+    assert [report.outcome for report in reports] == ["interrupted"] * (STALL_LIMIT + 1)
+    assert all(report.ok for report in reports)
+    assert store.checkpoint().progress.stalled_runs == 0
+
+
 @pytest.fixture
 def world():
     from tests.fakes.memory import FakeClock
