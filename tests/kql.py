@@ -1,0 +1,360 @@
+"""Every KQL text the repository holds, and Microsoft's parser run over them.
+
+Why: KQL lives in places no other test executes (README examples, the alert rule in
+Bicep, the DCR transform, Sentinel content, the verification queries the connector
+builds), so a renamed column or a typo would only show when someone runs it in Azure.
+:func:`collect` finds the texts, :func:`analyze` hands them to ``scripts/kql_check.mjs``
+(Kusto.Language, npm ``@kusto/language-service-next``) with the tables they query.
+
+Where KQL is found (add a new place here, not a hand-written list of queries):
+
+* Markdown (every ``*.md``): fenced ``kusto``/``kql`` blocks, and inline code that
+  starts with a known table name followed by ``|``;
+* Bicep (every ``infra/**/*.bicep``): ``query:`` and ``transformKql:`` values (string
+  literals, ``'''`` blocks, or a parameter such as ``tableName``; interpolations are
+  filled from :data:`BICEP_VALUES`);
+* ``*.kql`` files anywhere, and ``query:`` fields of YAML under ``infra/sentinel/``;
+* the queries ``connector/workspace.py`` builds, with odd trace ids.
+
+Tables come from every ``connector/data/*.json`` schema (through
+:func:`connector.schema.parse_table_schema`), plus the standard columns Log Analytics
+adds to every table and the built-in tables the docs query (:data:`STANDARD_TABLES`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from connector.schema import TableSchema, parse_table_schema
+from connector.workspace import presence_query, stored_query
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKER = ROOT / "scripts" / "kql_check.mjs"
+SCHEMA_DIR = ROOT / "connector" / "data"
+SENTINEL = ROOT / "infra" / "sentinel"
+_SKIPPED_DIRS = frozenset({".git", "node_modules", ".venv", ".venv-checkov", ".state", ".demo"})
+
+# Columns Log Analytics adds to every table, custom ones included
+# (https://learn.microsoft.com/azure/azure-monitor/logs/log-standard-columns).
+STANDARD_COLUMNS: Mapping[str, str] = {
+    "TenantId": "string",
+    "Type": "string",
+    "_ResourceId": "string",
+    "_SubscriptionId": "string",
+    "_ItemId": "string",
+    "_IsBillable": "string",
+    "_BilledSize": "real",
+    "_TimeReceived": "datetime",
+}
+
+# Built-in tables the docs query, with the columns of their Learn reference page.
+STANDARD_TABLES: Mapping[str, Mapping[str, str]] = {
+    # https://learn.microsoft.com/azure/azure-monitor/reference/tables/laquerylogs
+    "LAQueryLogs": {
+        "TimeGenerated": "datetime",
+        "AADClientId": "string",
+        "AADEmail": "string",
+        "AADObjectId": "string",
+        "AADTenantId": "string",
+        "CorrelationId": "string",
+        "IsBillableQuery": "bool",
+        "QueryText": "string",
+        "QueryTimeRangeEnd": "datetime",
+        "QueryTimeRangeStart": "datetime",
+        "RequestClientApp": "string",
+        "RequestContext": "dynamic",
+        "RequestTarget": "string",
+        "ResponseCode": "int",
+        "ResponseDurationMs": "real",
+        "ResponseRowCount": "int",
+        "ScannedGB": "real",
+        "SourceSystem": "string",
+        **STANDARD_COLUMNS,
+    },
+}
+
+# Trace and row ids the verification queries must quote exactly: quotes, backslashes,
+# line breaks and other control characters, Unicode separators, non-BMP characters.
+ODD_IDS = (
+    "0a1b2c3d-0000-4000-8000-000000000001",
+    'quote"inside',
+    "single'quote",
+    "back\\slash\\",
+    "cr\rlf\ncrlf\r\n",
+    "tab\tnul\x00del\x7f",
+    "line\u2028para\u2029",
+    "emoji \U0001f600 ü",
+    "",
+)
+
+
+def schemas() -> list[TableSchema]:
+    """Every table schema file, so a second table is validated against as soon as it exists."""
+    return [
+        parse_table_schema(json.loads(path.read_text(encoding="utf-8")))
+        for path in sorted(SCHEMA_DIR.glob("*.json"))
+    ]
+
+
+def connector_schema() -> TableSchema:
+    """The table the connector writes: what the alert, the DCR and verification read."""
+    (schema,) = [s for s in schemas() if s.table == "EmailEvents_CL"]
+    return schema
+
+
+def tables() -> dict[str, dict[str, str]]:
+    """Table → column → type, for every table a KQL text may read."""
+    found: dict[str, dict[str, str]] = {name: dict(cols) for name, cols in STANDARD_TABLES.items()}
+    for schema in schemas():
+        found[schema.table] = {
+            **STANDARD_COLUMNS,
+            **{column.name: column.type for column in schema.columns},
+        }
+    return found
+
+
+# Bicep parameters a KQL value may name or interpolate, with what the deployment passes.
+BICEP_VALUES: Mapping[str, str] = {"tableName": "EmailEvents_CL"}
+
+
+@dataclass(frozen=True)
+class KqlText:
+    """One KQL text: where it came from (the test id) and, for a DCR transform, its input."""
+
+    name: str
+    query: str
+    local_tables: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+def _files(pattern: str, under: Path = ROOT) -> Iterator[Path]:
+    if not under.is_dir():
+        return
+    for path in sorted(under.rglob(pattern)):
+        if not _SKIPPED_DIRS.intersection(path.relative_to(ROOT).parts):
+            yield path
+
+
+def _where(path: Path, text: str, offset: int) -> str:
+    return f"{path.relative_to(ROOT).as_posix()}:{text.count(chr(10), 0, offset) + 1}"
+
+
+# ---- Markdown ---------------------------------------------------------------------------
+
+_FENCE = re.compile(r"^([ \t]*)```[ \t]*(\S*)[^\n]*\n(.*?)^[ \t]*```[ \t]*$", re.M | re.S)
+# A code span: a run of backticks, text, the same run (CommonMark), on one line here.
+_INLINE = re.compile(r"(?<!`)(`+)(?!`)([^\n]+?)(?<!`)\1(?!`)")
+
+
+def markdown_texts(path: Path, known_tables: set[str]) -> Iterator[KqlText]:
+    """Fenced kusto/kql blocks, and inline code starting with ``<known table> |``."""
+    text = path.read_text(encoding="utf-8")
+    prose = text
+    for fence in _FENCE.finditer(text):
+        indent, language, body = fence.group(1), fence.group(2).lower(), fence.group(3)
+        prose = prose.replace(fence.group(0), "\n" * fence.group(0).count("\n"), 1)
+        if language in {"kusto", "kql"}:
+            lines = [line.removeprefix(indent) for line in body.splitlines()]
+            query = "\n".join(lines)
+            yield KqlText(f"{_where(path, text, fence.start())} {language} block", query)
+    for span in _INLINE.finditer(prose):
+        code = span.group(2).strip()
+        first = re.match(r"([A-Za-z_]\w*)\s*\|", code)
+        if first and first.group(1) in known_tables:
+            column = span.start() - prose.rfind("\n", 0, span.start())
+            yield KqlText(f"{_where(path, prose, span.start())}:{column} inline", code)
+
+
+# ---- Bicep ------------------------------------------------------------------------------
+
+_BICEP_KEY = re.compile(r"^[ \t]*(query|transformKql)[ \t]*:[ \t]*", re.M)
+_BICEP_ESCAPES = {"\\": "\\", "'": "'", "n": "\n", "r": "\r", "t": "\t", "$": "$"}
+
+
+def _bicep_string(source: str, start: int, values: Mapping[str, str]) -> str:
+    """The value of the single-quoted Bicep string at ``source[start]`` (a quote)."""
+    out: list[str] = []
+    i = start + 1
+    while i < len(source):
+        char = source[i]
+        if char == "'":
+            return "".join(out)
+        if char == "\\":
+            escaped = source[i + 1]
+            if escaped == "u":
+                close = source.index("}", i)
+                out.append(chr(int(source[i + 3 : close], 16)))
+                i = close + 1
+                continue
+            out.append(_BICEP_ESCAPES[escaped])
+            i += 2
+            continue
+        if source.startswith("${", i):
+            close = source.index("}", i)
+            out.append(_bicep_identifier(source[i + 2 : close].strip(), values))
+            i = close + 1
+            continue
+        out.append(char)
+        i += 1
+    raise ValueError("unterminated Bicep string")
+
+
+def _bicep_identifier(name: str, values: Mapping[str, str]) -> str:
+    if name not in values:
+        raise ValueError(
+            f"KQL in Bicep uses {name!r}: add what the deployment passes for it to "
+            "tests/kql.py BICEP_VALUES (or a var holding a string literal)"
+        )
+    return values[name]
+
+
+def _bicep_value(source: str, start: int, values: Mapping[str, str]) -> str:
+    if source.startswith("'''", start):
+        # Multi-line strings take everything literally (no escapes, no interpolation);
+        # a newline right after the opening quotes is not part of the value.
+        body = source[start + 3 : source.index("'''", start + 3)]
+        return body.removeprefix("\r\n").removeprefix("\n")
+    if source.startswith("'", start):
+        return _bicep_string(source, start, values)
+    identifier = re.match(r"[A-Za-z_]\w*", source[start:])
+    if identifier and not re.match(r"[ \t]*[.(\[?]", source[start + identifier.end() :]):
+        return _bicep_identifier(identifier.group(0), values)
+    line = source[start:].split("\n", 1)[0]
+    raise ValueError(f"KQL in Bicep given as an expression tests/kql.py cannot read: {line}")
+
+
+def bicep_texts(path: Path, values: Mapping[str, str], source_table: Mapping[str, str]) -> Iterator[KqlText]:
+    """``query:`` and ``transformKql:`` values of a Bicep file, with its string vars resolved."""
+    source = path.read_text(encoding="utf-8")
+    local = dict(values)
+    for var in re.finditer(r"^var[ \t]+(\w+)[ \t]*=[ \t]*(?=')", source, re.M):
+        try:
+            local[var.group(1)] = _bicep_value(source, var.end(), local)
+        except ValueError:
+            continue  # a var that is not a plain string is not KQL; fail only if a query uses it
+    for key in _BICEP_KEY.finditer(source):
+        name = f"{_where(path, source, key.start())} {key.group(1)}"
+        try:
+            query = _bicep_value(source, key.end(), local)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from err
+        extra = {"source": dict(source_table)} if key.group(1) == "transformKql" else {}
+        yield KqlText(name, query, extra)
+
+
+# ---- YAML (Sentinel content) ------------------------------------------------------------
+
+_YAML_QUERY = re.compile(r"^([ \t]*)(?:-[ \t]+)?query[ \t]*:[ \t]*(.*)$")
+
+
+def yaml_texts(path: Path) -> Iterator[KqlText]:
+    """``query:`` fields: literal block scalars (``|``, ``|-``, ``|+``) or one-line scalars.
+
+    A small reader rather than a YAML library, because Sentinel content writes queries
+    this way; any other form is refused, so an unread query cannot pass unchecked.
+    """
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    for number, line in enumerate(lines):
+        match = _YAML_QUERY.match(line)
+        if not match:
+            continue
+        name = f"{path.relative_to(ROOT).as_posix()}:{number + 1} query"
+        key_indent = len(match.group(1).expandtabs())
+        value = match.group(2).split(" #", 1)[0].strip()
+        if re.fullmatch(r"\|[-+]?", value):
+            body: list[str] = []
+            for following in lines[number + 1 :]:
+                if following.strip() and len(following) - len(following.lstrip(" ")) <= key_indent:
+                    break
+                body.append(following)
+            while body and not body[-1].strip():
+                body.pop()
+            indent = min(len(b) - len(b.lstrip(" ")) for b in body if b.strip())
+            yield KqlText(name, "\n".join(b[indent:] for b in body))
+        elif value.startswith("'") and value.endswith("'") and len(value) >= 2:
+            yield KqlText(name, value[1:-1].replace("''", "'"))
+        elif value.startswith('"') and value.endswith('"') and len(value) >= 2:
+            yield KqlText(name, json.loads(value))
+        elif value and value[0] not in "|>&*!{[":
+            yield KqlText(name, value)
+        else:
+            raise ValueError(f"{name}: write the query as a literal block (query: |) for tests/kql.py")
+
+
+# ---- all of them ------------------------------------------------------------------------
+
+
+def verification_texts(table: str) -> Iterator[KqlText]:
+    """The queries workspace verification sends, built with odd ids."""
+    yield KqlText("connector/workspace.py stored_query", stored_query(table, ODD_IDS))
+    yield KqlText("connector/workspace.py presence_query", presence_query(table, ODD_IDS))
+
+
+def collect() -> list[KqlText]:
+    """Every KQL text in the repository, each named by where it was found."""
+    known = tables()
+    # The DCR's transformKql reads the connector's input stream, which has the table's columns.
+    stream_source = {column.name: column.type for column in connector_schema().columns}
+    texts: list[KqlText] = []
+    for path in _files("*.md"):
+        texts.extend(markdown_texts(path, set(known)))
+    for path in _files("*.bicep", ROOT / "infra"):
+        texts.extend(bicep_texts(path, BICEP_VALUES, stream_source))
+    for path in _files("*.kql"):
+        texts.append(KqlText(path.relative_to(ROOT).as_posix(), path.read_text(encoding="utf-8")))
+    for pattern in ("*.yaml", "*.yml"):
+        for path in _files(pattern, SENTINEL):
+            texts.extend(yaml_texts(path))
+    texts.extend(verification_texts(connector_schema().table))
+    names = [text.name for text in texts]
+    duplicates = {name for name in names if names.count(name) > 1}
+    if duplicates:
+        raise ValueError(f"two KQL texts share a name: {sorted(duplicates)}")
+    return texts
+
+
+def analyze(texts: list[KqlText]) -> dict[str, list[dict[str, Any]]]:
+    """Name → Kusto.Language diagnostics, from one run of ``scripts/kql_check.mjs``."""
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeError("node is not installed: the KQL checks need it (see scripts/setup.sh)")
+    if not (ROOT / "node_modules" / "@kusto" / "language-service-next").is_dir():
+        raise RuntimeError("@kusto/language-service-next is missing: run bash scripts/setup.sh")
+    request = {
+        "tables": tables(),
+        "queries": [
+            {"name": t.name, "query": t.query, **({"tables": t.local_tables} if t.local_tables else {})}
+            for t in texts
+        ],
+    }
+    done = subprocess.run(
+        [node, str(CHECKER)],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"kql_check.mjs failed ({done.returncode}): {done.stderr.strip()}")
+    return {result["name"]: result["diagnostics"] for result in json.loads(done.stdout)}
+
+
+def describe(text: KqlText, diagnostics: list[dict[str, Any]]) -> str:
+    """The failure message: where the query is, each diagnostic at its line and column."""
+    lines = [f"KQL from {text.name}:", text.query, ""]
+    for d in diagnostics:
+        before = text.query[: d["offset"]]
+        line, column = before.count("\n") + 1, d["offset"] - (before.rfind("\n") + 1) + 1
+        snippet = text.query[d["offset"] : d["offset"] + max(d["length"], 1)]
+        lines.append(f"  {d['severity']} {d['code']} at {line}:{column} ({snippet!r}): {d['message']}")
+    return "\n".join(lines)

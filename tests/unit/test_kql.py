@@ -1,0 +1,139 @@
+"""Every KQL text in the repository parses and analyzes cleanly with Microsoft's parser.
+
+Why: README examples, the alert rule, the DCR transform and the verification queries are
+run by Azure, never by the rest of the suite; Kusto.Language (the parser behind the
+portal's editor) finds syntax errors and unknown tables, columns and functions without a
+workspace. Where texts are found and which tables they read: ``tests/kql.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import kql
+
+TEXTS = kql.collect()
+# Unknown table, column/variable, function: errors today, refused whatever their severity.
+UNKNOWN_NAME_CODES = frozenset({"KS142", "KS204", "KS211"})
+
+PROBES = [
+    kql.KqlText("probe: unknown column", "EmailEvents_CL | where NoSuchColumn == 1"),
+    kql.KqlText("probe: syntax error", "EmailEvents_CL | where"),
+    kql.KqlText("probe: unknown function", "EmailEvents_CL | extend x = no_such_function(Status)"),
+]
+
+
+@pytest.fixture(scope="session")
+def diagnostics() -> dict[str, list[dict[str, Any]]]:
+    """One node run for every text and probe of the session."""
+    return kql.analyze([*TEXTS, *PROBES])
+
+
+@pytest.mark.parametrize("text", TEXTS, ids=[text.name for text in TEXTS])
+def test_kql_text_has_no_error_and_no_unknown_name(text, diagnostics):
+    found = diagnostics[text.name]
+    bad = [d for d in found if d["severity"] == "Error" or d["code"] in UNKNOWN_NAME_CODES]
+
+    assert not bad, kql.describe(text, bad)
+
+
+def test_collector_finds_the_queries_that_must_be_checked():
+    """Guards against a collector bug making the suite pass on nothing."""
+    by_source: dict[str, list[str]] = {}
+    for text in TEXTS:
+        by_source.setdefault(text.name.split(":", 1)[0].split(" ", 1)[0], []).append(text.query)
+
+    assert any("arg_max(StatusRevision, *)" in q for q in by_source["README.md"])
+    assert any("ingestion_time()" in q for q in by_source["infra/README.md"])
+    assert any("LAQueryLogs" in q for q in by_source["infra/README.md"])
+    assert by_source["infra/modules/alert.bicep"]
+    assert all("EmailEvents_CL" in q for q in by_source["infra/modules/alert.bicep"])
+    assert by_source["infra/modules/dcr.bicep"]
+    verification = {t.name for t in TEXTS if t.name.startswith("connector/workspace.py")}
+    assert verification == {"connector/workspace.py stored_query", "connector/workspace.py presence_query"}
+
+
+def test_unknown_column_is_reported(diagnostics):
+    (found,) = diagnostics["probe: unknown column"]
+
+    assert (found["severity"], found["code"]) == ("Error", "KS142")
+    assert "NoSuchColumn" in found["message"]
+
+
+def test_syntax_error_is_reported(diagnostics):
+    found = diagnostics["probe: syntax error"]
+
+    assert [(d["severity"], d["code"]) for d in found] == [("Error", "KS006")]
+
+
+def test_unknown_function_is_reported(diagnostics):
+    (found,) = diagnostics["probe: unknown function"]
+
+    assert (found["severity"], found["code"]) == ("Error", "KS211")
+
+
+def test_markdown_collector_reads_fenced_indented_and_inline_kql(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(kql, "ROOT", tmp_path)
+    page = tmp_path / "page.md"
+    page.write_text(
+        "Count with `T_CL | count` or `once | count`; ``T_CL | where A == `x` `` and `` `T_CL | y` ``.\n\n"
+        "- step\n\n  ```kql\n  T_CL\n  | take 1\n  ```\n\n"
+        "```bash\necho `T_CL | nope`\n```\n"
+    )
+
+    found = {t.name: t.query for t in kql.markdown_texts(page, {"T_CL"})}
+
+    assert found == {
+        "page.md:5 kql block": "T_CL\n| take 1",
+        "page.md:1:12 inline": "T_CL | count",
+        "page.md:1:46 inline": "T_CL | where A == `x`",
+    }
+
+
+def test_bicep_collector_resolves_parameters_interpolation_and_escapes(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(kql, "ROOT", tmp_path)
+    module = tmp_path / "rule.bicep"
+    module.write_text(
+        "var rule = '${tableName} | where Status == \\'Failed\\''\n"
+        "resource a 'x' = {\n  properties: {\n    query: rule\n    transformKql: 'source'\n"
+        "    query: '''\nT_CL\n| take 1'''\n  }\n}\n"
+    )
+
+    found = [
+        (t.name, t.query, dict(t.local_tables))
+        for t in kql.bicep_texts(module, {"tableName": "T_CL"}, {"A": "string"})
+    ]
+
+    assert found == [
+        ("rule.bicep:4 query", "T_CL | where Status == 'Failed'", {}),
+        ("rule.bicep:5 transformKql", "source", {"source": {"A": "string"}}),
+        ("rule.bicep:6 query", "T_CL\n| take 1", {}),
+    ]
+
+
+def test_bicep_collector_refuses_a_query_it_cannot_read(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(kql, "ROOT", tmp_path)
+    module = tmp_path / "rule.bicep"
+    module.write_text("resource a 'x' = {\n  properties: {\n    query: concat(a, b)\n  }\n}\n")
+
+    with pytest.raises(ValueError, match="rule.bicep:3 query"):
+        list(kql.bicep_texts(module, {}, {}))
+
+
+def test_yaml_collector_reads_sentinel_style_queries(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(kql, "ROOT", tmp_path)
+    rule = tmp_path / "rule.yaml"
+    rule.write_text(
+        "id: 1\nquery: |\n  T_CL\n  | where A == 'x'\n\n  | take 1\n\nseverity: Low\n"
+        "queries:\n  - name: one\n    query: 'T_CL | take 2'\n"
+    )
+
+    found = {t.name: t.query for t in kql.yaml_texts(rule)}
+
+    assert found == {
+        "rule.yaml:2 query": "T_CL\n| where A == 'x'\n\n| take 1",
+        "rule.yaml:11 query": "T_CL | take 2",
+    }
