@@ -116,8 +116,8 @@ param alertEmail string = ''
 ])
 param storageSkuName string = 'Standard_LRS'
 
-@description('Maximum instances of the Flex Consumption app (the timer runs on one instance at a time anyway).')
-@minValue(1)
+@description('Maximum instances of the Flex Consumption app (the timer runs on one instance at a time anyway). Flex accepts 40-1000 (values below 40 only in preview regions).')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 

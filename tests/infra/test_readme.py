@@ -34,3 +34,23 @@ def test_every_infra_file_is_in_the_file_table():
     for path in sorted(INFRA.rglob("*")):
         if path.is_file() and path.suffix in {".bicep", ".bicepparam"}:
             assert f"`{path.relative_to(INFRA).as_posix()}`" in table, path.name
+
+
+# Every resource provider a first deployment needs; Microsoft.App is the one Flex
+# Consumption needs on a fresh subscription although the templates create no container app.
+REQUIRED_PROVIDERS = (
+    "Microsoft.Web",
+    "Microsoft.App",
+    "Microsoft.Storage",
+    "Microsoft.OperationalInsights",
+    "Microsoft.Insights",
+    "Microsoft.ManagedIdentity",
+    "Microsoft.SecurityInsights",
+    "Microsoft.KeyVault",
+)
+
+
+def test_prerequisites_list_every_resource_provider_including_microsoft_app():
+    prerequisites = README.split("## Prerequisites", 1)[1].split("\n## ", 1)[0]
+    for provider in REQUIRED_PROVIDERS:
+        assert f"`{provider}`" in prerequisites, provider
