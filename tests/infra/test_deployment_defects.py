@@ -5,7 +5,9 @@ rejects, parameter ranges Azure enforces, name lengths, and the defaults that ma
 first deployment into an existing Sentinel workspace succeed.
 """
 
-from tests.infra.bicep import MAIN, body, decorator, module, parse
+import json
+
+from tests.infra.bicep import MAIN, ROOT, body, decorator, leaves, module, parse
 
 # Flex Consumption refuses these site properties (functions-app-settings, "Flex
 # Consumption plan deprecations": FTPS not supported) or the Flex samples never set them.
@@ -64,3 +66,64 @@ def test_dcr_name_fits_30_characters_at_the_longest_base_name():
     assert longest == 12
     name = _dcr_name("b" * longest)
     assert len(name) <= 30, name
+
+
+def _defaults_to_new_workspace(parameter: str) -> None:
+    """The default is ``empty(existingWorkspaceResourceId)``: on for a new workspace only."""
+    default = parse(MAIN)["parameters"][parameter]["default"]
+    assert default == {
+        "function": {"type": "empty", "parameters": {"item_to_test": "existingWorkspaceResourceId"}}
+    }
+
+
+def test_query_audit_defaults_off_for_an_existing_workspace_and_on_for_a_new_one():
+    """A Sentinel workspace usually sends Audit to itself already; a second such setting is
+    refused ("Data sink ... is already used"), so an existing workspace gets none by default."""
+    _defaults_to_new_workspace("enableQueryAudit")
+    params = body(parse(MAIN)["modules"]["table"])["params"]
+    assert params["enableQueryAudit"] == "enableQueryAudit"
+    table = module("table")
+    assert table["parameters"]["enableQueryAudit"]["default"] is True
+    audit = table["resources"]["queryAudit"]
+    assert audit["type"] == "Microsoft.Insights/diagnosticSettings"
+    assert audit["config"]["condition"] == "enableQueryAudit"
+
+
+def test_sentinel_onboarding_defaults_on_for_a_new_workspace():
+    _defaults_to_new_workspace("enableSentinel")
+    declaration = parse(MAIN)["modules"]["sentinel"]
+    assert declaration["config"]["condition"] == "enableSentinel"
+    config = body(declaration)
+    assert "workspace" in config["dependsOn"]
+    assert config["params"] == {"workspaceName": "workspaceName"}
+    # deployed where the workspace lives, like the table
+    assert config["scope"] == body(parse(MAIN)["modules"]["table"])["scope"]
+    onboarding = module("sentinel")["resources"]["onboarding"]
+    assert onboarding["type"] == "Microsoft.SecurityInsights/onboardingStates"
+    assert onboarding["api_version"] == "2025-09-01"
+    assert body(onboarding) == {"name": "default", "scope": "workspace", "properties": {}}
+
+
+def test_application_insights_writes_to_its_own_workspace_not_the_sentinel_one():
+    """Telemetry in the Sentinel workspace is billed at Sentinel rates."""
+    params = body(parse(MAIN)["modules"]["monitoring"])["params"]
+    assert params["existingWorkspaceResourceId"] == "appInsightsWorkspaceResourceId"
+    assert params["workspaceName"]["operator"]["operands"]["operand_2"] == "appInsightsWorkspace"
+    assert "workspace" not in set(leaves(params)), "monitoring must not get the connector's workspace"
+    assert parse(MAIN)["parameters"]["appInsightsWorkspaceResourceId"]["default"] == ""
+    names = parse(MAIN)["variables"]["names"]["value"]
+    assert names["appInsightsWorkspace"] != names["workspace"]
+    monitoring = module("monitoring")
+    assert monitoring["resources"]["telemetryWorkspace"]["type"] == "Microsoft.OperationalInsights/workspaces"
+    component = body(monitoring["resources"]["appInsights"])
+    assert component["properties"]["WorkspaceResourceId"] == "workspaceResourceId"
+
+
+def test_host_json_never_samples_warnings_errors_or_runs():
+    """Sampling works per telemetry type: Python log records (warnings included) are
+    traces, exceptions are exceptions, runs are requests. None of them may be dropped."""
+    host = json.loads((ROOT / "host.json").read_text())
+    sampling = host["logging"]["applicationInsights"]["samplingSettings"]
+    excluded = set(sampling["excludedTypes"].split(";"))
+    assert {"Trace", "Exception", "Request"} <= excluded
+    assert "includedTypes" not in sampling
