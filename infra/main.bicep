@@ -50,8 +50,19 @@ param tableRetentionInDays int = 90
 @maxValue(4383)
 param tableTotalRetentionInDays int = 0
 
-@description('Send the workspace Audit category (table LAQueryLogs) to the workspace itself, so every query of EmailEvents_CL is logged. Turn off only if the workspace already sends Audit to itself (Azure refuses a second setting with the same category and destination).')
-param enableQueryAudit bool = true
+@description('Send the workspace Audit category (table LAQueryLogs) to the workspace itself, so every query of EmailEvents_CL is logged. Default: on for a new workspace, off for an existing one (a Sentinel workspace usually routes Audit to itself already, and Azure refuses a second setting with the same category and destination: "Data sink ... is already used").')
+param enableQueryAudit bool = empty(existingWorkspaceResourceId)
+
+@description('Onboard Microsoft Sentinel on the workspace (Microsoft.SecurityInsights/onboardingStates "default"), so analytics rules, hunting queries and workbooks for EmailEvents_CL have somewhere to live. Default: on for a new workspace, off for an existing one (a Sentinel workspace already has it). Sentinel is billed per GB on top of Log Analytics (infra/README.md "Costs that matter").')
+param enableSentinel bool = empty(existingWorkspaceResourceId)
+
+@description('Resource id of an existing workspace for the function\'s Application Insights telemetry. Empty: create a small workspace of its own, so telemetry is not billed at Sentinel rates in the connector\'s workspace.')
+param appInsightsWorkspaceResourceId string = ''
+
+@description('Retention of a NEW Application Insights workspace (days).')
+@minValue(30)
+@maxValue(730)
+param appInsightsRetentionInDays int = 30
 
 @description('Entra tenant of the Exchange Online organisation (GUID or verified domain). Default: the tenant of this deployment.')
 param tenantId string = tenant().tenantId
@@ -85,8 +96,8 @@ param clientSecret string = ''
 @description('Create a Key Vault (RBAC, purge protection) readable by the function identity. Always created when graphAuthMode is client_secret.')
 param useKeyVault bool = false
 
-@description('Let the connector verify, after a crash, which rows of an unconfirmed batch arrived (WORKSPACE_ID), instead of resending the batch. Grants Log Analytics Reader on the EmailEvents_CL table only.')
-param enableWorkspaceVerification bool = false
+@description('Let the connector verify, after a crash, which rows of an unconfirmed batch arrived (WORKSPACE_ID), instead of resending the batch (without it, a crash between an accepted upload and the checkpoint save stores up to one batch twice). Grants Reader on the EmailEvents_CL table plus a custom role with only workspaces/read and workspaces/query/read on the workspace (Microsoft\'s table-level read access); creating that custom role needs Owner or User Access Administrator on the workspace\'s resource group.')
+param enableWorkspaceVerification bool = true
 
 @description('Grant ExchangeMessageTrace.Read.All to the managed identity and create the service principal of the Exchange message trace app, with the Microsoft Graph Bicep extension. The deploying user needs AppRoleAssignment.ReadWrite.All and Application.ReadWrite.All (e.g. Privileged Role Administrator). Otherwise run infra/scripts/grant-graph-permission.sh.')
 param grantGraphPermission bool = false
@@ -116,8 +127,8 @@ param alertEmail string = ''
 ])
 param storageSkuName string = 'Standard_LRS'
 
-@description('Maximum instances of the Flex Consumption app (the timer runs on one instance at a time anyway).')
-@minValue(1)
+@description('Maximum instances of the Flex Consumption app (the timer runs on one instance at a time anyway). Flex accepts 40-1000 (values below 40 only in preview regions).')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
@@ -143,6 +154,7 @@ var names = {
   identity: 'id-${baseName}-${token}'
   workspace: 'log-${baseName}-${token}'
   appInsights: 'appi-${baseName}-${token}'
+  appInsightsWorkspace: 'log-${baseName}-${token}-telemetry'
   storage: take('st${compactBase}${token}', 24)
   deploymentContainer: 'app-package-${take(token, 12)}'
   plan: 'plan-${baseName}-${token}'
@@ -203,6 +215,18 @@ module table 'modules/table.bicep' = {
   }
 }
 
+// Sentinel on the workspace (its own module: it lives where the workspace lives).
+module sentinel 'modules/sentinel.bicep' = if (enableSentinel) {
+  name: 'mtc-${baseName}-sentinel'
+  scope: resourceGroup(workspaceSubscriptionId, workspaceResourceGroupName)
+  dependsOn: [
+    workspace
+  ]
+  params: {
+    workspaceName: workspaceName
+  }
+}
+
 module dcr 'modules/dcr.bicep' = {
   name: 'mtc-${baseName}-dcr'
   dependsOn: [
@@ -237,9 +261,11 @@ module monitoring 'modules/monitoring.bicep' = {
   name: 'mtc-${baseName}-monitoring'
   params: {
     name: names.appInsights
+    workspaceName: names.appInsightsWorkspace
     location: location
     tags: allTags
-    workspaceResourceId: workspace.outputs.id
+    existingWorkspaceResourceId: appInsightsWorkspaceResourceId
+    retentionInDays: appInsightsRetentionInDays
   }
 }
 
@@ -343,4 +369,5 @@ output WORKSPACE_CUSTOMER_ID string = workspace.outputs.customerId
 output TABLE_RESOURCE_ID string = table.outputs.id
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output STORAGE_ACCOUNT_URL string = storage.outputs.blobEndpoint
+output APPINSIGHTS_WORKSPACE_RESOURCE_ID string = monitoring.outputs.workspaceResourceId
 output KEY_VAULT_NAME string = deployKeyVault ? names.keyVault : ''

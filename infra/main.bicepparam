@@ -29,7 +29,7 @@ param graphAuthMode = 'managed_identity'
 param grantGraphPermission = false
 
 // After a crash, check in the workspace which rows of an unconfirmed batch arrived
-// instead of resending them (Log Analytics Reader on EmailEvents_CL only).
+// instead of resending them (Reader on EmailEvents_CL + a query-only custom role on the workspace).
 param enableWorkspaceVerification = true
 
 // Health: alert when EmailEvents_CL received nothing for this many minutes.

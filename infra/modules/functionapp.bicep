@@ -33,7 +33,9 @@ param appInsightsConnectionString string
 @description('Connector settings (README "Settings"), already complete.')
 param connectorSettings object
 
-@description('Maximum instances.')
+@description('Maximum instances (Flex Consumption: 40-1000 outside preview regions).')
+@minValue(40)
+@maxValue(1000)
 param maximumInstanceCount int = 40
 
 @description('Instance memory (MB).')
@@ -86,9 +88,9 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     clientCertEnabled: false
     keyVaultReferenceIdentity: identityResourceId
     siteConfig: {
-      minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
-      http20Enabled: true
+      // Only what the Azure-Samples Flex templates set: Flex Consumption refuses
+      // ftpsState ("FTPS not supported", Flex deprecations in functions-app-settings) and
+      // the samples set no http20Enabled either. minTlsVersion: the platform default (1.2).
       appSettings: [for setting in items(appSettings): {
         name: setting.key
         value: setting.value

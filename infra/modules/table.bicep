@@ -1,6 +1,10 @@
 // EmailEvents_CL, generated from the connector's schema file (passed in as `schema`,
 // loaded with loadJsonContent in main.bicep), plus the workspace query audit and the
-// table-scoped Log Analytics Reader role for workspace verification.
+// read access workspace verification needs: Microsoft's table-level read access
+// (learn "Manage table-level read access"): a custom role at the workspace with only
+// workspaces/read + workspaces/query/read (run a query, read no table) and Reader on
+// this one table. Table-level Reader alone is refused: a query needs query/read on the
+// workspace.
 // Deployed into the workspace's own resource group.
 
 @description('Name of the (new or existing) workspace in this resource group.')
@@ -25,11 +29,12 @@ param totalRetentionInDays int = 0
 @description('Send the workspace Audit category (LAQueryLogs) to the workspace itself.')
 param enableQueryAudit bool = true
 
-@description('Principal (object) id that gets Log Analytics Reader on this table only; empty = none.')
+@description('Principal (object) id that may query this table only (custom query role on the workspace + Reader on the table); empty = none.')
 param readerPrincipalId string = ''
 
-// Log Analytics Reader
-var logAnalyticsReaderRoleId = '73c42c96-874c-492b-b04d-ab87d138a893'
+// Reader (built-in), scoped to the table: read access to this table's data only.
+var readerRoleId = 'acdd72a7-3385-48ef-bd42-f606fba81ae7'
+var grantRead = !empty(readerPrincipalId)
 
 // The schema file uses the DCR type vocabulary; tables spell datetime as dateTime.
 var tableColumns = [for column in schema.columns: {
@@ -71,13 +76,52 @@ resource queryAudit 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' =
   }
 }
 
-resource tableReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(readerPrincipalId)) {
-  name: guid(table.id, readerPrincipalId, logAnalyticsReaderRoleId)
+// Run a query in the workspace without reading any table (the workspace half of
+// table-level read access). One definition per workspace, shared by every deployment
+// that targets it; assignable in this resource group only.
+resource workspaceQueryRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (grantRead) {
+  name: guid(workspace.id, 'message-trace-connector-workspace-query')
+  properties: {
+    roleName: 'Log Analytics query without table data (${workspaceName}, ${uniqueString(workspace.id)})'
+    description: 'Read the workspace and run queries in it, no table data: pair with Reader on a table (table-level read access).'
+    type: 'CustomRole'
+    assignableScopes: [
+      resourceGroup().id
+    ]
+    permissions: [
+      {
+        actions: [
+          'Microsoft.OperationalInsights/workspaces/read'
+          'Microsoft.OperationalInsights/workspaces/query/read'
+        ]
+        notActions: [
+          'Microsoft.OperationalInsights/workspaces/sharedKeys/read'
+        ]
+        dataActions: []
+        notDataActions: []
+      }
+    ]
+  }
+}
+
+resource workspaceQuery 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantRead) {
+  name: guid(workspace.id, readerPrincipalId, workspaceQueryRole.id)
+  scope: workspace
+  properties: {
+    principalId: readerPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: workspaceQueryRole.id
+    description: 'Message trace connector: run workspace verification queries (no table data by itself)'
+  }
+}
+
+resource tableReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (grantRead) {
+  name: guid(table.id, readerPrincipalId, readerRoleId)
   scope: table
   properties: {
     principalId: readerPrincipalId
     principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', logAnalyticsReaderRoleId)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', readerRoleId)
     description: 'Message trace connector: workspace verification reads EmailEvents_CL only'
   }
 }

@@ -1,4 +1,4 @@
-"""Least privilege: the four role assignments, their ids and their scopes."""
+"""Least privilege: the five role assignments, their ids and their scopes."""
 
 import re
 
@@ -33,18 +33,27 @@ ROLES = {
         "keyvault",
         "Microsoft.KeyVault/vaults",
     ),
-    "Log Analytics Reader": (
-        "73c42c96-874c-492b-b04d-ab87d138a893",
+    "Reader": (
+        "acdd72a7-3385-48ef-bd42-f606fba81ae7",
         "table",
         "Microsoft.OperationalInsights/workspaces/tables",
     ),
 }
+# Microsoft's table-level read access: Reader on the table is refused for a query unless
+# the principal may also run queries in the workspace, which this custom role allows
+# without any table data (learn "Manage table-level read access in a Log Analytics workspace").
+WORKSPACE_QUERY_ACTIONS = [
+    "Microsoft.OperationalInsights/workspaces/read",
+    "Microsoft.OperationalInsights/workspaces/query/read",
+]
+WORKSPACE_QUERY_NOT_ACTIONS = ["Microsoft.OperationalInsights/workspaces/sharedKeys/read"]
 # Roles that must never be granted by these templates.
 TOO_BROAD = {
     "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",  # Owner
     "b24988ac-6180-42a0-ab88-20f7382dd24c",  # Contributor
     "ba92f5b4-2d11-453d-a403-e96b0029c9fe",  # Storage Blob Data Contributor (Owner is used instead)
     "92aaf0da-9dab-42b6-94a3-d43ce8d16293",  # Log Analytics Contributor
+    "73c42c96-874c-492b-b04d-ab87d138a893",  # Log Analytics Reader: every table of the workspace
 }
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 MESSAGE_TRACE_APP_ID = "8bd644d1-64a1-4d4b-ae52-2e0cbf64e373"
@@ -52,7 +61,10 @@ MESSAGE_TRACE_ROLE_ID = "89b20d8a-76e2-4057-867b-9961f800b9a4"  # ExchangeMessag
 
 
 def _assignments() -> list[tuple[str, str, dict, dict]]:
-    """(module file stem, role id, resource declaration, its scope's declaration)."""
+    """(module file stem, role id, resource declaration, its scope's declaration).
+
+    A custom role defined in the same file appears with the role id ``custom:<resource>``.
+    """
     found = []
     for path in sorted(INFRA.rglob("*.bicep")):
         parsed = parse(path)
@@ -61,7 +73,14 @@ def _assignments() -> list[tuple[str, str, dict, dict]]:
             if resource["type"] != "Microsoft.Authorization/roleAssignments":
                 continue
             config = body(resource)
-            role_ref = config["properties"]["roleDefinitionId"]["function"]
+            reference = config["properties"]["roleDefinitionId"]
+            if "operator" in reference:
+                definition, attribute = accessor_path(reference)
+                assert attribute == "id"
+                assert resources[definition]["type"] == "Microsoft.Authorization/roleDefinitions"
+                found.append((path.stem, f"custom:{definition}", resource, resources[config["scope"]]))
+                continue
+            role_ref = reference["function"]
             assert role_ref["type"] == "subscription_resource_id"
             assert role_ref["parameters"]["resource_type"] == "Microsoft.Authorization/roleDefinitions"
             role_id = parsed["variables"][role_ref["parameters"]["resource_name_1"]]["value"]
@@ -69,10 +88,12 @@ def _assignments() -> list[tuple[str, str, dict, dict]]:
     return found
 
 
-def test_exactly_the_four_roles_each_on_its_own_resource():
+def test_exactly_the_five_roles_each_on_its_own_resource():
     found = {(stem, role_id, scope["type"]) for stem, role_id, _, scope in _assignments()}
-    assert found == {(stem, role_id, scope_type) for role_id, stem, scope_type in ROLES.values()}
-    assert len(_assignments()) == len(ROLES)
+    expected = {(stem, role_id, scope_type) for role_id, stem, scope_type in ROLES.values()}
+    expected.add(("table", "custom:workspaceQueryRole", "Microsoft.OperationalInsights/workspaces"))
+    assert found == expected
+    assert len(_assignments()) == len(ROLES) + 1
 
 
 @pytest.mark.parametrize("role", sorted(ROLES))
@@ -95,14 +116,39 @@ def test_no_broad_role_anywhere():
             assert role_id not in text, f"{path.name} mentions a too-broad role {role_id}"
 
 
-def test_table_reader_only_with_workspace_verification():
+def test_table_read_roles_only_with_workspace_verification_which_is_on_by_default():
+    """Without verification a crash between an accepted upload and the checkpoint save
+    stores up to one batch twice, so verification (and its two roles) is the default."""
     table = module("table")
-    assert condition(table["resources"]["tableReader"]) is not None
+    for name in ("tableReader", "workspaceQuery", "workspaceQueryRole"):
+        assert condition(table["resources"][name]) == "grantRead", name
     reader = body(parse(MAIN)["modules"]["table"])["params"]["readerPrincipalId"]["operator"]
     assert reader["type"] == "conditional"
     assert reader["operands"]["condition"] == "enableWorkspaceVerification"
     assert reader["operands"]["false_value"] == ""
-    assert declared_params(parse(MAIN))["enableWorkspaceVerification"] is False
+    assert declared_params(parse(MAIN))["enableWorkspaceVerification"] is True
+
+
+def test_workspace_query_role_runs_queries_but_reads_no_table():
+    role = module("table")["resources"]["workspaceQueryRole"]
+    assert role["type"] == "Microsoft.Authorization/roleDefinitions"
+    properties = body(role)["properties"]
+    assert properties["type"] == "CustomRole"
+    (permissions,) = properties["permissions"]
+    assert permissions["actions"] == WORKSPACE_QUERY_ACTIONS
+    assert permissions["notActions"] == WORKSPACE_QUERY_NOT_ACTIONS
+    assert permissions["dataActions"] == []
+    (assignable,) = properties["assignableScopes"]
+    operands = assignable["operator"]["operands"]
+    assert operands["operand_1"]["function"]["type"] == "resource_group"
+    assert operands["operand_2"] == "id"
+    assignment = body(module("table")["resources"]["workspaceQuery"])
+    assert assignment["scope"] == "workspace"
+    assert assignment["properties"]["principalType"] == "ServicePrincipal"
+    scope, principal, definition = assignment["name"]["function"]["parameters"].values()
+    assert accessor_path(scope) == ["workspace", "id"]
+    assert principal == "readerPrincipalId"
+    assert accessor_path(definition) == ["workspaceQueryRole", "id"]
 
 
 def test_key_vault_role_only_with_the_vault():
