@@ -61,14 +61,6 @@ def main() -> int:
                 now - timedelta(days=2), now - timedelta(minutes=1), args.messages, seed=args.seed
             )
             sim.graph.add(history, visible_at=realistic_visibility(args.seed))
-            env = {
-                **os.environ,
-                **sim.connector_env(),
-                "STORAGE_CONNECTION_STRING": azurite.connection_string,
-                "CHECKPOINT_CONTAINER": "message-trace-demo",
-                "INITIAL_LOOKBACK_HOURS": "48",
-                "PYTHONPATH": str(ROOT),
-            }
             recent = [
                 r
                 for r in sim.graph.rows(visible_only=True)

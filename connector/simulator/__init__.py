@@ -15,6 +15,7 @@ throw-away CA and one shared data clock:
 and hands out the environment the connector reads. Every server has the fault
 injection, ``on_request`` hook and request log of :mod:`.http`.
 :mod:`.traffic` generates realistic rows; :mod:`.azurite` starts Azurite for blob state.
+:mod:`.local` and ``python -m connector.simulator`` run it for a local trial.
 
 Example::
 

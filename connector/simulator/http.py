@@ -53,8 +53,11 @@ from typing import Any, Literal, get_args
 
 FaultKind = Literal["status", "timeout", "reset", "truncated", "html", "loop", "bad_skiptoken"]
 SPECIAL_FAULTS: frozenset[str] = frozenset(get_args(FaultKind)) - {"status"}
-# Never logged: the managed identity secret and cookies. Authorization is logged as its scheme only.
-SECRET_HEADERS: frozenset[str] = frozenset({"authorization", "x-identity-header", "cookie"})
+# Never logged: the managed identity secret, the simulator's admin token and cookies.
+# Authorization is logged as its scheme only.
+SECRET_HEADERS: frozenset[str] = frozenset(
+    {"authorization", "x-identity-header", "cookie", "x-simulator-admin-token"}
+)
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 MAX_REQUEST_BODY_BYTES = 64 * 1024 * 1024
 HANDSHAKE_TIMEOUT_SECONDS = 10.0

@@ -20,9 +20,11 @@ body as sent, or the uncompressed records counted the SDK's way, exceed
 
 from __future__ import annotations
 
+import hmac
 import json
 import math
 import re
+import secrets
 import ssl
 import threading
 import time
@@ -39,6 +41,7 @@ from .http import Request, Response, SimulatedHttpServer
 
 SUPPORTED_API_VERSIONS: frozenset[str] = frozenset({"2021-11-01-preview", "2023-01-01"})
 MAX_CONTENT_LENGTH = 1_048_576
+ADMIN_TOKEN_HEADER = "X-Simulator-Admin-Token"
 DECOMPRESSION_CAP = 64 * 1024 * 1024
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
@@ -86,6 +89,9 @@ class IngestionServer(SimulatedHttpServer):
             (azure-monitor-ingestion 1.1.0 raises ``HttpResponseError`` for anything but 204).
         refuse_row: the workspace's own rule for rows it will not take (a row → the reason, or
             ``None``); one such row makes the whole request a 400, as a bad value does.
+        admin_token: the secret ``GET /admin/rows`` wants in ``X-Simulator-Admin-Token``. That
+            route lets ``python -m connector.simulator rows`` (another process) show what the
+            workspace stored; the token keeps other local users from reading it.
     """
 
     def __init__(
@@ -108,7 +114,9 @@ class IngestionServer(SimulatedHttpServer):
         self._batches: list[IngestedBatch] = []
         self._request_count = 0
         self._data_lock = threading.Lock()
+        self.admin_token = secrets.token_urlsafe(24)
         self.route("POST", r"/dataCollectionRules/(?P<dcr>[^/]+)/streams/(?P<stream>[^/]+)", self._ingest)
+        self.route("GET", r"/admin/rows", self._admin_rows)
 
     # ---------------------------------------------------------------- results
     def rows(self) -> list[dict[str, Any]]:
@@ -170,6 +178,14 @@ class IngestionServer(SimulatedHttpServer):
         return response
 
     # ---------------------------------------------------------------- handler
+    def _admin_rows(self, request: Request) -> Response:
+        """Every stored row as JSON lines, in arrival order (not a real service route)."""
+        if not hmac.compare_digest(request.header(ADMIN_TOKEN_HEADER).encode(), self.admin_token.encode()):
+            return self.error_response(403, f"{ADMIN_TOKEN_HEADER} is missing or wrong.")
+        lines = [json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in self.rows()]
+        body = "".join(lines).encode("utf-8", "backslashreplace")
+        return Response(200, body, {"Content-Type": "application/x-ndjson; charset=utf-8"})
+
     def _ingest(self, request: Request) -> Response:
         try:
             return self._ingest_or_raise(request)

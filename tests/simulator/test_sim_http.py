@@ -248,10 +248,22 @@ def test_connector_env_and_reset(sim: Simulator) -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uses SIGINT")
-def test_serve_entry_point_prints_exports_and_stops_on_ctrl_c() -> None:
+def test_serve_entry_point_prints_exports_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "connector.simulator", "serve", "--messages", "50", "--future-hours", "1"],
+        [
+            sys.executable,
+            "-m",
+            "connector.simulator",
+            "serve",
+            "--messages",
+            "50",
+            "--future-hours",
+            "1",
+            "--no-azurite",
+            "--state-dir",
+            str(tmp_path),
+        ],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
