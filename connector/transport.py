@@ -39,7 +39,7 @@ from azure.core.pipeline.policies import RetryPolicy
 from azure.core.pipeline.transport import HttpTransport
 from requests.adapters import HTTPAdapter
 
-from connector.errors import ErrorKind, kind_for_status
+from connector.errors import ConnectorError, ErrorKind, kind_for_status
 from connector.ports import Deadline
 from connector.redact import scrub
 from connector.settings import Settings
@@ -245,6 +245,9 @@ def failure_kind(error: BaseException, *, default: ErrorKind = ErrorKind.FATAL) 
     """What the caller does about ``error``: fix the CA bundle, fix a grant, wait for the next run, or read it."""
     if untrusted_certificate(error):
         return ErrorKind.SETTING
+    ours = next((cause for cause in causes(error) if isinstance(cause, ConnectorError)), None)
+    if ours is not None:  # one of our errors raised inside an SDK call (a credential's) keeps its kind
+        return ours.kind
     status = getattr(error, "status_code", None)
     if isinstance(status, int):
         return kind_for_status(status)
