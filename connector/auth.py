@@ -54,7 +54,7 @@ from azure.identity import (
 )
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from connector.errors import (
     AuthenticationError,
@@ -67,9 +67,12 @@ from connector.ports import TokenProvider
 from connector.redact import safe_url, scrub
 from connector.settings import AuthMode, Settings
 from connector.transport import (
+    CONNECT_RETRIES,
     ConnectorSession,
+    connection_cause,
     describe_failure,
     parse_retry_after,
+    timeouts,
     tls_options,
     untrusted_certificate,
 )
@@ -162,7 +165,7 @@ class AuthoritySession(ConnectorSession):
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         """Send, retrying what another attempt may fix; raise instead of returning an unusable answer."""
         retrying = Retrying(
-            stop=stop_after_attempt(self._max_retries + 1),
+            stop=lambda state: state.attempt_number > self._max_retries or _connect_retries_used(state),
             wait=self._wait,
             retry=retry_if_exception(_worth_retrying),
             sleep=self._sleep,
@@ -202,6 +205,16 @@ class AuthoritySession(ConnectorSession):
         logger.warning(
             "Entra ID request failed (%s); retry %d in %.1f s", what, retry_state.attempt_number, wait
         )
+
+
+def _connect_retries_used(retry_state: RetryCallState) -> bool:
+    """Stop when Entra ID could not even be connected to and ``CONNECT_RETRIES`` retries are used."""
+    failure = retry_state.outcome.exception() if retry_state.outcome else None
+    return (
+        failure is not None
+        and connection_cause(failure) is not None
+        and retry_state.attempt_number > CONNECT_RETRIES
+    )
 
 
 def _worth_retrying(error: BaseException) -> bool:
@@ -509,7 +522,7 @@ def azure_credential(
         transport = RequestsTransport(
             session=authority_session(settings),
             session_owner=False,
-            connection_timeout=settings.http_timeout_seconds,
+            connection_timeout=timeouts(settings.http_timeout_seconds)[0],
             read_timeout=settings.http_timeout_seconds,
             **tls_options(settings.ca_bundle),
         )
