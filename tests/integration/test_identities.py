@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from connector.auth import clear_credential_cache
+from connector.cli import main
 from connector.errors import ErrorKind
 from connector.runner import run_feed
 from connector.simulator.entra import MONITOR_RESOURCE
@@ -96,3 +98,23 @@ def test_a_missing_managed_identity_fails_at_once_with_the_laptop_hint(sim, conn
     assert report.error.kind is ErrorKind.SETTING
     assert "no managed identity on this machine" in str(report.error)
     assert "AZURE_AUTH_MODE=developer" in str(report.error)
+
+
+def test_status_from_a_laptop_without_a_managed_identity_says_so_at_once(connector_env, monkeypatch, capsys):
+    env = {k: v for k, v in connector_env.items() if k != "STORAGE_CONNECTION_STRING"}
+    # https (a token credential needs it) on a closed port: nothing is sent before the token anyway.
+    storage = f"https://127.0.0.1:{closed_port()}/devstoreaccount1"
+    env.update({"STORAGE_ACCOUNT_URL": storage, "AZURE_AUTH_MODE": "managed_identity"})
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "AZURE_FEDERATED_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("STORAGE_CONNECTION_STRING", raising=False)
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", f"http://127.0.0.1:{closed_port()}")
+    started = time.monotonic()
+
+    code = main(["--no-progress", "status"], out=io.StringIO())
+
+    assert time.monotonic() - started < 10
+    assert code == 2
+    assert "no managed identity on this machine" in capsys.readouterr().err
