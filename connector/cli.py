@@ -106,7 +106,28 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument(
         "--dry-run", action="store_true", help="list the documents that would go; delete nothing"
     )
+    _add_check_command(commands)
     return parser
+
+
+def _add_check_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``check``: verify a deployment end to end (see :mod:`connector.check`)."""
+    check = commands.add_parser(
+        "check",
+        help="verify a deployment: tokens, Graph permission, storage, lock; one line per check with its fix",
+    )
+    check.add_argument(
+        "--write-test-row",
+        action="store_true",
+        help="also prove the DCR role by uploading one row marked Status=ConnectorTest",
+    )
+
+
+def _run_check(write_test_row: bool, out: TextIO) -> int:
+    from connector.check import check_command  # the check's wiring loads only for this command
+    from connector.settings import Settings
+
+    return check_command(Settings.from_env(), write_test_row=write_test_row, now=utc_now(), out=out)
 
 
 @contextmanager
@@ -171,6 +192,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         quiet_sdk_loggers()
     show_progress = not args.no_progress and sys.stderr.isatty()
     try:
+        if args.command == "check":
+            return _run_check(args.write_test_row, out)
         if args.command == "status":
             _print_status(args.json, out)
             return 0
