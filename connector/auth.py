@@ -4,7 +4,14 @@
   (client credentials flow, token cache inside the app object).
 * Graph, ``managed_identity``: azure-identity ``ManagedIdentityCredential``.
 * Logs Ingestion and Blob: an azure-identity ``TokenCredential`` (managed identity in
-  Azure; a secret or certificate credential locally).
+  Azure; a secret or certificate credential locally, or ``developer``: the operator's
+  own ``az login`` through ``AzureCliCredential``).
+
+A managed identity exists only where Azure provides one: App Service/Functions set
+``IDENTITY_ENDPOINT`` (older hosts ``MSI_ENDPOINT``), a VM answers at the IMDS address.
+On a laptop azure-identity would retry IMDS for about 90 s and then blame a role
+assignment; :class:`ReadableManagedIdentity` looks first (one short TCP probe per
+process) and fails at once, saying to use ``AZURE_AUTH_MODE=developer``.
 
 Every call to Entra ID (tenant discovery and the token endpoint, from msal and from
 azure-identity alike) goes through :class:`AuthoritySession`, which retries a 429, a
@@ -24,22 +31,30 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 import re
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import msal
 import requests
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential, TokenRequestOptions
 from azure.core.exceptions import AzureError, ServiceResponseError
 from azure.core.pipeline.transport import RequestsTransport
-from azure.identity import CertificateCredential, ClientSecretCredential, ManagedIdentityCredential
+from azure.identity import (
+    AzureCliCredential,
+    CertificateCredential,
+    ClientSecretCredential,
+    ManagedIdentityCredential,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from connector.errors import (
     AuthenticationError,
@@ -52,9 +67,12 @@ from connector.ports import TokenProvider
 from connector.redact import safe_url, scrub
 from connector.settings import AuthMode, Settings
 from connector.transport import (
+    CONNECT_RETRIES,
     ConnectorSession,
+    connection_cause,
     describe_failure,
     parse_retry_after,
+    timeouts,
     tls_options,
     untrusted_certificate,
 )
@@ -147,7 +165,7 @@ class AuthoritySession(ConnectorSession):
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         """Send, retrying what another attempt may fix; raise instead of returning an unusable answer."""
         retrying = Retrying(
-            stop=stop_after_attempt(self._max_retries + 1),
+            stop=lambda state: state.attempt_number > self._max_retries or _connect_retries_used(state),
             wait=self._wait,
             retry=retry_if_exception(_worth_retrying),
             sleep=self._sleep,
@@ -187,6 +205,16 @@ class AuthoritySession(ConnectorSession):
         logger.warning(
             "Entra ID request failed (%s); retry %d in %.1f s", what, retry_state.attempt_number, wait
         )
+
+
+def _connect_retries_used(retry_state: RetryCallState) -> bool:
+    """Stop when Entra ID could not even be connected to and ``CONNECT_RETRIES`` retries are used."""
+    failure = retry_state.outcome.exception() if retry_state.outcome else None
+    return (
+        failure is not None
+        and connection_cause(failure) is not None
+        and retry_state.attempt_number > CONNECT_RETRIES
+    )
 
 
 def _worth_retrying(error: BaseException) -> bool:
@@ -267,8 +295,57 @@ class AzureCredentialTokenProvider:
             ) from err
 
 
+IMDS_ADDRESS = "http://169.254.169.254"
+IMDS_PROBE_SECONDS = 1.0
+_IDENTITY_VARIABLES = ("IDENTITY_ENDPOINT", "MSI_ENDPOINT", "AZURE_FEDERATED_TOKEN_FILE")
+NO_MANAGED_IDENTITY = (
+    "no managed identity on this machine (no IDENTITY_ENDPOINT or MSI_ENDPOINT, and nothing answers at the "
+    "IMDS address {imds}): in Azure, enable the function app's identity; on a laptop run `az login` and set "
+    "AZURE_AUTH_MODE=developer (storage, ingestion, query), and for Graph use GRAPH_AUTH_MODE=client_secret "
+    "or client_certificate with the app registration"
+)
+_identity_probe: dict[str, bool] = {}
+
+
+def managed_identity_available(
+    env: Mapping[str, str] | None = None, timeout: float = IMDS_PROBE_SECONDS
+) -> bool:
+    """True if azure-identity can find a managed identity here; the IMDS answer is remembered per process.
+
+    The endpoint variables are read from ``os.environ`` (default), where azure-identity
+    itself reads them. IMDS is probed with one TCP connect to its address
+    (``AZURE_POD_IDENTITY_AUTHORITY_HOST`` if set, as azure-identity does).
+    """
+    source = os.environ if env is None else env
+    if any(source.get(name) for name in _IDENTITY_VARIABLES):
+        return True
+    imds = source.get("AZURE_POD_IDENTITY_AUTHORITY_HOST") or IMDS_ADDRESS
+    with _CACHE_LOCK:
+        known = _identity_probe.get(imds)
+    if known is None:
+        parts = urlsplit(imds)
+        try:
+            with socket.create_connection((parts.hostname or "", parts.port or 80), timeout=timeout):
+                known = True
+        except OSError:
+            known = False
+        with _CACHE_LOCK:
+            _identity_probe[imds] = known
+    return known
+
+
+def _require_managed_identity() -> None:
+    if not managed_identity_available():
+        imds = os.environ.get("AZURE_POD_IDENTITY_AUTHORITY_HOST") or IMDS_ADDRESS
+        raise AuthenticationError(NO_MANAGED_IDENTITY.format(imds=imds), kind=ErrorKind.SETTING)
+
+
 class ReadableManagedIdentity:
-    """A ``ManagedIdentityCredential`` whose unreadable answers raise an azure-core error.
+    """A ``ManagedIdentityCredential`` that fails fast where there is none, with readable errors.
+
+    Where no managed identity exists (:func:`managed_identity_available`) it raises
+    :class:`~connector.errors.AuthenticationError` (SETTING) before azure-identity's
+    90 s of IMDS retries.
 
     msal reads the managed identity endpoint's body with ``json.loads`` and lets a
     ``JSONDecodeError`` out for a page that is not JSON (a proxy's or an outage page);
@@ -289,6 +366,7 @@ class ReadableManagedIdentity:
         **kwargs: Any,
     ) -> AccessToken:
         """``ManagedIdentityCredential.get_token``, with a non-JSON answer as ``ServiceResponseError``."""
+        _require_managed_identity()
         try:
             token: AccessToken = self._credential.get_token(
                 *scopes, claims=claims, tenant_id=tenant_id, enable_cae=enable_cae, **kwargs
@@ -299,6 +377,7 @@ class ReadableManagedIdentity:
 
     def get_token_info(self, *scopes: str, options: TokenRequestOptions | None = None) -> AccessTokenInfo:
         """``ManagedIdentityCredential.get_token_info`` (what azure-core prefers), same translation."""
+        _require_managed_identity()
         try:
             info: AccessTokenInfo = self._credential.get_token_info(*scopes, options=options)
         except json.JSONDecodeError as err:
@@ -437,10 +516,13 @@ def azure_credential(
             return ReadableManagedIdentity(
                 ManagedIdentityCredential(client_id=creds.managed_identity_client_id)
             )
+        if mode is AuthMode.DEVELOPER:
+            # The signed-in user of `az login`, in TENANT_ID; az caches and refreshes the tokens.
+            return AzureCliCredential(tenant_id=creds.tenant_id, process_timeout=30)
         transport = RequestsTransport(
             session=authority_session(settings),
             session_owner=False,
-            connection_timeout=settings.http_timeout_seconds,
+            connection_timeout=timeouts(settings.http_timeout_seconds)[0],
             read_timeout=settings.http_timeout_seconds,
             **tls_options(settings.ca_bundle),
         )

@@ -15,6 +15,7 @@ absence as 0)::
      "ledger": {"<key digest>": [<received, epoch ms>, "<status>", <revision>], ...},
      "last_run": {<the fields in connector.report.LAST_RUN_FIELDS>} | null, "updated": "...Z",
      "possible_duplicates_total": 0, "stalled_runs": 2 (only when not 0),
+     "waiting_for_permission_since": "...Z" (only while Graph answers the service-principal 401),
      "pending_batch": {"created": "...Z", "rows": [[key, received_ms, status, revision, RowId]]} | null}
 
 The intent (``pending_batch``) holds each row's ``RowId``, never a trace id: with a trace
@@ -110,6 +111,8 @@ def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
     # Fields added after the first release are written only when set (older versions ignore them).
     if progress.stalled_runs:
         document["stalled_runs"] = progress.stalled_runs
+    if progress.waiting_for_permission_since is not None:
+        document["waiting_for_permission_since"] = _iso(progress.waiting_for_permission_since)
     # backslashreplace: a stray unpaired surrogate (from an error text, say) is written as the
     # JSON escape "\udXXX" it reads back as, instead of failing the save; other text is plain UTF-8.
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
@@ -213,6 +216,7 @@ def decode_checkpoint(data: bytes, *, where: str) -> Checkpoint:
             updated=_optional_time(document, "updated"),
             possible_duplicates_total=int(document.get("possible_duplicates_total") or 0),
             stalled_runs=int(document.get("stalled_runs") or 0),
+            waiting_for_permission_since=_optional_time(document, "waiting_for_permission_since"),
             pending_batch=None if not pending else _decode_pending(pending),
         )
     except (KeyError, IndexError, TypeError, ValueError) as err:

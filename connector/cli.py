@@ -52,6 +52,7 @@ from connector.runner import (
     unlock,
     utc_now,
 )
+from connector.settings import Settings
 from connector.windows import Window
 
 
@@ -181,6 +182,21 @@ def _add_purge(commands: _Commands) -> None:
     )
 
 
+def _add_check(commands: _Commands) -> None:
+    check = commands.add_parser(
+        "check",
+        help="verify a deployment: tokens, Graph permission, storage, lock; one line per check with its fix",
+        description="Verify a deployment end to end with the settings of a run: a token for each scope, "
+        "Graph answers with the message trace permission, the checkpoint storage is writable, the feed's "
+        "lock is free. Prints one line per check with its fix; exits with the worst failure's code.",
+    )
+    check.add_argument(
+        "--write-test-row",
+        action="store_true",
+        help="also prove the DCR role by uploading one row marked Status=ConnectorTest",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the commands in the README)."""
     parser = _Parser(
@@ -198,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_forget_backfill(commands)
     _add_unlock(commands)
     _add_purge(commands)
+    _add_check(commands)
     return parser
 
 
@@ -345,6 +362,12 @@ def _purge(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace, out: TextIO) -> int:
+    from connector.check import check_command  # the check's wiring loads only for this command
+
+    return check_command(Settings.from_env(), write_test_row=args.write_test_row, now=utc_now(), out=out)
+
+
 INTERRUPTED = 130
 """The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells expect."""
 
@@ -388,6 +411,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
     "forget-backfill": _forget_backfill,
     "unlock": _unlock,
     "purge-dead-letters": _purge,
+    "check": _check,
 }
 
 

@@ -28,7 +28,8 @@ The classes, by where the error comes from (their messages say what to fix)::
     ├── ArgumentError              SETTING: a command's argument is bad (the message names it)
     ├── AuthenticationError        a token could not be had (PERMISSION; TRANSIENT if unreachable)
     ├── SourceError                Microsoft Graph message trace
-    │   ├── ServicePrincipalMissingError   PERMISSION: 401, app 8bd644d1-… not provisioned in the tenant
+    │   ├── ServicePrincipalMissingError   PERMISSION: 401, app 8bd644d1-… missing or still activating
+    │   │                                  (a waiting state, exit 0, for 24 h after it is first seen)
     │   ├── GraphPermissionError           PERMISSION: 403, ExchangeMessageTrace.Read.All not granted
     │   ├── GraphRequestError              another 4xx (kind from the status): the request was refused
     │   ├── GraphUnavailableError          TRANSIENT: 429/5xx/timeouts/resets outlasted the retries,
@@ -56,6 +57,7 @@ retry, and ``kind_for_status`` the one that says what a final failing status mea
 from __future__ import annotations
 
 import enum
+from datetime import datetime, timedelta
 from typing import ClassVar
 
 from connector.redact import scrub
@@ -136,18 +138,50 @@ class SourceError(ConnectorError):
     """Microsoft Graph message trace could not be read."""
 
 
+SERVICE_PRINCIPAL_WAIT = timedelta(hours=24)
+"""How long runs wait for a service principal to activate before the 401 is an error again."""
+
+
+def service_principal_advice() -> str:
+    """What to do about the service-principal 401: it is the same for a missing and an activating one."""
+    return (
+        f"the tenant's service principal for Microsoft app {SERVICE_PRINCIPAL_APP_ID} (Transport Data Platform) "
+        "is missing or was created recently and is still activating (Graph answers both with the same 401 "
+        "for up to several hours). If it was never created, create it once with "
+        f"`New-MgServicePrincipal -AppId {SERVICE_PRINCIPAL_APP_ID}` (or POST /v1.0/servicePrincipals "
+        f'{{"appId":"{SERVICE_PRINCIPAL_APP_ID}"}}); if it was, wait'
+    )
+
+
 class ServicePrincipalMissingError(SourceError):
-    """Graph answered 401 because the Transport Data Platform app is not provisioned."""
+    """Graph answered 401 because the Transport Data Platform app is missing or still activating.
+
+    A run treats it as a state, not a failure, for :data:`SERVICE_PRINCIPAL_WAIT` after it
+    was first seen (outcome ``waiting_for_permission``, exit 0); after that it fails with it.
+    """
 
     default_kind = ErrorKind.PERMISSION
 
     def __init__(self, detail: str) -> None:
         super().__init__(
-            "Microsoft Graph refused message trace (401): the tenant has no service principal for "
-            f"Microsoft app {SERVICE_PRINCIPAL_APP_ID}. Create it once with "
-            f"`New-MgServicePrincipal -AppId {SERVICE_PRINCIPAL_APP_ID}` (or POST /v1.0/servicePrincipals "
-            f'{{"appId":"{SERVICE_PRINCIPAL_APP_ID}"}}); provisioning can take several hours. '
-            f"Graph said: {detail}"
+            f"Microsoft Graph refused message trace (401): {service_principal_advice()}. Graph said: {detail}"
+        )
+        self.detail = detail
+
+
+class PermissionWaitExpiredError(SourceError):
+    """The service-principal 401 has lasted longer than :data:`SERVICE_PRINCIPAL_WAIT`: no longer a wait."""
+
+    default_kind = ErrorKind.PERMISSION
+
+    def __init__(self, since: datetime, detail: str) -> None:
+        hours = SERVICE_PRINCIPAL_WAIT / timedelta(hours=1)
+        super().__init__(
+            f"Microsoft Graph has refused message trace (401) since {since.strftime('%Y-%m-%dT%H:%M:%SZ')}, "
+            f"more than {hours:g} h, longer than a new service principal takes to activate: check that the tenant "
+            f"has one for Microsoft app {SERVICE_PRINCIPAL_APP_ID} (Get-MgServicePrincipal -Filter "
+            f"\"appId eq '{SERVICE_PRINCIPAL_APP_ID}'\") and create it if not (New-MgServicePrincipal -AppId "
+            f"{SERVICE_PRINCIPAL_APP_ID}). Graph said: {detail}"
         )
 
 

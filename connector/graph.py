@@ -11,8 +11,9 @@ quota is shared by the whole tenant; after a 5xx or a dropped connection it is a
 outage (:class:`~connector.errors.GraphUnavailableError`, with Graph's words). A 401 about the
 missing Transport Data Platform service principal and a 403 each become one error
 saying how to fix it; any other 401 refreshes the token once; an untrusted TLS
-certificate is not retried (it is a setting: the CA bundle). Paging rules live in
-:mod:`connector.paging`.
+certificate is not retried (it is a setting: the CA bundle). A connection that cannot be
+opened (DNS, refused, TLS, connect timeout) is retried at most ``CONNECT_RETRIES`` times and
+named by host and cause. Paging rules live in :mod:`connector.paging`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import requests
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
 from connector import __version__
 from connector.errors import (
@@ -46,7 +47,14 @@ from connector.errors import (
 from connector.paging import NextLinkPaginator
 from connector.ports import Deadline, SourcePage, TokenProvider
 from connector.redact import safe_url
-from connector.transport import CA_BUNDLE_HINT, parse_retry_after, untrusted_certificate
+from connector.transport import (
+    CA_BUNDLE_HINT,
+    CONNECT_RETRIES,
+    connection_failure,
+    parse_retry_after,
+    timeouts,
+    untrusted_certificate,
+)
 from connector.windows import Window
 
 logger = logging.getLogger(__name__)
@@ -59,11 +67,20 @@ MAX_BACKOFF_SECONDS = 60.0
 class _RetriableFailure(Exception):
     """One failed attempt that another attempt may fix; ``status`` None when Graph did not answer."""
 
-    def __init__(self, reason: str, retry_after: float | None = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        retry_after: float | None = None,
+        status: int | None = None,
+        *,
+        connect: bool = False,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
         self.status = status
+        self.connect = connect
+        """True when no connection could be opened: retried only ``CONNECT_RETRIES`` times."""
 
 
 def format_filter_time(value: datetime) -> str:
@@ -94,6 +111,20 @@ def _error_detail(response: requests.Response) -> str:
         error = body["error"]
         return f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
     return str(body)[:300]
+
+
+def _connect_retries_used(retry_state: RetryCallState) -> bool:
+    """Stop when a connection could not be opened and ``CONNECT_RETRIES`` retries are used.
+
+    An unreachable host answers no better on the seventh try, and HTTP_MAX_RETRIES
+    backoffs of it held a run for about 90 s before it said anything.
+    """
+    failure = retry_state.outcome.exception() if retry_state.outcome else None
+    return (
+        isinstance(failure, _RetriableFailure)
+        and failure.connect
+        and retry_state.attempt_number > CONNECT_RETRIES
+    )
 
 
 class GraphMessageTraceSource:
@@ -154,7 +185,7 @@ class GraphMessageTraceSource:
     def _get_page(self, url: str) -> dict[str, Any]:
         state = {"force_refresh": False, "refreshed": False}
         retrying = Retrying(
-            stop=stop_after_attempt(self._max_retries + 1),
+            stop=lambda state: state.attempt_number > self._max_retries or _connect_retries_used(state),
             wait=self._wait,
             retry=retry_if_exception_type(_RetriableFailure),
             sleep=self._sleep,
@@ -166,8 +197,9 @@ class GraphMessageTraceSource:
                 with attempt:
                     return self._attempt(url, state)
         except _RetriableFailure as err:
+            attempts = retrying.statistics.get("attempt_number", 1)
             raise GraphUnavailableError(
-                f"Microsoft Graph message trace still failing after {self._max_retries + 1} attempts "
+                f"Microsoft Graph message trace still failing after {attempts} attempt{'s' if attempts != 1 else ''} "
                 f"({safe_url(url)}): {err.reason}"
             ) from err
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
@@ -226,17 +258,22 @@ class GraphMessageTraceSource:
         }
         self.requests_sent += 1
         try:
-            response = self._session.get(url, headers=headers, timeout=self._timeout)
+            response = self._session.get(url, headers=headers, timeout=timeouts(self._timeout))
         except requests.exceptions.SSLError as err:
             if untrusted_certificate(err):
                 raise SourceError(
                     f"cannot read Microsoft Graph at {safe_url(url)}: {CA_BUNDLE_HINT}",
                     kind=ErrorKind.SETTING,
                 ) from err
-            raise _RetriableFailure(f"TLS handshake failed: {type(err).__name__}") from err
+            raise _RetriableFailure(connection_failure(err) or "TLS failure", connect=True) from err
+        except requests.ConnectTimeout as err:
+            raise _RetriableFailure(connection_failure(err) or "timed out connecting", connect=True) from err
         except requests.Timeout as err:
-            raise _RetriableFailure(f"timed out after {self._timeout:g} s") from err
+            raise _RetriableFailure(f"no answer within {self._timeout:g} s") from err
         except requests.ConnectionError as err:
+            opened = connection_failure(err)
+            if opened is not None:
+                raise _RetriableFailure(opened, connect=True) from err
             raise _RetriableFailure(f"connection failed: {type(err).__name__}") from err
         status = response.status_code
         if status == 401:

@@ -240,6 +240,7 @@ def status_fields(
         "ledger_entries": len(checkpoint.ledger),
         "possible_duplicates_total": progress.possible_duplicates_total,
         "stalled_runs": progress.stalled_runs,
+        "waiting_for_permission_since": _time(progress.waiting_for_permission_since),
         "unconfirmed_batch_rows": 0
         if progress.pending_batch is None
         else len(progress.pending_batch.entries),
@@ -282,6 +283,14 @@ def render_status(
             )
         if progress.stalled_runs:
             line("stalled runs", f"{progress.stalled_runs} in a row without moving the high-water mark")
+        if progress.waiting_for_permission_since is not None:
+            since = progress.waiting_for_permission_since
+            line(
+                "waiting",
+                f"for permission since {_time(since)} ({str(now - since).split('.')[0]} ago): Graph answers 401 for "
+                "the Transport Data Platform service principal, missing or still activating (hours); "
+                "after 24 h runs fail with exit 3",
+            )
         if progress.pending_batch is not None:
             line("unconfirmed batch", f"{len(progress.pending_batch.entries)} rows, resolved by the next run")
         if progress.last_run is not None:

@@ -32,7 +32,7 @@ from connector.settings import Settings, StoreKind
 from connector.state import Checkpoint
 from connector.store import BlobCheckpointStore, FileCheckpointStore
 from connector.sync import FeedSync, SyncPolicy
-from connector.transport import ConnectorSession, retrying_options, tls_options
+from connector.transport import ConnectorSession, blob_options, retrying_options
 from connector.unlocking import check_unlock, describe_holder
 from connector.workspace import LogAnalyticsVerifier
 
@@ -55,7 +55,7 @@ def build_store(settings: Settings) -> BlobCheckpointStore | FileCheckpointStore
     location = settings.checkpoint
     if location.kind is StoreKind.FILE:
         return FileCheckpointStore(location.directory or ".state")
-    tls = tls_options(settings.ca_bundle)
+    tls = blob_options(settings)
     if location.connection_string:
         container = ContainerClient.from_connection_string(
             location.connection_string, location.container, **tls

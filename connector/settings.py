@@ -39,6 +39,7 @@ class AuthMode(enum.Enum):
     MANAGED_IDENTITY = "managed_identity"
     CLIENT_SECRET = "client_secret"  # noqa: S105 - a mode name, not a secret
     CLIENT_CERTIFICATE = "client_certificate"
+    DEVELOPER = "developer"  # your own `az login` (AzureCliCredential): storage, ingestion, query only
 
 
 class StoreKind(enum.Enum):
@@ -142,6 +143,8 @@ class Settings:
         tenant_id = reader.required("TENANT_ID", _guid_or_domain)
         graph_mode = reader.optional("GRAPH_AUTH_MODE", AuthMode.MANAGED_IDENTITY, _enum(AuthMode))
         azure_mode = reader.optional("AZURE_AUTH_MODE", AuthMode.MANAGED_IDENTITY, _enum(AuthMode))
+        if graph_mode is AuthMode.DEVELOPER:
+            reader.problem("GRAPH_AUTH_MODE", DEVELOPER_GRAPH_REFUSAL)
         modes = {graph_mode, azure_mode}
         needs_app = bool(modes & {AuthMode.CLIENT_SECRET, AuthMode.CLIENT_CERTIFICATE})
         client_id = (
@@ -237,6 +240,7 @@ class Settings:
             ca_bundle=_ca_bundle(reader),
         )
         _refuse_contradictions(reader, settings)
+        _refuse_national_clouds(reader, settings)
         return settings
 
 
@@ -255,6 +259,7 @@ _STORE_SETTINGS = frozenset(
 )
 _CREDENTIAL_SETTINGS = {
     AuthMode.MANAGED_IDENTITY: frozenset({"MANAGED_IDENTITY_CLIENT_ID"}),
+    AuthMode.DEVELOPER: frozenset({"TENANT_ID"}),
     AuthMode.CLIENT_SECRET: frozenset({"TENANT_ID", "CLIENT_ID", "CLIENT_SECRET"}),
     AuthMode.CLIENT_CERTIFICATE: frozenset(
         {"TENANT_ID", "CLIENT_ID", "CLIENT_CERTIFICATE_PATH", "CLIENT_CERTIFICATE_PASSWORD"}
@@ -292,6 +297,50 @@ def _refuse_contradictions(reader: _Reader, settings: Settings) -> None:
             f"({settings.initial_lookback / timedelta(hours=1):g} h) must be at least OVERLAP_LOOKBACK_MINUTES "
             f"({settings.overlap_lookback / timedelta(minutes=1):g} min): raise it, or lower the overlap",
         )
+
+
+DEVELOPER_GRAPH_REFUSAL = (
+    "developer is for storage, ingestion and query only: Graph message trace needs the application "
+    "permission ExchangeMessageTrace.Read.All, which a user's `az login` token never carries; from a laptop "
+    "use client_secret or client_certificate with the app registration"
+)
+
+# Sign-in and Graph hosts of the national clouds (US Government L4/L5 (DoD), China operated by 21Vianet).
+NATIONAL_CLOUD_HOSTS = frozenset(
+    {
+        "login.microsoftonline.us",
+        "login.chinacloudapi.cn",
+        "login.partner.microsoftonline.cn",
+        "graph.microsoft.us",
+        "dod-graph.microsoft.us",
+        "microsoftgraph.chinacloudapi.cn",
+    }
+)
+
+
+def national_cloud(url: str) -> str | None:
+    """The national-cloud host ``url`` names, or None for the global service (or a simulator)."""
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    return host if host in NATIONAL_CLOUD_HOSTS else None
+
+
+def _refuse_national_clouds(reader: _Reader, settings: Settings) -> None:
+    """Graph message trace is served by the global service only: refuse a national cloud at start.
+
+    Without this a US Government or China deployment would get tokens and then fail on
+    every run with a 404 or 401 from a Graph that has no messageTraces API.
+    """
+    for name, url in (
+        ("AUTHORITY_HOST", settings.authority_host),
+        ("GRAPH_BASE_URL", settings.graph_base_url),
+    ):
+        host = national_cloud(url)
+        if host is not None:
+            reader.problem(
+                name,
+                f"{host} is a national cloud, and Microsoft Graph message trace is served by the global service "
+                "only (graph.microsoft.com with login.microsoftonline.com); this connector cannot run there",
+            )
 
 
 def timer_schedule(env: Mapping[str, str] | None = None) -> str:

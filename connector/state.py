@@ -78,6 +78,8 @@ class FeedProgress:
     possible_duplicates_total: int = 0
     stalled_runs: int = 0
     """Runs in a row that ended with message trace due and the high-water mark where it was."""
+    waiting_for_permission_since: datetime | None = None
+    """When Graph first answered the service-principal 401 (missing or still activating); None once it reads."""
 
     @property
     def next_slice_span(self) -> timedelta:

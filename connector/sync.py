@@ -40,12 +40,16 @@ from connector.batching import DEFAULT_BATCH_BUDGET_BYTES, Batch, Batcher
 from connector.checkpoint import LIVE_FEED, backfill_feed_name
 from connector.deadletter import DeadLetter
 from connector.errors import (
+    SERVICE_PRINCIPAL_WAIT,
     CheckpointError,
     ConnectorError,
     FeedStalledError,
+    PermissionWaitExpiredError,
     RecordError,
+    ServicePrincipalMissingError,
     SinkError,
     ThrottledError,
+    service_principal_advice,
 )
 from connector.intent import IntentResolver, intent_for
 from connector.ledger import Decision, ledger_key
@@ -197,7 +201,12 @@ class FeedSync:
         # An operator's stop (Ctrl-C) says nothing about the feed: it neither counts nor resets.
         if report.outcome == "interrupted":
             return
-        due = report.window is not None or report.outcome == "deferred"
+        if report.pages and progress.waiting_for_permission_since is not None:
+            run.state.progress = progress = replace(progress, waiting_for_permission_since=None)
+        # Waiting for a service principal is its own state, not a stall.
+        due = (
+            report.window is not None or report.outcome == "deferred"
+        ) and progress.waiting_for_permission_since is None
         moved = progress.high_water_mark != report.high_water_mark_before
         run.state.progress = progress = after_run(progress, due=due, moved=moved)
         if progress.stalled_runs >= STALL_LIMIT and report.error is None:
@@ -283,6 +292,8 @@ class FeedSync:
             # Not a fault: the quota is shared and refills; what is committed stays committed.
             logger.warning("%s", err)
             report.outcome = "throttled"
+        except ServicePrincipalMissingError as err:
+            self._wait_for_permission(run, err)
         except ConnectorError as err:
             report.fail(err)
         finally:
@@ -292,6 +303,26 @@ class FeedSync:
             report.finished = self._clock()
         if not isinstance(report.error, CheckpointError):
             self._save_summary(run)
+
+    def _wait_for_permission(self, run: _Run, err: ServicePrincipalMissingError) -> None:
+        """Graph's service-principal 401: a state for a day after it is first seen, then an error.
+
+        A service principal created minutes ago answers this 401 for hours; failing every
+        tick would page someone for a wait. The first sighting is kept in the checkpoint,
+        so the state says since when, and a day later the 401 fails the run (exit 3).
+        """
+        report, progress = run.report, run.state.progress
+        since = progress.waiting_for_permission_since or report.started
+        run.state.progress = replace(progress, waiting_for_permission_since=since)
+        if report.started - since >= SERVICE_PRINCIPAL_WAIT:
+            report.fail(PermissionWaitExpiredError(since, err.detail))
+            return
+        logger.warning(
+            "waiting for permission since %s: %s; the next run tries again",
+            format_datetime(since),
+            service_principal_advice(),
+        )
+        report.outcome = "waiting_for_permission"
 
     def _run_slices(self, run: _Run, window: Window) -> str:
         cursor = window.start

@@ -22,15 +22,24 @@
   azure-identity and azure-core wrap transport errors, so it looks through the causes;
   :func:`describe_failure` adds the text every adapter shows with it.
 * :func:`parse_retry_after` reads a ``Retry-After`` header for either tenacity loop.
+
+An unreachable host must not hold a run for minutes: every client connects within
+:data:`CONNECT_TIMEOUT_SECONDS` (the read timeout stays ``HTTP_TIMEOUT_SECONDS``), a
+failed connection is retried at most :data:`CONNECT_RETRIES` times (a status still
+``HTTP_MAX_RETRIES`` times), and :func:`connection_failure` names the host and the
+cause (DNS name not found, connection refused, TLS failure, timed out) instead of
+``ConnectionError``.
 """
 
 from __future__ import annotations
 
 import email.utils
+import socket
 import ssl
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
@@ -39,7 +48,7 @@ from azure.core.pipeline.policies import RetryPolicy
 from azure.core.pipeline.transport import HttpTransport
 from requests.adapters import HTTPAdapter
 
-from connector.errors import ErrorKind, kind_for_status
+from connector.errors import ConnectorError, ErrorKind, kind_for_status
 from connector.ports import Deadline
 from connector.redact import scrub
 from connector.settings import Settings
@@ -49,14 +58,24 @@ CA_BUNDLE_HINT = (
     "to a CA bundle that includes its issuer (e.g. a TLS-inspecting proxy's CA)"
 )
 
+CONNECT_TIMEOUT_SECONDS = 10.0
+"""The longest any client waits to open a connection; a host that answers at all does so in far less."""
+CONNECT_RETRIES = 2
+"""Retries of a connection that could not be opened (DNS, refused, TLS, connect timeout)."""
+
+
+def timeouts(read_timeout: float) -> tuple[float, float]:
+    """``(connect, read)`` for ``requests``: a short connect, the ``HTTP_TIMEOUT_SECONDS`` read."""
+    return min(CONNECT_TIMEOUT_SECONDS, read_timeout), read_timeout
+
 
 class ConnectorSession(requests.Session):
-    """A session whose CA bundle and timeout apply to every request."""
+    """A session whose CA bundle and timeouts (short connect, ``timeout_seconds`` read) apply to every request."""
 
     def __init__(self, *, ca_bundle: str | None, timeout_seconds: float, connection_retries: int = 0) -> None:
         super().__init__()
         self.verify = ca_bundle or True
-        self._timeout = timeout_seconds
+        self._timeout = timeouts(timeout_seconds)
         adapter = HTTPAdapter(max_retries=connection_retries)
         self.mount("https://", adapter)
         self.mount("http://", adapter)
@@ -170,6 +189,22 @@ class DeadlineRetryPolicy(RetryPolicy[Any, Any]):
         return WaitBeyondDeadline(status=status, wait=wait, asked=asked, detail=detail, remaining=remaining)
 
 
+def blob_options(settings: Settings) -> dict[str, Any]:
+    """The CA bundle, a short connect timeout and bounded connection retries, for Blob Storage clients.
+
+    Blob keeps its own retry policy (statuses, backoff from ``HTTP_RETRY_BACKOFF_SECONDS``);
+    without these an unreachable account took its default 3 connect retries 15 s apart.
+    """
+    connect, read = timeouts(settings.http_timeout_seconds)
+    return {
+        "connection_timeout": connect,
+        "read_timeout": read,
+        "retry_connect": CONNECT_RETRIES,
+        "initial_backoff": settings.http_retry_backoff_seconds,
+        **tls_options(settings.ca_bundle),
+    }
+
+
 def retrying_options(settings: Settings, deadline: Deadline) -> dict[str, Any]:
     """The CA bundle, the HTTP_* timeouts, and retries that end by ``deadline``, for azure-core clients.
 
@@ -181,9 +216,10 @@ def retrying_options(settings: Settings, deadline: Deadline) -> dict[str, Any]:
         "retry_policy": DeadlineRetryPolicy(
             deadline,
             retry_total=settings.http_max_retries,
+            retry_connect=min(CONNECT_RETRIES, settings.http_max_retries),
             retry_backoff_factor=settings.http_retry_backoff_seconds,
         ),
-        "connection_timeout": settings.http_timeout_seconds,
+        "connection_timeout": timeouts(settings.http_timeout_seconds)[0],
         "read_timeout": settings.http_timeout_seconds,
         **tls_options(settings.ca_bundle),
     }
@@ -245,6 +281,9 @@ def failure_kind(error: BaseException, *, default: ErrorKind = ErrorKind.FATAL) 
     """What the caller does about ``error``: fix the CA bundle, fix a grant, wait for the next run, or read it."""
     if untrusted_certificate(error):
         return ErrorKind.SETTING
+    ours = next((cause for cause in causes(error) if isinstance(cause, ConnectorError)), None)
+    if ours is not None:  # one of our errors raised inside an SDK call (a credential's) keeps its kind
+        return ours.kind
     status = getattr(error, "status_code", None)
     if isinstance(status, int):
         return kind_for_status(status)
@@ -253,15 +292,62 @@ def failure_kind(error: BaseException, *, default: ErrorKind = ErrorKind.FATAL) 
     return default
 
 
+def connection_cause(error: BaseException) -> str | None:
+    """Why a connection could not be opened, in words; None if ``error`` is not such a failure."""
+    found = list(causes(error))
+    checks: tuple[tuple[tuple[type[BaseException], ...], str], ...] = (
+        ((socket.gaierror,), "DNS name not found"),
+        ((ConnectionRefusedError,), "connection refused"),
+        ((ssl.SSLError,), "TLS failure"),
+        ((requests.ConnectTimeout,), "timed out connecting"),
+        ((ConnectionResetError,), "connection reset"),
+    )
+    for types, words in checks:
+        if any(isinstance(cause, types) for cause in found):
+            return words
+    return None
+
+
+def failed_host(error: BaseException) -> str | None:
+    """The host ``error`` failed to reach, from urllib3's pool or connection or the request's URL."""
+    for cause in causes(error):
+        # urllib3 2 errors carry ``conn`` (and a deprecated ``pool`` property), MaxRetryError ``pool``.
+        pool = (
+            None if isinstance(getattr(type(cause), "pool", None), property) else getattr(cause, "pool", None)
+        )
+        for holder in (getattr(cause, "conn", None), pool):
+            host = getattr(holder, "host", None)
+            if isinstance(host, str) and host:
+                return host
+        request = getattr(cause, "request", None)
+        url = getattr(request, "url", None)
+        if isinstance(url, str) and urlsplit(url).hostname:
+            return urlsplit(url).hostname
+    return None
+
+
+def connection_failure(error: BaseException) -> str | None:
+    """``cannot connect to HOST: CAUSE`` for a connection that could not be opened, else None."""
+    cause = connection_cause(error)
+    if cause is None:
+        return None
+    host = failed_host(error)
+    return f"cannot connect to {host or 'the service'}: {cause}"
+
+
 def describe_failure(error: BaseException, *, default: ErrorKind = ErrorKind.FATAL) -> tuple[ErrorKind, str]:
     """The kind of ``error`` and the text to show for it.
 
     An untrusted certificate is shown as the CA-bundle advice (the library's text only says
-    the handshake failed); anything else as the error's own message (azure-core's without
+    the handshake failed); a connection that could not be opened as the host and the cause
+    (:func:`connection_failure`); anything else as the error's own message (azure-core's without
     its wrapping), scrubbed: SDK texts name the URL they failed on, query string (a SAS) included.
     """
     kind = failure_kind(error, default=default)
     if untrusted_certificate(error):
         return kind, CA_BUNDLE_HINT
+    unreachable = connection_failure(error) if kind is ErrorKind.TRANSIENT else None
+    if unreachable is not None:
+        return kind, unreachable
     message = getattr(error, "message", None)
     return kind, scrub(message if isinstance(message, str) and message else str(error))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from azure.functions.timer import TimerRequest
 
-from connector.errors import ConfigError, ServicePrincipalMissingError
+from connector.errors import ConfigError, GraphPermissionError
 from connector.simulator import generate_traffic
 
 pytestmark = pytest.mark.integration
@@ -74,10 +74,10 @@ def test_timer_run_ingests_new_mail_and_a_second_tick_adds_nothing(sim, environm
 
 
 def test_timer_run_raises_the_clear_error_so_the_invocation_fails(sim, environment):
-    sim.graph.service_principal_missing = True
+    sim.graph.permission_granted = False
     function = timer_function(load_function_app()).get_user_function()
 
-    with pytest.raises(ServicePrincipalMissingError, match="8bd644d1-64a1-4d4b-ae52-2e0cbf64e373"):
+    with pytest.raises(GraphPermissionError, match="ExchangeMessageTrace.Read.All"):
         function(TimerRequest())
 
 

@@ -17,7 +17,7 @@ from connector.errors import (
     CheckpointConflictError,
     GraphPermissionError,
     PagingLoopError,
-    ServicePrincipalMissingError,
+    PermissionWaitExpiredError,
     SinkError,
 )
 from connector.ledger import row_id
@@ -240,14 +240,38 @@ def test_high_water_mark_older_than_90_days_is_clamped_with_a_warning(sim, conne
     assert [r["MessageTraceId"] for r in sim.ingestion.rows()] == ["recent"]
 
 
-def test_missing_service_principal_gives_the_provisioning_instructions(sim, connector_env):
+def test_a_service_principal_401_is_a_waiting_state_with_its_first_sighting_then_an_error_after_a_day(
+    sim, connector_env, blob_store, caplog
+):
     sim.graph.service_principal_missing = True
+    first_seen = datetime.now(UTC)
 
-    report = run_feed(connector_env)
+    first = run_feed(connector_env, clock=lambda: first_seen)
+    second = run_feed(connector_env, clock=lambda: first_seen + timedelta(hours=3))
 
-    assert isinstance(report.error, ServicePrincipalMissingError)
-    assert "New-MgServicePrincipal -AppId 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373" in str(report.error)
-    assert len(sim.graph.requests(path="messageTraces")) == 1
+    for report in (first, second):
+        assert report.ok, report.error
+        assert report.outcome == "waiting_for_permission"
+    assert len(sim.graph.requests(path="messageTraces")) == 2
+    stored = blob_store.load("live").checkpoint.progress
+    assert stored.waiting_for_permission_since is not None
+    assert abs(stored.waiting_for_permission_since - first_seen) < timedelta(seconds=1)
+    assert stored.stalled_runs == 0
+    assert any("missing or was created recently and is still activating" in m for m in caplog.messages)
+    assert any(
+        "New-MgServicePrincipal -AppId 8bd644d1-64a1-4d4b-ae52-2e0cbf64e373" in m for m in caplog.messages
+    )
+
+    late = run_feed(connector_env, clock=lambda: first_seen + timedelta(hours=25))
+
+    assert isinstance(late.error, PermissionWaitExpiredError)
+    assert late.error.exit_code == 3
+    assert "more than 24 h" in str(late.error)
+
+    sim.graph.service_principal_missing = False
+    sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
+    assert run_feed(connector_env).ok
+    assert blob_store.load("live").checkpoint.progress.waiting_for_permission_since is None
 
 
 def test_missing_permission_names_the_permission_to_grant(sim, connector_env):

@@ -167,3 +167,18 @@ def test_stray_lone_surrogate_in_a_run_summary_does_not_stop_the_save():
 
     assert decoded.progress.last_run is not None
     assert decoded.progress.last_run["error"] == "the service said: \ud83d"
+
+
+def test_waiting_for_permission_round_trips_and_old_documents_without_it_still_read():
+    waiting = Checkpoint(
+        progress=FeedProgress(feed="live", high_water_mark=T0, waiting_for_permission_since=T0), ledger={}
+    )
+    healthy = Checkpoint(progress=FeedProgress(feed="live", high_water_mark=T0), ledger={})
+
+    assert b"waiting_for_permission_since" not in encode_checkpoint(healthy)
+    assert (
+        decode_checkpoint(encode_checkpoint(waiting), where="t").progress.waiting_for_permission_since == T0
+    )
+    assert (
+        decode_checkpoint(encode_checkpoint(healthy), where="t").progress.waiting_for_permission_since is None
+    )

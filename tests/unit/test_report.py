@@ -112,3 +112,16 @@ def test_status_shows_each_feed_with_its_last_run_through_the_same_renderer():
 
 def test_status_without_any_checkpoint_says_so():
     assert render_status([], NOW) == ["no checkpoint yet: the connector has not committed a run"]
+
+
+def test_status_shows_since_when_a_feed_waits_for_the_service_principal():
+    since = datetime(2026, 1, 20, 8, 0, tzinfo=UTC)
+    checkpoint = Checkpoint(progress=FeedProgress(feed="live", waiting_for_permission_since=since), ledger={})
+    now = since + timedelta(hours=3)
+
+    text = "\n".join(render_status([checkpoint], now))
+
+    assert "for permission since 2026-01-20T08:00:00" in text
+    assert "3:00:00 ago" in text
+    assert "missing or still activating" in text
+    assert status_fields(checkpoint, now)["waiting_for_permission_since"].startswith("2026-01-20T08:00:00")

@@ -137,3 +137,37 @@ def test_a_bad_setting_holding_a_sas_is_named_without_the_sas():
         Settings.from_env({**BASE, "STORAGE_ACCOUNT_URL": bad})
 
     assert "SECRETSIG" not in str(caught.value)
+
+
+def test_developer_sign_in_is_accepted_for_storage_and_ingestion_without_an_app():
+    settings = Settings.from_env({**BASE, "AZURE_AUTH_MODE": "developer"})
+
+    assert settings.azure_auth_mode is AuthMode.DEVELOPER
+    assert settings.credentials.client_id is None
+
+
+def test_developer_sign_in_for_graph_is_refused_because_message_trace_needs_the_app_permission():
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**BASE, "GRAPH_AUTH_MODE": "developer"})
+
+    assert caught.value.setting == "GRAPH_AUTH_MODE"
+    assert "application permission ExchangeMessageTrace.Read.All" in str(caught.value)
+    assert "client_secret or client_certificate" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AUTHORITY_HOST", "https://login.microsoftonline.us"),
+        ("AUTHORITY_HOST", "https://login.chinacloudapi.cn/"),
+        ("GRAPH_BASE_URL", "https://graph.microsoft.us"),
+        ("GRAPH_BASE_URL", "https://dod-graph.microsoft.us"),
+        ("GRAPH_BASE_URL", "https://microsoftgraph.chinacloudapi.cn"),
+    ],
+)
+def test_a_national_cloud_is_refused_at_start_since_message_trace_is_global_only(name, value):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**BASE, name: value})
+
+    assert caught.value.setting == name
+    assert "served by the global service only" in str(caught.value)

@@ -1,0 +1,97 @@
+"""``python -m connector check`` over the simulator and Azurite: one line per check, exit by the worst failure."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from connector.auth import clear_credential_cache
+from connector.cli import main
+from connector.runner import build_lock, build_store
+from connector.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def environment(monkeypatch, connector_env):
+    clear_credential_cache()
+    for name, value in connector_env.items():
+        monkeypatch.setenv(name, value)
+    yield connector_env
+    clear_credential_cache()
+
+
+def check(*args: str) -> tuple[int, dict[str, str]]:
+    out = io.StringIO()
+    code = main(["--no-progress", "check", *args], out=out)
+    lines = {line[5:23].strip(): line for line in out.getvalue().splitlines()}
+    return code, lines
+
+
+def test_a_working_deployment_passes_every_check_and_sends_one_graph_request(sim):
+    code, lines = check()
+
+    assert code == 0, lines
+    assert set(lines) == {
+        "graph token",
+        "ingestion token",
+        "graph permission",
+        "storage writable",
+        "lock free",
+    }
+    assert all(line.startswith("ok ") for line in lines.values())
+    assert len(sim.graph.requests(path="messageTraces")) == 1
+    assert sim.ingestion.rows() == []
+
+
+def test_a_missing_graph_permission_fails_that_check_with_the_grant_to_give(sim):
+    sim.graph.permission_granted = False
+
+    code, lines = check()
+
+    assert code == 3
+    assert lines["graph permission"].startswith("FAIL")
+    assert "ExchangeMessageTrace.Read.All" in lines["graph permission"]
+    assert lines["storage writable"].startswith("ok")
+
+
+def test_the_service_principal_401_names_both_a_missing_and_an_activating_principal(sim):
+    sim.graph.service_principal_missing = True
+
+    code, lines = check()
+
+    assert code == 3
+    assert "is missing or was created recently and is still activating" in lines["graph permission"]
+    assert "New-MgServicePrincipal" in lines["graph permission"]
+
+
+def test_a_held_lock_fails_the_lock_check_with_exit_5(sim, environment):
+    settings = Settings.from_env(environment)
+    with build_lock(build_store(settings), settings).hold("live"):
+        code, lines = check()
+
+    assert code == 5
+    assert lines["lock free"].startswith("FAIL")
+    assert lines["graph permission"].startswith("ok")
+
+
+def test_write_test_row_uploads_one_row_marked_connector_test(sim):
+    code, lines = check("--write-test-row")
+
+    assert code == 0, lines
+    assert lines["dcr write"].startswith("ok")
+    (row,) = sim.ingestion.rows()
+    assert row["Status"] == "ConnectorTest"
+    assert row["MessageTraceId"].startswith("connector-check-")
+
+
+def test_a_refused_token_is_a_permission_failure_and_the_worst_kind_sets_the_exit_code(sim, monkeypatch):
+    monkeypatch.setenv("CLIENT_SECRET", "wrong-secret")
+
+    code, lines = check()
+
+    assert code == 3
+    assert lines["graph token"].startswith("FAIL")
+    assert lines["ingestion token"].startswith("FAIL")
