@@ -51,6 +51,7 @@ from connector.transport import (
     CA_BUNDLE_HINT,
     CONNECT_RETRIES,
     connection_failure,
+    failed_host,
     parse_retry_after,
     timeouts,
     untrusted_certificate,
@@ -274,7 +275,9 @@ class GraphMessageTraceSource:
             opened = connection_failure(err)
             if opened is not None:
                 raise _RetriableFailure(opened, connect=True) from err
-            raise _RetriableFailure(f"connection failed: {type(err).__name__}") from err
+            raise _RetriableFailure(
+                f"connection to {failed_host(err) or 'Graph'} failed: {type(err).__name__}"
+            ) from err
         status = response.status_code
         if status == 401:
             detail = _error_detail(response)
