@@ -28,7 +28,7 @@ from tqdm import tqdm
 from connector.backfill import BackfillRange, NothingToBackfill
 from connector.checkpoint import check_feed_name
 from connector.deadletter import parse_age
-from connector.errors import ConnectorError
+from connector.errors import SERVICE_PRINCIPAL_WAIT, ConnectorError, ErrorKind
 from connector.mapping import parse_datetime
 from connector.ports import ProgressCallback
 from connector.redact import scrub
@@ -310,7 +310,8 @@ def print_report(report: RunReport, out: TextIO) -> None:
     out.write("\n".join(render_fields(report_fields(report), utc_now())) + "\n")
 
 
-def _print_status(as_json: bool, show_all: bool, out: TextIO) -> None:
+def _print_status(as_json: bool, show_all: bool, out: TextIO) -> int:
+    """Print every feed; the exit code is 3 once a feed has waited a day for Graph's permission."""
     feeds = read_status()
     now = utc_now()
     locks = {feed.checkpoint.progress.feed: feed.lock for feed in feeds}
@@ -330,6 +331,12 @@ def _print_status(as_json: bool, show_all: bool, out: TextIO) -> None:
         out.write(json.dumps(documents, indent=2) + "\n")
     else:
         out.write("\n".join(render_status(shown, now, locks, hidden=hidden)) + "\n")
+    waited_too_long = any(
+        checkpoint.progress.waiting_for_permission_since is not None
+        and now - checkpoint.progress.waiting_for_permission_since >= SERVICE_PRINCIPAL_WAIT
+        for checkpoint in every
+    )
+    return ErrorKind.PERMISSION.exit_code if waited_too_long else 0
 
 
 def _print_purge(purge: DeadLetterPurge, out: TextIO) -> None:
@@ -343,8 +350,7 @@ def _print_purge(purge: DeadLetterPurge, out: TextIO) -> None:
 
 
 def _status(args: argparse.Namespace, out: TextIO) -> int:
-    _print_status(args.json, args.all, out)
-    return 0
+    return _print_status(args.json, args.all, out)
 
 
 def _unlock(args: argparse.Namespace, out: TextIO) -> int:

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -348,3 +348,19 @@ def test_progress_bar_on_a_terminal_shows_rows_rate_and_eta_in_one_line(sim, con
     assert "ETA" in text
     assert "\r" in text  # redrawn in place, one line
     assert " rows," in text
+
+
+@pytest.mark.parametrize(("waited", "code"), [(timedelta(hours=3), 0), (timedelta(hours=25), 3)])
+def test_status_exits_3_once_a_feed_has_waited_a_day_for_graphs_permission(
+    sim, environment, blob_store, waited, code
+):
+    from connector.state import Checkpoint, FeedProgress
+
+    since = datetime.now(UTC) - waited
+    progress = FeedProgress(feed="live", coverage_start=since, waiting_for_permission_since=since)
+    blob_store.save(Checkpoint(progress=progress, ledger={}), None)
+
+    status, out = run_cli("status")
+
+    assert status == code
+    assert "waiting" in out.lower()
