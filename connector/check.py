@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import TextIO
 
 from azure.core.exceptions import AzureError
-from azure.monitor.ingestion import LogsIngestionClient
 
 from connector.auth import azure_credential, graph_token_provider
 from connector.checkpoint import LIVE_FEED
@@ -44,13 +43,12 @@ from connector.errors import (
     ServicePrincipalMissingError,
 )
 from connector.graph import GraphMessageTraceSource
-from connector.ingestion import LogsIngestionSink
 from connector.mapping import RowMapper, format_datetime, parse_trace_record
 from connector.ports import Deadline
-from connector.runner import build_lock, build_store
+from connector.runner import build_lock, build_sink, build_store
 from connector.settings import Settings, StoreKind
 from connector.store import BlobCheckpointStore
-from connector.transport import ConnectorSession, describe_failure, retrying_options
+from connector.transport import ConnectorSession, describe_failure
 from connector.windows import Window
 
 logger = logging.getLogger(__name__)
@@ -243,18 +241,7 @@ def _test_row_check(
     """Upload one row marked ``Status`` = ConnectorTest: the only way to prove the DCR role."""
 
     def upload() -> str:
-        def client(fresh: bool) -> LogsIngestionClient:
-            return LogsIngestionClient(
-                settings.ingestion_endpoint,
-                azure_credential(settings, fresh=fresh),
-                credential_scopes=[settings.ingestion_scope],
-                **retrying_options(settings, deadline),
-            )
-
-        sink = LogsIngestionSink(
-            client, rule_id=settings.dcr_immutable_id, stream_name=settings.dcr_stream_name
-        )
-        resources.callback(sink.close)
+        sink = build_sink(settings, deadline, resources)
         trace_id = f"connector-check-{uuid.uuid4()}"
         domain = settings.local_domains[0]
         record = parse_trace_record(

@@ -74,6 +74,24 @@ def build_lock(store: BlobCheckpointStore | FileCheckpointStore, settings: Setti
     return FileRunLock(store.directory)
 
 
+def build_sink(settings: Settings, deadline: Deadline, resources: ExitStack) -> LogsIngestionSink:
+    """The Logs Ingestion sink of the DCR the settings name; ``resources`` closes its client."""
+
+    def ingestion_client(fresh: bool) -> LogsIngestionClient:
+        return LogsIngestionClient(
+            settings.ingestion_endpoint,
+            azure_credential(settings, fresh=fresh),
+            credential_scopes=[settings.ingestion_scope],
+            **retrying_options(settings, deadline),
+        )
+
+    sink = LogsIngestionSink(
+        ingestion_client, rule_id=settings.dcr_immutable_id, stream_name=settings.dcr_stream_name
+    )
+    resources.callback(sink.close)
+    return sink
+
+
 @dataclass(frozen=True, slots=True)
 class Connector:
     """The wired connector for one run: the loop and the lock it runs under."""
@@ -112,18 +130,7 @@ def build_connector(
         **({} if sleep is None else {"sleep": sleep}),
     )
 
-    def ingestion_client(fresh: bool) -> LogsIngestionClient:
-        return LogsIngestionClient(
-            settings.ingestion_endpoint,
-            azure_credential(settings, fresh=fresh),
-            credential_scopes=[settings.ingestion_scope],
-            **retrying_options(settings, deadline),
-        )
-
-    sink = LogsIngestionSink(
-        ingestion_client, rule_id=settings.dcr_immutable_id, stream_name=settings.dcr_stream_name
-    )
-    resources.callback(sink.close)
+    sink = build_sink(settings, deadline, resources)
     store = build_store(settings)
     verifier: LogAnalyticsVerifier | None = None
     if settings.workspace_id is not None:

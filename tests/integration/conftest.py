@@ -62,6 +62,14 @@ def connector_env(sim: Simulator, azurite: Azurite, container_name: str) -> dict
 
 
 @pytest.fixture
+def environment(monkeypatch: pytest.MonkeyPatch, connector_env: dict[str, str]) -> dict[str, str]:
+    """The connector's settings set in the process environment (for commands run through the CLI)."""
+    for name, value in connector_env.items():
+        monkeypatch.setenv(name, value)
+    return connector_env
+
+
+@pytest.fixture
 def blob_store(azurite: Azurite, container_name: str):
     from connector.store import BlobCheckpointStore
 

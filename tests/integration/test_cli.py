@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -15,23 +14,11 @@ import pytest
 from connector.cli import main
 from connector.simulator import generate_traffic
 from tests.fakes.memory import trace
+from tests.integration.cli_run import run_cli
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def environment(monkeypatch, connector_env):
-    for name, value in connector_env.items():
-        monkeypatch.setenv(name, value)
-    return connector_env
-
-
-def run_cli(*args: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = main(["--no-progress", *args], out=out)
-    return code, out.getvalue()
 
 
 def iso(moment) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pty
@@ -19,24 +18,12 @@ import pytest
 
 from connector.cli import main
 from connector.simulator import generate_traffic
+from tests.integration.cli_run import run_cli
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_ONLY = ("TENANT_ID", "LOCAL_DOMAINS", "INGESTION_ENDPOINT", "DCR_IMMUTABLE_ID")
-
-
-@pytest.fixture
-def environment(monkeypatch, connector_env):
-    for name, value in connector_env.items():
-        monkeypatch.setenv(name, value)
-    return connector_env
-
-
-def run_cli(*args: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = main(["--no-progress", *args], out=out)
-    return code, out.getvalue()
 
 
 def iso(moment) -> str:

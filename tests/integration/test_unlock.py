@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import socket
@@ -13,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from connector.cli import main
 from connector.errors import RunLockedError
 from connector.locks import BlobRunLock, FileRunLock
 from connector.runner import run_feed
+from tests.integration.cli_run import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -27,19 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def container(container):
     container.create_container()
     return container
-
-
-@pytest.fixture
-def environment(monkeypatch, connector_env):
-    for name, value in connector_env.items():
-        monkeypatch.setenv(name, value)
-    return connector_env
-
-
-def run_cli(*args: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = main(["--no-progress", *args], out=out)
-    return code, out.getvalue()
 
 
 def killed_holder(azurite, container_name: str, *, clock_behind_seconds: int = 0) -> None:
