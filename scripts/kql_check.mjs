@@ -5,11 +5,16 @@
 //
 // stdin (JSON):
 //   {"tables": {"Table": {"Column": "type", ...}, ...},
+//    "functions": [{"name": "F", "parameters": "(x:long=5)", "body": "{ Table | ... }"}],
 //    "queries": [{"name": "where it came from", "query": "KQL", "tables": {...optional}}]}
+// Functions (the Sentinel parsers, _GetWatchlist) are declared in the same database as
+// the tables, so a rule calling a parser gets the parser's result columns. Kusto.Language
+// reports no error inside a function body at a call site: analyze each body on its own.
 // Types are Kusto scalar types or the DCR stream vocabulary (boolean = bool).
 // A query's own "tables" are added to the shared ones for that query only (a DCR
 // transformKql reads its input stream as the table `source`).
-// stdout (JSON): [{"name", "diagnostics": [{"severity", "code", "message", "offset", "length"}]}]
+// stdout (JSON): [{"name", "diagnostics": [{"severity", "code", "message", "offset", "length"}],
+//                  "columns": {"Column": "type", ...} (the result's, when it is a table)}]
 // Exit code 0 when every query was analyzed (whatever it found), 2 on bad input.
 import { createRequire } from "node:module";
 import { readFileSync } from "node:fs";
@@ -51,8 +56,16 @@ function table(name, columns) {
   return new S.TableSymbol.$ctor4(name, symbols);
 }
 
+function func({ name, parameters, body }) {
+  if (typeof name !== "string" || typeof parameters !== "string" || typeof body !== "string") {
+    fail(`function ${name}: needs name, parameters and body strings`);
+  }
+  return new S.FunctionSymbol.$ctor16(name, parameters, body);
+}
+
 function globals(tables) {
   const symbols = Object.entries(tables).map(([name, columns]) => table(name, columns));
+  for (const declared of input.functions || []) symbols.push(func(declared));
   return K.GlobalState.Default.WithDatabase(new S.DatabaseSymbol.$ctor2("workspace", null, symbols));
 }
 
@@ -69,7 +82,8 @@ if (!input || typeof input.tables !== "object" || !Array.isArray(input.queries))
 const shared = globals(input.tables);
 const results = input.queries.map(({ name, query, tables }) => {
   const state = tables ? globals({ ...input.tables, ...tables }) : shared;
-  const list = K.KustoCode.ParseAndAnalyze(query, state).GetDiagnostics();
+  const code = K.KustoCode.ParseAndAnalyze(query, state);
+  const list = code.GetDiagnostics();
   const diagnostics = [];
   for (let i = 0; i < list.Count; i++) {
     const d = list.getItem(i);
@@ -81,6 +95,14 @@ const results = input.queries.map(({ name, query, tables }) => {
       length: d.Length,
     });
   }
-  return { name, diagnostics };
+  const columns = {};
+  const result = code.ResultType;
+  if (result && result.Columns) {
+    for (let i = 0; i < result.Columns.Count; i++) {
+      const column = result.Columns.getItem(i);
+      columns[column.Name] = column.Type.Name;
+    }
+  }
+  return { name, diagnostics, columns };
 });
 process.stdout.write(JSON.stringify(results));

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from connector.schema import TableSchema, parse_table_schema
 from connector.workspace import presence_query, stored_query
 
@@ -250,42 +252,145 @@ def bicep_texts(path: Path, values: Mapping[str, str], source_table: Mapping[str
 
 # ---- YAML (Sentinel content) ------------------------------------------------------------
 
-_YAML_QUERY = re.compile(r"^([ \t]*)(?:-[ \t]+)?query[ \t]*:[ \t]*(.*)$")
+
+@dataclass(frozen=True)
+class Parser:
+    """A saved function from a parser YAML: what the workspace will hold under ``name``.
+
+    Both Azure-Sentinel parser formats are read: a solution parser (``FunctionAlias``,
+    ``FunctionParams``, ``FunctionQuery``) and an ASIM parser (``ParserName``,
+    ``ParserParams``, ``ParserQuery``).
+    """
+
+    name: str
+    parameters: tuple[tuple[str, str, str], ...]  # (name, type, default)
+    body: str
+    source: str
+
+    def parameter_list(self) -> str:
+        """``(name:type=default, ...)``: what the saved search's functionParameters say."""
+        return "(" + ", ".join(f"{n}:{t}={d}" for n, t, d in self.parameters) + ")"
+
+    def body_query(self) -> str:
+        """The body as a query of its own, its parameters declared, so errors inside it show.
+
+        Kusto.Language reports nothing inside a function body at a call site, so the
+        body must be analyzed on its own.
+        """
+        declared = ", ".join(f"{n}:{t} = {d}" for n, t, d in self.parameters)
+        header = f"declare query_parameters({declared});\n" if declared else ""
+        return header + self.body
+
+
+def _load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path.relative_to(ROOT).as_posix()} is not valid YAML: {err}") from err
+
+
+def parser_of(path: Path) -> Parser | None:
+    """The parser a Sentinel YAML file defines, or None when it defines none."""
+    doc = _load_yaml(path)
+    if not isinstance(doc, dict):
+        return None
+    where = path.relative_to(ROOT).as_posix()
+    if "FunctionQuery" in doc:
+        name, params, body = doc.get("FunctionAlias"), doc.get("FunctionParams") or [], doc["FunctionQuery"]
+    elif "ParserQuery" in doc:
+        name, params, body = doc.get("ParserName"), doc.get("ParserParams") or [], doc["ParserQuery"]
+    else:
+        return None
+    if not isinstance(name, str) or not isinstance(body, str):
+        raise ValueError(f"{where}: a parser needs a name (FunctionAlias/ParserName) and a query")
+    parameters = tuple((str(p["Name"]), str(p["Type"]), kql_default(p["Type"], p["Default"])) for p in params)
+    return Parser(name, parameters, body.rstrip("\n"), where)
+
+
+def kql_default(kind: str, value: Any) -> str:
+    """A YAML ``Default`` as KQL: ``false`` for a YAML boolean, ``'*'`` for the string ``*``.
+
+    Azure-Sentinel writes ``Default: false`` and ``Default: '*'``; its ARM templates
+    carry them as ``pack:bool=false`` and ``eventresult:string='*'``.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    if kind == "string" and not (len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""):
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return text
+
+
+def _queries_in(node: Any, at: str) -> Iterator[tuple[str, str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{at}.{key}" if at else str(key)
+            if key == "query":
+                if not isinstance(value, str):
+                    raise ValueError(f"{here} is not a string")
+                yield here, value
+            else:
+                yield from _queries_in(value, here)
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _queries_in(item, f"{at}[{index}]")
 
 
 def yaml_texts(path: Path) -> Iterator[KqlText]:
-    """``query:`` fields: literal block scalars (``|``, ``|-``, ``|+``) or one-line scalars.
+    """Every ``query`` field at any depth, and a parser's body with its parameters declared."""
+    where = path.relative_to(ROOT).as_posix()
+    for at, query in _queries_in(_load_yaml(path), ""):
+        yield KqlText(f"{where} {at}", query.rstrip("\n"))
+    parser = parser_of(path)
+    if parser is not None:
+        yield KqlText(f"{where} parser {parser.name}", parser.body_query())
 
-    A small reader rather than a YAML library, because Sentinel content writes queries
-    this way; any other form is refused, so an unread query cannot pass unchecked.
+
+def parsers() -> list[Parser]:
+    """Every parser the Sentinel content deploys: declared as functions to every query."""
+    found = [
+        p for pattern in ("*.yaml", "*.yml") for path in _files(pattern, SENTINEL) if (p := parser_of(path))
+    ]
+    names = [p.name for p in found]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two parsers share a name: {sorted(names)}")
+    return found
+
+
+def watchlist_columns() -> dict[str, str]:
+    """Columns ``_GetWatchlist`` returns for the shipped watchlists (every CSV header, as string).
+
+    Sentinel's ``_GetWatchlist(alias)`` returns _DTItemId, LastUpdatedTimeUTC, SearchKey,
+    WatchlistItem and one column per CSV column
+    (https://learn.microsoft.com/azure/sentinel/watchlists-queries).
     """
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines()
-    for number, line in enumerate(lines):
-        match = _YAML_QUERY.match(line)
-        if not match:
-            continue
-        name = f"{path.relative_to(ROOT).as_posix()}:{number + 1} query"
-        key_indent = len(match.group(1).expandtabs())
-        value = match.group(2).split(" #", 1)[0].strip()
-        if re.fullmatch(r"\|[-+]?", value):
-            body: list[str] = []
-            for following in lines[number + 1 :]:
-                if following.strip() and len(following) - len(following.lstrip(" ")) <= key_indent:
-                    break
-                body.append(following)
-            while body and not body[-1].strip():
-                body.pop()
-            indent = min(len(b) - len(b.lstrip(" ")) for b in body if b.strip())
-            yield KqlText(name, "\n".join(b[indent:] for b in body))
-        elif value.startswith("'") and value.endswith("'") and len(value) >= 2:
-            yield KqlText(name, value[1:-1].replace("''", "'"))
-        elif value.startswith('"') and value.endswith('"') and len(value) >= 2:
-            yield KqlText(name, json.loads(value))
-        elif value and value[0] not in "|>&*!{[":
-            yield KqlText(name, value)
-        else:
-            raise ValueError(f"{name}: write the query as a literal block (query: |) for tests/kql.py")
+    columns = {
+        "_DTItemId": "string",
+        "LastUpdatedTimeUTC": "datetime",
+        "SearchKey": "string",
+        "WatchlistItem": "dynamic",
+    }
+    for path in _files("*.csv", SENTINEL / "Watchlists"):
+        header = path.read_text(encoding="utf-8").splitlines()[:1]
+        for name in header[0].split(",") if header else []:
+            columns.setdefault(name.strip(), "string")
+    return columns
+
+
+def functions() -> list[dict[str, str]]:
+    """Functions every query may call: the shipped parsers and Sentinel's _GetWatchlist."""
+    declared = [
+        {"name": p.name, "parameters": p.parameter_list(), "body": "{\n" + p.body + "\n}"} for p in parsers()
+    ]
+    watchlist = ", ".join(f"{name}:{kind}" for name, kind in watchlist_columns().items())
+    declared.append(
+        {
+            "name": "_GetWatchlist",
+            "parameters": "(watchlistAlias:string)",
+            "body": f"{{ datatable({watchlist})[] }}",
+        }
+    )
+    return declared
 
 
 # ---- all of them ------------------------------------------------------------------------
@@ -320,8 +425,8 @@ def collect() -> list[KqlText]:
     return texts
 
 
-def analyze(texts: list[KqlText]) -> dict[str, list[dict[str, Any]]]:
-    """Name → Kusto.Language diagnostics, from one run of ``scripts/kql_check.mjs``."""
+def _run(texts: list[KqlText]) -> dict[str, dict[str, Any]]:
+    """One run of ``scripts/kql_check.mjs``: name → {"diagnostics": [...], "columns": {...}}."""
     node = shutil.which("node")
     if node is None:
         raise RuntimeError("node is not installed: the KQL checks need it (see scripts/setup.sh)")
@@ -329,6 +434,7 @@ def analyze(texts: list[KqlText]) -> dict[str, list[dict[str, Any]]]:
         raise RuntimeError("@kusto/language-service-next is missing: run bash scripts/setup.sh")
     request = {
         "tables": tables(),
+        "functions": functions(),
         "queries": [
             {"name": t.name, "query": t.query, **({"tables": t.local_tables} if t.local_tables else {})}
             for t in texts
@@ -346,7 +452,17 @@ def analyze(texts: list[KqlText]) -> dict[str, list[dict[str, Any]]]:
     )
     if done.returncode != 0:
         raise RuntimeError(f"kql_check.mjs failed ({done.returncode}): {done.stderr.strip()}")
-    return {result["name"]: result["diagnostics"] for result in json.loads(done.stdout)}
+    return {result["name"]: result for result in json.loads(done.stdout)}
+
+
+def analyze(texts: list[KqlText]) -> dict[str, list[dict[str, Any]]]:
+    """Name → Kusto.Language diagnostics, from one run of ``scripts/kql_check.mjs``."""
+    return {name: found["diagnostics"] for name, found in _run(texts).items()}
+
+
+def analyze_columns(texts: list[KqlText]) -> dict[str, dict[str, str]]:
+    """Name → the result's column → type, as Kusto.Language infers it (tabular results only)."""
+    return {name: found["columns"] for name, found in _run(texts).items()}
 
 
 def describe(text: KqlText, diagnostics: list[dict[str, Any]]) -> str:

@@ -123,17 +123,76 @@ def test_bicep_collector_refuses_a_query_it_cannot_read(tmp_path: Path, monkeypa
         list(kql.bicep_texts(module, {}, {}))
 
 
-def test_yaml_collector_reads_sentinel_style_queries(tmp_path: Path, monkeypatch):
+def test_yaml_collector_reads_every_query_field_at_any_depth(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(kql, "ROOT", tmp_path)
     rule = tmp_path / "rule.yaml"
     rule.write_text(
         "id: 1\nquery: |\n  T_CL\n  | where A == 'x'\n\n  | take 1\n\nseverity: Low\n"
-        "queries:\n  - name: one\n    query: 'T_CL | take 2'\n"
+        "queries:\n  - name: one\n    query: 'T_CL | take 2'\n  - name: two\n    query: >-\n      T_CL\n      | take 3\n"
     )
 
     found = {t.name: t.query for t in kql.yaml_texts(rule)}
 
     assert found == {
-        "rule.yaml:2 query": "T_CL\n| where A == 'x'\n\n| take 1",
-        "rule.yaml:11 query": "T_CL | take 2",
+        "rule.yaml query": "T_CL\n| where A == 'x'\n\n| take 1",
+        "rule.yaml queries[0].query": "T_CL | take 2",
+        "rule.yaml queries[1].query": "T_CL | take 3",
     }
+
+
+def test_yaml_collector_refuses_a_query_that_is_not_text(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(kql, "ROOT", tmp_path)
+    rule = tmp_path / "rule.yaml"
+    rule.write_text("query:\n  - T_CL\n")
+
+    with pytest.raises(ValueError, match="query is not a string"):
+        list(kql.yaml_texts(rule))
+
+
+def test_parsers_of_both_sentinel_formats_become_functions_with_their_defaults(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(kql, "ROOT", tmp_path)
+    solution = tmp_path / "Solution.yaml"
+    solution.write_text(
+        "FunctionName: Sol\nFunctionAlias: Sol\nFunctionParams:\n"
+        "  - {Name: since, Type: datetime, Default: datetime(null)}\n"
+        "FunctionQuery: |\n  T_CL | where isnull(since)\n"
+    )
+    asim = tmp_path / "vimX.yaml"
+    asim.write_text(
+        "ParserName: vimX\nParserParams:\n  - {Name: eventresult, Type: string, Default: '*'}\n"
+        "  - {Name: pack, Type: bool, Default: false}\n  - {Name: quoted, Type: string, Default: \"'a'\"}\n"
+        "ParserQuery: |\n  T_CL\n"
+    )
+
+    sol, vim = kql.parser_of(solution), kql.parser_of(asim)
+
+    assert sol is not None
+    assert vim is not None
+    assert (sol.name, sol.parameter_list()) == ("Sol", "(since:datetime=datetime(null))")
+    assert (vim.name, vim.parameter_list()) == (
+        "vimX",
+        "(eventresult:string='*', pack:bool=false, quoted:string='a')",
+    )
+    declared = "declare query_parameters(eventresult:string = '*', pack:bool = false, quoted:string = 'a');"
+    assert vim.body_query() == declared + "\nT_CL"
+    assert [t.name for t in kql.yaml_texts(asim)] == ["vimX.yaml parser vimX"]
+
+
+def test_a_query_calling_a_parser_is_checked_against_the_parser_result():
+    probes = [
+        kql.KqlText(
+            "probe: parser column", "MessageTrace(starttime = ago(1d)) | project IngestedAt, Status, RowId"
+        ),
+        kql.KqlText("probe: parser unknown column", "MessageTrace() | where NoSuchColumn == 1"),
+        kql.KqlText("probe: parser unknown parameter", "MessageTrace(nosuch = 1)"),
+        kql.KqlText(
+            "probe: watchlist", "_GetWatchlist('LookalikeDomains') | project SearchKey, WatchlistItem"
+        ),
+    ]
+
+    found = kql.analyze(probes)
+
+    assert found["probe: parser column"] == []
+    assert [d["code"] for d in found["probe: parser unknown column"]] == ["KS142"]
+    assert [d["severity"] for d in found["probe: parser unknown parameter"]] == ["Error"]
+    assert found["probe: watchlist"] == []
