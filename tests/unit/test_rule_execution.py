@@ -1,0 +1,444 @@
+"""The analytic rules' own KQL, executed on rows the connector would write.
+
+Why: a rule that parses can still never fire, or fire on every run; only running it
+shows which. Each rule's query is read from its YAML under ``infra/sentinel/Analytic
+Rules/`` and run by duckdb-kql (a KQL-to-DuckDB translator) over:
+
+* normal traffic: the simulator's generator (``connector.simulator.traffic``), mapped
+  to rows by the connector's own ``RowMapper``, 13 days of it, arriving 7 minutes
+  after receipt, as message trace does;
+* planted incidents on top (exfiltration, a campaign, a look-alike sender, ...), and
+  the same incidents arriving as a backfill or in an earlier run.
+
+Two things differ from Log Analytics, both made explicit here: ``ingestion_time()``,
+which duckdb-kql cannot provide, is the only text replaced (by the fixture column
+``IngestionTime``); and ``_GetWatchlist`` is a stored function over a fixture table.
+The clock is pinned (``query_now``), so every figure is deterministic. Every rule
+executes here; none is only validated.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb_kql
+import pytest
+import yaml
+
+from connector.mapping import RowMapper, parse_trace_record
+from connector.simulator.traffic import generate_traffic
+from tests import kql
+
+RULES = kql.SENTINEL / "Analytic Rules"
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+LOCAL = ("contoso.com", "fabrikam.com")
+ARRIVAL_DELAY = timedelta(minutes=7)  # message trace publishes 5-10 minutes late
+# Log Analytics replaces a TimeGenerated older than this with the arrival time.
+TIME_GENERATED_LIMIT = timedelta(days=2)
+_SQL_TYPES = {
+    "string": "VARCHAR",
+    "datetime": "TIMESTAMP",
+    "long": "BIGINT",
+    "int": "INTEGER",
+    "real": "DOUBLE",
+}
+
+
+def rule_query(name: str) -> str:
+    """The rule's query as deployed, with ``ingestion_time()`` read from the fixture column."""
+    document = yaml.safe_load((RULES / f"{name}.yaml").read_text(encoding="utf-8"))
+    query: str = document["query"]
+    assert "ingestion_time()" in query or name == "NoIngestionTime", (
+        f"{name}: judged without ingestion_time()"
+    )
+    return query.replace("ingestion_time()", "IngestionTime")
+
+
+@dataclass
+class Mail:
+    """One message to its recipients, as Graph would list it, and when its rows arrive."""
+
+    sender: str
+    recipients: list[str]
+    received: datetime
+    arrived: datetime | None = None
+    subject: str = "Quarterly report"
+    size: int = 40_000
+    status: str = "delivered"
+    from_ip: str = "203.0.113.7"
+    to_ip: str = ""
+    trace_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def graph_records(self, index: int) -> Iterator[dict[str, Any]]:
+        trace_id = self.trace_id or f"00000000-0000-4000-8000-{index:012d}"
+        for recipient in self.recipients:
+            yield {
+                "id": trace_id,
+                "senderAddress": self.sender,
+                "recipientAddress": recipient,
+                "messageId": f"<{trace_id}@mail.example>",
+                "receivedDateTime": self.received.isoformat().replace("+00:00", "Z"),
+                "subject": self.subject,
+                "size": self.size,
+                "fromIP": self.from_ip,
+                "toIP": self.to_ip,
+                "status": self.status,
+            }
+
+
+def to_rows(records: Iterable[Mapping[str, Any]], arrived: datetime | None = None) -> list[dict[str, Any]]:
+    """Table rows the connector writes for Graph records (first revision), with arrival times."""
+    mapper = RowMapper(LOCAL)
+    rows = []
+    for raw in records:
+        row = mapper.to_row(parse_trace_record(raw), revision=0, previous_status=None)
+        received = datetime.fromisoformat(str(row["Received"]).replace("Z", "+00:00"))
+        ingested = arrived or received + ARRIVAL_DELAY
+        if ingested > NOW:
+            continue  # not in the workspace yet
+        row["Received"] = received
+        row["TimeGenerated"] = received if ingested - received <= TIME_GENERATED_LIMIT else ingested
+        row["IngestionTime"] = ingested
+        rows.append(row)
+    return rows
+
+
+def mails_to_rows(mails: Iterable[Mail]) -> list[dict[str, Any]]:
+    rows = []
+    for index, mail in enumerate(mails, start=1):
+        rows.extend(to_rows(mail.graph_records(index), mail.arrived))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def normal_rows() -> list[dict[str, Any]]:
+    """13 days and 3 hours of the simulator's traffic for two local domains."""
+    records = generate_traffic(
+        NOW - timedelta(days=13, hours=3), NOW, messages=3_000, local_domains=LOCAL, seed=11
+    )
+    return to_rows(records)
+
+
+class Workspace:
+    """EmailEvents_CL as the workspace holds it at one instant, and the look-alike watchlist.
+
+    All rows live in ``AllRows``; before each run ``EmailEvents_CL`` becomes a view of
+    those that had arrived by the run's instant, so a run "an hour ago" does not see
+    rows that arrive later. Loaded through a JSON file: DuckDB inserts row by row slowly.
+    """
+
+    def __init__(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        lookalikes: Iterable[tuple[str, str, str]] = (),
+        tmp: Path | None = None,
+    ) -> None:
+        self.con = duckdb_kql.connect()
+        columns = {**kql.tables()["EmailEvents_CL"], "IngestionTime": "datetime"}
+        self.columns = {name: _SQL_TYPES[kind] for name, kind in columns.items() if kind in _SQL_TYPES}
+        ddl = ", ".join(f'"{name}" {kind}' for name, kind in self.columns.items())
+        self.con.sql(f"CREATE TABLE AllRows ({ddl})")
+        self.add(rows)
+        self.con.sql(
+            "CREATE TABLE LookalikeWatchlist (SearchKey VARCHAR, LookalikeDomain VARCHAR, "
+            "OriginalDomain VARCHAR, Fuzzer VARCHAR)"
+        )
+        for lookalike, original, fuzzer in lookalikes:
+            self.con.execute(
+                "INSERT INTO LookalikeWatchlist VALUES (?, ?, ?, ?)", (lookalike, lookalike, original, fuzzer)
+            )
+
+    def add(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        lines = [json.dumps({name: _plain(row.get(name)) for name in self.columns}) for row in rows]
+        if not lines:
+            return
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as file:
+            file.write("\n".join(lines))
+        try:
+            spec = ", ".join(f"'{name}': '{kind}'" for name, kind in self.columns.items())
+            # Column names come from the schema file and the path from tempfile: no outside text.
+            self.con.sql(
+                f"INSERT INTO AllRows SELECT * FROM read_json('{file.name}', format = 'newline_delimited', "  # noqa: S608
+                f"columns = {{{spec}}})"
+            )
+        finally:
+            Path(file.name).unlink()
+
+    def run(self, rule: str, at: datetime = NOW) -> list[dict[str, Any]]:
+        # A view takes no bound parameter; the value is a datetime's isoformat, no outside text.
+        view = f"CREATE OR REPLACE VIEW EmailEvents_CL AS SELECT * FROM AllRows WHERE IngestionTime <= '{_plain(at)}'"  # noqa: S608
+        self.con.execute(view)
+        relation = duckdb_kql.query(
+            self.con,
+            rule_query(rule),
+            query_now=at,
+            functions=["function _GetWatchlist(watchlistAlias:string) { LookalikeWatchlist }"],
+        )
+        names = [column[0] for column in relation.description]
+        return [dict(zip(names, row, strict=True)) for row in relation.fetchall()]
+
+
+def _plain(value: Any) -> Any:
+    """DuckDB TIMESTAMP holds UTC without a zone."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+    return value
+
+
+def as_list(value: Any) -> list[Any]:
+    """A dynamic array as duckdb-kql returns it (JSON text) or as a list."""
+    return list(json.loads(value)) if isinstance(value, str) else list(value)
+
+
+def _externals(count: int, domain: str = "files-drop.example") -> list[str]:
+    return [f"box{i}@{domain}" for i in range(count)]
+
+
+def _locals(count: int) -> list[str]:
+    return [f"user{i}@contoso.com" for i in range(count)]
+
+
+ALL_RULES = sorted(path.stem for path in RULES.glob("*.yaml"))
+
+
+def test_every_rule_is_executed_here():
+    executed = {
+        "OutboundVolumeAboveBaseline",
+        "LargeOutboundToExternal",
+        "ExternalSenderCampaign",
+        "InboundFromLookalikeDomain",
+        "DeliveryFailureSpike",
+        "NewSenderDomainToManyUsers",
+    }
+
+    assert set(ALL_RULES) == executed
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "OutboundVolumeAboveBaseline",
+        "ExternalSenderCampaign",
+        "InboundFromLookalikeDomain",
+        "DeliveryFailureSpike",
+        "NewSenderDomainToManyUsers",
+    ],
+)
+def test_rule_stays_quiet_on_normal_traffic(rule, normal_rows):
+    workspace = Workspace(normal_rows, lookalikes=[("c0ntoso.com", "contoso.com", "homoglyph")])
+
+    for hour in range(6):  # six consecutive hourly runs
+        assert workspace.run(rule, NOW - timedelta(hours=hour)) == [], f"{rule} fired {hour} h ago"
+
+
+def test_large_outbound_alerts_on_exactly_the_external_messages_over_the_limit(normal_rows):
+    limit = 10 * 1024 * 1024
+    arrived_in_run = [r for r in normal_rows if r["IngestionTime"] > NOW - timedelta(hours=1)]
+    expected = {
+        (str(r["SenderAddress"]).lower(), r["RecipientDomain"])
+        for r in arrived_in_run
+        if r["Direction"] == "Outbound" and int(r["Size"]) > limit
+    }
+    planted = Mail(
+        "Adele.Vance@contoso.com", ["drop@files-drop.example"], NOW - timedelta(minutes=20), size=25 << 20
+    )
+
+    found = Workspace([*normal_rows, *mails_to_rows([planted])]).run("LargeOutboundToExternal")
+
+    assert {(row["Sender"], row["RecipientDomain"]) for row in found} == expected | {
+        ("adele.vance@contoso.com", "files-drop.example")
+    }
+
+
+def test_large_outbound_ignores_an_internal_or_inbound_large_message_and_a_backfill():
+    mails = [
+        Mail("adele.vance@contoso.com", ["lee.gu@fabrikam.com"], NOW - timedelta(minutes=20), size=30 << 20),
+        Mail(
+            "someone@files-drop.example", ["lee.gu@contoso.com"], NOW - timedelta(minutes=20), size=30 << 20
+        ),
+        # a backfill: five-day-old mail arriving now
+        Mail(
+            "adele.vance@contoso.com",
+            ["drop@files-drop.example"],
+            NOW - timedelta(days=5),
+            arrived=NOW - timedelta(minutes=5),
+            size=30 << 20,
+        ),
+    ]
+
+    assert Workspace(mails_to_rows(mails)).run("LargeOutboundToExternal") == []
+
+
+def _exfiltration(received: datetime, arrived: datetime | None = None, count: int = 120) -> list[Mail]:
+    return [
+        Mail(
+            "adele.vance@contoso.com",
+            [f"box{i}@files-drop.example"],
+            received + timedelta(seconds=i * 10),
+            arrived=arrived,
+            to_ip="198.51.100.4",
+        )
+        for i in range(count)
+    ]
+
+
+def test_outbound_volume_alerts_when_a_sender_mails_out_far_above_its_baseline(normal_rows):
+    planted = mails_to_rows(_exfiltration(NOW - timedelta(minutes=40)))
+
+    (alert,) = Workspace([*normal_rows, *planted]).run("OutboundVolumeAboveBaseline")
+
+    assert alert["Sender"] == "adele.vance@contoso.com"
+    assert alert["Messages"] >= 100
+    assert alert["Messages"] > alert["Threshold"]
+    assert alert["TopRecipientDomain"] == "files-drop.example"
+
+
+def test_outbound_volume_alerts_once_not_again_in_the_next_run(normal_rows):
+    planted = mails_to_rows(_exfiltration(NOW - timedelta(minutes=40)))
+    workspace = Workspace([*normal_rows, *planted])
+
+    assert len(workspace.run("OutboundVolumeAboveBaseline")) == 1
+    assert workspace.run("OutboundVolumeAboveBaseline", NOW + timedelta(hours=1)) == []
+
+
+def test_outbound_volume_does_not_page_for_a_backfill_of_old_mail(normal_rows):
+    backfill = mails_to_rows(_exfiltration(NOW - timedelta(days=6), arrived=NOW - timedelta(minutes=10)))
+
+    assert Workspace([*normal_rows, *backfill]).run("OutboundVolumeAboveBaseline") == []
+
+
+def test_outbound_volume_of_a_bulk_sender_who_mails_that_much_every_working_hour_stays_quiet(normal_rows):
+    habit = [
+        mail
+        for day in range(1, 13)
+        for hour in range(8)
+        for mail in _exfiltration(NOW - timedelta(days=day, hours=hour, minutes=40), count=120)
+    ]
+    today = _exfiltration(NOW - timedelta(minutes=40), count=120)
+
+    assert (
+        Workspace([*normal_rows, *mails_to_rows([*habit, *today])]).run("OutboundVolumeAboveBaseline") == []
+    )
+
+
+def _campaign(count: int, received: datetime, arrived: datetime | None = None, start: int = 0) -> list[Mail]:
+    return [
+        Mail(
+            "promo@deals-today.example",
+            [f"user{start + i}@contoso.com"],
+            received + timedelta(seconds=i * 20),
+            arrived=arrived,
+            subject="  Your invoice is READY ",
+            status="delivered" if i % 3 else "quarantined",
+        )
+        for i in range(count)
+    ]
+
+
+def test_campaign_alerts_with_its_recipients_and_their_statuses(normal_rows):
+    planted = mails_to_rows(_campaign(25, NOW - timedelta(minutes=50)))
+
+    (alert,) = Workspace([*normal_rows, *planted]).run("ExternalSenderCampaign")
+
+    assert (alert["Sender"], alert["NormalizedSubject"], alert["Recipients"]) == (
+        "promo@deals-today.example",
+        "your invoice is ready",
+        25,
+    )
+    assert (alert["Delivered"], alert["Quarantined"]) == (16, 9)
+
+
+def test_campaign_split_over_two_runs_alerts_in_the_run_that_crosses_the_threshold():
+    hour = NOW.replace(minute=0) - timedelta(hours=1)
+    earlier = _campaign(15, hour + timedelta(minutes=1), arrived=NOW - timedelta(minutes=80))
+    later = _campaign(10, hour + timedelta(minutes=20), arrived=NOW - timedelta(minutes=10), start=15)
+    workspace = Workspace(mails_to_rows([*earlier, *later]))
+
+    assert workspace.run("ExternalSenderCampaign", NOW - timedelta(hours=1)) == []
+    assert [a["Recipients"] for a in workspace.run("ExternalSenderCampaign")] == [25]
+    assert workspace.run("ExternalSenderCampaign", NOW + timedelta(hours=1)) == []
+
+
+def test_campaign_that_already_alerted_does_not_alert_again_when_more_recipients_arrive():
+    hour = NOW.replace(minute=0) - timedelta(hours=1)
+    first = _campaign(25, hour + timedelta(minutes=1), arrived=NOW - timedelta(minutes=80))
+    more = _campaign(5, hour + timedelta(minutes=30), arrived=NOW - timedelta(minutes=10), start=25)
+    workspace = Workspace(mails_to_rows([*first, *more]))
+
+    assert [a["Recipients"] for a in workspace.run("ExternalSenderCampaign", NOW - timedelta(hours=1))] == [
+        25
+    ]
+    assert workspace.run("ExternalSenderCampaign") == []
+
+
+def test_campaign_below_the_threshold_or_from_a_local_sender_stays_quiet():
+    few = _campaign(19, NOW - timedelta(minutes=50))
+    internal = [
+        Mail("hr@contoso.com", [f"user{i}@contoso.com"], NOW - timedelta(minutes=50), subject="All hands")
+        for i in range(40)
+    ]
+
+    assert Workspace(mails_to_rows([*few, *internal])).run("ExternalSenderCampaign") == []
+
+
+def test_lookalike_sender_alerts_with_who_received_it(normal_rows):
+    planted = Mail(
+        "ceo@C0ntoso.com", ["lee.gu@contoso.com", "Megan.Bowen@contoso.com"], NOW - timedelta(minutes=30)
+    )
+    workspace = Workspace(
+        [*normal_rows, *mails_to_rows([planted])], lookalikes=[("c0ntoso.com", "contoso.com", "homoglyph")]
+    )
+
+    (alert,) = workspace.run("InboundFromLookalikeDomain")
+
+    assert (alert["Sender"], alert["SenderDomain"], alert["ImitatedDomain"]) == (
+        "ceo@c0ntoso.com",
+        "c0ntoso.com",
+        "contoso.com",
+    )
+    assert sorted(as_list(alert["RecipientList"])) == ["lee.gu@contoso.com", "megan.bowen@contoso.com"]
+    assert alert["Delivered"] == 2
+
+
+def test_quarantine_spike_alerts_above_the_baseline(normal_rows):
+    spike = [
+        Mail(
+            f"sender{i}@bulk-mailer.example",
+            ["lee.gu@contoso.com"],
+            NOW - timedelta(minutes=45),
+            status="quarantined",
+        )
+        for i in range(60)
+    ]
+
+    found = Workspace([*normal_rows, *mails_to_rows(spike)]).run("DeliveryFailureSpike")
+
+    assert [(a["Status"], a["TopSenderDomain"]) for a in found] == [("Quarantined", "bulk-mailer.example")]
+    assert found[0]["Messages"] >= 60
+
+
+def test_new_sender_domain_reaching_many_users_alerts_but_a_known_one_does_not(normal_rows):
+    new = [Mail("hello@fresh-start.example", _locals(12), NOW - timedelta(minutes=30))]
+    known = [
+        Mail("news@old-friend.example", ["lee.gu@contoso.com"], NOW - timedelta(days=5)),
+        Mail("news@old-friend.example", _locals(12), NOW - timedelta(minutes=30)),
+    ]
+
+    found = Workspace([*normal_rows, *mails_to_rows([*new, *known])]).run("NewSenderDomainToManyUsers")
+
+    assert [(a["SenderDomain"], a["Recipients"]) for a in found] == [("fresh-start.example", 12)]
+
+
+def test_rules_read_the_columns_they_name_from_the_schema_file():
+    """The fixture table comes from the schema file, so a renamed column fails here too."""
+    workspace = Workspace([])
+
+    assert set(workspace.columns) >= {column.name for column in kql.connector_schema().columns}
+    assert Path(RULES).is_dir()
