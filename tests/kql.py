@@ -80,6 +80,25 @@ STANDARD_TABLES: Mapping[str, Mapping[str, str]] = {
         "SourceSystem": "string",
         **STANDARD_COLUMNS,
     },
+    # Defender XDR's EmailEvents as the Microsoft Defender XDR connector streams it to a
+    # Sentinel workspace (the columns the README's join uses; learn
+    # defender-xdr/advanced-hunting-emailevents-table, plus TimeGenerated in Log Analytics).
+    "EmailEvents": {
+        "TimeGenerated": "datetime",
+        "Timestamp": "datetime",
+        "NetworkMessageId": "string",
+        "InternetMessageId": "string",
+        "SenderMailFromAddress": "string",
+        "SenderFromAddress": "string",
+        "RecipientEmailAddress": "string",
+        "Subject": "string",
+        "EmailDirection": "string",
+        "DeliveryAction": "string",
+        "DeliveryLocation": "string",
+        "LatestDeliveryLocation": "string",
+        "ThreatTypes": "string",
+        **STANDARD_COLUMNS,
+    },
 }
 
 # Trace and row ids the verification queries must quote exactly: quotes, backslashes,
