@@ -14,6 +14,8 @@ Where KQL is found (add a new place here, not a hand-written list of queries):
   literals, ``'''`` blocks, or a parameter such as ``tableName``; interpolations are
   filled from :data:`BICEP_VALUES`);
 * ``*.kql`` files anywhere, and ``query:`` fields of YAML under ``infra/sentinel/``;
+* Log Analytics queries of workbooks (``infra/sentinel/Workbooks/*.json``), their
+  ``{Parameter}`` references filled from :data:`WORKBOOK_VALUES`;
 * the queries ``connector/workspace.py`` builds, with odd trace ids.
 
 Tables come from every ``connector/data/*.json`` schema (through
@@ -412,6 +414,81 @@ def functions() -> list[dict[str, str]]:
     return declared
 
 
+# ---- Workbooks (Azure Workbooks gallery JSON) -------------------------------------------
+
+# What the portal writes in place of each {Parameter} a workbook query names, in the form
+# it arrives in the query text: a time range's start and end as ISO 8601 text (so queries
+# wrap them as datetime({TimeRange:start})), its grain as a timespan, a multi-select
+# dropdown as its quoted values joined by commas, a text box as typed. A parameter missing
+# here is refused, so a query with an unchecked substitution cannot pass.
+WORKBOOK_VALUES: Mapping[str, str] = {
+    "TimeRange:start": "2026-11-01T00:00:00.000Z",
+    "TimeRange:end": "2026-11-08T00:00:00.000Z",
+    "TimeRange:grain": "1h",
+    "Directions": "'Inbound','Outbound','Internal','External'",
+    "TopN": "10",
+    "MessageId": "<id@example.com>",
+}
+_WORKBOOK_PARAMETER = re.compile(r"\{([A-Za-z_]\w*(?::\w+)?)\}")
+_LOG_ANALYTICS = "microsoft.operationalinsights/workspaces"
+
+
+def _workbook_items(items: Any) -> Iterator[dict[str, Any]]:
+    """Every item, groups (type 12) opened, in document order."""
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict):
+            yield item
+            content = item.get("content")
+            if isinstance(content, dict):
+                yield from _workbook_items(content.get("items"))
+
+
+def workbook_query(query: str, values: Mapping[str, str], where: str) -> str:
+    """``query`` with each ``{Parameter}`` replaced by its representative value."""
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in values:
+            raise ValueError(
+                f"{where} uses workbook parameter {{{name}}}: add a representative value for it "
+                "to tests/kql.py WORKBOOK_VALUES"
+            )
+        return values[name]
+
+    return _WORKBOOK_PARAMETER.sub(value, query)
+
+
+def workbook_texts(path: Path, values: Mapping[str, str] = WORKBOOK_VALUES) -> Iterator[KqlText]:
+    """The KQL of every Log Analytics query in a workbook (query items and parameter queries).
+
+    A query of any other kind (Resource Graph, ARM, merge...) is refused rather than
+    skipped, so a workbook cannot grow a query this module does not check.
+    """
+    where = path.relative_to(ROOT).as_posix()
+    try:
+        workbook = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where} is not valid JSON: {err}") from err
+    for item in _workbook_items(workbook.get("items") if isinstance(workbook, dict) else None):
+        content = item.get("content")
+        if not isinstance(content, dict):
+            continue
+        queries = [(str(item.get("name", "")), content)] if item.get("type") == 3 else []
+        if item.get("type") == 9:
+            queries += [
+                (f"{item.get('name', '')} {p.get('name', '')}", p)
+                for p in content.get("parameters") or []
+                if isinstance(p, dict) and "query" in p
+            ]
+        for name, holder in queries:
+            here = f"{where} {name}"
+            if holder.get("queryType") != 0 or holder.get("resourceType") != _LOG_ANALYTICS:
+                raise ValueError(
+                    f"{here}: only Log Analytics queries (queryType 0, {_LOG_ANALYTICS}) are checked"
+                )
+            yield KqlText(here, workbook_query(str(holder["query"]), values, here))
+
+
 # ---- all of them ------------------------------------------------------------------------
 
 
@@ -436,6 +513,8 @@ def collect() -> list[KqlText]:
     for pattern in ("*.yaml", "*.yml"):
         for path in _files(pattern, SENTINEL):
             texts.extend(yaml_texts(path))
+    for path in _files("*.json", SENTINEL / "Workbooks"):
+        texts.extend(workbook_texts(path))
     texts.extend(verification_texts(connector_schema().table))
     names = [text.name for text in texts]
     duplicates = {name for name in names if names.count(name) > 1}

@@ -8,6 +8,7 @@ workspace. Where texts are found and which tables they read: ``tests/kql.py``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +197,86 @@ def test_a_query_calling_a_parser_is_checked_against_the_parser_result():
     assert [d["code"] for d in found["probe: parser unknown column"]] == ["KS142"]
     assert [d["severity"] for d in found["probe: parser unknown parameter"]] == ["Error"]
     assert found["probe: watchlist"] == []
+
+
+# ---- workbooks ---------------------------------------------------------------------------
+
+
+def _workbook(tmp_path: Path, items: list[dict[str, Any]]) -> Path:
+    path = tmp_path / "book.json"
+    path.write_text(json.dumps({"version": "Notebook/1.0", "items": items}))
+    return path
+
+
+LOGS = {"queryType": 0, "resourceType": "microsoft.operationalinsights/workspaces"}
+
+
+def test_workbook_collector_reads_queries_in_groups_and_parameters_with_values_filled(
+    tmp_path: Path, monkeypatch
+):
+    monkeypatch.setattr(kql, "ROOT", tmp_path)
+    path = _workbook(
+        tmp_path,
+        [
+            {"type": 1, "content": {"json": "{NotAQuery}"}, "name": "text"},
+            {
+                "type": 9,
+                "content": {
+                    "parameters": [{"name": "P", "query": "T_CL | distinct A", **LOGS}, {"name": "Q"}]
+                },
+                "name": "params",
+            },
+            {
+                "type": 12,
+                "content": {
+                    "items": [
+                        {
+                            "type": 3,
+                            "content": {
+                                "query": "T_CL | where B > datetime({TimeRange:start}) | take {N}",
+                                **LOGS,
+                            },
+                            "name": "inner",
+                        }
+                    ]
+                },
+                "name": "group",
+            },
+        ],
+    )
+
+    found = {
+        t.name: t.query
+        for t in kql.workbook_texts(path, {"TimeRange:start": "2026-11-01T00:00:00Z", "N": "5"})
+    }
+
+    assert found == {
+        "book.json params P": "T_CL | distinct A",
+        "book.json inner": "T_CL | where B > datetime(2026-11-01T00:00:00Z) | take 5",
+    }
+
+
+def test_workbook_collector_refuses_a_parameter_without_a_representative_value(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(kql, "ROOT", tmp_path)
+    path = _workbook(
+        tmp_path, [{"type": 3, "content": {"query": "T_CL | take {Unknown}", **LOGS}, "name": "q"}]
+    )
+
+    with pytest.raises(ValueError, match=r"book.json q uses workbook parameter \{Unknown\}"):
+        list(kql.workbook_texts(path, {}))
+
+
+def test_workbook_collector_refuses_a_query_that_is_not_log_analytics(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(kql, "ROOT", tmp_path)
+    graph = {"queryType": 1, "resourceType": "microsoft.resourcegraph/resources"}
+    path = _workbook(tmp_path, [{"type": 3, "content": {"query": "Resources", **graph}, "name": "q"}])
+
+    with pytest.raises(ValueError, match="book.json q: only Log Analytics queries"):
+        list(kql.workbook_texts(path, {}))
+
+
+def test_collector_checks_every_workbook_query_of_the_sentinel_content():
+    workbook = [t for t in TEXTS if t.name.startswith("infra/sentinel/Workbooks/MessageTrace.json ")]
+
+    assert len(workbook) >= 10
+    assert all("MessageTrace(" in t.query and "{TimeRange" not in t.query for t in workbook)

@@ -1,0 +1,205 @@
+"""The hunting queries and the workbook keep the shape Sentinel and Azure Workbooks load.
+
+Why: neither is executed by the rest of the suite (``test_kql.py`` only parses their
+KQL). A hunting query whose entity mapping names a column its result lacks loses that
+entity without an error; a workbook query naming a parameter nobody defines shows
+"{Name}" to the analyst, and a tab nobody shows leaves an empty page. Result columns come
+from Microsoft's parser (Kusto.Language) through ``tests/kql.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from tests import kql
+
+HUNTING = kql.SENTINEL / "Hunting Queries"
+WORKBOOK = kql.SENTINEL / "Workbooks" / "MessageTrace.json"
+HUNTING_QUERIES = sorted(HUNTING.glob("*.yaml"))
+LOG_ANALYTICS = "microsoft.operationalinsights/workspaces"
+
+
+def _load(path: Any) -> dict[str, Any]:
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(doc, dict)
+    return doc
+
+
+def test_the_hunting_queries_the_issue_names_are_all_there():
+    assert {path.stem for path in HUNTING_QUERIES} == {
+        "MessageIdPivot",
+        "UserOutboundMail",
+        "MailFlowByDirectionAndStatus",
+        "TopTalkers",
+        "LargestMessages",
+        "FirstSeenExternalSenderDomains",
+        "BounceStorms",
+    }
+
+
+@pytest.mark.parametrize("path", HUNTING_QUERIES, ids=[p.stem for p in HUNTING_QUERIES])
+def test_hunting_query_has_the_azure_sentinel_fields(path):
+    doc = _load(path)
+
+    assert set(doc) <= {
+        "id",
+        "name",
+        "description",
+        "requiredDataConnectors",
+        "tactics",
+        "relevantTechniques",
+        "query",
+        "entityMappings",
+        "version",
+    }
+    assert uuid.UUID(doc["id"]).version == 4
+    assert doc["name"]
+    assert doc["description"].strip()
+    assert doc["requiredDataConnectors"] == [
+        {"connectorId": "MessageTraceConnector", "dataTypes": ["EmailEvents_CL"]}
+    ]
+    assert doc["tactics"]
+    assert all(re.fullmatch(r"[A-Z][A-Za-z]+", t) for t in doc["tactics"])
+    assert doc["relevantTechniques"]
+    assert all(re.fullmatch(r"T\d{4}", t) for t in doc["relevantTechniques"])
+    assert doc["version"] == "1.0.0"
+
+
+def test_hunting_query_ids_are_unique():
+    ids = [_load(path)["id"] for path in HUNTING_QUERIES]
+
+    assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize("path", HUNTING_QUERIES, ids=[p.stem for p in HUNTING_QUERIES])
+def test_hunting_query_reads_message_trace_and_opens_with_commented_parameters(path):
+    """Counting raw rows counts a message once per status revision; MessageTrace counts it once."""
+    query = _load(path)["query"]
+    first = query.splitlines()[0]
+
+    assert "MessageTrace(" in query
+    assert "EmailEvents_CL" not in query
+    assert "TimeGenerated" not in query
+    assert re.match(r"let \w+ = .+;\s*//", first), first
+
+
+def test_hunting_entity_mappings_name_columns_of_the_result():
+    docs = {path.stem: _load(path) for path in HUNTING_QUERIES}
+    texts = [kql.KqlText(stem, doc["query"]) for stem, doc in docs.items()]
+    columns = kql.analyze_columns(texts)
+
+    missing = {
+        (stem, mapping["columnName"])
+        for stem, doc in docs.items()
+        for entity in doc.get("entityMappings") or []
+        for mapping in entity["fieldMappings"]
+        if mapping["columnName"] not in columns[stem]
+    }
+
+    assert not missing
+
+
+# ---- workbook ----------------------------------------------------------------------------
+
+
+def _items(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for item in items:
+        yield item
+        yield from _items(item.get("content", {}).get("items", []))
+
+
+@pytest.fixture(scope="module")
+def workbook() -> dict[str, Any]:
+    loaded = json.loads(WORKBOOK.read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def _parameters(workbook: dict[str, Any]) -> set[str]:
+    names = {
+        p["name"] for i in _items(workbook["items"]) if i["type"] == 9 for p in i["content"]["parameters"]
+    }
+    tabs = {
+        link["cellValue"]
+        for i in _items(workbook["items"])
+        if i["type"] == 11
+        for link in i["content"]["links"]
+        if link.get("linkTarget") == "parameter"
+    }
+    return names | tabs
+
+
+def test_workbook_is_a_gallery_notebook_whose_queries_all_read_the_workspace(workbook):
+    queries = [i["content"] for i in _items(workbook["items"]) if i["type"] == 3]
+
+    assert workbook["version"] == "Notebook/1.0"
+    assert queries
+    assert all((q["queryType"], q["resourceType"]) == (0, LOG_ANALYTICS) for q in queries)
+
+
+def test_workbook_item_names_are_unique(workbook):
+    names = [i["name"] for i in _items(workbook["items"])]
+
+    assert len(set(names)) == len(names)
+
+
+def test_every_parameter_a_workbook_item_names_is_defined(workbook):
+    defined = _parameters(workbook)
+    used = {
+        name.split(":", 1)[0]
+        for item in _items(workbook["items"])
+        if item["type"] in (1, 3)
+        for name in re.findall(r"\{([A-Za-z_]\w*(?::\w+)?)\}", json.dumps(item["content"]))
+    }
+    shown_by = {
+        i["conditionalVisibility"]["parameterName"]
+        for i in _items(workbook["items"])
+        if "conditionalVisibility" in i
+    }
+
+    assert used <= defined
+    assert shown_by <= defined
+
+
+def test_every_tab_shows_a_group_and_every_group_belongs_to_a_tab(workbook):
+    tabs = {
+        link["subTarget"]
+        for i in _items(workbook["items"])
+        if i["type"] == 11
+        for link in i["content"]["links"]
+        if link["cellValue"] == "selectedTab"
+    }
+    shown = {
+        i["conditionalVisibility"]["value"]
+        for i in _items(workbook["items"])
+        if i.get("conditionalVisibility", {}).get("parameterName") == "selectedTab"
+    }
+
+    assert tabs == shown == {"flow", "talkers", "largest", "quarantine", "drilldown"}
+
+
+def test_workbook_queries_select_by_received_through_the_time_range(workbook):
+    """A workbook time span would select by TimeGenerated, which is the arrival time for backfilled mail."""
+    queries = [i["content"] for i in _items(workbook["items"]) if i["type"] == 3]
+
+    assert all(
+        "MessageTrace(starttime = datetime({TimeRange:start}), endtime = datetime({TimeRange:end})"
+        in q["query"]
+        for q in queries
+    )
+    assert not any("timeContextFromParameter" in q or "TimeGenerated" in q["query"] for q in queries)
+
+
+def test_workbook_explains_received_and_revisions(workbook):
+    texts = " ".join(i["content"]["json"] for i in _items(workbook["items"]) if i["type"] == 1)
+
+    assert "Received" in texts
+    assert "TimeGenerated" in texts
+    assert "revision" in texts.lower()
