@@ -157,3 +157,18 @@ def test_rule_thresholds_are_documented_parameters_and_its_window_matches_its_sc
     assert [name for name in scalar if name not in rule["description"]] == []
     assert scalar.get("LookBack") == rule["queryFrequency"]
     assert "ingestion_time()" in rule["query"], "rules select what arrived since their last run"
+
+
+def test_the_readme_names_only_content_that_ships():
+    """The analyst walkthrough sends readers to rules and queries by name: each must exist."""
+    readme = (kql.ROOT / "README.md").read_text(encoding="utf-8")
+    named = {" ".join(name.split()) for name in re.findall(r"\*\*(Message trace - [^*]+)\*\*", readme)}
+    shipped = {
+        load(path)["name"]
+        for folder in ("Analytic Rules", "Hunting Queries")
+        for path in (kql.SENTINEL / folder).glob("*.yaml")
+    }
+    shipped_lower = {name.lower() for name in shipped}
+
+    assert len(named) >= 3
+    assert [name for name in named if name.lower() not in shipped_lower] == []
