@@ -104,13 +104,21 @@ def lookalikes_command(
             "--check, then redeploy the Bicep\n"
         )
         return 1
-    try:
-        with path.open("w", encoding="utf-8", newline="\n") as file:
-            file.write(text)
-    except OSError as err:
-        raise ArgumentError(f"--output: cannot write {path}: {err.strerror or err}") from None
+    _replace(path, text)
     out.write(
         f"wrote {plural(count, 'look-alike row')} for {plural(len(domains), 'domain')} to {path}; next: redeploy the Bicep "
         f"(infra/README.md), which creates or updates the watchlist {WATCHLIST_ALIAS} when the file has rows\n"
     )
     return 0
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it: a killed run leaves the old file whole."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        with temporary.open("w", encoding="utf-8", newline="\n") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except OSError as err:
+        temporary.unlink(missing_ok=True)
+        raise ArgumentError(f"--output: cannot write {path}: {err.strerror or err}") from None

@@ -170,13 +170,30 @@ def test_a_watchlist_over_the_deployment_limit_is_refused_before_anything_is_wri
     assert output.read_text() == "LookalikeDomain,OriginalDomain,Fuzzer\n"
 
 
-def test_an_output_that_cannot_be_written_is_refused_in_one_line(tmp_path, capsys):
-    code, _ = run("--domain", "contoso.com", "--output", str(tmp_path / "missing" / "out.csv"))
+@pytest.mark.parametrize("name", ["missing/out.csv", "a-directory"])
+def test_an_output_that_cannot_be_written_is_refused_in_one_line_leaving_no_temporary_file(
+    name, tmp_path, capsys
+):
+    (tmp_path / "a-directory").mkdir()
+
+    code, _ = run("--domain", "contoso.com", "--output", str(tmp_path / name))
 
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: --output: cannot write ")
     assert err.count("\n") == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a-directory"]
+
+
+def test_the_file_is_replaced_whole_with_no_temporary_file_left(tmp_path):
+    output = tmp_path / "out.csv"
+    output.write_text("old\n")
+
+    code, _ = run("--domain", "contoso.com", "--output", str(output))
+
+    assert code == 0
+    assert output.read_text().startswith("LookalikeDomain,OriginalDomain,Fuzzer\n")
+    assert [path.name for path in tmp_path.iterdir()] == ["out.csv"]
 
 
 def test_the_default_output_outside_a_checkout_is_refused(tmp_path):
