@@ -1,4 +1,4 @@
-"""``python -m connector``: run the live feed, show status, backfill a past range, unlock, purge dead letters.
+"""``python -m connector``: run the live feed, show status, backfill, unlock, purge, check, write look-alikes.
 
 ``run`` is the exact code path of the timer function. Settings come from the
 environment (see README). The exit code is the kind of the error a run stopped with
@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Never, NoReturn, TextIO
 
 from tqdm import tqdm
@@ -28,6 +29,7 @@ from tqdm import tqdm
 from connector.backfill import BackfillRange, NothingToBackfill
 from connector.checkpoint import check_feed_name
 from connector.deadletter import parse_age
+from connector.domains import local_domain
 from connector.errors import SERVICE_PRINCIPAL_WAIT, ConnectorError, ErrorKind
 from connector.mapping import parse_datetime
 from connector.ports import ProgressCallback
@@ -197,6 +199,45 @@ def _add_check(commands: _Commands) -> None:
     )
 
 
+def _domain(text: str) -> str:
+    try:
+        return local_domain(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _add_lookalikes(commands: _Commands) -> None:
+    lookalikes = commands.add_parser(
+        "lookalikes",
+        help="write the look-alike domain watchlist CSV (offline: no DNS, no storage)",
+        description="Generate look-alike permutations of the organisation's domains with dnstwist, offline "
+        "(nothing is resolved or looked up), and write them as the Sentinel watchlist CSV the look-alike "
+        "rule reads. The organisation's own domains never appear. Then redeploy the Bicep.",
+    )
+    lookalikes.add_argument(
+        "--domain",
+        action="append",
+        default=[],
+        type=_domain,
+        help="a domain to imitate (repeat for more); default: the LOCAL_DOMAINS setting",
+    )
+    lookalikes.add_argument(
+        "--output",
+        type=Path,
+        help="the CSV to write; default infra/sentinel/Watchlists/LookalikeDomains.csv of this checkout",
+    )
+    lookalikes.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 when the file differs from what would be generated",
+    )
+    lookalikes.add_argument(
+        "--unicode-homoglyphs",
+        action="store_true",
+        help="also list dnstwist's Unicode (xn--) homoglyphs: thousands per domain, few fit the watchlist",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the commands in the README)."""
     parser = _Parser(
@@ -215,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_unlock(commands)
     _add_purge(commands)
     _add_check(commands)
+    _add_lookalikes(commands)
     return parser
 
 
@@ -374,6 +416,14 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     return check_command(Settings.from_env(), write_test_row=args.write_test_row, now=utc_now(), out=out)
 
 
+def _lookalikes(args: argparse.Namespace, out: TextIO) -> int:
+    from connector.lookalikes_command import lookalikes_command  # dnstwist loads only for this command
+
+    return lookalikes_command(
+        args.domain, args.output, check=args.check, unicode_homoglyphs=args.unicode_homoglyphs, out=out
+    )
+
+
 INTERRUPTED = 130
 """The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells expect."""
 
@@ -418,6 +468,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
     "unlock": _unlock,
     "purge-dead-letters": _purge,
     "check": _check,
+    "lookalikes": _lookalikes,
 }
 
 

@@ -343,6 +343,21 @@ def _refuse_national_clouds(reader: _Reader, settings: Settings) -> None:
             )
 
 
+def local_domains(env: Mapping[str, str] | None = None) -> tuple[str, ...] | None:
+    """``LOCAL_DOMAINS`` alone (canonical, duplicates dropped), or None when it is not set.
+
+    For ``lookalikes``, which works offline on the organisation's domains and must not ask
+    for a tenant, a store or a DCR.
+
+    Raises:
+        ConfigError: the value is set but is not a list of domains.
+    """
+    reader = _Reader(os.environ if env is None else env)
+    domains = reader.optional("LOCAL_DOMAINS", None, _domain_list)
+    reader.raise_if_problems()
+    return domains
+
+
 def timer_schedule(env: Mapping[str, str] | None = None) -> str:
     """Return the NCRONTAB schedule for the timer trigger (``TIMER_SCHEDULE``, default every 5 min).
 
