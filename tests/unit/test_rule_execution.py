@@ -31,6 +31,7 @@ import duckdb_kql
 import pytest
 import yaml
 
+from connector.lookalikes_command import generate_csv
 from connector.mapping import RowMapper, parse_trace_record
 from connector.simulator.traffic import generate_traffic
 from tests import kql
@@ -405,6 +406,19 @@ def test_lookalike_sender_alerts_with_who_received_it(normal_rows):
     )
     assert sorted(as_list(alert["RecipientList"])) == ["lee.gu@contoso.com", "megan.bowen@contoso.com"]
     assert alert["Delivered"] == 2
+
+
+def test_lookalike_rule_fires_on_a_domain_from_the_generated_watchlist(normal_rows):
+    """The watchlist `python -m connector lookalikes` writes is what the rule joins on."""
+    csv_text, _ = generate_csv(["contoso.com"], unicode_homoglyphs=False)
+    entries = [tuple(line.split(",")) for line in csv_text.splitlines()[1:]]
+    lookalike = next(domain for domain, _, fuzzer in entries if fuzzer == "bitsquatting")
+    planted = Mail(f"billing@{lookalike}", ["lee.gu@contoso.com"], NOW - timedelta(minutes=30))
+    workspace = Workspace([*normal_rows, *mails_to_rows([planted])], lookalikes=entries)
+
+    found = workspace.run("InboundFromLookalikeDomain")
+
+    assert [(a["SenderDomain"], a["ImitatedDomain"]) for a in found] == [(lookalike, "contoso.com")]
 
 
 def test_quarantine_spike_alerts_above_the_baseline(normal_rows):
