@@ -187,7 +187,8 @@ def test_a_query_calling_a_parser_is_checked_against_the_parser_result():
         kql.KqlText("probe: parser unknown column", "MessageTrace() | where NoSuchColumn == 1"),
         kql.KqlText("probe: parser unknown parameter", "MessageTrace(nosuch = 1)"),
         kql.KqlText(
-            "probe: watchlist", "_GetWatchlist('LookalikeDomains') | project SearchKey, LookalikeDomain, OriginalDomain"
+            "probe: watchlist",
+            "_GetWatchlist('LookalikeDomains') | project SearchKey, LookalikeDomain, OriginalDomain",
         ),
     ]
 
