@@ -177,6 +177,7 @@ resource lookalikeWatchlist 'Microsoft.SecurityInsights/watchlists@2025-09-01' =
 
 // Scheduled rules. A rule reading a watchlist (_GetWatchlist) is deployed only with it:
 // Sentinel validates a rule's query at creation.
+// (`if(` without a space in the loops: pycep-parser 0.7.1 cannot parse `: if (` in a loop.)
 resource rules 'Microsoft.SecurityInsights/alertRules@2025-09-01' = [for (rule, i) in analyticRules: if(deployAnalyticRules && (deployWatchlist || !contains(rule.query, '_GetWatchlist'))) {
   name: rule.id
   scope: workspace
