@@ -56,6 +56,12 @@ param enableQueryAudit bool = empty(existingWorkspaceResourceId)
 @description('Onboard Microsoft Sentinel on the workspace (Microsoft.SecurityInsights/onboardingStates "default"), so analytics rules, hunting queries and workbooks for EmailEvents_CL have somewhere to live. Default: on for a new workspace, off for an existing one (a Sentinel workspace already has it). Sentinel is billed per GB on top of Log Analytics (infra/README.md "Costs that matter").')
 param enableSentinel bool = empty(existingWorkspaceResourceId)
 
+@description('Deploy the Sentinel content of infra/sentinel/ (hunting queries, workbook, look-alike watchlist, and the analytic rules when tablePlan is Analytics). It needs Microsoft Sentinel on the workspace: default on when this deployment onboards it (enableSentinel). For an existing Sentinel workspace set enableSentinel=true (onboarding an onboarded workspace changes nothing) or this parameter.')
+param deploySentinelContent bool = enableSentinel
+
+@description('Deploy the parsers of infra/sentinel/Parsers (saved functions MessageTrace, vimEmailEventMicrosoftMessageTrace, ASimEmailEventMicrosoftMessageTrace). They need no Sentinel; the analytic rules and hunting queries call them, so Sentinel content deploys them regardless.')
+param deployParsers bool = true
+
 @description('Resource id of an existing workspace for the function\'s Application Insights telemetry. Empty: create a small workspace of its own, so telemetry is not billed at Sentinel rates in the connector\'s workspace.')
 param appInsightsWorkspaceResourceId string = ''
 
@@ -224,6 +230,26 @@ module sentinel 'modules/sentinel.bicep' = if (enableSentinel) {
   ]
   params: {
     workspaceName: workspaceName
+  }
+}
+
+// The analyst content of infra/sentinel/, where the workspace lives, after the table (and
+// after Sentinel onboarding when this deployment does it). Analytic rules only on the
+// Analytics plan: Sentinel cannot run a scheduled rule on a Basic table.
+module sentinelContent 'modules/sentinel-content.bicep' = if (deployParsers || deploySentinelContent) {
+  name: 'mtc-${baseName}-content'
+  scope: resourceGroup(workspaceSubscriptionId, workspaceResourceGroupName)
+  dependsOn: [
+    table
+    sentinel
+  ]
+  params: {
+    workspaceName: workspaceName
+    location: workspace.outputs.location
+    tags: allTags
+    deployParsers: deployParsers || deploySentinelContent
+    deploySentinelItems: deploySentinelContent
+    deployAnalyticRules: deploySentinelContent && tablePlan == 'Analytics'
   }
 }
 

@@ -106,3 +106,28 @@ def test_readme_explains_the_defaults_that_depend_on_the_workspace():
     costs = _section("Costs that matter")
     assert "Microsoft Sentinel" in costs
     assert "`Trace`" in costs
+
+
+def test_readme_explains_the_sentinel_content_its_gates_order_and_checks():
+    content = _section("Sentinel content")
+    for text in (
+        "modules/sentinel-content.bicep",
+        "tablePlan=Analytics",
+        "deploySentinelContent",
+        "deployParsers",
+        "data row",
+        "MessageTrace` → `vimEmailEventMicrosoftMessageTrace",
+        "az bicep build",
+        "az deployment group what-if",
+        "T1566.002",
+    ):
+        assert text in content, text
+    failures = _section("First deployment, step by step")
+    for symptom in (
+        "One of the tables does not exist",
+        "Failed to resolve table or column expression",
+        "Failed to resolve scalar expression named 'MessageTrace'",
+        "_GetWatchlist('LookalikeDomains')",
+        "not onboarded to Microsoft Sentinel",
+    ):
+        assert symptom in failures, symptom

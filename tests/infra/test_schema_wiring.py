@@ -38,7 +38,7 @@ def test_main_loads_the_connector_schema_file_with_loadjsoncontent():
 
 
 def test_schema_is_loaded_once_and_passed_to_table_and_dcr():
-    loads = [path.name for path in bicep_files() if "loadJsonContent(" in path.read_text()]
+    loads = [path.name for path in bicep_files() if "EmailEvents_CL.json')" in path.read_text()]
     assert loads == ["main.bicep"]
     modules = parse(MAIN)["modules"]
     assert body(modules["table"])["params"]["schema"] == "schema"

@@ -35,6 +35,7 @@ def test_infra_has_the_expected_templates():
         "modules/keyvault.bicep",
         "modules/monitoring.bicep",
         "modules/sentinel.bicep",
+        "modules/sentinel-content.bicep",
         "modules/storage.bicep",
         "modules/table.bicep",
         "modules/workspace.bicep",
