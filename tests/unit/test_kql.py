@@ -53,6 +53,10 @@ def test_collector_finds_the_queries_that_must_be_checked():
     assert by_source["infra/modules/alert.bicep"]
     assert all("EmailEvents_CL" in q for q in by_source["infra/modules/alert.bicep"])
     assert by_source["infra/modules/dcr.bicep"]
+    # the content module deploys queries read from infra/sentinel/, checked in those files
+    assert "infra/modules/sentinel-content.bicep" not in by_source
+    rules = [t.name for t in TEXTS if t.name.startswith("infra/sentinel/Analytic Rules/")]
+    assert len(rules) >= 6
     verification = {t.name for t in TEXTS if t.name.startswith("connector/workspace.py")}
     assert verification == {"connector/workspace.py stored_query", "connector/workspace.py presence_query"}
 
