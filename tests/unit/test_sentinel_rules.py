@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests import kql
+from tests.infra.test_sentinel_content import API_SEVERITIES, API_TACTICS
 
 RULES = sorted((kql.SENTINEL / "Analytic Rules").glob("*.yaml"))
 # Azure-Sentinel's scheduled rule template (Azure/Azure-Sentinel .script/tests/detectionTemplateSchemaValidation,
@@ -39,30 +40,7 @@ REQUIRED = [
     "version",
     "kind",
 ]
-SEVERITIES = {"Informational", "Low", "Medium", "High"}
 OPERATORS = {"gt", "lt", "eq", "ne"}
-# MITRE ATT&CK tactics as Sentinel names them (learn: SecurityInsights AttackTactic).
-TACTICS = set(
-    [
-        "Reconnaissance",
-        "ResourceDevelopment",
-        "InitialAccess",
-        "Execution",
-        "Persistence",
-        "PrivilegeEscalation",
-        "DefenseEvasion",
-        "CredentialAccess",
-        "Discovery",
-        "LateralMovement",
-        "Collection",
-        "CommandAndControl",
-        "Exfiltration",
-        "Impact",
-        "PreAttack",
-        "ImpairProcessControl",
-        "InhibitResponseFunction",
-    ]
-)
 # Entity identifiers Sentinel accepts for the entities the rules map (learn: entities reference).
 IDENTIFIERS = {
     "Mailbox": {"MailboxPrimaryAddress", "DisplayName", "Upn", "ExternalDirectoryObjectId", "RiskLevel"},
@@ -119,10 +97,10 @@ def test_rule_has_the_azure_sentinel_fields_with_valid_values(path):
 
     assert [name for name in REQUIRED if name not in rule] == []
     assert rule["kind"] == "Scheduled"
-    assert rule["severity"] in SEVERITIES
+    assert rule["severity"] in API_SEVERITIES
     assert rule["triggerOperator"] in OPERATORS
     assert isinstance(rule["triggerThreshold"], int)
-    assert set(rule["tactics"]) <= TACTICS
+    assert set(rule["tactics"]) <= API_TACTICS
     assert all(re.fullmatch(r"T\d{4}", t) for t in rule["relevantTechniques"])
     assert re.fullmatch(r"\d+\.\d+\.\d+", str(rule["version"]))
     assert [c["dataTypes"] for c in rule["requiredDataConnectors"]] == [["EmailEvents_CL"]]
