@@ -1,4 +1,4 @@
-"""The analytic rules' own KQL, executed on rows the connector would write.
+"""The analytic rules' and the MessageTrace parser's own KQL, executed on rows the connector would write.
 
 Why: a rule that parses can still never fire, or fire on every run; only running it
 shows which. Each rule's query is read from its YAML under ``infra/sentinel/Analytic
@@ -14,7 +14,8 @@ Two things differ from Log Analytics, both made explicit here: ``ingestion_time(
 which duckdb-kql cannot provide, is the only text replaced (by the fixture column
 ``IngestionTime``); and ``_GetWatchlist`` is a stored function over a fixture table.
 The clock is pinned (``query_now``), so every figure is deterministic. Every rule
-executes here; none is only validated.
+executes here; none is only validated. duckdb-kql takes a stored function's arguments
+by position only, so the parser tests call ``MessageTrace(start, end, history)``.
 """
 
 from __future__ import annotations
@@ -456,3 +457,103 @@ def test_rules_read_the_columns_they_name_from_the_schema_file():
 
     assert set(workspace.columns) >= {column.name for column in kql.connector_schema().columns}
     assert Path(RULES).is_dir()
+
+
+# ---- the MessageTrace parser, executed --------------------------------------------------
+
+
+def message_trace_function() -> str:
+    """The MessageTrace parser as a stored function, its body as deployed."""
+    (parser,) = [p for p in kql.parsers() if p.name == "MessageTrace"]
+    body = parser.body.replace("ingestion_time()", "IngestionTime")
+    return f"function MessageTrace{parser.parameter_list()} {{\n{body}\n}}"
+
+
+def revision(row: Mapping[str, Any], status: str, number: int, **changes: Any) -> dict[str, Any]:
+    """A later row of the same message and recipient, as the connector writes a status change."""
+    later = {**row, "Status": status, "StatusRevision": number, "PreviousStatus": row["Status"], **changes}
+    later["RowId"] = changes.get("RowId", f"{row['RowId'][:28]}{number:04d}")
+    return later
+
+
+def parse(workspace: Workspace, query: str) -> list[tuple[Any, ...]]:
+    workspace.con.execute("CREATE OR REPLACE VIEW EmailEvents_CL AS SELECT * FROM AllRows")
+    return list(
+        duckdb_kql.query(workspace.con, query, query_now=NOW, functions=[message_trace_function()]).fetchall()
+    )
+
+
+def test_message_trace_gives_each_recipient_once_with_its_newest_status_whatever_the_case():
+    first, other = mails_to_rows(
+        [
+            Mail(
+                "a@partner.example",
+                ["Lee.Gu@contoso.com", "b@contoso.com"],
+                NOW - timedelta(hours=3),
+                status="pending",
+            )
+        ]
+    )
+    delivered = revision(first, "Delivered", 1, RecipientAddress="lee.gu@contoso.com")
+    workspace = Workspace([first, other, delivered, dict(delivered)])  # and a crash copy
+
+    found = parse(
+        workspace,
+        "MessageTrace() | project RecipientAddress, Status, StatusRevision | order by RecipientAddress",
+    )
+
+    assert found == [("lee.gu@contoso.com", "Delivered", 1), ("b@contoso.com", "Pending", 0)]
+
+
+def test_message_trace_prefers_a_final_status_between_rows_of_the_same_revision():
+    (pending,) = mails_to_rows(
+        [Mail("a@partner.example", ["lee.gu@contoso.com"], NOW - timedelta(hours=3), status="pending")]
+    )
+    # two rows of revision 0 (possible with workspace verification off after a crash)
+    delivered = {**pending, "Status": "Delivered", "RowId": "f" * 32}
+
+    for rows in ([pending, delivered], [delivered, pending]):
+        assert parse(Workspace(rows), "MessageTrace() | project Status") == [("Delivered",)]
+
+
+def test_message_trace_history_lists_each_revision_once_dropping_crash_copies_with_or_without_row_id():
+    (first,) = mails_to_rows(
+        [Mail("a@partner.example", ["lee.gu@contoso.com"], NOW - timedelta(hours=3), status="pending")]
+    )
+    delivered = revision(first, "Delivered", 1)
+    legacy = {**first, "MessageTraceId": "legacy-id", "RowId": ""}  # stored before RowId existed
+    rows = [first, dict(first), delivered, dict(delivered), legacy, dict(legacy)]
+
+    found = parse(
+        Workspace(rows), "MessageTrace(datetime(null), datetime(null), true) | project MessageTraceId, Status"
+    )
+
+    assert sorted(found) == sorted(
+        [
+            (first["MessageTraceId"], "Pending"),
+            (first["MessageTraceId"], "Delivered"),
+            ("legacy-id", "Pending"),
+        ]
+    )
+
+
+def test_message_trace_selects_by_received_so_a_backfill_is_not_taken_for_new_mail():
+    recent, old = mails_to_rows(
+        [
+            Mail("a@partner.example", ["lee.gu@contoso.com"], NOW - timedelta(hours=3)),
+            # five-day-old mail backfilled now: TimeGenerated is the arrival time
+            Mail(
+                "b@partner.example",
+                ["lee.gu@contoso.com"],
+                NOW - timedelta(days=5),
+                arrived=NOW - timedelta(minutes=5),
+            ),
+        ]
+    )
+    workspace = Workspace([recent, old])
+
+    assert parse(workspace, "MessageTrace(ago(1d)) | project SenderAddress") == [("a@partner.example",)]
+    assert len(parse(workspace, "MessageTrace(ago(6d)) | project SenderAddress")) == 2
+    assert parse(workspace, "MessageTrace(ago(6d), ago(4d)) | project SenderAddress") == [
+        ("b@partner.example",)
+    ]
