@@ -451,6 +451,30 @@ def test_new_sender_domain_reaching_many_users_alerts_but_a_known_one_does_not(n
     assert [(a["SenderDomain"], a["Recipients"]) for a in found] == [("fresh-start.example", 12)]
 
 
+def test_new_sender_domain_alerts_once_and_not_for_a_backfill(normal_rows):
+    new = [Mail("hello@fresh-start.example", _locals(12), NOW - timedelta(minutes=30))]
+    backfill = [
+        # received within the rule's day, but 20 hours late: a backfill
+        Mail(
+            "old@backfilled.example",
+            _locals(12),
+            NOW - timedelta(hours=20),
+            arrived=NOW - timedelta(minutes=5),
+        )
+    ]
+    workspace = Workspace([*normal_rows, *mails_to_rows([*new, *backfill])])
+
+    assert [a["SenderDomain"] for a in workspace.run("NewSenderDomainToManyUsers")] == ["fresh-start.example"]
+    assert workspace.run("NewSenderDomainToManyUsers", NOW + timedelta(hours=1)) == []
+
+
+def test_campaign_does_not_page_for_a_backfill_of_old_mail(normal_rows):
+    # received three and a half hours ago, inside the rule's period, arriving only now
+    backfill = _campaign(30, NOW - timedelta(hours=3, minutes=30), arrived=NOW - timedelta(minutes=5))
+
+    assert Workspace([*normal_rows, *mails_to_rows(backfill)]).run("ExternalSenderCampaign") == []
+
+
 def test_rules_read_the_columns_they_name_from_the_schema_file():
     """The fixture table comes from the schema file, so a renamed column fails here too."""
     workspace = Workspace([])
