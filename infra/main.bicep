@@ -253,6 +253,22 @@ module sentinelContent 'modules/sentinel-content.bicep' = if (deployParsers || d
   }
 }
 
+// The feed's card in Sentinel's Data connectors page (status, last data received, chart
+// of EmailEvents_CL), where the workspace lives, with the rest of the Sentinel content:
+// after the table its queries read and after Sentinel onboarding when this deployment
+// does it. See infra/README.md "Data connector card".
+module sentinelConnector 'modules/sentinel-connector.bicep' = if (deploySentinelContent) {
+  name: 'mtc-${baseName}-connector'
+  scope: resourceGroup(workspaceSubscriptionId, workspaceResourceGroupName)
+  dependsOn: [
+    table
+    sentinel
+  ]
+  params: {
+    workspaceName: workspaceName
+  }
+}
+
 module dcr 'modules/dcr.bicep' = {
   name: 'mtc-${baseName}-dcr'
   dependsOn: [

@@ -16,6 +16,7 @@ Where KQL is found (add a new place here, not a hand-written list of queries):
 * ``*.kql`` files anywhere, and ``query:`` fields of YAML under ``infra/sentinel/``;
 * Log Analytics queries of workbooks (``infra/sentinel/Workbooks/*.json``), their
   ``{Parameter}`` references filled from :data:`WORKBOOK_VALUES`;
+* the queries of data connector definitions (``infra/sentinel/Data Connectors/*.json``);
 * the queries ``connector/workspace.py`` builds, with odd trace ids.
 
 Tables come from every ``connector/data/*.json`` schema (through
@@ -498,6 +499,69 @@ def workbook_texts(path: Path, values: Mapping[str, str] = WORKBOOK_VALUES) -> I
             yield KqlText(here, workbook_query(str(holder["query"]), values, here))
 
 
+# ---- Data connector definitions (Codeless Connector Framework) --------------------------
+
+# The connectorUiConfig fields Sentinel runs as KQL (learn data-connector-ui-definitions-
+# reference): graphQueries[].baseQuery, sampleQueries[].query,
+# dataTypes[].lastDataReceivedQuery, and connectivityCriteria[].value[] of an
+# IsConnectedQuery criterion. Found at any depth, so a query moved elsewhere is still read.
+_CONNECTOR_QUERY_KEYS = frozenset({"baseQuery", "query", "lastDataReceivedQuery"})
+# Criteria that carry no query (an API polling connector's active connection).
+_CONNECTOR_CRITERIA_WITHOUT_QUERY = frozenset({"hasdataconnectors"})
+
+
+def _connector_queries(node: Any, at: str) -> Iterator[tuple[str, str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{at}.{key}" if at else str(key)
+            if key in _CONNECTOR_QUERY_KEYS:
+                if not isinstance(value, str):
+                    raise ValueError(f"{here} is not a string")
+                yield here, value
+            elif key == "connectivityCriteria":
+                yield from _connectivity_queries(value, here)
+            else:
+                yield from _connector_queries(value, here)
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from _connector_queries(item, f"{at}[{index}]")
+
+
+def _connectivity_queries(criteria: Any, at: str) -> Iterator[tuple[str, str]]:
+    for index, criterion in enumerate(criteria if isinstance(criteria, list) else [criteria]):
+        here = f"{at}[{index}]"
+        kind = criterion.get("type") if isinstance(criterion, dict) else None
+        if not isinstance(kind, str):
+            raise ValueError(f"{here} has no type")
+        if kind.lower() in _CONNECTOR_CRITERIA_WITHOUT_QUERY and "value" not in criterion:
+            continue
+        if kind.lower() != "isconnectedquery":
+            raise ValueError(f"{here}: criterion type {kind!r} is not one tests/kql.py reads")
+        values = criterion.get("value")
+        if not isinstance(values, list) or not values or not all(isinstance(v, str) for v in values):
+            raise ValueError(f"{here}.value is not a list of query strings")
+        for number, query in enumerate(values):
+            yield f"{here}.value[{number}]", query
+
+
+def connector_texts(path: Path) -> Iterator[KqlText]:
+    """Every query of a data connector definition (Azure-Sentinel ``Data Connectors/*.json``).
+
+    A query field that is not text, a connectivity criterion of another kind, or a
+    ``{{placeholder}}`` (``graphQueriesTableName``) is refused rather than skipped, so the
+    card cannot hold a query this module does not check.
+    """
+    where = path.relative_to(ROOT).as_posix()
+    try:
+        definition = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where} is not valid JSON: {err}") from err
+    for at, query in _connector_queries(definition, ""):
+        if "{{" in query:
+            raise ValueError(f"{where} {at} uses a {{{{placeholder}}}}: write the table name instead")
+        yield KqlText(f"{where} {at}", query.rstrip("\n"))
+
+
 # ---- all of them ------------------------------------------------------------------------
 
 
@@ -524,6 +588,8 @@ def collect() -> list[KqlText]:
             texts.extend(yaml_texts(path))
     for path in _files("*.json", SENTINEL / "Workbooks"):
         texts.extend(workbook_texts(path))
+    for path in _files("*.json", SENTINEL / "Data Connectors"):
+        texts.extend(connector_texts(path))
     texts.extend(verification_texts(connector_schema().table))
     names = [text.name for text in texts]
     duplicates = {name for name in names if names.count(name) > 1}

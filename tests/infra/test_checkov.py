@@ -140,3 +140,8 @@ def test_checkov_parses_the_sentinel_content_module_which_avoids_func(tmp_path):
     with_func = tmp_path / "with-func.bicep"
     with_func.write_text("func iso(d string) string => 'PT${toUpper(d)}'\n")
     assert _checkov_file_summary(with_func)["parsing_errors"] == 1
+
+
+def test_checkov_parses_the_sentinel_connector_module():
+    """checkov has no checks for dataConnectorDefinitions either, so only a parse of its own shows it is read."""
+    assert _checkov_file_summary(INFRA / "modules" / "sentinel-connector.bicep")["parsing_errors"] == 0

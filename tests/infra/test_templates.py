@@ -36,6 +36,7 @@ def test_infra_has_the_expected_templates():
         "modules/monitoring.bicep",
         "modules/sentinel.bicep",
         "modules/sentinel-content.bicep",
+        "modules/sentinel-connector.bicep",
         "modules/storage.bicep",
         "modules/table.bicep",
         "modules/workspace.bicep",

@@ -285,3 +285,74 @@ def test_collector_checks_every_workbook_query_of_the_sentinel_content():
 
     assert len(workbook) >= 10
     assert all("MessageTrace(" in t.query and "{TimeRange" not in t.query for t in workbook)
+
+
+def _write_connector(tmp_path: Path, ui: dict[str, Any]) -> Path:
+    path = tmp_path / "Data Connectors" / "Card.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"kind": "Customizable", "properties": {"connectorUiConfig": ui}}))
+    return path
+
+
+def test_connector_collector_reads_chart_samples_last_data_and_connectivity_queries(
+    tmp_path: Path, monkeypatch
+):
+    monkeypatch.setattr(kql, "ROOT", tmp_path)
+    path = _write_connector(
+        tmp_path,
+        {
+            "title": "query: not a query key here",
+            "graphQueries": [{"metricName": "Rows", "legend": "T_CL", "baseQuery": "T_CL"}],
+            "sampleQueries": [{"description": "d", "query": "T_CL\n| take 1\n"}],
+            "dataTypes": [
+                {"name": "T_CL", "lastDataReceivedQuery": "T_CL | summarize Time = max(TimeGenerated)"}
+            ],
+            "connectivityCriteria": [
+                {"type": "HasDataConnectors"},
+                {"type": "IsConnectedQuery", "value": ["T_CL | take 2", "T_CL | take 3"]},
+            ],
+        },
+    )
+
+    found = {t.name: t.query for t in kql.connector_texts(path)}
+
+    ui = "Data Connectors/Card.json properties.connectorUiConfig"
+    assert found == {
+        f"{ui}.graphQueries[0].baseQuery": "T_CL",
+        f"{ui}.sampleQueries[0].query": "T_CL\n| take 1",
+        f"{ui}.dataTypes[0].lastDataReceivedQuery": "T_CL | summarize Time = max(TimeGenerated)",
+        f"{ui}.connectivityCriteria[1].value[0]": "T_CL | take 2",
+        f"{ui}.connectivityCriteria[1].value[1]": "T_CL | take 3",
+    }
+
+
+@pytest.mark.parametrize(
+    ("ui", "refusal"),
+    [
+        ({"sampleQueries": [{"query": ["T_CL"]}]}, "sampleQueries\\[0\\].query is not a string"),
+        (
+            {"connectivityCriteria": [{"type": "IsConnectedQuery", "value": "T_CL"}]},
+            "not a list of query strings",
+        ),
+        (
+            {"connectivityCriteria": [{"type": "SomethingNew", "value": ["T_CL"]}]},
+            "'SomethingNew' is not one",
+        ),
+        ({"connectivityCriteria": [{"value": ["T_CL"]}]}, "has no type"),
+        ({"dataTypes": [{"lastDataReceivedQuery": "{{graphQueriesTableName}} | take 1"}]}, "placeholder"),
+    ],
+    ids=["query not text", "value not a list", "unknown criterion", "criterion without type", "placeholder"],
+)
+def test_connector_collector_refuses_a_query_field_it_cannot_read(tmp_path: Path, monkeypatch, ui, refusal):
+    monkeypatch.setattr(kql, "ROOT", tmp_path)
+    path = _write_connector(tmp_path, ui)
+
+    with pytest.raises(ValueError, match=refusal):
+        list(kql.connector_texts(path))
+
+
+def test_collector_checks_every_query_of_the_data_connector_card():
+    prefix = "infra/sentinel/Data Connectors/MessageTraceConnector.json properties.connectorUiConfig."
+    fields = {t.name.removeprefix(prefix).split("[", 1)[0] for t in TEXTS if t.name.startswith(prefix)}
+
+    assert fields == {"graphQueries", "sampleQueries", "dataTypes", "connectivityCriteria"}
