@@ -7,7 +7,8 @@ document ``deadletter/<feed>/<digest>.json`` next to the checkpoint, counted in 
 run summary and logged at WARNING. The name is a digest of the record, so reading
 the same slice again after a crash rewrites the same document instead of adding one.
 
-Dead letters are the one place the connector keeps raw records (addresses, subjects):
+Dead letters are the one place the connector keeps raw records (addresses, subjects;
+the subject already under ``SUBJECT_MODE``, :mod:`connector.subjects`):
 they are not pruned by the connector as it runs. ``python -m connector
 purge-dead-letters --older-than 30d`` deletes those last written before the age
 (:func:`parse_age`); a storage lifecycle rule on the ``deadletter/`` prefix does the

@@ -22,11 +22,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from connector.domains import normalise_domain
 from connector.errors import RecordError
 from connector.ledger import row_id
 from connector.schema import TableSchema, load_table_schema
+
+if TYPE_CHECKING:  # subjects imports this module's surrogate repair
+    from connector.subjects import SubjectPolicy
 
 # Graph's exchangeMessageTraceStatus members (v1.0 and beta), keyed by their lower-case
 # form so "delivered", "Delivered" and "DELIVERED" all normalise to one PascalCase value
@@ -364,8 +368,14 @@ def parse_trace_record(raw: Mapping[str, object]) -> TraceRecord:
 class RowMapper:
     """Builds ``EmailEvents_CL`` rows; holds the local domains and checks rows against the schema."""
 
-    def __init__(self, local_domains: tuple[str, ...], schema: TableSchema | None = None) -> None:
+    def __init__(
+        self,
+        local_domains: tuple[str, ...],
+        schema: TableSchema | None = None,
+        subjects: SubjectPolicy | None = None,
+    ) -> None:
         self._local_domains = tuple(normalise_domain(domain) for domain in local_domains)
+        self._subjects = subjects
         self._schema = schema or load_table_schema()
         self._columns = frozenset(self._schema.column_names)
         if self._columns != ROW_COLUMNS:
@@ -391,7 +401,12 @@ class RowMapper:
         the same row sent twice (a crash between the service storing a batch and the
         checkpoint save) carries the same id and a query can drop the copy, while each
         revision, which is a real change, gets an id of its own.
+
+        The subject goes through ``SUBJECT_MODE`` (:mod:`connector.subjects`) *before* the
+        64 KB cut: a hash is of the whole subject and never cut, so ``TruncatedFields``
+        names ``Subject`` only in ``keep`` mode; a dropped subject is not "truncated".
         """
+        subject = record.subject if self._subjects is None else self._subjects.apply(record.subject)
         sender = record.sender or ""
         sender_domain = address_domain(sender) if sender != NULL_SENDER else ""
         recipient_domain = address_domain(record.recipient)
@@ -403,7 +418,7 @@ class RowMapper:
             "MessageId": record.message_id,
             "SenderAddress": record.sender,
             "RecipientAddress": record.recipient,
-            "Subject": record.subject,
+            "Subject": subject,
             "Status": record.status,
             "Size": record.size,
             "FromIP": record.from_ip,

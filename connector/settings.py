@@ -7,13 +7,14 @@ exactly what to fix instead of a strange HTTP error later. The README's settings
 table lists the same names and defaults as ``SETTINGS_DOC`` below (a test keeps
 them in step).
 
-Secrets (client secret, certificate password, storage connection string) are
-kept out of ``repr`` so a logged ``Settings`` never leaks them.
+Secrets (client secret, certificate password, storage connection string, subject
+hash key) are kept out of ``repr`` so a logged ``Settings`` never leaks them.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -24,6 +25,9 @@ from urllib.parse import urlsplit
 
 from connector.domains import local_domain
 from connector.errors import ConfigError
+from connector.subjects import KEEP_SUBJECTS, KEY_FORMAT, SubjectMode, SubjectPolicy, parse_hash_key
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TIMER_SCHEDULE = "0 */5 * * * *"
 GRAPH_RETENTION = timedelta(days=90)
@@ -105,6 +109,7 @@ class Settings:
     logs_query_scope: str
     verify_delay: timedelta
     ca_bundle: str | None
+    subjects: SubjectPolicy = KEEP_SUBJECTS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -238,6 +243,7 @@ class Settings:
                 "VERIFY_INGESTION_DELAY_MINUTES", timedelta(minutes=10), _minutes(0, 120)
             ),
             ca_bundle=_ca_bundle(reader),
+            subjects=_subject_policy(reader),
         )
         _refuse_contradictions(reader, settings)
         _refuse_national_clouds(reader, settings)
@@ -285,6 +291,26 @@ def storage_setting_names(settings: Settings) -> frozenset[str]:
         settings.azure_auth_mode, frozenset().union(*_CREDENTIAL_SETTINGS.values())
     )
     return _STORE_SETTINGS | _AUTHORITY_SETTINGS | credential
+
+
+def _subject_policy(reader: _Reader) -> SubjectPolicy:
+    """``SUBJECT_MODE`` and, for ``hash``, ``SUBJECT_HASH_KEY`` (never quoted in a problem or a log).
+
+    A key set while the mode is not ``hash`` is not an error (a deployer may stage the key
+    before switching), only a warning: subjects are then kept or dropped, not hashed.
+    """
+    mode = reader.optional("SUBJECT_MODE", SubjectMode.KEEP, _enum(SubjectMode))
+    if mode is not SubjectMode.HASH:
+        if reader.get("SUBJECT_HASH_KEY") is not None:
+            logger.warning("SUBJECT_HASH_KEY is set but SUBJECT_MODE is %s: the key is not used", mode.value)
+        return SubjectPolicy(mode)
+    if reader.get("SUBJECT_HASH_KEY") is None:
+        reader.problem("SUBJECT_HASH_KEY", f"is required when SUBJECT_MODE is hash: {KEY_FORMAT}")
+        return KEEP_SUBJECTS
+    key = reader.optional("SUBJECT_HASH_KEY", None, parse_hash_key)
+    if key is None:
+        return KEEP_SUBJECTS  # the problem is recorded: the run never starts with this
+    return SubjectPolicy(mode, key)
 
 
 def _refuse_contradictions(reader: _Reader, settings: Settings) -> None:

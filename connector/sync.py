@@ -61,6 +61,7 @@ from connector.refusal import Refusal, RowIsolation, classify_refusal, deploymen
 from connector.report import RunReport, last_run_summary
 from connector.settings import Settings
 from connector.state import STALL_LIMIT, CommitRules, Committed, FeedState, after_run
+from connector.subjects import KEEP_SUBJECTS, SubjectPolicy
 from connector.windows import (
     ONE_SECOND,
     SliceReading,
@@ -88,6 +89,7 @@ class SyncPolicy:
     verify_delay: timedelta
     max_pages_per_slice: int = 20
     batch_budget_bytes: int = DEFAULT_BATCH_BUDGET_BYTES
+    subjects: SubjectPolicy = KEEP_SUBJECTS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SyncPolicy:
@@ -102,6 +104,7 @@ class SyncPolicy:
             ledger_warn_entries=settings.ledger_warn_entries,
             verify_delay=settings.verify_delay,
             max_pages_per_slice=settings.max_pages_per_slice,
+            subjects=settings.subjects,
         )
 
     def commit_rules(self, keep_lookback: timedelta) -> CommitRules:
@@ -166,7 +169,7 @@ class FeedSync:
         self._deadline = deadline
         self._progress = progress
         self._progress_window: Window | None = None
-        self._mapper = RowMapper(policy.local_domains)
+        self._mapper = RowMapper(policy.local_domains, subjects=policy.subjects)
         self._intents = IntentResolver(
             ports.verifier, clock=clock, deadline=deadline, verify_delay=policy.verify_delay, sleep=sleep
         )
@@ -496,8 +499,14 @@ class FeedSync:
         )
 
     def _dead_letter(self, run: _Run, raw: object, reason: str, current: Window) -> None:
+        # SUBJECT_MODE holds for the kept record too (its name is a digest of what is kept). The reason
+        # needs nothing: parse errors never quote a subject, and a refusal echoes the row as sent.
         letter = DeadLetter(
-            feed=run.report.feed, reason=reason, record=raw, window=current, seen_at=self._clock()
+            feed=run.report.feed,
+            reason=reason,
+            record=self._policy.subjects.scrub_record(raw),
+            window=current,
+            seen_at=self._clock(),
         )
         where = self._ports.dead_letters.put_dead_letter(letter)
         run.report.dead_lettered += 1

@@ -99,8 +99,20 @@ param clientId string = ''
 @secure()
 param clientSecret string = ''
 
-@description('Create a Key Vault (RBAC, purge protection) readable by the function identity. Always created when graphAuthMode is client_secret.')
+@description('Create a Key Vault (RBAC, purge protection) readable by the function identity. Always created when graphAuthMode is client_secret or subjectMode is hash.')
 param useKeyVault bool = false
+
+@description('SUBJECT_MODE: what happens to each mail subject before it leaves the function (rows and dead letters). keep: as sent. hash: HMAC-SHA256 under a key in Key Vault (equal subjects still group; README "Privacy"). drop: an empty Subject column.')
+@allowed([
+  'keep'
+  'hash'
+  'drop'
+])
+param subjectMode string = 'keep'
+
+@description('subjectMode hash only: the HMAC key (base64 of at least 32 random bytes: openssl rand -base64 32), written to Key Vault as secret "subject-hash-key". Pass it on the command line once, never in a file; leave empty to set the secret in the vault yourself (infra/README.md "Subject hashing key"). An empty value on a later deployment leaves the secret as it is.')
+@secure()
+param subjectHashKey string = ''
 
 @description('Let the connector verify, after a crash, which rows of an unconfirmed batch arrived (WORKSPACE_ID), instead of resending the batch (without it, a crash between an accepted upload and the checkpoint save stores up to one batch twice). Grants Reader on the EmailEvents_CL table plus a custom role with only workspaces/read and workspaces/query/read on the workspace (Microsoft\'s table-level read access); creating that custom role needs Owner or User Access Administrator on the workspace\'s resource group.')
 param enableWorkspaceVerification bool = true
@@ -176,7 +188,8 @@ var workspaceSubscriptionId = useExistingWorkspace ? split(existingWorkspaceReso
 var workspaceResourceGroupName = useExistingWorkspace ? split(existingWorkspaceResourceId, '/')[4] : resourceGroup().name
 var workspaceName = useExistingWorkspace ? last(split(existingWorkspaceResourceId, '/')) : names.workspace
 var isClientSecret = graphAuthMode == 'client_secret'
-var deployKeyVault = useKeyVault || isClientSecret
+var isSubjectHash = subjectMode == 'hash'
+var deployKeyVault = useKeyVault || isClientSecret || isSubjectHash
 var allTags = union(tags, {
   application: 'message-trace-connector'
 })
@@ -318,6 +331,7 @@ module keyVault 'modules/keyvault.bicep' = if (deployKeyVault) {
     location: location
     tags: allTags
     clientSecret: clientSecret
+    subjectHashKey: subjectHashKey
     principalId: identity.outputs.principalId
   }
 }
@@ -338,6 +352,7 @@ var connectorSettings = union(
     STORAGE_ACCOUNT_URL: storage.outputs.blobEndpoint
     CHECKPOINT_CONTAINER: checkpointContainerName
     TIMER_SCHEDULE: timerSchedule
+    SUBJECT_MODE: subjectMode
   },
   enableWorkspaceVerification ? {
     WORKSPACE_ID: workspace.outputs.customerId
@@ -345,6 +360,9 @@ var connectorSettings = union(
   isClientSecret ? {
     CLIENT_ID: clientId
     CLIENT_SECRET: keyVault.outputs.clientCredentialReference
+  } : {},
+  isSubjectHash ? {
+    SUBJECT_HASH_KEY: keyVault.outputs.subjectHashKeyReference
   } : {}
 )
 

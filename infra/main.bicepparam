@@ -41,3 +41,9 @@ param alertEmail = readEnvironmentVariable('ALERT_EMAIL', '')
 //   -p graphAuthMode=client_secret -p clientId=<app id> -p clientSecret=<secret>
 // param graphAuthMode = 'client_secret'
 // param clientId = '00000000-0000-0000-0000-000000000000'
+
+// Subjects: 'keep' (default), 'hash' (HMAC under a key in Key Vault: equal subjects still
+// group) or 'drop' (README "Privacy"). For hash, create the key once and pass it on the
+// command line, never in this file:
+//   -p subjectMode=hash -p subjectHashKey="$(openssl rand -base64 32)"
+// param subjectMode = 'hash'

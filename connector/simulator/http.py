@@ -139,6 +139,8 @@ class RequestRecord:
         time: ``time.monotonic()`` when the request was answered.
         fault: the injected fault applied to this request (``"503"``, ``"reset"``,
             ``"hook"`` for an ``on_request`` drop), if any.
+        body: the request body as sent (gzip-compressed if the client compressed it), so
+            a test can check what left the client, refused requests included.
     """
 
     method: str
@@ -149,6 +151,7 @@ class RequestRecord:
     status: int
     time: float
     fault: str | None = None
+    body: bytes = b""
 
 
 @dataclass(slots=True)
@@ -314,6 +317,7 @@ class SimulatedHttpServer:
             status,
             time.monotonic(),
             fault,
+            request.body,
         )
         with self._lock:
             self._log.append(record)

@@ -69,6 +69,7 @@ var huntingQueries = [
   any(loadYamlContent('../sentinel/Hunting Queries/LargestMessages.yaml'))
   any(loadYamlContent('../sentinel/Hunting Queries/FirstSeenExternalSenderDomains.yaml'))
   any(loadYamlContent('../sentinel/Hunting Queries/BounceStorms.yaml'))
+  any(loadYamlContent('../sentinel/Hunting Queries/WhoReadMessageTrace.yaml'))
 ]
 
 var workbookData = loadJsonContent('../sentinel/Workbooks/MessageTrace.json')

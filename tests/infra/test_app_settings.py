@@ -156,6 +156,7 @@ def test_resource_outputs_are_wired_not_hand_built():
         "MANAGED_IDENTITY_CLIENT_ID": "identity.outputs.clientId",
         "WORKSPACE_ID": "workspace.outputs.customerId",
         "CLIENT_SECRET": "keyVault.outputs.clientCredentialReference",
+        "SUBJECT_HASH_KEY": "keyVault.outputs.subjectHashKeyReference",
     }
     for name, expected in wired.items():
         assert _dotted(settings[name][0]) == expected, name
@@ -182,6 +183,7 @@ def test_conditional_settings():
     assert settings["WORKSPACE_ID"][1] == "enableWorkspaceVerification"
     assert settings["CLIENT_ID"][1] == "isClientSecret"
     assert settings["CLIENT_SECRET"][1] == "isClientSecret"
+    assert settings["SUBJECT_HASH_KEY"][1] == "isSubjectHash"
     unconditional = {name for name, (_, cond) in settings.items() if cond is None}
     assert unconditional == {
         "TENANT_ID",
@@ -196,6 +198,7 @@ def test_conditional_settings():
         "STORAGE_ACCOUNT_URL",
         "CHECKPOINT_CONTAINER",
         "TIMER_SCHEDULE",
+        "SUBJECT_MODE",
     }
     main = parse(MAIN)
     assert main["variables"]["isClientSecret"]["value"]["operator"]["type"] == "equals"
@@ -211,10 +214,14 @@ FAKE_OUTPUTS = {
     "STORAGE_ACCOUNT_URL": "https://stmsgtraceabc.blob.core.windows.net/",
     "WORKSPACE_ID": "66666666-7777-8888-9999-000000000000",
     "CLIENT_SECRET": "@Microsoft.KeyVault(SecretUri=https://kv-x.vault.azure.net/secrets/graph-client-secret/)",
+    # What the Functions host hands the connector once it resolved the Key Vault reference.
+    "SUBJECT_HASH_KEY": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
 }
 
 
-def _app_settings(overrides: dict[str, object], *, verification: bool, client_secret: bool) -> dict[str, str]:
+def _app_settings(
+    overrides: dict[str, object], *, verification: bool, client_secret: bool, subject_hash: bool = False
+) -> dict[str, str]:
     """The connector app settings a deployment produces, with fake resource outputs."""
     params = {name: default for name, default in declared_params(parse(MAIN)).items()}
     params.update(overrides)
@@ -223,6 +230,8 @@ def _app_settings(overrides: dict[str, object], *, verification: bool, client_se
         if cond == "enableWorkspaceVerification" and not verification:
             continue
         if cond == "isClientSecret" and not client_secret:
+            continue
+        if cond == "isSubjectHash" and not subject_hash:
             continue
         if name in FAKE_OUTPUTS:
             env[name] = FAKE_OUTPUTS[name]
@@ -259,6 +268,28 @@ def test_client_secret_deployment_settings_are_valid_for_the_connector():
     assert settings.azure_auth_mode.value == "managed_identity"
     assert settings.credentials.client_id == "app-id"
     assert settings.workspace_id is None
+
+
+def test_subject_mode_defaults_to_keep_and_hash_mode_reads_its_key_from_key_vault():
+    main = parse(MAIN)
+    assert declared_params(main)["subjectMode"] == "keep"
+    keep = Settings.from_env(
+        _app_settings({"localDomains": "contoso.com"}, verification=True, client_secret=False)
+    )
+    assert keep.subjects.mode.value == "keep"
+    env = _app_settings(
+        {"localDomains": "contoso.com", "subjectMode": "hash"},
+        verification=True,
+        client_secret=False,
+        subject_hash=True,
+    )
+    assert Settings.from_env(env).subjects.mode.value == "hash"
+    assert main["variables"]["isSubjectHash"]["value"]["operator"]["type"] == "equals"
+    # The vault exists whenever hash mode needs it, like for a client secret.
+    assert "isSubjectHash" in str(main["variables"]["deployKeyVault"]["value"])
+    reference = module("keyvault")["outputs"]["subjectHashKeyReference"]["value"]
+    assert reference.startswith("@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/")
+    assert body(main["modules"]["keyVault"])["params"]["subjectHashKey"] == "subjectHashKey"
 
 
 @pytest.mark.parametrize(

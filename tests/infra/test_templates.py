@@ -179,9 +179,9 @@ def test_bicepparam_uses_main_and_sets_only_its_parameters():
 
 def test_bicepparam_keeps_secrets_out():
     assignments = _bicepparam_assignments()
-    assert "clientSecret" not in assignments
     secure = {name for name, spec in parse(MAIN)["parameters"].items() if decorator(spec, "secure")}
-    assert secure == {"clientSecret"}
+    assert secure == {"clientSecret", "subjectHashKey"}
+    assert not secure & set(assignments)
 
 
 # ----------------------------------------------------------------------------- azure.yaml

@@ -23,6 +23,10 @@ from tests import kql
 HUNTING = kql.SENTINEL / "Hunting Queries"
 WORKBOOK = kql.SENTINEL / "Workbooks" / "MessageTrace.json"
 HUNTING_QUERIES = sorted(HUNTING.glob("*.yaml"))
+# Queries of the query audit (LAQueryLogs), not of the mail: they name the table as a search
+# term and need no data connector (Azure-Sentinel's LAQueryLogs queries list none either).
+AUDIT_QUERIES = {"WhoReadMessageTrace"}
+MAIL_QUERIES = [path for path in HUNTING_QUERIES if path.stem not in AUDIT_QUERIES]
 LOG_ANALYTICS = "microsoft.operationalinsights/workspaces"
 
 
@@ -41,6 +45,7 @@ def test_the_hunting_queries_the_issue_names_are_all_there():
         "LargestMessages",
         "FirstSeenExternalSenderDomains",
         "BounceStorms",
+        "WhoReadMessageTrace",
     }
 
 
@@ -62,9 +67,11 @@ def test_hunting_query_has_the_azure_sentinel_fields(path):
     assert uuid.UUID(doc["id"]).version == 4
     assert doc["name"]
     assert doc["description"].strip()
-    assert doc["requiredDataConnectors"] == [
-        {"connectorId": "MessageTraceConnector", "dataTypes": ["EmailEvents_CL"]}
-    ]
+    assert doc["requiredDataConnectors"] == (
+        []
+        if path.stem in AUDIT_QUERIES
+        else [{"connectorId": "MessageTraceConnector", "dataTypes": ["EmailEvents_CL"]}]
+    )
     assert doc["tactics"]
     assert all(re.fullmatch(r"[A-Z][A-Za-z]+", t) for t in doc["tactics"])
     assert doc["relevantTechniques"]
@@ -78,7 +85,7 @@ def test_hunting_query_ids_are_unique():
     assert len(set(ids)) == len(ids)
 
 
-@pytest.mark.parametrize("path", HUNTING_QUERIES, ids=[p.stem for p in HUNTING_QUERIES])
+@pytest.mark.parametrize("path", MAIL_QUERIES, ids=[p.stem for p in MAIL_QUERIES])
 def test_hunting_query_reads_message_trace_and_opens_with_commented_parameters(path):
     """Counting raw rows counts a message once per status revision; MessageTrace counts it once."""
     query = _load(path)["query"]
@@ -88,6 +95,23 @@ def test_hunting_query_reads_message_trace_and_opens_with_commented_parameters(p
     assert "EmailEvents_CL" not in query
     assert "TimeGenerated" not in query
     assert re.match(r"let \w+ = .+;\s*//", first), first
+
+
+def test_who_read_message_trace_finds_every_way_to_read_the_table_in_the_query_audit():
+    """A reader is found by the table's name or any parser that reads it, including the ASIM ones."""
+    doc = _load(HUNTING / "WhoReadMessageTrace.yaml")
+    query = doc["query"]
+    parsers = {
+        _load(path).get("FunctionName") or _load(path)["ParserName"]
+        for path in (kql.SENTINEL / "Parsers").glob("*.yaml")
+    }
+
+    assert re.match(r"let \w+ = .+;\s*//", query.splitlines()[0])
+    assert "\nLAQueryLogs\n" in query
+    for name in {"EmailEvents_CL", "_Im_EmailEvent", "_ASim_EmailEvent", *parsers}:
+        assert f'"{name}"' in query, name
+    assert "enableQueryAudit" in doc["description"]
+    assert "ResponseRowCount" in query
 
 
 def test_hunting_entity_mappings_name_columns_of_the_result():
