@@ -61,6 +61,7 @@ from connector.refusal import Refusal, RowIsolation, classify_refusal, deploymen
 from connector.report import RunReport, last_run_summary
 from connector.settings import Settings
 from connector.state import STALL_LIMIT, CommitRules, Committed, FeedState, after_run
+from connector.tenant_domains import DiscoveredDomains, choose_local_domains, discovery_failure, needs_refresh
 from connector.windows import (
     ONE_SECOND,
     SliceReading,
@@ -88,6 +89,8 @@ class SyncPolicy:
     verify_delay: timedelta
     max_pages_per_slice: int = 20
     batch_budget_bytes: int = DEFAULT_BATCH_BUDGET_BYTES
+    discover_domains: bool = False
+    """Read the tenant's verified domains from Graph (daily, cached in the checkpoint) besides local_domains."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SyncPolicy:
@@ -102,6 +105,7 @@ class SyncPolicy:
             ledger_warn_entries=settings.ledger_warn_entries,
             verify_delay=settings.verify_delay,
             max_pages_per_slice=settings.max_pages_per_slice,
+            discover_domains=settings.discover_domains,
         )
 
     def commit_rules(self, keep_lookback: timedelta) -> CommitRules:
@@ -253,6 +257,7 @@ class FeedSync:
         stored = self._ports.store.load(feed)
         state = FeedState.new(feed) if stored is None else FeedState.resume(stored.checkpoint, stored.etag)
         run = _Run(report=report, state=state, rules=self._policy.commit_rules(keep_lookback), lock=lock)
+        self._mapper = RowMapper(self._local_domains(run))
         report.high_water_mark_before = state.progress.high_water_mark
         pending = state.progress.pending_batch
         if pending is None:
@@ -269,6 +274,34 @@ class FeedSync:
         state.apply(resolution.committed(), run.rules)
         self._save(run)
         return run
+
+    def _local_domains(self, run: _Run) -> tuple[str, ...]:
+        """The domains this run's rows are classified with: discovered (refreshed daily) plus LOCAL_DOMAINS.
+
+        Runs before anything is uploaded, so rows of one run share one list. A failed
+        refresh never fails the run: the cached list (else LOCAL_DOMAINS) is used and the
+        report says why; only no domain from any source is an error (a setting).
+        """
+        policy, progress = self._policy, run.state.progress
+        source = self._ports.domains if policy.discover_domains else None
+        cached = progress.discovered_domains if source is not None else None
+        failure: str | None = None
+        if source is not None and needs_refresh(cached, run.report.started):
+            try:
+                found = source.tenant_domains()
+            except ConnectorError as err:
+                failure = discovery_failure(err)
+                logger.warning(
+                    "could not read the tenant's domains from Microsoft Graph (%s); using %s",
+                    failure,
+                    "the list read before" if cached is not None else "LOCAL_DOMAINS",
+                )
+            else:
+                cached = DiscoveredDomains(domains=found, fetched_at=run.report.started)
+                run.state.progress = replace(progress, discovered_domains=cached)
+        chosen = choose_local_domains(policy.local_domains, cached, failure=failure)
+        run.report.domains = chosen.summary
+        return chosen.domains
 
     def _note_plan(self, report: RunReport, plan: WindowPlan) -> None:
         report.window = plan.window
