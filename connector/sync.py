@@ -41,6 +41,7 @@ from connector.checkpoint import LIVE_FEED, backfill_feed_name
 from connector.deadletter import DeadLetter
 from connector.errors import (
     SERVICE_PRINCIPAL_WAIT,
+    AuthenticationError,
     CheckpointError,
     ConnectorError,
     FeedStalledError,
@@ -289,6 +290,10 @@ class FeedSync:
         if source is not None and needs_refresh(cached, run.report.started):
             try:
                 found = source.tenant_domains()
+            except AuthenticationError:
+                # No Graph token: message trace cannot be read either. Stop now rather than ask
+                # Entra (and wait out its retries) a second time for the same answer.
+                raise
             except ConnectorError as err:
                 failure = discovery_failure(err)
                 logger.warning(

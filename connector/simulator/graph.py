@@ -62,7 +62,7 @@ from .entra import (
     TokenValidator,
 )
 from .entra import REASON_WRONG_AUDIENCE as _WRONG_AUDIENCE
-from .http import Request, Response, SimulatedHttpServer
+from .http import Fault, Request, Response, SimulatedHttpServer
 
 StatusCase = Literal["camel", "pascal", "mixed"]
 Clock = Callable[[], datetime]
@@ -393,6 +393,14 @@ class GraphServer(SimulatedHttpServer):
         self.domains_permission_granted = True
         self.domains_page_size = DOMAINS_PAGE_SIZE
         self.route("GET", re.escape(DOMAINS_PATH), self._list_domains)
+
+    def inject(self, status: int | str = 500, *, path: str | None = None, **kwargs: Any) -> Fault:
+        """Queue a fault (see :meth:`SimulatedHttpServer.inject`); without ``path`` it hits message trace only.
+
+        The connector also reads ``/v1.0/domains`` once a day; a fault meant for message
+        trace must not be spent on it. Give ``path=DOMAINS_PATH`` to fault domain discovery.
+        """
+        return super().inject(status, path=re.escape(MESSAGE_TRACES_PATH) if path is None else path, **kwargs)
 
     # ------------------------------------------------------------ data API
     def add(
