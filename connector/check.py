@@ -9,6 +9,8 @@ needs, with the run's own settings and credentials, and says for each what to fi
    (only for ``STORAGE_ACCOUNT_URL``; a connection string carries its own key), and
    Log Analytics query when ``WORKSPACE_ID`` is set (``AZURE_AUTH_MODE``);
 2. Graph answers with the permission: one ``messageTraces`` request over a 1-minute window;
+   with ``DISCOVER_DOMAINS`` on, also ``GET /domains`` (``Domain.Read.All``): a failure there
+   fails the check only when LOCAL_DOMAINS is empty too, since runs then have no domain;
 3. storage is writable: a probe blob (``check/probe-<uuid>``) written and deleted;
 4. the live feed's lock is free (taken and released at once);
 5. only with ``--write-test-row``: the DCR role, by uploading one row marked as a test
@@ -48,6 +50,7 @@ from connector.ports import Deadline
 from connector.runner import build_lock, build_sink, build_store
 from connector.settings import Settings, StoreKind
 from connector.store import BlobCheckpointStore
+from connector.tenant_domains import DOMAIN_PERMISSION, discovery_failure
 from connector.transport import ConnectorSession, describe_failure
 from connector.windows import Window
 
@@ -151,6 +154,8 @@ def run_checks(settings: Settings, *, write_test_row: bool, now: datetime) -> li
             )
         if results[0].kind is None:
             results.append(_graph_check(settings, resources, deadline, now))
+            if settings.discover_domains:
+                results.append(_domains_check(settings, resources, deadline))
         else:
             results.append(
                 CheckResult("graph permission", results[0].kind, "not tried: no Graph token (above)")
@@ -186,16 +191,7 @@ def _graph_check(settings: Settings, resources: ExitStack, deadline: Deadline, n
     window = Window(end - timedelta(minutes=1), end)
 
     def read() -> str:
-        source = GraphMessageTraceSource(
-            base_url=settings.graph_base_url,
-            tokens=graph_token_provider(settings),
-            session=session,
-            timeout_seconds=settings.http_timeout_seconds,
-            max_retries=min(2, settings.http_max_retries),
-            backoff_seconds=settings.http_retry_backoff_seconds,
-            deadline=deadline,
-        )
-        page = next(source.pages(window))
+        page = next(_graph_source(settings, session, deadline).pages(window))
         start = window.start.strftime("%Y-%m-%dT%H:%M:%SZ")
         return f"messageTraces answered ({len(page.records)} records in the minute from {start})"
 
@@ -211,6 +207,45 @@ def _graph_check(settings: Settings, resources: ExitStack, deadline: Deadline, n
             result.name, result.kind, str(ServicePrincipalMissingError("401")).split(". Graph")[0]
         )
     return result
+
+
+def _graph_source(
+    settings: Settings, session: ConnectorSession, deadline: Deadline
+) -> GraphMessageTraceSource:
+    return GraphMessageTraceSource(
+        base_url=settings.graph_base_url,
+        tokens=graph_token_provider(settings),
+        session=session,
+        timeout_seconds=settings.http_timeout_seconds,
+        max_retries=min(2, settings.http_max_retries),
+        backoff_seconds=settings.http_retry_backoff_seconds,
+        deadline=deadline,
+    )
+
+
+def _domains_check(settings: Settings, resources: ExitStack, deadline: Deadline) -> CheckResult:
+    """``GET /domains``: a failure is only a warning while LOCAL_DOMAINS still names a domain."""
+    session = ConnectorSession(ca_bundle=settings.ca_bundle, timeout_seconds=settings.http_timeout_seconds)
+    resources.callback(session.close)
+    fix = f"grant the application permission {DOMAIN_PERMISSION} with admin consent"
+    try:
+        domains = _graph_source(settings, session, deadline).tenant_domains()
+    except ConnectorError as err:
+        if settings.local_domains:
+            why = discovery_failure(err)
+            return CheckResult(
+                "graph domains",
+                None,
+                f"not readable ({why}): runs use LOCAL_DOMAINS alone ({len(settings.local_domains)}); "
+                f"to discover them, {fix}",
+            )
+        return CheckResult(
+            "graph domains",
+            err.kind,
+            _with_fix(discovery_failure(err), err.kind, f"{fix}, or set LOCAL_DOMAINS"),
+        )
+    shown = ", ".join(domains[:5]) + (", ..." if len(domains) > 5 else "")
+    return CheckResult("graph domains", None, f"{len(domains)} verified domains ({shown})")
 
 
 def _probe_storage(store: object) -> str:
@@ -243,7 +278,7 @@ def _test_row_check(
     def upload() -> str:
         sink = build_sink(settings, deadline, resources)
         trace_id = f"connector-check-{uuid.uuid4()}"
-        domain = settings.local_domains[0]
+        domain = (*settings.local_domains, "connector-check.invalid")[0]
         record = parse_trace_record(
             {
                 "id": trace_id,

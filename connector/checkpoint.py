@@ -16,6 +16,7 @@ absence as 0)::
      "last_run": {<the fields in connector.report.LAST_RUN_FIELDS>} | null, "updated": "...Z",
      "possible_duplicates_total": 0, "stalled_runs": 2 (only when not 0),
      "waiting_for_permission_since": "...Z" (only while Graph answers the service-principal 401),
+     "discovered_domains": {"domains": ["contoso.com", ...], "fetched_at": "...Z"} (once Graph listed them),
      "pending_batch": {"created": "...Z", "rows": [[key, received_ms, status, revision, RowId]]} | null}
 
 The intent (``pending_batch``) holds each row's ``RowId``, never a trace id: with a trace
@@ -36,6 +37,7 @@ from connector.ledger import LedgerEntry
 from connector.mapping import format_datetime, parse_datetime
 from connector.report import LAST_RUN_FIELDS
 from connector.state import Checkpoint, FeedProgress, IntentEntry, LastRun, PendingBatch
+from connector.tenant_domains import DiscoveredDomains
 
 FORMAT_VERSION = 1
 LIVE_FEED = "live"
@@ -113,6 +115,11 @@ def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
         document["stalled_runs"] = progress.stalled_runs
     if progress.waiting_for_permission_since is not None:
         document["waiting_for_permission_since"] = _iso(progress.waiting_for_permission_since)
+    if progress.discovered_domains is not None:
+        document["discovered_domains"] = {
+            "domains": list(progress.discovered_domains.domains),
+            "fetched_at": format_datetime(progress.discovered_domains.fetched_at),
+        }
     # backslashreplace: a stray unpaired surrogate (from an error text, say) is written as the
     # JSON escape "\udXXX" it reads back as, instead of failing the save; other text is plain UTF-8.
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
@@ -162,6 +169,18 @@ def _decode_pending(pending: dict[str, Any]) -> PendingBatch:
 def _optional_time(document: dict[str, Any], name: str) -> datetime | None:
     value = document.get(name)
     return None if value is None else parse_datetime(str(value))
+
+
+def _discovered_domains(value: object) -> DiscoveredDomains | None:
+    """The cached domain list; absent in checkpoints written before discovery (then read again from Graph)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("domains"), list):
+        raise TypeError(f"discovered_domains must be an object with a domains list, got {value!r}")
+    return DiscoveredDomains(
+        domains=tuple(str(domain) for domain in value["domains"]),
+        fetched_at=parse_datetime(str(value["fetched_at"])),
+    )
 
 
 def _last_run(value: object) -> LastRun | None:
@@ -217,6 +236,7 @@ def decode_checkpoint(data: bytes, *, where: str) -> Checkpoint:
             possible_duplicates_total=int(document.get("possible_duplicates_total") or 0),
             stalled_runs=int(document.get("stalled_runs") or 0),
             waiting_for_permission_since=_optional_time(document, "waiting_for_permission_since"),
+            discovered_domains=_discovered_domains(document.get("discovered_domains")),
             pending_batch=None if not pending else _decode_pending(pending),
         )
     except (KeyError, IndexError, TypeError, ValueError) as err:

@@ -47,6 +47,7 @@ from connector.errors import (
 from connector.paging import NextLinkPaginator
 from connector.ports import Deadline, SourcePage, TokenProvider
 from connector.redact import safe_url
+from connector.tenant_domains import verified_domains
 from connector.transport import (
     CA_BUNDLE_HINT,
     CONNECT_RETRIES,
@@ -61,6 +62,7 @@ from connector.windows import Window
 logger = logging.getLogger(__name__)
 
 MESSAGE_TRACES_PATH = "/v1.0/admin/exchange/tracing/messageTraces"
+DOMAINS_PATH = "/v1.0/domains"
 PAGE_SIZE = 5000
 MAX_BACKOFF_SECONDS = 60.0
 
@@ -181,9 +183,24 @@ class GraphMessageTraceSource:
             paginator.advance(body.get("@odata.nextLink"))
             yield SourcePage(records=records, more=paginator.url is not None)
 
+    def tenant_domains(self) -> tuple[str, ...]:
+        """The tenant's verified domains (``GET /v1.0/domains``, every page); implements ``DomainSource``.
+
+        Same token, retries and paging rules as message trace; it does not count against
+        the message trace quota. A 403 (no ``Domain.Read.All``) raises
+        :class:`~connector.errors.GraphPermissionError` like any other.
+        """
+        records: list[dict[str, Any]] = []
+        paginator = NextLinkPaginator(f"{self._base_url}{DOMAINS_PATH}", origin=self._base_url)
+        while paginator.url is not None:
+            body = self._get_page(paginator.url, what="domain list")
+            records.extend(item for item in body["value"] if isinstance(item, dict))
+            paginator.advance(body.get("@odata.nextLink"))
+        return verified_domains(records)
+
     # ------------------------------------------------------------------ one page, with retries
 
-    def _get_page(self, url: str) -> dict[str, Any]:
+    def _get_page(self, url: str, *, what: str = "message trace") -> dict[str, Any]:
         state = {"force_refresh": False, "refreshed": False}
         retrying = Retrying(
             stop=lambda state: state.attempt_number > self._max_retries or _connect_retries_used(state),
@@ -200,7 +217,7 @@ class GraphMessageTraceSource:
         except _RetriableFailure as err:
             attempts = retrying.statistics.get("attempt_number", 1)
             raise GraphUnavailableError(
-                f"Microsoft Graph message trace still failing after {attempts} attempt{'s' if attempts != 1 else ''} "
+                f"Microsoft Graph {what} still failing after {attempts} attempt{'s' if attempts != 1 else ''} "
                 f"({safe_url(url)}): {err.reason}"
             ) from err
         raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover

@@ -83,6 +83,14 @@ class TraceSource(Protocol):
         ...
 
 
+class DomainSource(Protocol):
+    """Lists the tenant's verified mail domains (Graph ``/domains``, see :mod:`connector.tenant_domains`)."""
+
+    def tenant_domains(self) -> tuple[str, ...]:
+        """The verified domains, canonical; raises a ConnectorError when Graph cannot say."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class UploadResult:
     """Which rows of a batch the service did not take, and why."""
@@ -238,3 +246,5 @@ class FeedPorts:
     verifier: WorkspaceVerifier | None = None
     claims: RunLock | None = None
     """The lock backfills take in turn to claim their range (see :func:`connector.backfill.claim_backfill`)."""
+    domains: DomainSource | None = None
+    """Where the tenant's verified domains are read (None: LOCAL_DOMAINS alone)."""

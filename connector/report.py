@@ -19,7 +19,7 @@ from connector.errors import ConnectorError
 from connector.mapping import format_datetime, parse_datetime
 from connector.ports import LockState
 from connector.redact import hide_addresses, scrub
-from connector.state import Checkpoint
+from connector.state import Checkpoint, FeedProgress
 from connector.windows import Window
 
 _LABEL_WIDTH = 17
@@ -65,6 +65,8 @@ class RunReport(RunCounters):
     high_water_mark_after: datetime | None = None
     ledger_entries: int = 0
     unrecoverable: timedelta = timedelta(0)
+    domains: str | None = None
+    """Where this run's local domains came from (:func:`connector.tenant_domains.choose_local_domains`)."""
     error: ConnectorError | None = field(default=None, repr=False)
 
     @property
@@ -111,6 +113,7 @@ def report_fields(report: RunReport) -> dict[str, object]:
         **{counter.name: getattr(report, counter.name) for counter in COUNTER_FIELDS},
         "ledger_entries": report.ledger_entries,
         "unrecoverable_hours": round(report.unrecoverable.total_seconds() / 3600, 2),
+        "domains": report.domains,
         # Scrubbed once more here: this text is logged and kept in the checkpoint's last run.
         "error": None if report.error is None else hide_addresses(scrub(str(report.error))),
     }
@@ -175,6 +178,8 @@ def render_fields(values: Mapping[str, object], now: datetime) -> list[str]:
     hours = values.get("unrecoverable_hours")
     if isinstance(hours, int | float) and hours > 0:
         line("NOT FETCHABLE", f"{hours} h of history was older than the 90-day retention")
+    if values.get("domains"):
+        line("local domains", values["domains"])
     if values.get("error"):
         line("error", values["error"])
     return lines
@@ -245,7 +250,16 @@ def status_fields(
         if progress.pending_batch is None
         else len(progress.pending_batch.entries),
         "last_run": None if progress.last_run is None else dict(progress.last_run),
+        "discovered_domains": _discovered(progress),
     }
+
+
+def _discovered(progress: FeedProgress) -> dict[str, object] | None:
+    """The cached list of the tenant's verified domains, JSON-ready (None before the first discovery)."""
+    found = progress.discovered_domains
+    if found is None:
+        return None
+    return {"domains": list(found.domains), "fetched_at": format_datetime(found.fetched_at)}
 
 
 def render_status(
@@ -290,6 +304,13 @@ def render_status(
                 f"for permission since {_time(since)} ({str(now - since).split('.')[0]} ago): Graph answers 401 for "
                 "the Transport Data Platform service principal, missing or still activating (hours); "
                 "after 24 h runs fail with exit 3",
+            )
+        if progress.discovered_domains is not None:
+            found = progress.discovered_domains
+            line(
+                "tenant domains",
+                f"{len(found.domains)} discovered {_time(found.fetched_at)} ({', '.join(found.domains[:5])}"
+                f"{', ...' if len(found.domains) > 5 else ''})",
             )
         if progress.pending_batch is not None:
             line("unconfirmed batch", f"{len(progress.pending_batch.entries)} rows, resolved by the next run")

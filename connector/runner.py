@@ -146,7 +146,15 @@ def build_connector(
         )
     lock = build_lock(store, settings)
     sync = FeedSync(
-        FeedPorts(source=source, sink=sink, store=store, dead_letters=store, verifier=verifier, claims=lock),
+        FeedPorts(
+            source=source,
+            sink=sink,
+            store=store,
+            dead_letters=store,
+            verifier=verifier,
+            claims=lock,
+            domains=source if settings.discover_domains else None,
+        ),
         SyncPolicy.from_settings(settings),
         clock=clock,
         deadline=deadline,

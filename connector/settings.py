@@ -110,6 +110,8 @@ class Settings:
     verify_delay: timedelta
     ca_bundle: str | None
     subjects: SubjectPolicy = KEEP_SUBJECTS
+    discover_domains: bool = True
+    """Read the tenant's verified domains from Graph besides LOCAL_DOMAINS (:mod:`connector.tenant_domains`)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -197,11 +199,18 @@ class Settings:
                 directory=reader.optional("CHECKPOINT_DIRECTORY", ".state", _non_empty),
             )
 
+        # Domain discovery makes LOCAL_DOMAINS optional; without it the setting is the only source.
+        discover_domains = reader.optional("DISCOVER_DOMAINS", True, _switch)
+        local_domains = (
+            reader.optional("LOCAL_DOMAINS", None, _domain_list)
+            if discover_domains
+            else reader.required("LOCAL_DOMAINS", _domain_list)
+        )
         settings = cls(
             credentials=credentials,
             graph_auth_mode=graph_mode,
             azure_auth_mode=azure_mode,
-            local_domains=reader.required("LOCAL_DOMAINS", _domain_list) or (),
+            local_domains=local_domains or (),
             authority_host=reader.optional("AUTHORITY_HOST", "https://login.microsoftonline.com", _https_url),
             graph_base_url=reader.optional("GRAPH_BASE_URL", "https://graph.microsoft.com", _https_url),
             graph_scope=reader.optional("GRAPH_SCOPE", "https://graph.microsoft.com/.default", _scope),
@@ -244,6 +253,7 @@ class Settings:
             ),
             ca_bundle=_ca_bundle(reader),
             subjects=_subject_policy(reader),
+            discover_domains=discover_domains,
         )
         _refuse_contradictions(reader, settings)
         _refuse_national_clouds(reader, settings)
@@ -539,6 +549,16 @@ def _domain_list(raw: str) -> tuple[str, ...]:
         why = ", ".join(bad) or f"got {raw!r}"
         raise ValueError(f"must be a comma-separated list of mail domains like contoso.com: {why}")
     return tuple(dict.fromkeys(domains))
+
+
+def _switch(raw: str) -> bool:
+    """``true``/``false`` (also ``1``/``0``, ``yes``/``no``, ``on``/``off``), any case."""
+    value = raw.lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false, got {raw!r}")
 
 
 def _readable_file(raw: str) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from connector.ledger import Decision, DedupLedger, LedgerChange, LedgerEntry
+from connector.tenant_domains import DiscoveredDomains
 from connector.windows import INITIAL_SLICE, Window, adapt_slice_span, split_slice_span
 
 LastRun = Mapping[str, object]
@@ -80,6 +81,8 @@ class FeedProgress:
     """Runs in a row that ended with message trace due and the high-water mark where it was."""
     waiting_for_permission_since: datetime | None = None
     """When Graph first answered the service-principal 401 (missing or still activating); None once it reads."""
+    discovered_domains: DiscoveredDomains | None = None
+    """The tenant's verified domains as last read from Graph (:mod:`connector.tenant_domains`); None before."""
 
     @property
     def next_slice_span(self) -> timedelta:

@@ -41,7 +41,9 @@ from connector.checkpoint import LIVE_FEED, backfill_feed_name
 from connector.deadletter import DeadLetter
 from connector.errors import (
     SERVICE_PRINCIPAL_WAIT,
+    AuthenticationError,
     CheckpointError,
+    ConfigError,
     ConnectorError,
     FeedStalledError,
     PermissionWaitExpiredError,
@@ -62,6 +64,7 @@ from connector.report import RunReport, last_run_summary
 from connector.settings import Settings
 from connector.state import STALL_LIMIT, CommitRules, Committed, FeedState, after_run
 from connector.subjects import KEEP_SUBJECTS, SubjectPolicy
+from connector.tenant_domains import DiscoveredDomains, choose_local_domains, discovery_failure, needs_refresh
 from connector.windows import (
     ONE_SECOND,
     SliceReading,
@@ -90,6 +93,8 @@ class SyncPolicy:
     max_pages_per_slice: int = 20
     batch_budget_bytes: int = DEFAULT_BATCH_BUDGET_BYTES
     subjects: SubjectPolicy = KEEP_SUBJECTS
+    discover_domains: bool = False
+    """Read the tenant's verified domains from Graph (daily, cached in the checkpoint) besides local_domains."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SyncPolicy:
@@ -105,6 +110,7 @@ class SyncPolicy:
             verify_delay=settings.verify_delay,
             max_pages_per_slice=settings.max_pages_per_slice,
             subjects=settings.subjects,
+            discover_domains=settings.discover_domains,
         )
 
     def commit_rules(self, keep_lookback: timedelta) -> CommitRules:
@@ -128,6 +134,8 @@ class _Run:
     exclude_from: datetime | None = None
     warned_ledger: bool = False
     outside_warnings: int = 0
+    graph_refused: AuthenticationError | None = None
+    """Entra refused a Graph token at domain discovery: the run fails with it on reaching Graph."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +264,7 @@ class FeedSync:
         stored = self._ports.store.load(feed)
         state = FeedState.new(feed) if stored is None else FeedState.resume(stored.checkpoint, stored.etag)
         run = _Run(report=report, state=state, rules=self._policy.commit_rules(keep_lookback), lock=lock)
+        self._mapper = RowMapper(self._local_domains(run))
         report.high_water_mark_before = state.progress.high_water_mark
         pending = state.progress.pending_batch
         if pending is None:
@@ -272,6 +281,45 @@ class FeedSync:
         state.apply(resolution.committed(), run.rules)
         self._save(run)
         return run
+
+    def _local_domains(self, run: _Run) -> tuple[str, ...]:
+        """The domains this run's rows are classified with: discovered (refreshed daily) plus LOCAL_DOMAINS.
+
+        Runs before anything is uploaded, so rows of one run share one list. A failed
+        refresh never fails the run: the cached list (else LOCAL_DOMAINS) is used and the
+        report says why; only no domain from any source is an error (a setting).
+        """
+        policy, progress = self._policy, run.state.progress
+        source = self._ports.domains if policy.discover_domains else None
+        cached = progress.discovered_domains if source is not None else None
+        failure: str | None = None
+        if source is not None and needs_refresh(cached, run.report.started):
+            try:
+                found = source.tenant_domains()
+            except AuthenticationError as err:
+                # No Graph token: message trace cannot be read either. The run fails with this
+                # error where it would reach Graph (_run_window), so it is recorded and counted
+                # like any failed run, without asking Entra (and waiting out its retries) again.
+                run.graph_refused = err
+                failure = discovery_failure(err)
+            except ConnectorError as err:
+                failure = discovery_failure(err)
+                logger.warning(
+                    "could not read the tenant's domains from Microsoft Graph (%s); using %s",
+                    failure,
+                    "the list read before" if cached is not None else "LOCAL_DOMAINS",
+                )
+            else:
+                cached = DiscoveredDomains(domains=found, fetched_at=run.report.started)
+                run.state.progress = replace(progress, discovered_domains=cached)
+        try:
+            chosen = choose_local_domains(policy.local_domains, cached, failure=failure)
+        except ConfigError:
+            if run.graph_refused is not None:
+                return ()  # no row is mapped: the run fails with Entra's refusal first
+            raise
+        run.report.domains = chosen.summary
+        return chosen.domains
 
     def _note_plan(self, report: RunReport, plan: WindowPlan) -> None:
         report.window = plan.window
@@ -290,6 +338,8 @@ class FeedSync:
     def _run_window(self, run: _Run, window: Window | None) -> None:
         report = run.report
         try:
+            if run.graph_refused is not None:
+                raise run.graph_refused
             report.outcome = "up_to_date" if window is None else self._run_slices(run, window)
         except ThrottledError as err:
             # Not a fault: the quota is shared and refills; what is committed stays committed.

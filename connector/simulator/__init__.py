@@ -39,7 +39,7 @@ from typing import Literal
 from connector.schema import TableSchema, load_table_schema
 
 from .entra import GRAPH_RESOURCE, MONITOR_RESOURCE, Claims, EntraServer, ManagedIdentityServer
-from .graph import GraphServer, MessageTraceStore, StatusCase
+from .graph import DEFAULT_LOCAL_DOMAINS, GraphServer, MessageTraceStore, StatusCase
 from .http import Request, Response, SimulatedHttpServer
 from .ingestion import IngestionServer
 from .logs_query import LogsQueryServer
@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 AuthMode = Literal["client_secret", "certificate", "managed_identity"]
-LOCAL_DOMAINS: tuple[str, ...] = ("contoso.com", "fabrikam.com")
+LOCAL_DOMAINS: tuple[str, ...] = DEFAULT_LOCAL_DOMAINS
 DEFAULT_TENANT_ID = "4f1c3a6e-8d2b-4c7a-9e5f-1b2d3c4e5f60"
 DEFAULT_CLIENT_ID = "0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c6d"
 DEFAULT_CERT_CLIENT_ID = "5e4d3c2b-1a09-4f8e-b7d6-c5b4a3928170"

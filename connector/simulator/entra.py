@@ -57,6 +57,7 @@ from .http import Request, Response, SimulatedHttpServer
 GRAPH_RESOURCE = "https://graph.microsoft.com"
 MONITOR_RESOURCE = "https://monitor.azure.com"
 MESSAGE_TRACE_ROLE = "ExchangeMessageTrace.Read.All"
+DOMAIN_READ_ROLE = "Domain.Read.All"
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_CLOCK_SKEW_SECONDS = 300
 NO_CACHE = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
@@ -92,7 +93,7 @@ def normalise_audience(audience: str) -> str:
 
 def default_roles() -> dict[str, tuple[str, ...]]:
     """App roles a correctly set-up connector identity has."""
-    return {normalise_audience(GRAPH_RESOURCE): (MESSAGE_TRACE_ROLE,)}
+    return {normalise_audience(GRAPH_RESOURCE): (MESSAGE_TRACE_ROLE, DOMAIN_READ_ROLE)}
 
 
 @dataclass(slots=True)

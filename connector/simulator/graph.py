@@ -52,6 +52,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from .entra import (
+    DOMAIN_READ_ROLE,
     GRAPH_RESOURCE,
     MESSAGE_TRACE_ROLE,
     REASON_EXPIRED,
@@ -61,7 +62,7 @@ from .entra import (
     TokenValidator,
 )
 from .entra import REASON_WRONG_AUDIENCE as _WRONG_AUDIENCE
-from .http import Request, Response, SimulatedHttpServer
+from .http import Fault, Request, Response, SimulatedHttpServer
 
 StatusCase = Literal["camel", "pascal", "mixed"]
 Clock = Callable[[], datetime]
@@ -99,6 +100,10 @@ GRAPH_PROPERTIES: tuple[str, ...] = (
     "status",
 )
 MESSAGE_TRACES_PATH = "/v1.0/admin/exchange/tracing/messageTraces"
+DOMAINS_PATH = "/v1.0/domains"
+DOMAINS_PAGE_SIZE = 100
+DEFAULT_LOCAL_DOMAINS: tuple[str, ...] = ("contoso.com", "fabrikam.com")
+"""The simulated tenant's own domains: the traffic's senders and recipients, and what ``/domains`` lists."""
 GRAPH_CONTENT_TYPE = (
     "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
 )
@@ -349,6 +354,12 @@ class GraphServer(SimulatedHttpServer):
         send_retry_after, quota (``SlidingWindowQuota``), store (``MessageTraceStore``),
         max_page_size: the server's own page limit (``None``: ``$top`` decides); Graph, like
             any OData service, may send fewer records per page than ``$top`` asks for.
+        domains: the tenant's domains ``GET /v1.0/domains`` lists, as Graph's ``domain``
+            objects (:func:`domain_object`); by default the traffic generator's local domains,
+            verified, plus the initial ``<tenant>.onmicrosoft.com`` one.
+        domains_permission_granted: False answers ``/domains`` with the 403 of a missing
+            ``Domain.Read.All`` (the token's ``roles`` claim must hold it too).
+        domains_page_size: domain objects per ``/domains`` page (nextLink after).
     """
 
     def __init__(
@@ -378,6 +389,18 @@ class GraphServer(SimulatedHttpServer):
         self._counter_lock = threading.Lock()
         self._local = threading.local()
         self.route("GET", re.escape(MESSAGE_TRACES_PATH), self._list)
+        self.domains: list[dict[str, Any]] = default_domains()
+        self.domains_permission_granted = True
+        self.domains_page_size = DOMAINS_PAGE_SIZE
+        self.route("GET", re.escape(DOMAINS_PATH), self._list_domains)
+
+    def inject(self, status: int | str = 500, *, path: str | None = None, **kwargs: Any) -> Fault:
+        """Queue a fault (see :meth:`SimulatedHttpServer.inject`); without ``path`` it hits message trace only.
+
+        The connector also reads ``/v1.0/domains`` once a day; a fault meant for message
+        trace must not be spent on it. Give ``path=DOMAINS_PATH`` to fault domain discovery.
+        """
+        return super().inject(status, path=re.escape(MESSAGE_TRACES_PATH) if path is None else path, **kwargs)
 
     # ------------------------------------------------------------ data API
     def add(
@@ -413,6 +436,9 @@ class GraphServer(SimulatedHttpServer):
         self.permission_granted = True
         self.send_retry_after = True
         self.max_page_size = None
+        self.domains = default_domains()
+        self.domains_permission_granted = True
+        self.domains_page_size = DOMAINS_PAGE_SIZE
         with self._counter_lock:
             self._responses = 0
 
@@ -546,6 +572,30 @@ class GraphServer(SimulatedHttpServer):
             headers["Preference-Applied"] = "include-unknown-enum-members"
         return Response.json(200, body, headers=headers)
 
+    def _list_domains(self, request: Request) -> Response:
+        """``GET /v1.0/domains``: every domain object, ``domains_page_size`` per page, ``$skiptoken`` after."""
+        try:
+            claims = self._authorise(request)
+            if not self.domains_permission_granted or DOMAIN_READ_ROLE not in claims.roles:
+                raise GraphError(
+                    403,
+                    "Authorization_RequestDenied",
+                    "Insufficient privileges to complete the operation.",
+                )
+            raw = request.query_ci("$skiptoken") or "0"
+            if not raw.isdigit():
+                raise GraphError(400, "BadRequest", "Invalid $skiptoken.")
+            offset, size = int(raw), max(1, self.domains_page_size)
+        except GraphError as error:
+            return self._error(error)
+        body: dict[str, Any] = {
+            "@odata.context": f"{self.url}/v1.0/$metadata#domains",
+            "value": [dict(domain) for domain in self.domains[offset : offset + size]],
+        }
+        if offset + size < len(self.domains):
+            body["@odata.nextLink"] = f"{self.url}{DOMAINS_PATH}?$skiptoken={offset + size}"
+        return Response.json(200, body, headers={"Content-Type": GRAPH_CONTENT_TYPE})
+
     def _parse_top(self, request: Request) -> int:
         raw = request.query_ci("$top")
         if raw is None:
@@ -646,6 +696,34 @@ class GraphServer(SimulatedHttpServer):
         params += [("$top", str(top)), ("$skiptoken", token)]
         query = urllib.parse.urlencode(params, quote_via=urllib.parse.quote, safe=":'$")
         return f"{self.url}{MESSAGE_TRACES_PATH}?{query}"
+
+
+INITIAL_DOMAIN = "contoso.onmicrosoft.com"
+"""The simulated tenant's initial domain (``isInitial``), listed besides the traffic's local domains."""
+
+
+def domain_object(
+    name: str, *, verified: bool = True, default: bool = False, initial: bool = False
+) -> dict[str, Any]:
+    """One Graph ``domain`` object as ``GET /domains`` lists it (the properties the connector reads and a few more)."""
+    return {
+        "id": name,
+        "authenticationType": "Managed",
+        "isAdminManaged": True,
+        "isDefault": default,
+        "isInitial": initial,
+        "isRoot": True,
+        "isVerified": verified,
+        "supportedServices": ["Email", "OfficeCommunicationsOnline"] if verified else [],
+    }
+
+
+def default_domains() -> list[dict[str, Any]]:
+    """The tenant's domains: the traffic generator's local domains (the first is the default) and the initial one."""
+    return [
+        *(domain_object(name, default=index == 0) for index, name in enumerate(DEFAULT_LOCAL_DOMAINS)),
+        domain_object(INITIAL_DOMAIN, initial=True),
+    ]
 
 
 def _filter_hash(canonical: str) -> str:

@@ -20,7 +20,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from .graph import StatusChange, format_graph_datetime, normalise_status, parse_graph_datetime
+from .graph import (
+    DEFAULT_LOCAL_DOMAINS,
+    StatusChange,
+    format_graph_datetime,
+    normalise_status,
+    parse_graph_datetime,
+)
 
 LOCAL_USERS: tuple[str, ...] = (
     "adele.vance",
@@ -171,7 +177,7 @@ def generate_traffic(
     start: datetime,
     end: datetime,
     messages: int,
-    local_domains: Sequence[str] = ("contoso.com", "fabrikam.com"),
+    local_domains: Sequence[str] = DEFAULT_LOCAL_DOMAINS,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Generate Graph ``exchangeMessageTrace`` rows for ``messages`` messages.

@@ -5,7 +5,9 @@
 //       tenant, or Graph answers 401 "Service principal-less Authentication failed";
 //   (b) the function's managed identity gets the application permission
 //       ExchangeMessageTrace.Read.All on Microsoft Graph (an app role assignment IS the
-//       admin-consented grant).
+//       admin-consented grant);
+//   (c) it also gets Domain.Read.All, to read the tenant's verified domains for Direction
+//       (connector/tenant_domains.py; without it runs use LOCAL_DOMAINS).
 // Without Graph rights, use infra/scripts/grant-graph-permission.sh (or .ps1) instead.
 
 extension microsoftGraphV1
@@ -17,6 +19,8 @@ var microsoftGraphAppId = '00000003-0000-0000-c000-000000000000'
 var messageTraceAppId = '8bd644d1-64a1-4d4b-ae52-2e0cbf64e373'
 // ExchangeMessageTrace.Read.All (application)
 var exchangeMessageTraceReadAllRoleId = '89b20d8a-76e2-4057-867b-9961f800b9a4'
+// Domain.Read.All (application), https://learn.microsoft.com/graph/permissions-reference#domainreadall
+var domainReadAllRoleId = 'dbb9058a-0e50-45d7-ae91-66909b5d4664'
 
 resource microsoftGraph 'Microsoft.Graph/servicePrincipals@v1.0' existing = {
   appId: microsoftGraphAppId
@@ -29,6 +33,12 @@ resource messageTraceApp 'Microsoft.Graph/servicePrincipals@v1.0' = {
 resource messageTraceGrant 'Microsoft.Graph/appRoleAssignedTo@v1.0' = {
   resourceId: microsoftGraph.id
   appRoleId: exchangeMessageTraceReadAllRoleId
+  principalId: principalId
+}
+
+resource domainReadGrant 'Microsoft.Graph/appRoleAssignedTo@v1.0' = {
+  resourceId: microsoftGraph.id
+  appRoleId: domainReadAllRoleId
   principalId: principalId
 }
 

@@ -8,7 +8,10 @@
 #      answers 401 "Service principal-less Authentication failed"; provisioning can take hours);
 #   2. assigns the Microsoft Graph application permission ExchangeMessageTrace.Read.All
 #      (app role 89b20d8a-76e2-4057-867b-9961f800b9a4) to the managed identity. The app
-#      role assignment is the admin-consented grant; no separate consent step.
+#      role assignment is the admin-consented grant; no separate consent step;
+#   3. assigns Domain.Read.All (app role dbb9058a-0e50-45d7-ae91-66909b5d4664, Graph
+#      permissions reference) the same way: the connector reads the tenant's verified
+#      domains for Direction (without it, runs use LOCAL_DOMAINS).
 #
 # Idempotent: what already exists is left alone, so running it twice changes nothing.
 #
@@ -27,6 +30,7 @@ GRAPH="https://graph.microsoft.com/v1.0"
 MICROSOFT_GRAPH_APP_ID="00000003-0000-0000-c000-000000000000"
 MESSAGE_TRACE_APP_ID="8bd644d1-64a1-4d4b-ae52-2e0cbf64e373"
 MESSAGE_TRACE_ROLE_ID="89b20d8a-76e2-4057-867b-9961f800b9a4" # ExchangeMessageTrace.Read.All
+DOMAIN_READ_ROLE_ID="dbb9058a-0e50-45d7-ae91-66909b5d4664"   # Domain.Read.All
 IDENTITY_TAG="message-trace-connector"                        # tag `application` set by main.bicep
 
 usage() {
@@ -76,15 +80,22 @@ if [ -z "$graph_sp" ]; then
   echo "error: Microsoft Graph service principal not found in this tenant" >&2
   exit 1
 fi
-existing="$(az rest --method GET \
-  --uri "${GRAPH}/servicePrincipals/${principal_id}/appRoleAssignments" \
-  --query "value[?appRoleId=='${MESSAGE_TRACE_ROLE_ID}' && resourceId=='${graph_sp}'].id" -o tsv)"
-if [ -n "$existing" ]; then
-  echo "ExchangeMessageTrace.Read.All already granted to ${principal_id}"
-else
-  az rest --method POST --uri "${GRAPH}/servicePrincipals/${graph_sp}/appRoleAssignedTo" \
-    --headers "Content-Type=application/json" \
-    --body "{\"principalId\": \"${principal_id}\", \"resourceId\": \"${graph_sp}\", \"appRoleId\": \"${MESSAGE_TRACE_ROLE_ID}\"}" \
-    --output none
-  echo "granted ExchangeMessageTrace.Read.All to ${principal_id} (the identity's token can take up to 24 h to carry it)"
-fi
+grant_role() { # <app role id> <permission name>
+  local existing
+  existing="$(az rest --method GET \
+    --uri "${GRAPH}/servicePrincipals/${principal_id}/appRoleAssignments" \
+    --query "value[?appRoleId=='$1' && resourceId=='${graph_sp}'].id" -o tsv)"
+  if [ -n "$existing" ]; then
+    echo "$2 already granted to ${principal_id}"
+  else
+    az rest --method POST --uri "${GRAPH}/servicePrincipals/${graph_sp}/appRoleAssignedTo" \
+      --headers "Content-Type=application/json" \
+      --body "{\"principalId\": \"${principal_id}\", \"resourceId\": \"${graph_sp}\", \"appRoleId\": \"$1\"}" \
+      --output none
+    echo "granted $2 to ${principal_id} (the identity's token can take up to 24 h to carry it)"
+  fi
+}
+grant_role "$MESSAGE_TRACE_ROLE_ID" "ExchangeMessageTrace.Read.All"
+
+# 3. Domain.Read.All for the managed identity (domain discovery).
+grant_role "$DOMAIN_READ_ROLE_ID" "Domain.Read.All"

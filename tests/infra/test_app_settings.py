@@ -24,6 +24,7 @@ NOT_SET_BY_TEMPLATES = {
     "CLIENT_CERTIFICATE_PASSWORD": "client_certificate mode (see CLIENT_CERTIFICATE_PATH)",
     "STORAGE_CONNECTION_STRING": "account keys are disabled; STORAGE_ACCOUNT_URL with the identity instead",
     "CHECKPOINT_DIRECTORY": "the file store is for local runs",
+    "DISCOVER_DOMAINS": "default true (the grant gives Domain.Read.All); false through extraConnectorSettings",
     "REQUESTS_CA_BUNDLE": "extra CA bundle for local simulators only",
     "SSL_CERT_FILE": "extra CA bundle for local simulators only",
     "AUTHORITY_HOST": "public cloud default; Graph message trace exists in the global cloud only",

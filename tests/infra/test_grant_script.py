@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from tests.infra.bicep import INFRA
-from tests.infra.test_roles import GRAPH_APP_ID, MESSAGE_TRACE_APP_ID, MESSAGE_TRACE_ROLE_ID
+from tests.infra.test_roles import (
+    DOMAIN_READ_ROLE_ID,
+    GRAPH_APP_ID,
+    MESSAGE_TRACE_APP_ID,
+    MESSAGE_TRACE_ROLE_ID,
+)
 
 SCRIPT = INFRA / "scripts" / "grant-graph-permission.sh"
 FAKE_AZ = Path(__file__).with_name("fake_az.py")
@@ -60,22 +65,23 @@ def _posts(log: Path) -> list[list[str]]:
     return [call for call in calls if "POST" in call]
 
 
-def test_grants_the_role_and_creates_the_service_principal_once(tenant):
+def test_grants_both_roles_and_creates_the_service_principal_once(tenant):
     env, state, log = tenant
     first = _run(env, IDENTITY)
     assert first.returncode == 0, first.stderr
     tenant_state = json.loads(state.read_text())
     assert {sp["appId"] for sp in tenant_state["servicePrincipals"]} == {GRAPH_APP_ID, MESSAGE_TRACE_APP_ID}
     assert [(a["principalId"], a["resourceId"], a["appRoleId"]) for a in tenant_state["assignments"]] == [
-        (IDENTITY, GRAPH_SP, MESSAGE_TRACE_ROLE_ID)
+        (IDENTITY, GRAPH_SP, MESSAGE_TRACE_ROLE_ID),
+        (IDENTITY, GRAPH_SP, DOMAIN_READ_ROLE_ID),
     ]
-    assert len(_posts(log)) == 2
+    assert len(_posts(log)) == 3
 
     second = _run(env, IDENTITY)
     assert second.returncode == 0, second.stderr
     assert "already granted" in second.stdout
     assert "exists" in second.stdout
-    assert len(_posts(log)) == 2, "a second run must change nothing"
+    assert len(_posts(log)) == 3, "a second run must change nothing"
     assert json.loads(state.read_text()) == tenant_state
 
 

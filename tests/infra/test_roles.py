@@ -58,6 +58,8 @@ TOO_BROAD = {
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 MESSAGE_TRACE_APP_ID = "8bd644d1-64a1-4d4b-ae52-2e0cbf64e373"
 MESSAGE_TRACE_ROLE_ID = "89b20d8a-76e2-4057-867b-9961f800b9a4"  # ExchangeMessageTrace.Read.All
+# Domain.Read.All (application): https://learn.microsoft.com/graph/permissions-reference#domainreadall
+DOMAIN_READ_ROLE_ID = "dbb9058a-0e50-45d7-ae91-66909b5d4664"
 
 
 def _assignments() -> list[tuple[str, str, dict, dict]]:
@@ -165,6 +167,7 @@ def test_graph_permission_ids():
         "microsoftGraphAppId": GRAPH_APP_ID,
         "messageTraceAppId": MESSAGE_TRACE_APP_ID,
         "exchangeMessageTraceReadAllRoleId": MESSAGE_TRACE_ROLE_ID,
+        "domainReadAllRoleId": DOMAIN_READ_ROLE_ID,
     }
     resources = graph["resources"]
     assert resources["microsoftGraph"]["type"] == "Microsoft.Graph/servicePrincipals"
@@ -176,6 +179,10 @@ def test_graph_permission_ids():
     assert grant["api_version"] == "v1.0"
     assert body(grant)["appRoleId"] == "exchangeMessageTraceReadAllRoleId"
     assert body(grant)["principalId"] == "principalId"
+    domains = resources["domainReadGrant"]
+    assert domains["type"] == "Microsoft.Graph/appRoleAssignedTo"
+    assert body(domains)["appRoleId"] == "domainReadAllRoleId"
+    assert body(domains)["principalId"] == "principalId"
     principal = body(parse(MAIN)["modules"]["graphPermission"])["params"]["principalId"]
     assert principal["operator"]["operands"]["operand_1"] == "identity"
 
@@ -183,5 +190,5 @@ def test_graph_permission_ids():
 @pytest.mark.parametrize("script", ["grant-graph-permission.sh", "grant-graph-permission.ps1"])
 def test_grant_scripts_use_the_same_ids(script):
     text = (INFRA / "scripts" / script).read_text()
-    for value in (GRAPH_APP_ID, MESSAGE_TRACE_APP_ID, MESSAGE_TRACE_ROLE_ID):
+    for value in (GRAPH_APP_ID, MESSAGE_TRACE_APP_ID, MESSAGE_TRACE_ROLE_ID, DOMAIN_READ_ROLE_ID):
         assert value in text

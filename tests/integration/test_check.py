@@ -38,12 +38,28 @@ def test_a_working_deployment_passes_every_check_and_sends_one_graph_request(sim
         "graph token",
         "ingestion token",
         "graph permission",
+        "graph domains",
         "storage writable",
         "lock free",
     }
     assert all(line.startswith("ok ") for line in lines.values())
     assert len(sim.graph.requests(path="messageTraces")) == 1
+    assert "4 verified domains (contoso.com, fabrikam.com" in lines["graph domains"]
     assert sim.ingestion.rows() == []
+
+
+def test_a_missing_domain_permission_fails_the_check_only_when_local_domains_is_empty(sim, monkeypatch):
+    sim.graph.domains_permission_granted = False
+    code, lines = check()
+    assert code == 0, lines
+    assert lines["graph domains"].startswith("ok ")
+    assert "runs use LOCAL_DOMAINS alone (2)" in lines["graph domains"]
+
+    monkeypatch.delenv("LOCAL_DOMAINS")
+    code, lines = check()
+    assert code == 3, lines
+    assert lines["graph domains"].startswith("FAIL")
+    assert "permission Domain.Read.All missing; fix: grant" in lines["graph domains"]
 
 
 def test_a_missing_graph_permission_fails_that_check_with_the_grant_to_give(sim):

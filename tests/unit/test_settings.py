@@ -27,7 +27,7 @@ def test_defaults_are_applied_when_only_required_settings_are_given():
 
 def test_every_missing_required_setting_is_named_in_one_error():
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({})
+        Settings.from_env({"DISCOVER_DOMAINS": "false"})
 
     names = {name for name, _ in caught.value.problems}
     assert {
@@ -37,6 +37,28 @@ def test_every_missing_required_setting_is_named_in_one_error():
         "DCR_IMMUTABLE_ID",
         "STORAGE_ACCOUNT_URL",
     } <= names
+
+
+def test_local_domains_is_optional_while_domain_discovery_is_on_which_is_the_default():
+    settings = Settings.from_env({name: value for name, value in BASE.items() if name != "LOCAL_DOMAINS"})
+
+    assert settings.discover_domains is True
+    assert settings.local_domains == ()
+
+
+def test_discover_domains_takes_true_or_false_and_refuses_anything_else():
+    assert Settings.from_env({**BASE, "DISCOVER_DOMAINS": "False"}).discover_domains is False
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**BASE, "DISCOVER_DOMAINS": "sometimes"})
+
+    assert str(caught.value) == "setting DISCOVER_DOMAINS: must be true or false, got 'sometimes'"
+
+
+def test_a_bad_local_domains_value_is_still_refused_while_discovery_is_on():
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**BASE, "LOCAL_DOMAINS": "not a domain"})
+
+    assert caught.value.setting == "LOCAL_DOMAINS"
 
 
 @pytest.mark.parametrize(
