@@ -73,9 +73,8 @@ param appInsightsRetentionInDays int = 30
 @description('Entra tenant of the Exchange Online organisation (GUID or verified domain). Default: the tenant of this deployment.')
 param tenantId string = tenant().tenantId
 
-@description('Comma-separated accepted domains of the organisation, for the Direction column (LOCAL_DOMAINS), e.g. contoso.com,contoso.onmicrosoft.com; Unicode (bücher.example) or punycode both work.')
-@minLength(3)
-param localDomains string
+@description('Comma-separated domains of the organisation for the Direction column (LOCAL_DOMAINS), added to the verified domains the connector reads from Graph (/domains, permission Domain.Read.All, granted with ExchangeMessageTrace.Read.All), e.g. an on-premises domain Graph does not list; Unicode (bücher.example) or punycode both work. Empty: the discovered domains alone (a run with no domain from either source stops with a setting error).')
+param localDomains string = ''
 
 @description('NCRONTAB schedule of the timer (six fields, UTC).')
 param timerSchedule string = '0 */5 * * * *'

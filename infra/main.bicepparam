@@ -11,8 +11,9 @@ using './main.bicep'
 // a different value means a second, separate deployment.
 param baseName = readEnvironmentVariable('MTC_BASE_NAME', 'msgtrace')
 
-// Accepted domains of the organisation, for the Direction column. Required, no default.
-param localDomains = readEnvironmentVariable('LOCAL_DOMAINS')
+// Domains of the organisation for the Direction column, besides the verified domains the
+// connector reads from Graph (needs Domain.Read.All). Optional: '' uses the discovered ones.
+param localDomains = readEnvironmentVariable('LOCAL_DOMAINS', '')
 
 // Existing workspace (for example the Sentinel one), or '' to create a new one:
 // '/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.OperationalInsights/workspaces/<name>'
