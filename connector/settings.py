@@ -105,6 +105,10 @@ class Settings:
     logs_query_scope: str
     verify_delay: timedelta
     ca_bundle: str | None
+    health_rows: bool = True
+    """Send one ``MessageTraceHealth_CL`` row per run (``HEALTH_ROWS``)."""
+    health_stream_name: str = "Custom-MessageTraceHealth"
+    """The DCR stream of the health rows (``HEALTH_STREAM_NAME``)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -238,6 +242,10 @@ class Settings:
                 "VERIFY_INGESTION_DELAY_MINUTES", timedelta(minutes=10), _minutes(0, 120)
             ),
             ca_bundle=_ca_bundle(reader),
+            health_rows=reader.optional("HEALTH_ROWS", True, _switch),
+            health_stream_name=reader.optional(
+                "HEALTH_STREAM_NAME", "Custom-MessageTraceHealth", _stream_name
+            ),
         )
         _refuse_contradictions(reader, settings)
         _refuse_national_clouds(reader, settings)
@@ -296,6 +304,13 @@ def _refuse_contradictions(reader: _Reader, settings: Settings) -> None:
             "INITIAL_LOOKBACK_HOURS",
             f"({settings.initial_lookback / timedelta(hours=1):g} h) must be at least OVERLAP_LOOKBACK_MINUTES "
             f"({settings.overlap_lookback / timedelta(minutes=1):g} min): raise it, or lower the overlap",
+        )
+    if settings.health_rows and settings.health_stream_name == settings.dcr_stream_name:
+        # Health rows in the mail stream would be refused (other columns) or, worse, counted as mail.
+        reader.problem(
+            "HEALTH_STREAM_NAME",
+            f"must differ from DCR_STREAM_NAME ({settings.dcr_stream_name}): the health rows have their own "
+            "stream (Custom-MessageTraceHealth), or set HEALTH_ROWS=off",
         )
 
 
@@ -487,6 +502,15 @@ def _stream_name(raw: str) -> str:
     if not re.fullmatch(r"Custom-[A-Za-z0-9_]+", raw):
         raise ValueError(f"must be a custom stream name like Custom-EmailEvents, got {raw!r}")
     return raw
+
+
+def _switch(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("on", "true", "1", "yes"):
+        return True
+    if value in ("off", "false", "0", "no"):
+        return False
+    raise ValueError(f"must be on or off, got {raw!r}")
 
 
 def _container_name(raw: str) -> str:
