@@ -1,5 +1,4 @@
-"""Crash harness: SIGKILL the connector at seeded points, re-run, check nothing lost or twice. The health rows (``MessageTraceHealth_CL``, the DCR's second stream) are kept
-apart by the simulator and never counted as mail rows; ``health_rows`` says how many arrived.
+"""Crash harness: SIGKILL the connector at seeded points, re-run, check nothing lost or twice.
 
 The connector runs as a real process (``python -m connector run``) against the
 simulator and Azurite. Each attempt arms one kill point, chosen by a seeded RNG:
@@ -18,7 +17,8 @@ kill the dead run's lease is broken (as ``python -m connector unlock --force`` d
 the run renewed it moments before it died, so plain ``unlock`` would ask for
 ``--force``); the high-water mark must never move backwards. At the end the table must hold every
 (trace id, recipient) with its final status, and no (trace id, recipient, status)
-twice.
+twice. The health rows (``MessageTraceHealth_CL``, the DCR's second stream) are kept
+apart by the simulator and never counted as mail rows; ``health_rows`` says how many arrived.
 
     .venv/bin/python -m tests.crash.harness --kills 200 --seed 7
     .venv/bin/python -m tests.crash.harness --kills 60 --seed 7 --big-tenant
