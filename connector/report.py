@@ -67,7 +67,7 @@ class RunReport(RunCounters):
     unrecoverable: timedelta = timedelta(0)
     error: ConnectorError | None = field(default=None, repr=False)
     health_row: str | None = None
-    """Whether the run's ``MessageTraceHealth_CL`` row was sent: ``sent``, ``failed``, ``off``; None before."""
+    """Whether the run's ``MessageTraceHealth_CL`` row was sent: ``sent``, ``failed``, ``skipped``, ``off``."""
 
     @property
     def ok(self) -> bool:

@@ -7,8 +7,10 @@ from datetime import timedelta
 
 import pytest
 
-from connector.errors import GraphPermissionError
-from connector.runner import run_feed
+from connector.errors import AuthenticationError, GraphPermissionError
+from connector.report import RunReport
+from connector.runner import run_feed, write_health_row
+from connector.settings import Settings
 from tests.fakes.memory import trace
 
 pytestmark = pytest.mark.integration
@@ -90,3 +92,15 @@ def test_health_rows_off_sends_none(sim, connector_env):
     assert report.health_row == "off"
     assert sim.ingestion.rows(HEALTH) == []
     assert not any("MessageTraceHealth" in r.path for r in sim.ingestion.requests())
+
+
+def test_a_run_that_failed_on_entra_does_not_ask_entra_again_for_its_health_row(sim, connector_env):
+    failed = RunReport(feed="live", started=sim.now())
+    failed.fail(AuthenticationError("could not get a Logs Ingestion token: Entra answered 503"))
+    requests_before = len(sim.entra.requests())
+
+    write_health_row(failed, Settings.from_env(connector_env))
+
+    assert failed.health_row == "skipped"
+    assert len(sim.entra.requests()) == requests_before
+    assert sim.ingestion.rows(HEALTH) == []
