@@ -66,6 +66,8 @@ class RunReport(RunCounters):
     ledger_entries: int = 0
     unrecoverable: timedelta = timedelta(0)
     error: ConnectorError | None = field(default=None, repr=False)
+    throttled: ConnectorError | None = field(default=None, repr=False)
+    """The throttling that ended the run early (outcome ``throttled``): Graph's or Logs Ingestion's."""
     health_row: str | None = None
     """Whether the run's ``MessageTraceHealth_CL`` row was sent: ``sent``, ``failed``, ``skipped``, ``off``."""
 

@@ -21,7 +21,13 @@ from azure.storage.blob import ContainerClient
 from connector.auth import azure_credential, graph_token_provider
 from connector.backfill import BackfillRange, check_forgettable, precheck_backfill
 from connector.checkpoint import BACKFILL_PREFIX, LIVE_FEED, check_feed_name
-from connector.errors import ArgumentError, AuthenticationError, BackfillError
+from connector.errors import (
+    ArgumentError,
+    AuthenticationError,
+    BackfillError,
+    IngestionThrottledError,
+    SinkError,
+)
 from connector.graph import GraphMessageTraceSource
 from connector.ingestion import LogsIngestionSink
 from connector.locks import BlobRunLock, FileRunLock, process_alive, this_host
@@ -189,14 +195,17 @@ def write_health_row(report: RunReport, settings: Settings, *, clock: Clock = ut
     kind and scrubbed text, never a token) and ``health_row=failed`` in the report;
     the missing row is what the health rule's "no health row" check then sees.
 
-    A run that failed on Entra ID (no token, a refusal, a Retry-After longer than the run)
-    sends none (``skipped``): its row would need a token from the same authority, and
-    asking again at once would ignore what Entra just answered.
+    A run stopped by the very path the row takes sends none (``skipped``): Entra ID (no
+    token, a refusal, a Retry-After longer than the run) or Logs Ingestion (unreachable,
+    refusing, throttled). Asking again at once would ignore what the service just
+    answered; the health rule's "no health row" check sees the silence instead.
     """
     if not settings.health_rows:
         report.health_row = "off"
         return
-    if isinstance(report.error, AuthenticationError):
+    if isinstance(report.error, AuthenticationError | SinkError) or isinstance(
+        report.throttled, IngestionThrottledError
+    ):
         report.health_row = "skipped"
         return
     row = health_row(report, clock())

@@ -292,6 +292,7 @@ class FeedSync:
             # Not a fault: the quota is shared and refills; what is committed stays committed.
             logger.warning("%s", err)
             report.outcome = "throttled"
+            report.throttled = err
         except ServicePrincipalMissingError as err:
             self._wait_for_permission(run, err)
         except ConnectorError as err:

@@ -141,7 +141,7 @@ class IngestionServer(SimulatedHttpServer):
 
     @property
     def request_count(self) -> int:
-        """POSTs to the ingestion route (any outcome, faults included)."""
+        """POSTs to the mail stream's ingestion route (any outcome, faults included); health rows not counted."""
         with self._data_lock:
             return self._request_count
 
@@ -161,8 +161,8 @@ class IngestionServer(SimulatedHttpServer):
 
     # -------------------------------------------------------------- plumbing
     def dispatch(self, request: Request) -> tuple[Response, str | None]:
-        """Count every request, including those answered by an injected fault."""
-        if request.method == "POST":
+        """Count every request to the mail stream, including those answered by an injected fault."""
+        if request.method == "POST" and request.path.endswith(f"/streams/{self.schema.stream}"):
             with self._data_lock:
                 self._request_count += 1
         return super().dispatch(request)

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from connector.errors import AuthenticationError, GraphPermissionError
+from connector.errors import AuthenticationError, GraphPermissionError, SinkError
 from connector.report import RunReport
 from connector.runner import run_feed, write_health_row
 from connector.settings import Settings
@@ -94,13 +94,23 @@ def test_health_rows_off_sends_none(sim, connector_env):
     assert not any("MessageTraceHealth" in r.path for r in sim.ingestion.requests())
 
 
-def test_a_run_that_failed_on_entra_does_not_ask_entra_again_for_its_health_row(sim, connector_env):
+@pytest.mark.parametrize(
+    "stopped_by",
+    [
+        AuthenticationError("could not get a Logs Ingestion token: Entra answered 503"),
+        SinkError("Logs Ingestion API answered 503 for 3 rows", rows_failed=3, status=503),
+    ],
+    ids=["entra", "ingestion"],
+)
+def test_a_run_stopped_by_entra_or_ingestion_does_not_ask_again_for_its_health_row(
+    sim, connector_env, stopped_by
+):
     failed = RunReport(feed="live", started=sim.now())
-    failed.fail(AuthenticationError("could not get a Logs Ingestion token: Entra answered 503"))
+    failed.fail(stopped_by)
     requests_before = len(sim.entra.requests())
 
     write_health_row(failed, Settings.from_env(connector_env))
 
     assert failed.health_row == "skipped"
     assert len(sim.entra.requests()) == requests_before
-    assert sim.ingestion.rows(HEALTH) == []
+    assert sim.ingestion.requests() == []
