@@ -68,6 +68,10 @@ class RunReport(RunCounters):
     domains: str | None = None
     """Where this run's local domains came from (:func:`connector.tenant_domains.choose_local_domains`)."""
     error: ConnectorError | None = field(default=None, repr=False)
+    throttled: ConnectorError | None = field(default=None, repr=False)
+    """The throttling that ended the run early (outcome ``throttled``): Graph's or Logs Ingestion's."""
+    health_row: str | None = None
+    """Whether the run's ``MessageTraceHealth_CL`` row was sent: ``sent``, ``failed``, ``skipped``, ``off``."""
 
     @property
     def ok(self) -> bool:
@@ -116,6 +120,7 @@ def report_fields(report: RunReport) -> dict[str, object]:
         "domains": report.domains,
         # Scrubbed once more here: this text is logged and kept in the checkpoint's last run.
         "error": None if report.error is None else hide_addresses(scrub(str(report.error))),
+        "health_row": report.health_row,
     }
 
 
@@ -132,6 +137,39 @@ def last_run_summary(report: RunReport) -> dict[str, object]:
         # The checkpoint is rewritten after every batch: it keeps the gist; the log has the whole text.
         summary["error"] = error[: MAX_STORED_ERROR_CHARS - 1] + "…"
     return summary
+
+
+def health_row(report: RunReport, now: datetime) -> dict[str, object]:
+    """The run's one ``MessageTraceHealth_CL`` row, from the same fields the log and the checkpoint get.
+
+    Nothing is counted twice: every value comes from :func:`report_fields` (the error
+    scrubbed and its addresses hidden, cut like the checkpoint's last run), so the
+    table says what ``status`` and the run's log line say. Unset values are left out
+    (the table shows them empty). ``now`` is the run's end when the report has none.
+    """
+    every = report_fields(report)
+    ended = report.finished or now
+    mark = report.high_water_mark_after
+    error = last_run_summary(report)["error"]
+    row: dict[str, object | None] = {
+        "TimeGenerated": format_datetime(ended),
+        "Feed": report.feed,
+        "Outcome": report.outcome,
+        "RunStarted": every["started"],
+        "WindowStart": every["window_start"],
+        "WindowEnd": every["window_end"],
+        "HighWaterMarkBefore": every["high_water_mark_before"],
+        "HighWaterMark": every["high_water_mark"],
+        "LagMinutes": None if mark is None else round((ended - mark).total_seconds() / 60, 1),
+        "RowsStored": report.rows_uploaded,
+        "Revisions": report.revisions,
+        "DeadLettered": report.dead_lettered,
+        "PossibleDuplicates": report.possible_duplicates,
+        "Pages": report.pages,
+        "Error": error,
+        "ErrorKind": None if report.error is None else report.error.kind.name.lower(),
+    }
+    return {name: value for name, value in row.items() if value is not None}
 
 
 def log_line(values: Mapping[str, object]) -> str:
@@ -182,6 +220,8 @@ def render_fields(values: Mapping[str, object], now: datetime) -> list[str]:
         line("local domains", values["domains"])
     if values.get("error"):
         line("error", values["error"])
+    if values.get("health_row") == "failed":
+        line("health row", "not written (see the warning above); the run itself is unaffected")
     return lines
 
 

@@ -21,12 +21,19 @@ from azure.storage.blob import ContainerClient
 from connector.auth import azure_credential, graph_token_provider
 from connector.backfill import BackfillRange, check_forgettable, precheck_backfill
 from connector.checkpoint import BACKFILL_PREFIX, LIVE_FEED, check_feed_name
-from connector.errors import ArgumentError, BackfillError
+from connector.errors import (
+    ArgumentError,
+    AuthenticationError,
+    BackfillError,
+    IngestionThrottledError,
+    SinkError,
+)
 from connector.graph import GraphMessageTraceSource
 from connector.ingestion import LogsIngestionSink
 from connector.locks import BlobRunLock, FileRunLock, process_alive, this_host
 from connector.ports import Clock, Deadline, FeedPorts, LockState, ProgressCallback, RunLock
-from connector.report import RunReport, log_line, report_fields
+from connector.redact import hide_addresses, scrub
+from connector.report import RunReport, health_row, log_line, report_fields
 from connector.schema import load_table_schema
 from connector.settings import Settings, StoreKind
 from connector.state import Checkpoint
@@ -74,8 +81,14 @@ def build_lock(store: BlobCheckpointStore | FileCheckpointStore, settings: Setti
     return FileRunLock(store.directory)
 
 
-def build_sink(settings: Settings, deadline: Deadline, resources: ExitStack) -> LogsIngestionSink:
-    """The Logs Ingestion sink of the DCR the settings name; ``resources`` closes its client."""
+def build_sink(
+    settings: Settings, deadline: Deadline, resources: ExitStack, *, stream_name: str | None = None
+) -> LogsIngestionSink:
+    """The Logs Ingestion sink of the DCR the settings name; ``resources`` closes its client.
+
+    ``stream_name`` picks another stream of the same DCR (the health rows'); the
+    mail stream (``DCR_STREAM_NAME``) by default.
+    """
 
     def ingestion_client(fresh: bool) -> LogsIngestionClient:
         return LogsIngestionClient(
@@ -86,7 +99,9 @@ def build_sink(settings: Settings, deadline: Deadline, resources: ExitStack) -> 
         )
 
     sink = LogsIngestionSink(
-        ingestion_client, rule_id=settings.dcr_immutable_id, stream_name=settings.dcr_stream_name
+        ingestion_client,
+        rule_id=settings.dcr_immutable_id,
+        stream_name=stream_name or settings.dcr_stream_name,
     )
     resources.callback(sink.close)
     return sink
@@ -175,6 +190,58 @@ def log_report(report: RunReport, *, failure_level: int = logging.ERROR) -> None
     logger.log(level, "message trace sync %s", log_line(fields), extra={"connector_run": fields})
 
 
+HEALTH_WRITE_BUDGET = timedelta(seconds=30)
+"""How long the health row may take: it is sent after the run's own budget, and must not hold the timer."""
+
+
+def write_health_row(report: RunReport, settings: Settings, *, clock: Clock = utc_now) -> None:
+    """Send the run's one ``MessageTraceHealth_CL`` row; never raise, never change the run.
+
+    Best effort by design: the row is sent after the checkpoint work, through its own
+    client to the health stream of the same DCR, so it cannot touch a mail row, the
+    checkpoint, the outcome or the exit code. A failure is one warning (the error's
+    kind and scrubbed text, never a token) and ``health_row=failed`` in the report;
+    the missing row is what the health rule's "no health row" check then sees.
+
+    A run stopped by the very path the row takes sends none (``skipped``): Entra ID (no
+    token, a refusal, a Retry-After longer than the run) or Logs Ingestion (unreachable,
+    refusing, throttled). Asking again at once would ignore what the service just
+    answered; the health rule's "no health row" check sees the silence instead.
+    """
+    if not settings.health_rows:
+        report.health_row = "off"
+        return
+    if isinstance(report.error, AuthenticationError | SinkError) or isinstance(
+        report.throttled, IngestionThrottledError
+    ):
+        report.health_row = "skipped"
+        return
+    row = health_row(report, clock())
+    try:
+        with ExitStack() as resources:
+            sink = build_sink(
+                settings,
+                Deadline(HEALTH_WRITE_BUDGET),
+                resources,
+                stream_name=settings.health_stream_name,
+            )
+            result = sink.upload([row])
+        failure = None if not result.failed_indexes else str(result.error or "the row was refused")
+    except Exception as err:  # noqa: BLE001 - any failure of the health row must leave the run as it is
+        failure = f"{type(err).__name__}: {str(err)[:300]}"
+    if failure is None:
+        report.health_row = "sent"
+        return
+    report.health_row = "failed"
+    logger.warning(
+        "health row for feed %s not written to %s: %s; the run itself is unaffected",
+        report.feed,
+        settings.health_stream_name,
+        hide_addresses(scrub(failure)),
+        extra={"connector_health_row": {"feed": report.feed, "stream": settings.health_stream_name}},
+    )
+
+
 def run_feed(
     env: Mapping[str, str] | None = None,
     *,
@@ -201,11 +268,13 @@ def run_feed(
         connector = build_connector(
             settings, resources, clock=clock, progress=progress, stop_requested=stop_requested
         )
-        held = resources.enter_context(connector.lock.hold(LIVE_FEED if backfill is None else backfill.feed))
-        if backfill is None:
-            report = connector.sync.run_live(lock=held)
-        else:
-            report = connector.sync.run_backfill(backfill.start, backfill.end, lock=held)
+        with connector.lock.hold(LIVE_FEED if backfill is None else backfill.feed) as held:
+            if backfill is None:
+                report = connector.sync.run_live(lock=held)
+            else:
+                report = connector.sync.run_backfill(backfill.start, backfill.end, lock=held)
+    # After the lock is released and the checkpoint is written: nothing of the feed depends on it.
+    write_health_row(report, settings, clock=clock)
     log_report(report, failure_level=failure_level)
     return report
 

@@ -1,9 +1,11 @@
-"""The ``EmailEvents_CL`` table schema, loaded from its one data file.
+"""The connector's table schemas, each loaded from its one data file.
 
 ``connector/data/EmailEvents_CL.json`` is the single source of truth for the
-table's columns and types. The row mapping, the local simulator's ingestion
-endpoint and the Bicep templates (``loadJsonContent``) all read that file, so a
-column can never exist in one place and be missing in another.
+mail table's columns and types, ``connector/data/MessageTraceHealth_CL.json``
+for the health table's (one summary row per run). The row mapping and the
+health row, the local simulator's ingestion endpoint, the KQL checks and the
+Bicep templates (``loadJsonContent``) all read those files, so a column can
+never exist in one place and be missing in another.
 
 Types use the Data Collection Rule stream vocabulary: ``string``, ``int``,
 ``long``, ``real``, ``boolean``, ``datetime``, ``dynamic``.
@@ -17,6 +19,7 @@ from functools import lru_cache
 from importlib import resources
 
 SCHEMA_RESOURCE = "EmailEvents_CL.json"
+HEALTH_SCHEMA_RESOURCE = "MessageTraceHealth_CL.json"
 DCR_COLUMN_TYPES = frozenset({"string", "int", "long", "real", "boolean", "datetime", "dynamic"})
 RESERVED_COLUMN_NAMES = frozenset(
     {"_ResourceId", "id", "_SubscriptionId", "TenantId", "Type", "UniqueId", "Title"}
@@ -94,8 +97,13 @@ def parse_table_schema(document: object) -> TableSchema:
     return TableSchema(table=table, stream=stream, columns=tuple(columns))
 
 
-@lru_cache(maxsize=1)
-def load_table_schema() -> TableSchema:
-    """Load and validate the packaged ``EmailEvents_CL`` schema (cached)."""
-    text = resources.files("connector.data").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
+@lru_cache(maxsize=4)
+def load_table_schema(resource: str = SCHEMA_RESOURCE) -> TableSchema:
+    """Load and validate a packaged schema, ``EmailEvents_CL`` unless named (cached)."""
+    text = resources.files("connector.data").joinpath(resource).read_text(encoding="utf-8")
     return parse_table_schema(json.loads(text))
+
+
+def load_health_schema() -> TableSchema:
+    """The ``MessageTraceHealth_CL`` schema: one summary row per run."""
+    return load_table_schema(HEALTH_SCHEMA_RESOURCE)

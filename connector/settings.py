@@ -112,6 +112,10 @@ class Settings:
     subjects: SubjectPolicy = KEEP_SUBJECTS
     discover_domains: bool = True
     """Read the tenant's verified domains from Graph besides LOCAL_DOMAINS (:mod:`connector.tenant_domains`)."""
+    health_rows: bool = True
+    """Send one ``MessageTraceHealth_CL`` row per run (``HEALTH_ROWS``)."""
+    health_stream_name: str = "Custom-MessageTraceHealth"
+    """The DCR stream of the health rows (``HEALTH_STREAM_NAME``)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -254,6 +258,10 @@ class Settings:
             ca_bundle=_ca_bundle(reader),
             subjects=_subject_policy(reader),
             discover_domains=discover_domains,
+            health_rows=reader.optional("HEALTH_ROWS", True, _switch),
+            health_stream_name=reader.optional(
+                "HEALTH_STREAM_NAME", "Custom-MessageTraceHealth", _stream_name
+            ),
         )
         _refuse_contradictions(reader, settings)
         _refuse_national_clouds(reader, settings)
@@ -332,6 +340,13 @@ def _refuse_contradictions(reader: _Reader, settings: Settings) -> None:
             "INITIAL_LOOKBACK_HOURS",
             f"({settings.initial_lookback / timedelta(hours=1):g} h) must be at least OVERLAP_LOOKBACK_MINUTES "
             f"({settings.overlap_lookback / timedelta(minutes=1):g} min): raise it, or lower the overlap",
+        )
+    if settings.health_rows and settings.health_stream_name == settings.dcr_stream_name:
+        # Health rows in the mail stream would be refused (other columns) or, worse, counted as mail.
+        reader.problem(
+            "HEALTH_STREAM_NAME",
+            f"must differ from DCR_STREAM_NAME ({settings.dcr_stream_name}): the health rows have their own "
+            "stream (Custom-MessageTraceHealth), or set HEALTH_ROWS=off",
         )
 
 
@@ -552,13 +567,13 @@ def _domain_list(raw: str) -> tuple[str, ...]:
 
 
 def _switch(raw: str) -> bool:
-    """``true``/``false`` (also ``1``/``0``, ``yes``/``no``, ``on``/``off``), any case."""
-    value = raw.lower()
-    if value in ("true", "1", "yes", "on"):
+    """``on``/``off`` (also ``true``/``false``, ``1``/``0``, ``yes``/``no``), any case, spaces ignored."""
+    value = raw.strip().lower()
+    if value in ("on", "true", "1", "yes"):
         return True
-    if value in ("false", "0", "no", "off"):
+    if value in ("off", "false", "0", "no"):
         return False
-    raise ValueError(f"must be true or false, got {raw!r}")
+    raise ValueError(f"must be on or off (or true/false), got {raw!r}")
 
 
 def _readable_file(raw: str) -> str:

@@ -264,7 +264,7 @@ class FeedSync:
         stored = self._ports.store.load(feed)
         state = FeedState.new(feed) if stored is None else FeedState.resume(stored.checkpoint, stored.etag)
         run = _Run(report=report, state=state, rules=self._policy.commit_rules(keep_lookback), lock=lock)
-        self._mapper = RowMapper(self._local_domains(run))
+        self._mapper = RowMapper(self._local_domains(run), subjects=self._policy.subjects)
         report.high_water_mark_before = state.progress.high_water_mark
         pending = state.progress.pending_batch
         if pending is None:
@@ -345,6 +345,7 @@ class FeedSync:
             # Not a fault: the quota is shared and refills; what is committed stays committed.
             logger.warning("%s", err)
             report.outcome = "throttled"
+            report.throttled = err
         except ServicePrincipalMissingError as err:
             self._wait_for_permission(run, err)
         except ConnectorError as err:

@@ -50,6 +50,11 @@ param tableRetentionInDays int = 90
 @maxValue(4383)
 param tableTotalRetentionInDays int = 0
 
+@description('Interactive retention of MessageTraceHealth_CL (one summary row per connector run) in days; the table is always on the Analytics plan.')
+@minValue(4)
+@maxValue(730)
+param healthTableRetentionInDays int = 90
+
 @description('Send the workspace Audit category (table LAQueryLogs) to the workspace itself, so every query of EmailEvents_CL is logged. Default: on for a new workspace, off for an existing one (a Sentinel workspace usually routes Audit to itself already, and Azure refuses a second setting with the same category and destination: "Data sink ... is already used").')
 param enableQueryAudit bool = empty(existingWorkspaceResourceId)
 
@@ -164,6 +169,8 @@ param extraConnectorSettings object = {}
 
 // The table's columns, its name and the DCR stream all come from the connector's own schema file.
 var schema = loadJsonContent('../connector/data/EmailEvents_CL.json')
+// The health table (one summary row per run) and its stream, from its own schema file.
+var healthSchema = loadJsonContent('../connector/data/MessageTraceHealth_CL.json')
 
 var token = toLower(uniqueString(resourceGroup().id, baseName))
 var compactBase = toLower(replace(baseName, '-', ''))
@@ -233,6 +240,25 @@ module table 'modules/table.bicep' = {
   }
 }
 
+// The health table: a second instance of the table module, always on the Analytics plan (the
+// health rule and the workbook query it; a row per run is tiny), short retention, no audit or
+// reader role of its own (the mail table's instance does those for the workspace).
+module healthTable 'modules/table.bicep' = {
+  name: 'mtc-${baseName}-healthtable'
+  scope: resourceGroup(workspaceSubscriptionId, workspaceResourceGroupName)
+  dependsOn: [
+    workspace
+  ]
+  params: {
+    workspaceName: workspaceName
+    schema: healthSchema
+    plan: 'Analytics'
+    retentionInDays: healthTableRetentionInDays
+    enableQueryAudit: false
+    readerPrincipalId: ''
+  }
+}
+
 // Sentinel on the workspace (its own module: it lives where the workspace lives).
 module sentinel 'modules/sentinel.bicep' = if (enableSentinel) {
   name: 'mtc-${baseName}-sentinel'
@@ -253,6 +279,7 @@ module sentinelContent 'modules/sentinel-content.bicep' = if (deployParsers || d
   scope: resourceGroup(workspaceSubscriptionId, workspaceResourceGroupName)
   dependsOn: [
     table
+    healthTable
     sentinel
   ]
   params: {
@@ -285,6 +312,7 @@ module dcr 'modules/dcr.bicep' = {
   name: 'mtc-${baseName}-dcr'
   dependsOn: [
     table
+    healthTable
   ]
   params: {
     name: names.dcr
@@ -292,6 +320,7 @@ module dcr 'modules/dcr.bicep' = {
     tags: allTags
     workspaceResourceId: workspace.outputs.id
     schema: schema
+    healthSchema: healthSchema
     publisherPrincipalId: identity.outputs.principalId
   }
 }
@@ -347,6 +376,7 @@ var connectorSettings = union(
     INGESTION_ENDPOINT: dcr.outputs.logsIngestionEndpoint
     DCR_IMMUTABLE_ID: dcr.outputs.immutableId
     DCR_STREAM_NAME: schema.stream
+    HEALTH_STREAM_NAME: healthSchema.stream
     CHECKPOINT_STORE: 'blob'
     STORAGE_ACCOUNT_URL: storage.outputs.blobEndpoint
     CHECKPOINT_CONTAINER: checkpointContainerName
@@ -423,6 +453,7 @@ output MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output INGESTION_ENDPOINT string = dcr.outputs.logsIngestionEndpoint
 output DCR_IMMUTABLE_ID string = dcr.outputs.immutableId
 output DCR_STREAM_NAME string = schema.stream
+output HEALTH_STREAM_NAME string = healthSchema.stream
 output WORKSPACE_RESOURCE_ID string = workspace.outputs.id
 output WORKSPACE_CUSTOMER_ID string = workspace.outputs.customerId
 output TABLE_RESOURCE_ID string = table.outputs.id

@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Literal
 
-from connector.schema import TableSchema, load_table_schema
+from connector.schema import TableSchema, load_health_schema, load_table_schema
 
 from .entra import GRAPH_RESOURCE, MONITOR_RESOURCE, Claims, EntraServer, ManagedIdentityServer
 from .graph import DEFAULT_LOCAL_DOMAINS, GraphServer, MessageTraceStore, StatusCase
@@ -148,6 +148,7 @@ class Simulator:
         self.cert_client_id = DEFAULT_CERT_CLIENT_ID
         self.managed_identity_client_id = DEFAULT_MI_CLIENT_ID
         self.schema: TableSchema = load_table_schema()
+        self.health_schema: TableSchema = load_health_schema()
         self.stream_name = self.schema.stream
         self.dcr_immutable_id = "dcr-" + uuid.uuid4().hex
         self.ca = TestCertificateAuthority()
@@ -172,7 +173,11 @@ class Simulator:
                 publication_delay=publication_delay,
             )
             self.ingestion = IngestionServer(
-                context, self.entra.validate_bearer, self.dcr_immutable_id, self.schema
+                context,
+                self.entra.validate_bearer,
+                self.dcr_immutable_id,
+                self.schema,
+                (self.health_schema,),
             )
             self.workspace_id = str(uuid.uuid4())
             self.logs_query = LogsQueryServer(
@@ -264,6 +269,7 @@ class Simulator:
             "INGESTION_ENDPOINT": self.ingestion.url,
             "DCR_IMMUTABLE_ID": self.dcr_immutable_id,
             "DCR_STREAM_NAME": self.stream_name,
+            "HEALTH_STREAM_NAME": self.health_schema.stream,
             "INGESTION_SCOPE": f"{MONITOR_RESOURCE}/.default",
             "LOGS_QUERY_ENDPOINT": self.logs_query.url,
             "REQUESTS_CA_BUNDLE": self.ca_bundle_path,

@@ -4,7 +4,10 @@ Why it is strict: the real service accepts a request and only later (or never)
 shows the rows in Log Analytics, so a wrong column name or type in the
 connector would go unnoticed until someone queries the table. The simulator
 checks every row against ``connector/data/EmailEvents_CL.json`` at request
-time and answers 400 naming the offending column, so tests fail loudly.
+time and answers 400 naming the offending column, so tests fail loudly. The
+DCR's second stream, the health rows, is checked the same way against
+``connector/data/MessageTraceHealth_CL.json`` and stored apart: ``rows()`` is
+the mail table, ``rows(table)`` any other.
 (The real DCR silently drops undeclared columns and usually stores badly typed
 values as empty; the simulator deliberately rejects both.)
 
@@ -60,6 +63,8 @@ class IngestedBatch:
     body_bytes: int
     uncompressed_bytes: int
     time: float
+    stream: str = ""
+    """The DCR stream the request named."""
 
 
 class IngestionError(Exception):
@@ -79,7 +84,8 @@ class IngestionServer(SimulatedHttpServer):
         ssl_context: server TLS context.
         validate_token: ``EntraServer.validate_bearer``.
         dcr_immutable_id: the only known DCR.
-        schema: the table schema; its stream is the only one the DCR declares.
+        schema: the mail table's schema (``rows()`` and ``/admin/rows`` serve it).
+        other_schemas: further tables, each fed by its own stream of the same DCR (the health rows).
 
     Attributes (settable at any time):
         role_assigned: ``False`` answers 403 (no Monitoring Metrics Publisher).
@@ -100,10 +106,13 @@ class IngestionServer(SimulatedHttpServer):
         validate_token: TokenValidator,
         dcr_immutable_id: str,
         schema: TableSchema,
+        other_schemas: tuple[TableSchema, ...] = (),
     ) -> None:
         super().__init__("ingestion", ssl_context)
         self._validate = validate_token
         self.schema = schema
+        self.schemas = {each.stream: each for each in (schema, *other_schemas)}
+        self._other_rows: dict[str, list[dict[str, Any]]] = {each.table: [] for each in other_schemas}
         self.dcr_immutable_id = dcr_immutable_id
         self.stream_name = schema.stream
         self.role_assigned = True
@@ -119,19 +128,20 @@ class IngestionServer(SimulatedHttpServer):
         self.route("GET", r"/admin/rows", self._admin_rows)
 
     # ---------------------------------------------------------------- results
-    def rows(self) -> list[dict[str, Any]]:
-        """Copies of every accepted row, in arrival order."""
+    def rows(self, table: str | None = None) -> list[dict[str, Any]]:
+        """Copies of every accepted row of ``table`` (the mail table unless named), in arrival order."""
         with self._data_lock:
-            return [dict(row) for row in self._rows]
+            stored = self._rows if table in (None, self.schema.table) else self._other_rows[table or ""]
+            return [dict(row) for row in stored]
 
     def batches(self) -> list[IngestedBatch]:
-        """Every accepted request, in arrival order."""
+        """Every accepted request to the mail stream, in arrival order."""
         with self._data_lock:
             return list(self._batches)
 
     @property
     def request_count(self) -> int:
-        """POSTs to the ingestion route (any outcome, faults included)."""
+        """POSTs to the mail stream's ingestion route (any outcome, faults included); health rows not counted."""
         with self._data_lock:
             return self._request_count
 
@@ -140,6 +150,8 @@ class IngestionServer(SimulatedHttpServer):
         super().reset()
         with self._data_lock:
             self._rows.clear()
+            for stored in self._other_rows.values():
+                stored.clear()
             self._batches.clear()
             self._request_count = 0
         self.role_assigned = True
@@ -149,8 +161,8 @@ class IngestionServer(SimulatedHttpServer):
 
     # -------------------------------------------------------------- plumbing
     def dispatch(self, request: Request) -> tuple[Response, str | None]:
-        """Count every request, including those answered by an injected fault."""
-        if request.method == "POST":
+        """Count every request to the mail stream, including those answered by an injected fault."""
+        if request.method == "POST" and request.path.endswith(f"/streams/{self.schema.stream}"):
             with self._data_lock:
                 self._request_count += 1
         return super().dispatch(request)
@@ -226,7 +238,8 @@ class IngestionServer(SimulatedHttpServer):
                 404, "NotFound", f"Data collection rule with immutable Id '{dcr}' not found."
             )
         stream = request.params["stream"]
-        if stream != self.stream_name:
+        schema = self.schemas.get(stream)
+        if schema is None:
             raise IngestionError(
                 404,
                 "InvalidStream",
@@ -287,34 +300,38 @@ class IngestionServer(SimulatedHttpServer):
         if not document:
             raise IngestionError(400, "InvalidPayload", "The request body contains no records.")
         for index, record in enumerate(document):
-            self._check_record(index, record)
+            self._check_record(index, record, schema)
         batch = IngestedBatch(
             rows=tuple(dict(r) for r in document),
             content_encoding=encoding or "identity",
             body_bytes=len(body),
             uncompressed_bytes=len(raw),
             time=time.monotonic(),
+            stream=stream,
         )
         with self._data_lock:
-            self._rows.extend(dict(r) for r in document)
-            self._batches.append(batch)
+            if schema is self.schema:
+                self._rows.extend(dict(r) for r in document)
+                self._batches.append(batch)
+            else:
+                self._other_rows[schema.table].extend(dict(r) for r in document)
         if self.on_accepted is not None:
             # e.g. kill the client now: the service has the rows, the client never hears 204
             self.on_accepted(batch)
         return Response(self.accept_status)
 
-    def _check_record(self, index: int, record: Any) -> None:
+    def _check_record(self, index: int, record: Any, schema: TableSchema) -> None:
         if not isinstance(record, dict):
             raise IngestionError(400, "InvalidPayload", f"Record {index} is not a JSON object.")
         for name, value in record.items():
             try:
-                column_type = self.schema.type_of(name)
+                column_type = schema.type_of(name)
             except KeyError:
                 raise IngestionError(
                     400,
                     "InvalidPayload",
-                    f"Record {index}: column '{name}' is not declared in stream '{self.stream_name}' "
-                    f"(table {self.schema.table}).",
+                    f"Record {index}: column '{name}' is not declared in stream '{schema.stream}' "
+                    f"(table {schema.table}).",
                 ) from None
             problem = _type_problem(column_type, value)
             if problem is not None:
@@ -323,7 +340,7 @@ class IngestionServer(SimulatedHttpServer):
                     "InvalidPayload",
                     f"Record {index}: column '{name}' of type '{column_type}' {problem}: {value!r:.80}.",
                 )
-        reason = None if self.refuse_row is None else self.refuse_row(record)
+        reason = None if self.refuse_row is None or schema is not self.schema else self.refuse_row(record)
         if reason is not None:
             raise IngestionError(400, "InvalidPayload", f"Record {index}: {reason}")
 

@@ -1,6 +1,7 @@
 // The Data Collection Rule (kind Direct: it has its own Logs Ingestion endpoint, no DCE),
-// with its input stream generated from the same schema as the table, and the only role
-// the connector needs to send rows: Monitoring Metrics Publisher on this DCR.
+// with its input streams generated from the same schemas as the tables (the mail rows, and
+// one health summary row per run), and the only role the connector needs to send rows:
+// Monitoring Metrics Publisher on this DCR (it covers every stream of the DCR).
 
 @description('DCR name.')
 param name string
@@ -17,6 +18,9 @@ param workspaceResourceId string
 @description('Parsed connector/data/EmailEvents_CL.json: { table, stream, columns: [{ name, type }] }.')
 param schema object
 
+@description('Parsed connector/data/MessageTraceHealth_CL.json: the health rows\' table and stream.')
+param healthSchema object
+
 @description('Principal (object) id allowed to send rows through this DCR.')
 param publisherPrincipalId string
 
@@ -24,6 +28,11 @@ param publisherPrincipalId string
 var monitoringMetricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
 
 var streamColumns = [for column in schema.columns: {
+  name: column.name
+  type: column.type
+}]
+
+var healthStreamColumns = [for column in healthSchema.columns: {
   name: column.name
   type: column.type
 }]
@@ -38,6 +47,9 @@ resource dcr 'Microsoft.Insights/dataCollectionRules@2023-03-11' = {
     streamDeclarations: {
       '${schema.stream}': {
         columns: streamColumns
+      }
+      '${healthSchema.stream}': {
+        columns: healthStreamColumns
       }
     }
     destinations: {
@@ -58,6 +70,16 @@ resource dcr 'Microsoft.Insights/dataCollectionRules@2023-03-11' = {
         ]
         transformKql: 'source'
         outputStream: 'Custom-${schema.table}'
+      }
+      {
+        streams: [
+          healthSchema.stream
+        ]
+        destinations: [
+          'workspace'
+        ]
+        transformKql: 'source'
+        outputStream: 'Custom-${healthSchema.table}'
       }
     ]
   }

@@ -59,6 +59,7 @@ var analyticRules = [
   any(loadYamlContent('../sentinel/Analytic Rules/InboundFromLookalikeDomain.yaml'))
   any(loadYamlContent('../sentinel/Analytic Rules/DeliveryFailureSpike.yaml'))
   any(loadYamlContent('../sentinel/Analytic Rules/NewSenderDomainToManyUsers.yaml'))
+  any(loadYamlContent('../sentinel/Analytic Rules/ConnectorHealth.yaml'))
 ]
 
 var huntingQueries = [

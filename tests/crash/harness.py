@@ -9,6 +9,7 @@ simulator and Azurite. Each attempt arms one kill point, chosen by a seeded RNG:
 * ``save_before``   during a checkpoint write, before it reaches storage
 * ``save_after``    during a checkpoint write, after storage took it
 * ``random_time``   at a random moment (0.3-1.0 s into the process)
+* ``health_write``  while the ingestion service receives the run's health row (after its checkpoint work)
 
 and fault storms (Graph 429/5xx/timeouts/resets, ingestion 500/503/429) are mixed
 in. Between attempts new mail arrives and in-flight mail changes status. After a
@@ -16,7 +17,8 @@ kill the dead run's lease is broken (as ``python -m connector unlock --force`` d
 the run renewed it moments before it died, so plain ``unlock`` would ask for
 ``--force``); the high-water mark must never move backwards. At the end the table must hold every
 (trace id, recipient) with its final status, and no (trace id, recipient, status)
-twice.
+twice. The health rows (``MessageTraceHealth_CL``, the DCR's second stream) are kept
+apart by the simulator and never counted as mail rows; ``health_rows`` says how many arrived.
 
     .venv/bin/python -m tests.crash.harness --kills 200 --seed 7
     .venv/bin/python -m tests.crash.harness --kills 60 --seed 7 --big-tenant
@@ -56,7 +58,8 @@ from connector.store import BlobCheckpointStore
 from tests.crash.blob_proxy import KillingBlobProxy
 
 ROOT = Path(__file__).resolve().parents[2]
-PHASES = ("paging", "mid_batch", "accepted", "save_before", "save_after", "random_time")
+PHASES = ("paging", "mid_batch", "accepted", "save_before", "save_after", "random_time", "health_write")
+HEALTH_TABLE = "MessageTraceHealth_CL"
 CONTAINER = "crash-harness"
 
 
@@ -73,6 +76,8 @@ class HarnessResult:
     """Concurrent commands that did not end as they must (both overlapping backfills ran, say)."""
     caught_up: bool = False
     possible_duplicates_reported: int = 0
+    health_rows: int = 0
+    """Health rows that arrived (at most one per attempt: a killed run may not send its own)."""
 
     @property
     def summary(self) -> str:
@@ -281,6 +286,9 @@ def run_harness(
                     sim.ingestion.on_accepted = on_accepted
                 elif phase in ("save_before", "save_after"):
                     proxy.arm(b"/live.json", occurrence, landed=phase == "save_after", kill=child.kill)
+                elif phase == "health_write":
+                    # One health row per run: kill on the first POST to its stream.
+                    sim.ingestion.on_request = _counting_hook("MessageTraceHealth", 1, child, "POST")
                 elif phase == "random_time":
                     timer = threading.Timer(rng.uniform(0.3, 1.0), child.kill)
                 if phase is not None:
@@ -390,7 +398,8 @@ def run_harness(
             result.possible_duplicates_reported = stored.checkpoint.progress.possible_duplicates_total
             window_end = stored.checkpoint.progress.high_water_mark
             assert window_end is not None
-            rows = sim.ingestion.rows()
+            rows = sim.ingestion.rows()  # EmailEvents_CL only: the health rows are another table
+            result.health_rows = len(sim.ingestion.rows(HEALTH_TABLE))
             per_status = Counter(
                 (r["MessageTraceId"], r["RecipientAddress"].lower(), r["Status"]) for r in rows
             )
@@ -432,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"attempts={result.attempts} phases={dict(result.phases)} hwm_regressions={result.hwm_regressions}"
-        f" hwm_stalls={result.hwm_stalls} caught_up={result.caught_up}"
+        f" hwm_stalls={result.hwm_stalls} caught_up={result.caught_up} health_rows={result.health_rows}"
     )
     for fault in result.concurrency_faults:
         print(f"concurrency fault: {fault}")

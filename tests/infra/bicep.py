@@ -33,6 +33,7 @@ INFRA = ROOT / "infra"
 MAIN = INFRA / "main.bicep"
 MODULES = INFRA / "modules"
 SCHEMA_FILE = ROOT / "connector" / "data" / "EmailEvents_CL.json"
+HEALTH_SCHEMA_FILE = ROOT / "connector" / "data" / "MessageTraceHealth_CL.json"
 
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 

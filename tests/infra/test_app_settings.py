@@ -46,6 +46,7 @@ NOT_SET_BY_TEMPLATES = {
     "LEDGER_WARN_ENTRIES": "tuning, default works; extraConnectorSettings",
     "LOCK_LEASE_SECONDS": "tuning, default works; extraConnectorSettings",
     "VERIFY_INGESTION_DELAY_MINUTES": "tuning, default works; extraConnectorSettings",
+    "HEALTH_ROWS": "on by default (the health table and stream are always deployed); extraConnectorSettings to turn off",
 }
 
 PLATFORM_SETTINGS = {
@@ -153,6 +154,7 @@ def test_resource_outputs_are_wired_not_hand_built():
         "INGESTION_ENDPOINT": "dcr.outputs.logsIngestionEndpoint",
         "DCR_IMMUTABLE_ID": "dcr.outputs.immutableId",
         "DCR_STREAM_NAME": "schema.stream",
+        "HEALTH_STREAM_NAME": "healthSchema.stream",
         "STORAGE_ACCOUNT_URL": "storage.outputs.blobEndpoint",
         "MANAGED_IDENTITY_CLIENT_ID": "identity.outputs.clientId",
         "WORKSPACE_ID": "workspace.outputs.customerId",
@@ -195,6 +197,7 @@ def test_conditional_settings():
         "INGESTION_ENDPOINT",
         "DCR_IMMUTABLE_ID",
         "DCR_STREAM_NAME",
+        "HEALTH_STREAM_NAME",
         "CHECKPOINT_STORE",
         "STORAGE_ACCOUNT_URL",
         "CHECKPOINT_CONTAINER",
@@ -212,6 +215,7 @@ FAKE_OUTPUTS = {
     "INGESTION_ENDPOINT": "https://dcr-0123456789abcdef-westeurope-1.ingest.monitor.azure.com",
     "DCR_IMMUTABLE_ID": "dcr-0123456789abcdef0123456789abcdef",
     "DCR_STREAM_NAME": "Custom-EmailEvents",
+    "HEALTH_STREAM_NAME": "Custom-MessageTraceHealth",
     "STORAGE_ACCOUNT_URL": "https://stmsgtraceabc.blob.core.windows.net/",
     "WORKSPACE_ID": "66666666-7777-8888-9999-000000000000",
     "CLIENT_SECRET": "@Microsoft.KeyVault(SecretUri=https://kv-x.vault.azure.net/secrets/graph-client-secret/)",

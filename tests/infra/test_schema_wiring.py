@@ -5,6 +5,7 @@ import json
 from connector.mapping import ROW_COLUMNS
 from connector.schema import DCR_COLUMN_TYPES, load_table_schema
 from tests.infra.bicep import (
+    HEALTH_SCHEMA_FILE,
     MAIN,
     SCHEMA_FILE,
     bicep_files,
@@ -17,6 +18,7 @@ from tests.infra.bicep import (
 )
 
 SCHEMA = json.loads(SCHEMA_FILE.read_text())
+HEALTH_SCHEMA = json.loads(HEALTH_SCHEMA_FILE.read_text())
 TABLE_COLUMN_TYPES = {"string", "int", "long", "real", "boolean", "dateTime", "dynamic"}
 
 
@@ -85,8 +87,8 @@ def test_row_id_reaches_the_table_and_the_dcr_stream_from_the_schema_file():
     assert table["RowId"] == {"name": "RowId", "type": "string", "description": described["RowId"]}
     assert stream["RowId"] == {"name": "RowId", "type": "string"}
     # The transform passes every declared column on; one that projected columns would drop RowId.
-    (flow,) = body(module("dcr")["resources"]["dcr"])["properties"]["dataFlows"]
-    assert flow["transformKql"] == "source"
+    flows = body(module("dcr")["resources"]["dcr"])["properties"]["dataFlows"]
+    assert [flow["transformKql"] for flow in flows] == ["source", "source"]
 
 
 def test_table_resource_uses_the_generated_columns_and_the_schema_name():
@@ -102,13 +104,43 @@ def test_dcr_is_direct_and_flows_the_schema_stream_into_the_table():
     dcr = module("dcr")["resources"]["dcr"]
     config = body(dcr)
     assert config["kind"] == "Direct"
-    properties = evaluate(config["properties"], {"schema": SCHEMA})
-    assert properties["streamDeclarations"] == {"Custom-EmailEvents": {"columns": "streamColumns"}}
+    properties = evaluate(config["properties"], {"schema": SCHEMA, "healthSchema": HEALTH_SCHEMA})
+    assert properties["streamDeclarations"] == {
+        "Custom-EmailEvents": {"columns": "streamColumns"},
+        "Custom-MessageTraceHealth": {"columns": "healthStreamColumns"},
+    }
     assert config["properties"]["streamDeclarations"]["'${schema.stream}'"]["columns"] == "streamColumns"
-    (flow,) = properties["dataFlows"]
+    flow, health = properties["dataFlows"]
     assert flow["streams"] == [SCHEMA["stream"]] == ["Custom-EmailEvents"]
     assert flow["outputStream"] == "Custom-EmailEvents_CL"
-    assert flow["destinations"] == [properties["destinations"]["logAnalytics"][0]["name"]]
+    assert health["streams"] == [HEALTH_SCHEMA["stream"]] == ["Custom-MessageTraceHealth"]
+    assert health["outputStream"] == "Custom-MessageTraceHealth_CL"
+    workspace = properties["destinations"]["logAnalytics"][0]["name"]
+    assert flow["destinations"] == health["destinations"] == [workspace]
+
+
+def test_health_schema_is_loaded_once_and_feeds_its_own_table_instance_and_the_dcr_stream():
+    loads = [path.name for path in bicep_files() if "MessageTraceHealth_CL.json')" in path.read_text()]
+    assert loads == ["main.bicep"]
+    modules = parse(MAIN)["modules"]
+    health_table = body(modules["healthTable"])
+    assert (
+        modules["healthTable"]["detail"]["path"]
+        == modules["table"]["detail"]["path"]
+        == "modules/table.bicep"
+    )
+    assert health_table["params"]["schema"] == "healthSchema"
+    assert health_table["params"]["plan"] == "Analytics"
+    assert health_table["params"]["enableQueryAudit"] is False
+    assert body(modules["dcr"])["params"]["healthSchema"] == "healthSchema"
+    assert {"table", "healthTable"} <= set(body(modules["dcr"])["dependsOn"])
+    table = evaluate(module("table")["variables"]["tableColumns"]["value"], {"schema": HEALTH_SCHEMA})
+    stream = evaluate(
+        module("dcr")["variables"]["healthStreamColumns"]["value"], {"healthSchema": HEALTH_SCHEMA}
+    )
+    names = [c["name"] for c in HEALTH_SCHEMA["columns"]]
+    assert [c["name"] for c in table] == [c["name"] for c in stream] == names
+    assert {c["name"]: c["type"] for c in stream} == {c["name"]: c["type"] for c in HEALTH_SCHEMA["columns"]}
 
 
 def test_table_plan_is_analytics_by_default_basic_allowed():

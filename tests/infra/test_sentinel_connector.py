@@ -170,7 +170,8 @@ def test_every_data_type_is_a_table_of_the_connector_with_the_documented_last_da
         assert match, data_type["lastDataReceivedQuery"]
         assert match.group(1) == data_type["name"]
         assert data_type["name"] in _tables()
-    assert {t["name"] for t in _ui()["dataTypes"]} == {"EmailEvents_CL"}
+    # the mail table, and the health table the ConnectorHealth rule reads
+    assert {t["name"] for t in _ui()["dataTypes"]} == {"EmailEvents_CL", "MessageTraceHealth_CL"}
 
 
 def test_the_card_is_connected_by_a_query_on_the_table_in_the_documented_form():
@@ -187,10 +188,11 @@ def test_the_card_is_connected_by_a_query_on_the_table_in_the_documented_form():
     assert "isConnectivityCriteriasMatchSome" not in _ui()
 
 
-def test_the_chart_counts_the_table_itself():
-    (graph,) = _ui()["graphQueries"]
+def test_the_chart_counts_each_table_itself():
+    graphs = _ui()["graphQueries"]
 
-    assert graph["baseQuery"] == graph["legend"] == "EmailEvents_CL"
+    assert all(graph["baseQuery"] == graph["legend"] for graph in graphs)
+    assert [graph["baseQuery"] for graph in graphs] == ["EmailEvents_CL", "MessageTraceHealth_CL"]
 
 
 def _strings(node: Any) -> list[str]:

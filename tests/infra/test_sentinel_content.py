@@ -690,7 +690,8 @@ def test_main_gates_the_content_on_sentinel_and_the_rules_on_the_analytics_plan(
     for term in ("deploySentinelContent", "tablePlan", "Analytics"):
         assert term in rules_gate, term
     assert params["deploySentinelItems"] == "deploySentinelContent"
-    assert set(config["dependsOn"]) == {"table", "sentinel"}
+    # The health rule and the workbook's health tab read MessageTraceHealth_CL: it must exist first.
+    assert set(config["dependsOn"]) == {"table", "healthTable", "sentinel"}
     table_scope = body(parse(MAIN)["modules"]["table"])["scope"]
     assert config["scope"] == table_scope, "content lives where the workspace lives"
     defaults = {name: spec.get("default") for name, spec in parse(MAIN)["parameters"].items()}

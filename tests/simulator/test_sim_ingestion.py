@@ -188,3 +188,21 @@ def test_another_2xx_stores_the_rows_yet_the_sdk_raises_it_as_an_error(
     assert caught.value.status_code == status
     assert sim.ingestion.rows() == rows
     assert [r.status for r in sim.ingestion.requests()] == [status]
+
+
+def test_health_stream_is_checked_against_its_own_schema_and_stored_apart(
+    sim: Simulator, client: LogsIngestionClient
+) -> None:
+    health = sim.health_schema
+    row = {"TimeGenerated": "2026-03-10T12:00:00Z", "Feed": "live", "Outcome": "completed", "RowsStored": 3}
+
+    client.upload(sim.dcr_immutable_id, health.stream, [row])
+    with pytest.raises(HttpResponseError) as unknown:
+        client.upload(sim.dcr_immutable_id, health.stream, [{**row, "MessageTraceId": "x"}])
+    with pytest.raises(HttpResponseError) as wrong_type:
+        client.upload(sim.dcr_immutable_id, health.stream, [{**row, "RowsStored": "3"}])
+
+    assert (unknown.value.status_code, wrong_type.value.status_code) == (400, 400)
+    assert "'MessageTraceId' is not declared in stream 'Custom-MessageTraceHealth'" in str(unknown.value)
+    assert sim.ingestion.rows(health.table) == [row]
+    assert sim.ingestion.rows() == []

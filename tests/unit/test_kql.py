@@ -283,8 +283,13 @@ def test_workbook_collector_refuses_a_query_that_is_not_log_analytics(tmp_path: 
 def test_collector_checks_every_workbook_query_of_the_sentinel_content():
     workbook = [t for t in TEXTS if t.name.startswith("infra/sentinel/Workbooks/MessageTrace.json ")]
 
-    assert len(workbook) >= 10
-    assert all("MessageTrace(" in t.query and "{TimeRange" not in t.query for t in workbook)
+    assert len(workbook) >= 14
+    # Parameters substituted; mail through the parser, the health tab from its own table.
+    assert all(
+        ("MessageTrace(" in t.query or t.query.startswith("MessageTraceHealth_CL"))
+        and "{TimeRange" not in t.query
+        for t in workbook
+    )
 
 
 def _write_connector(tmp_path: Path, ui: dict[str, Any]) -> Path:

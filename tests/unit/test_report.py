@@ -125,3 +125,40 @@ def test_status_shows_since_when_a_feed_waits_for_the_service_principal():
     assert "3:00:00 ago" in text
     assert "missing or still activating" in text
     assert status_fields(checkpoint, now)["waiting_for_permission_since"].startswith("2026-01-20T08:00:00")
+
+
+def test_health_row_holds_exactly_the_schema_columns_and_the_reports_own_values():
+    from connector.mapping import format_datetime
+    from connector.report import health_row
+    from connector.schema import load_health_schema
+
+    done = report(rows_uploaded=12, revisions=3, dead_lettered=1, possible_duplicates=2, pages=4)
+
+    row = health_row(done, NOW + timedelta(hours=1))
+
+    assert set(row) <= set(load_health_schema().column_names)
+    assert row["TimeGenerated"] == format_datetime(NOW)  # the run's end, not when the row is built
+    assert row["LagMinutes"] == 2.0
+    assert (row["RowsStored"], row["Revisions"], row["DeadLettered"], row["PossibleDuplicates"]) == (
+        12,
+        3,
+        1,
+        2,
+    )
+    assert (row["Pages"], row["Outcome"], row["Feed"]) == (4, "completed", "live")
+    assert "Error" not in row
+    assert "ErrorKind" not in row
+
+
+def test_health_row_error_is_the_stored_last_run_error_with_addresses_hidden_and_its_kind():
+    from connector.report import health_row
+
+    failed = report()
+    failed.fail(SinkError("refused row of bob@contoso.com " + "x" * 900, rows_failed=1, status=403))
+
+    row = health_row(failed, NOW)
+
+    assert row["Error"] == last_run_summary(failed)["error"]
+    assert "bob@contoso.com" not in str(row["Error"])
+    assert len(str(row["Error"])) <= MAX_STORED_ERROR_CHARS
+    assert (row["Outcome"], row["ErrorKind"]) == ("failed", "permission")  # a 403 is a permission to grant

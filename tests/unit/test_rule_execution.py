@@ -218,6 +218,7 @@ def test_every_rule_is_executed_here():
         "InboundFromLookalikeDomain",
         "DeliveryFailureSpike",
         "NewSenderDomainToManyUsers",
+        "ConnectorHealth",
     }
 
     assert set(ALL_RULES) == executed
@@ -581,3 +582,140 @@ def test_message_trace_selects_by_received_so_a_backfill_is_not_taken_for_new_ma
     assert parse(workspace, "MessageTrace(ago(6d), ago(4d)) | project SenderAddress") == [
         ("b@partner.example",)
     ]
+
+
+# --------------------------------------------------------------------------- connector health
+
+
+class HealthWorkspace:
+    """MessageTraceHealth_CL as the workspace holds it at one instant (columns from its schema file)."""
+
+    def __init__(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        self.con = duckdb_kql.connect()
+        columns = {**kql.tables()["MessageTraceHealth_CL"], "IngestionTime": "datetime"}
+        self.columns = {name: _SQL_TYPES[kind] for name, kind in columns.items() if kind in _SQL_TYPES}
+        ddl = ", ".join(f'"{name}" {kind}' for name, kind in self.columns.items())
+        self.con.sql(f"CREATE TABLE AllHealth ({ddl})")
+        names = ", ".join(f'"{name}"' for name in self.columns)
+        marks = ", ".join("?" for _ in self.columns)
+        for row in rows:
+            # Column names come from the schema file; values are bound.
+            self.con.execute(
+                f"INSERT INTO AllHealth ({names}) VALUES ({marks})",  # noqa: S608
+                [_plain(row.get(name)) for name in self.columns],
+            )
+
+    def run(self, at: datetime = NOW + timedelta(minutes=1)) -> list[dict[str, Any]]:
+        """Run the rule at ``at``: by default a minute after NOW, when the run ending at NOW has arrived."""
+        visible = f"SELECT * FROM AllHealth WHERE IngestionTime <= '{_plain(at)}'"  # noqa: S608
+        self.con.execute(f"CREATE OR REPLACE VIEW MessageTraceHealth_CL AS {visible}")
+        relation = duckdb_kql.query(self.con, rule_query("ConnectorHealth"), query_now=at)
+        names = [column[0] for column in relation.description]
+        return [dict(zip(names, row, strict=True)) for row in relation.fetchall()]
+
+
+def health_run(ago: timedelta, lag: timedelta = timedelta(minutes=3), **changes: Any) -> dict[str, Any]:
+    """One run's health row as the connector writes it: ended ``ago`` before NOW, ``lag`` behind."""
+    ended = NOW - ago
+    row: dict[str, Any] = {
+        "TimeGenerated": ended,
+        "IngestionTime": ended + timedelta(seconds=20),
+        "Feed": "live",
+        "Outcome": "completed",
+        "RunStarted": ended - timedelta(seconds=40),
+        "HighWaterMark": ended - lag,
+        "LagMinutes": lag / timedelta(minutes=1),
+        "RowsStored": 40,
+        "Revisions": 2,
+        "DeadLettered": 0,
+        "PossibleDuplicates": 0,
+        "Pages": 1,
+    }
+    row.update(changes)
+    return row
+
+
+def healthy_feed(hours: int = 6) -> list[dict[str, Any]]:
+    """A run every 5 minutes, each moving the mark, 3 minutes behind."""
+    return [health_run(timedelta(minutes=minutes)) for minutes in range(0, hours * 60, 5)]
+
+
+def test_health_rule_stays_quiet_on_a_healthy_feed_run_after_run():
+    workspace = HealthWorkspace(healthy_feed())
+
+    for run in range(8):  # eight consecutive 15-minute rule runs
+        assert workspace.run(NOW - timedelta(minutes=15 * run)) == []
+
+
+def test_health_rule_alerts_on_a_high_water_mark_that_stopped_while_runs_complete():
+    stalled_at = NOW - timedelta(hours=3)
+    rows = [health_run(timedelta(minutes=m)) for m in range(180, 360, 5)]
+    rows += [
+        health_run(timedelta(minutes=m), HighWaterMark=stalled_at, LagMinutes=(180 - m) * 1.0)
+        for m in range(0, 180, 5)
+    ]
+
+    (alert,) = HealthWorkspace(rows).run()
+
+    assert alert["Feed"] == "live"
+    assert "high-water mark unchanged since" in alert["Reasons"]
+    assert alert["Connector"] == "Message trace connector"
+
+
+def test_health_rule_alerts_on_lag_beyond_the_threshold_but_not_for_a_backfill():
+    rows = healthy_feed()
+    rows[0] = health_run(timedelta(0), lag=timedelta(minutes=150))
+    rows += [
+        health_run(timedelta(minutes=m), lag=timedelta(days=3), Feed="backfill/a_b") for m in range(0, 60, 5)
+    ]
+
+    (alert,) = HealthWorkspace(rows).run()
+
+    assert alert["Feed"] == "live"
+    assert alert["Reasons"].startswith("lag 150")
+
+
+def test_health_rule_alerts_on_dead_letters_and_possible_duplicates_once():
+    rows = healthy_feed()
+    rows[1] = health_run(timedelta(minutes=5), DeadLettered=2, PossibleDuplicates=7)
+    workspace = HealthWorkspace(rows)
+
+    (alert,) = workspace.run()
+    later = workspace.run(NOW + timedelta(minutes=15))
+
+    assert "2 dead-lettered" in alert["Reasons"]
+    assert "7 possible duplicates" in alert["Reasons"]
+    assert (alert["DeadLettered"], alert["PossibleDuplicates"]) == (2, 7)
+    assert later == []  # the next rule run does not count the same runs again
+
+
+def test_health_rule_alerts_on_a_streak_of_failed_runs_not_on_one():
+    def failing(count: int) -> list[dict[str, Any]]:
+        rows = healthy_feed()
+        for index in range(count):
+            rows[index] = health_run(
+                timedelta(minutes=5 * index),
+                lag=timedelta(minutes=3 + 5 * index),
+                Outcome="failed",
+                Error="Graph answered 403: grant ExchangeMessageTrace.Read.All",
+                ErrorKind="permission",
+            )
+        return rows
+
+    (alert,) = HealthWorkspace(failing(3)).run()
+
+    assert "3 failed runs in a row" in alert["Reasons"]
+    assert alert["LastError"].startswith("Graph answered 403")
+    assert HealthWorkspace(failing(1)).run() == []
+
+
+def test_health_rule_alerts_once_when_the_live_feed_falls_silent():
+    rows = [health_run(timedelta(minutes=m)) for m in range(35, 360, 5)]  # the last run ended 35 minutes ago
+    workspace = HealthWorkspace(rows)
+
+    (alert,) = workspace.run()
+
+    assert alert["Feed"] == "live"
+    assert alert["Reasons"].startswith("no health row since")
+    assert workspace.run(NOW + timedelta(minutes=15)) == []
+    assert workspace.run(NOW - timedelta(minutes=15)) == []

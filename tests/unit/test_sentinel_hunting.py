@@ -206,12 +206,26 @@ def test_every_tab_shows_a_group_and_every_group_belongs_to_a_tab(workbook):
         if i.get("conditionalVisibility", {}).get("parameterName") == "selectedTab"
     }
 
-    assert tabs == shown == {"flow", "talkers", "largest", "quarantine", "drilldown"}
+    assert tabs == shown == {"flow", "talkers", "largest", "quarantine", "drilldown", "health"}
 
 
 def test_workbook_queries_select_by_received_through_the_time_range(workbook):
-    """A workbook time span would select by TimeGenerated, which is the arrival time for backfilled mail."""
-    queries = [i["content"] for i in _items(workbook["items"]) if i["type"] == 3]
+    """A workbook time span would select by TimeGenerated, which is the arrival time for backfilled mail.
+
+    The health tab reads MessageTraceHealth_CL, whose TimeGenerated is the run's end (never
+    backfilled): it selects by TimeGenerated through the same time range, and reads no mail.
+    """
+    every = [i["content"] for i in _items(workbook["items"]) if i["type"] == 3]
+    health = [q for q in every if q["query"].startswith("MessageTraceHealth_CL\n")]
+    queries = [q for q in every if q not in health]
+
+    assert len(health) == 4
+    assert all(
+        "| where TimeGenerated between (datetime({TimeRange:start}) .. datetime({TimeRange:end}))"
+        in q["query"]
+        and "MessageTrace(" not in q["query"]
+        for q in health
+    )
 
     assert all(
         "MessageTrace(starttime = datetime({TimeRange:start}), endtime = datetime({TimeRange:end})"

@@ -60,6 +60,8 @@ IDENTIFIERS = {
     },
     "IP": {"Address"},
     "DNS": {"DomainName"},
+    # The connector itself (the health rule): no Azure resource id is in its rows.
+    "CloudApplication": {"AppId", "Name", "InstanceName"},
 }
 MAX_QUERY_PERIOD = timedelta(days=14)  # Sentinel's limit for scheduled rules
 _DURATION = re.compile(r"^(\d+)([mhd])$")
@@ -103,7 +105,13 @@ def test_rule_has_the_azure_sentinel_fields_with_valid_values(path):
     assert set(rule["tactics"]) <= API_TACTICS
     assert all(re.fullmatch(r"T\d{4}", t) for t in rule["relevantTechniques"])
     assert re.fullmatch(r"\d+\.\d+\.\d+", str(rule["version"]))
-    assert [c["dataTypes"] for c in rule["requiredDataConnectors"]] == [["EmailEvents_CL"]]
+    # Mail rules read EmailEvents_CL; the health rule the connector's health table.
+    assert [c["dataTypes"] for c in rule["requiredDataConnectors"]] in (
+        [["EmailEvents_CL"]],
+        [["MessageTraceHealth_CL"]],
+    )
+    tables = set(re.findall(r"\b(\w+_CL)\b", rule["query"]))
+    assert tables == set(rule["requiredDataConnectors"][0]["dataTypes"])
     assert duration(rule["queryFrequency"]) <= duration(rule["queryPeriod"]) <= MAX_QUERY_PERIOD
 
 

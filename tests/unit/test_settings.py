@@ -51,7 +51,7 @@ def test_discover_domains_takes_true_or_false_and_refuses_anything_else():
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({**BASE, "DISCOVER_DOMAINS": "sometimes"})
 
-    assert str(caught.value) == "setting DISCOVER_DOMAINS: must be true or false, got 'sometimes'"
+    assert str(caught.value) == "setting DISCOVER_DOMAINS: must be on or off (or true/false), got 'sometimes'"
 
 
 def test_a_bad_local_domains_value_is_still_refused_while_discovery_is_on():
@@ -193,3 +193,18 @@ def test_a_national_cloud_is_refused_at_start_since_message_trace_is_global_only
 
     assert caught.value.setting == name
     assert "served by the global service only" in str(caught.value)
+
+
+def test_health_rows_are_on_by_default_on_their_own_stream_and_can_be_turned_off():
+    default = Settings.from_env(BASE)
+    off = Settings.from_env({**BASE, "HEALTH_ROWS": "Off"})
+
+    assert (default.health_rows, default.health_stream_name) == (True, "Custom-MessageTraceHealth")
+    assert off.health_rows is False
+    with pytest.raises(ConfigError, match="setting HEALTH_ROWS: must be on or off"):
+        Settings.from_env({**BASE, "HEALTH_ROWS": "sometimes"})
+
+
+def test_health_rows_into_the_mail_stream_are_refused():
+    with pytest.raises(ConfigError, match="setting HEALTH_STREAM_NAME: must differ from DCR_STREAM_NAME"):
+        Settings.from_env({**BASE, "HEALTH_STREAM_NAME": "Custom-EmailEvents"})
