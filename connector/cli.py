@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -30,7 +31,7 @@ from connector.backfill import BackfillRange, NothingToBackfill
 from connector.checkpoint import check_feed_name
 from connector.deadletter import parse_age
 from connector.domains import local_domain
-from connector.errors import SERVICE_PRINCIPAL_WAIT, ConnectorError, ErrorKind
+from connector.errors import SERVICE_PRINCIPAL_WAIT, ConfigError, ConnectorError, ErrorKind
 from connector.mapping import parse_datetime
 from connector.ports import ProgressCallback
 from connector.redact import scrub
@@ -55,6 +56,7 @@ from connector.runner import (
     utc_now,
 )
 from connector.settings import Settings
+from connector.subjects import KEY_FORMAT, SubjectMode, SubjectPolicy, parse_hash_key
 from connector.windows import Window
 
 
@@ -206,6 +208,21 @@ def _domain(text: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _add_subject_hash(commands: _Commands) -> None:
+    subject_hash = commands.add_parser(
+        "subject-hash",
+        help="print the value SUBJECT_MODE=hash stores for a subject, to search the table for it",
+        description="Compute what the connector stores in Subject for this subject in SUBJECT_MODE=hash "
+        "(HMAC-SHA256 under SUBJECT_HASH_KEY, the same code as the connector), so an analyst holding the "
+        "key can search EmailEvents_CL for it. Reads SUBJECT_HASH_KEY and nothing else; no network.",
+    )
+    subject_hash.add_argument(
+        "subject",
+        help="the subject exactly as sent; '-' reads it from standard input (keeps it out of the shell "
+        "history and the process list; one trailing line break is dropped)",
+    )
+
+
 def _add_lookalikes(commands: _Commands) -> None:
     lookalikes = commands.add_parser(
         "lookalikes",
@@ -257,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_purge(commands)
     _add_check(commands)
     _add_lookalikes(commands)
+    _add_subject_hash(commands)
     return parser
 
 
@@ -424,6 +442,19 @@ def _lookalikes(args: argparse.Namespace, out: TextIO) -> int:
     )
 
 
+def _subject_hash(args: argparse.Namespace, out: TextIO) -> int:
+    raw = os.environ.get("SUBJECT_HASH_KEY")
+    if not raw:
+        raise ConfigError([("SUBJECT_HASH_KEY", f"is required to hash a subject: {KEY_FORMAT}")])
+    try:
+        key = parse_hash_key(raw)
+    except ValueError as err:
+        raise ConfigError([("SUBJECT_HASH_KEY", str(err))]) from None
+    subject = sys.stdin.read().removesuffix("\n") if args.subject == "-" else args.subject
+    out.write(SubjectPolicy(SubjectMode.HASH, key).digest(subject) + "\n")
+    return 0
+
+
 INTERRUPTED = 130
 """The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells expect."""
 
@@ -469,6 +500,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
     "purge-dead-letters": _purge,
     "check": _check,
     "lookalikes": _lookalikes,
+    "subject-hash": _subject_hash,
 }
 
 
