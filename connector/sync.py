@@ -177,7 +177,8 @@ class FeedSync:
         self._deadline = deadline
         self._progress = progress
         self._progress_window: Window | None = None
-        self._mapper = RowMapper(policy.local_domains, subjects=policy.subjects)
+        # Built by _start for each run: its domains are known only once the checkpoint is read.
+        self._mapper: RowMapper
         self._intents = IntentResolver(
             ports.verifier, clock=clock, deadline=deadline, verify_delay=policy.verify_delay, sleep=sleep
         )

@@ -56,9 +56,7 @@ def rule_query(name: str) -> str:
     """The rule's query as deployed, with ``ingestion_time()`` read from the fixture column."""
     document = yaml.safe_load((RULES / f"{name}.yaml").read_text(encoding="utf-8"))
     query: str = document["query"]
-    assert "ingestion_time()" in query or name == "NoIngestionTime", (
-        f"{name}: judged without ingestion_time()"
-    )
+    assert "ingestion_time()" in query, f"{name}: judged without ingestion_time()"
     return query.replace("ingestion_time()", "IngestionTime")
 
 
@@ -129,21 +127,23 @@ def normal_rows() -> list[dict[str, Any]]:
 
 
 class Workspace:
-    """EmailEvents_CL as the workspace holds it at one instant, and the look-alike watchlist.
+    """A table (EmailEvents_CL by default) as the workspace holds it at one instant, and the look-alike watchlist.
 
-    All rows live in ``AllRows``; before each run ``EmailEvents_CL`` becomes a view of
-    those that had arrived by the run's instant, so a run "an hour ago" does not see
-    rows that arrive later. Loaded through a JSON file: DuckDB inserts row by row slowly.
+    All rows live in ``AllRows``; before each run the table becomes a view of those that
+    had arrived by the run's instant, so a run "an hour ago" does not see rows that
+    arrive later. Loaded through a JSON file: DuckDB inserts row by row slowly. Columns
+    come from the table's schema file.
     """
 
     def __init__(
         self,
         rows: Iterable[Mapping[str, Any]],
         lookalikes: Iterable[tuple[str, str, str]] = (),
-        tmp: Path | None = None,
+        table: str = "EmailEvents_CL",
     ) -> None:
         self.con = duckdb_kql.connect()
-        columns = {**kql.tables()["EmailEvents_CL"], "IngestionTime": "datetime"}
+        self.table = table
+        columns = {**kql.tables()[table], "IngestionTime": "datetime"}
         self.columns = {name: _SQL_TYPES[kind] for name, kind in columns.items() if kind in _SQL_TYPES}
         ddl = ", ".join(f'"{name}" {kind}' for name, kind in self.columns.items())
         self.con.sql(f"CREATE TABLE AllRows ({ddl})")
@@ -175,7 +175,7 @@ class Workspace:
 
     def run(self, rule: str, at: datetime = NOW) -> list[dict[str, Any]]:
         # A view takes no bound parameter; the value is a datetime's isoformat, no outside text.
-        view = f"CREATE OR REPLACE VIEW EmailEvents_CL AS SELECT * FROM AllRows WHERE IngestionTime <= '{_plain(at)}'"  # noqa: S608
+        view = f"CREATE OR REPLACE VIEW {self.table} AS SELECT * FROM AllRows WHERE IngestionTime <= '{_plain(at)}'"  # noqa: S608
         self.con.execute(view)
         relation = duckdb_kql.query(
             self.con,
@@ -587,31 +587,15 @@ def test_message_trace_selects_by_received_so_a_backfill_is_not_taken_for_new_ma
 # --------------------------------------------------------------------------- connector health
 
 
-class HealthWorkspace:
-    """MessageTraceHealth_CL as the workspace holds it at one instant (columns from its schema file)."""
+class HealthWorkspace(Workspace):
+    """MessageTraceHealth_CL at one instant, for the ConnectorHealth rule."""
 
     def __init__(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        self.con = duckdb_kql.connect()
-        columns = {**kql.tables()["MessageTraceHealth_CL"], "IngestionTime": "datetime"}
-        self.columns = {name: _SQL_TYPES[kind] for name, kind in columns.items() if kind in _SQL_TYPES}
-        ddl = ", ".join(f'"{name}" {kind}' for name, kind in self.columns.items())
-        self.con.sql(f"CREATE TABLE AllHealth ({ddl})")
-        names = ", ".join(f'"{name}"' for name in self.columns)
-        marks = ", ".join("?" for _ in self.columns)
-        for row in rows:
-            # Column names come from the schema file; values are bound.
-            self.con.execute(
-                f"INSERT INTO AllHealth ({names}) VALUES ({marks})",  # noqa: S608
-                [_plain(row.get(name)) for name in self.columns],
-            )
+        super().__init__(rows, table="MessageTraceHealth_CL")
 
-    def run(self, at: datetime = NOW + timedelta(minutes=1)) -> list[dict[str, Any]]:
+    def run(self, at: datetime = NOW + timedelta(minutes=1)) -> list[dict[str, Any]]:  # type: ignore[override]
         """Run the rule at ``at``: by default a minute after NOW, when the run ending at NOW has arrived."""
-        visible = f"SELECT * FROM AllHealth WHERE IngestionTime <= '{_plain(at)}'"  # noqa: S608
-        self.con.execute(f"CREATE OR REPLACE VIEW MessageTraceHealth_CL AS {visible}")
-        relation = duckdb_kql.query(self.con, rule_query("ConnectorHealth"), query_now=at)
-        names = [column[0] for column in relation.description]
-        return [dict(zip(names, row, strict=True)) for row in relation.fetchall()]
+        return super().run("ConnectorHealth", at)
 
 
 def health_run(ago: timedelta, lag: timedelta = timedelta(minutes=3), **changes: Any) -> dict[str, Any]:
