@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connector.errors import CheckpointFormatError
-from connector.ledger import LedgerEntry
+from connector.ledger import Decision, DedupLedger, LedgerChange, LedgerEntry
 from connector.mapping import format_datetime, parse_datetime
 from connector.report import LAST_RUN_FIELDS
 from connector.state import Checkpoint, FeedProgress, IntentEntry, LastRun, PendingBatch
@@ -85,9 +86,8 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else format_datetime(value)
 
 
-def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
-    """Serialise to UTF-8 JSON."""
-    progress = checkpoint.progress
+def _progress_document(progress: FeedProgress) -> dict[str, Any]:
+    """Every field of ``progress`` as the checkpoint stores it (the ledger is written apart)."""
     pending = progress.pending_batch
     document: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -102,9 +102,6 @@ def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
         "slice_span_seconds": None
         if progress.slice_span is None
         else int(progress.slice_span.total_seconds()),
-        "ledger": {
-            key: [entry.received_ms, entry.status, entry.revision] for key, entry in checkpoint.ledger.items()
-        },
         "last_run": None if progress.last_run is None else dict(progress.last_run),
         "updated": _iso(progress.updated),
         "possible_duplicates_total": progress.possible_duplicates_total,
@@ -120,9 +117,25 @@ def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
             "domains": list(progress.discovered_domains.domains),
             "fetched_at": format_datetime(progress.discovered_domains.fetched_at),
         }
+    return document
+
+
+def _json_bytes(document: object) -> bytes:
     # backslashreplace: a stray unpaired surrogate (from an error text, say) is written as the
     # JSON escape "\udXXX" it reads back as, instead of failing the save; other text is plain UTF-8.
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
+
+
+def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
+    """Serialise to one UTF-8 JSON document (format 1: the file store and every older version)."""
+    document = _progress_document(checkpoint.progress)
+    # The ledger sits where format 1 always had it, between the slice span and the last run.
+    ordered = dict(list(document.items())[:6])
+    ordered["ledger"] = {
+        key: [entry.received_ms, entry.status, entry.revision] for key, entry in checkpoint.ledger.items()
+    }
+    ordered.update(list(document.items())[6:])
+    return _json_bytes(ordered)
 
 
 def _encode_pending(pending: PendingBatch) -> dict[str, Any]:
@@ -198,47 +211,240 @@ def _last_run(value: object) -> LastRun | None:
     return summary
 
 
-def decode_checkpoint(data: bytes, *, where: str) -> Checkpoint:
-    """Parse a stored checkpoint.
+def _decode_progress(document: dict[str, Any]) -> FeedProgress:
+    """The progress fields of a format 1 document, a snapshot header or a journal record."""
+    range_doc = document.get("range")
+    span = document.get("slice_span_seconds")
+    pending = document.get("pending_batch")
+    return FeedProgress(
+        feed=str(document["feed"]),
+        high_water_mark=_optional_time(document, "high_water_mark"),
+        coverage_start=_optional_time(document, "coverage_start"),
+        range_start=None if not range_doc else parse_datetime(range_doc["start"]),
+        range_end=None if not range_doc else parse_datetime(range_doc["end"]),
+        slice_span=None if span is None else timedelta(seconds=int(span)),
+        last_run=_last_run(document.get("last_run")),
+        updated=_optional_time(document, "updated"),
+        possible_duplicates_total=int(document.get("possible_duplicates_total") or 0),
+        stalled_runs=int(document.get("stalled_runs") or 0),
+        waiting_for_permission_since=_optional_time(document, "waiting_for_permission_since"),
+        discovered_domains=_discovered_domains(document.get("discovered_domains")),
+        pending_batch=None if not pending else _decode_pending(pending),
+    )
 
-    Raises:
-        CheckpointFormatError: not JSON, a newer format, or fields of the wrong shape.
-    """
+
+def _json_object(data: bytes, where: str) -> dict[str, Any]:
     try:
         document = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointFormatError(f"checkpoint {where} is not valid JSON: {err}") from err
     if not isinstance(document, dict):
         raise CheckpointFormatError(f"checkpoint {where} is not a JSON object")
+    return document
+
+
+def decode_checkpoint(data: bytes, *, where: str) -> Checkpoint:
+    """Parse a stored checkpoint of either format (a journal named by a snapshot is not read here).
+
+    Raises:
+        CheckpointFormatError: not JSON, a newer format, or fields of the wrong shape.
+    """
+    return decode_snapshot(data, where=where)[0]
+
+
+def decode_snapshot(data: bytes, *, where: str) -> tuple[Checkpoint, str | None]:
+    """Parse a stored checkpoint: format 1 (one JSON document), or a format 2 snapshot and its journal's name.
+
+    Raises:
+        CheckpointFormatError: not JSON, a newer format, or fields of the wrong shape.
+    """
+    head, newline, body = data.partition(b"\n")
+    document = _json_object(head if newline else data, where)
     version = document.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in (FORMAT_VERSION, SNAPSHOT_VERSION):
         raise CheckpointFormatError(
-            f"checkpoint {where} has format_version {version!r}; this connector reads version {FORMAT_VERSION}. "
+            f"checkpoint {where} has format_version {version!r}; this connector reads versions "
+            f"{FORMAT_VERSION} and {SNAPSHOT_VERSION}. "
             "Upgrade the connector, or move the blob aside to start over (rows already stored stay)."
         )
     try:
-        ledger = {
-            str(key): LedgerEntry(received_ms=int(value[0]), status=str(value[1]), revision=int(value[2]))
-            for key, value in dict(document.get("ledger") or {}).items()
-        }
-        range_doc = document.get("range")
-        span = document.get("slice_span_seconds")
-        pending = document.get("pending_batch")
-        progress = FeedProgress(
-            feed=str(document["feed"]),
-            high_water_mark=_optional_time(document, "high_water_mark"),
-            coverage_start=_optional_time(document, "coverage_start"),
-            range_start=None if not range_doc else parse_datetime(range_doc["start"]),
-            range_end=None if not range_doc else parse_datetime(range_doc["end"]),
-            slice_span=None if span is None else timedelta(seconds=int(span)),
-            last_run=_last_run(document.get("last_run")),
-            updated=_optional_time(document, "updated"),
-            possible_duplicates_total=int(document.get("possible_duplicates_total") or 0),
-            stalled_runs=int(document.get("stalled_runs") or 0),
-            waiting_for_permission_since=_optional_time(document, "waiting_for_permission_since"),
-            discovered_domains=_discovered_domains(document.get("discovered_domains")),
-            pending_batch=None if not pending else _decode_pending(pending),
-        )
+        if version == FORMAT_VERSION:
+            ledger = {
+                str(key): LedgerEntry(received_ms=int(value[0]), status=str(value[1]), revision=int(value[2]))
+                for key, value in dict(document.get("ledger") or {}).items()
+            }
+            journal = None
+        else:
+            ledger = _decode_ledger_lines(body)
+            if len(ledger) != int(document["ledger_entries"]):
+                raise ValueError(f"{len(ledger)} ledger lines, the header says {document['ledger_entries']}")
+            journal = str(document["journal"]) or None
+        progress = _decode_progress(document)
     except (KeyError, IndexError, TypeError, ValueError) as err:
         raise CheckpointFormatError(f"checkpoint {where} has a malformed field: {err!r}") from err
-    return Checkpoint(progress=progress, ledger=ledger)
+    return Checkpoint(progress=progress, ledger=ledger), journal
+
+
+# ---------------------------------------------------------------------------- format 2: snapshot + journal
+#
+# A format 1 document holds the whole ledger, so every save rewrote it: at 500 k entries
+# 33 MB and a second per batch. Format 2 splits the feed's state in two blobs:
+#
+# * the snapshot ``<feed>.json``: one header line (the progress fields, the journal's
+#   name, the number of ledger entries), then one ledger entry per line;
+# * the journal ``journal/<feed>/<generation>.jsonl``, an append blob: one line per save,
+#   each the progress after that save plus the ledger changes made since the one before.
+#
+# The state is the snapshot with every journal line applied in order
+# (:func:`replay_journal`). A save appends one line, so it writes bytes in proportion to
+# the rows it commits; once the journal outgrows the snapshot (:func:`compaction_due`)
+# the store writes a new snapshot and starts a new journal, which keeps the amortised
+# cost per row within twice the journal's, whatever the ledger's size.
+#
+# Why this keeps the commit rule (see :mod:`connector.sync`): the intent is a journal line
+# (progress holding ``pending_batch``), and the commit is *one* line holding both the
+# cleared intent and the accepted rows' ledger entries. An append block is stored whole
+# or not at all, so as with one document, a reader sees the intent, or the commit, never
+# half of one. Lines are appended with an append-position condition: an SDK retry of a
+# block that already landed fails instead of appending it twice (the store then finds its
+# own line at the tail), and a second writer, whose position is stale, gets a conflict.
+
+SNAPSHOT_VERSION = 2
+JOURNAL_PREFIX = "journal/"
+JOURNAL_MAX_BLOCKS = 40_000
+"""Compact before an append blob's limit of 50,000 blocks."""
+JOURNAL_MIN_BYTES = 1 << 20
+"""Below this a journal is never compacted for size: small ledgers would be rewritten for nothing
+(``CHECKPOINT_JOURNAL_MIN_KIB``)."""
+MAX_JOURNAL_LINE = 4 << 20
+"""An append block holds at most 4 MiB (older service versions); a longer line is saved as a snapshot."""
+
+
+def journal_prefix(feed: str) -> str:
+    """Where the journals of ``feed`` live (one current, older ones until the store deletes them)."""
+    return f"{JOURNAL_PREFIX}{feed}/"
+
+
+def encode_snapshot(checkpoint: Checkpoint, *, journal: str) -> bytes:
+    """The format 2 snapshot: a header line naming ``journal``, then one ledger entry per line.
+
+    Built in chunks so a large ledger never exists as one big Python structure besides itself.
+    """
+    header = _progress_document(checkpoint.progress)
+    header["format_version"] = SNAPSHOT_VERSION
+    header["journal"] = journal
+    header["ledger_entries"] = len(checkpoint.ledger)
+    chunks = [_json_bytes(header), b"\n"]
+    statuses: dict[str, str] = {}
+    lines: list[str] = []
+    for key, entry in checkpoint.ledger.items():
+        status = statuses.get(entry.status)
+        if status is None:
+            status = statuses[entry.status] = json.dumps(entry.status, ensure_ascii=False)
+        lines.append(f'["{key}",{entry.received_ms},{status},{entry.revision}]\n')
+        if len(lines) >= 8192:
+            chunks.append("".join(lines).encode("utf-8", "backslashreplace"))
+            lines.clear()
+    chunks.append("".join(lines).encode("utf-8", "backslashreplace"))
+    return b"".join(chunks)
+
+
+def _decode_ledger_lines(body: bytes) -> dict[str, LedgerEntry]:
+    ledger: dict[str, LedgerEntry] = {}
+    statuses: dict[str, str] = {}
+    for line in body.splitlines():
+        if not line:
+            continue
+        key, received_ms, status, revision = json.loads(line)
+        # One string object per status: 500 k entries hold a handful of distinct values.
+        shared = statuses.setdefault(status, str(status))
+        ledger[str(key)] = LedgerEntry(received_ms=int(received_ms), status=shared, revision=int(revision))
+    return ledger
+
+
+def encode_journal_line(progress: FeedProgress, changes: Sequence[LedgerChange]) -> bytes:
+    """One save: the progress after it, and the ledger changes since the save before (in order)."""
+    record = {
+        "progress": _progress_document(progress),
+        "changes": [
+            {
+                "commit": [
+                    [decision.key, decision.entry.received_ms, decision.entry.status, decision.entry.revision]
+                    for decision in change.committed
+                ],
+                "prune_before": _iso(change.prune_before),
+            }
+            for change in changes
+            if change.committed or change.prune_before is not None
+        ],
+    }
+    return _json_bytes(record) + b"\n"
+
+
+def seal_line(next_journal: str) -> bytes:
+    """The line a compaction appends to the journal it replaces: any writer still at its old position conflicts."""
+    return _json_bytes({"sealed_for": next_journal}) + b"\n"
+
+
+def replay_journal(checkpoint: Checkpoint, data: bytes, *, where: str) -> tuple[Checkpoint, bool]:
+    """The state after applying every line of the journal ``data`` to the snapshot ``checkpoint``.
+
+    Takes over ``checkpoint.ledger`` (a dict from :func:`decode_snapshot`) instead of copying
+    it. Also says whether the journal's last line is a seal (a compaction was under way).
+
+    Raises:
+        CheckpointFormatError: a line is not a journal record.
+    """
+    entries = checkpoint.ledger if isinstance(checkpoint.ledger, dict) else dict(checkpoint.ledger)
+    ledger = DedupLedger(entries)
+    progress = checkpoint.progress
+    sealed = False
+    for number, line in enumerate(data.splitlines(), start=1):
+        if not line:
+            continue
+        record = _json_object(line, f"{where} line {number}")
+        sealed = "sealed_for" in record
+        if sealed:
+            continue
+        try:
+            progress = _decode_progress(record["progress"])
+            for change in record["changes"]:
+                prune = change.get("prune_before")
+                ledger.apply(
+                    LedgerChange(
+                        committed=tuple(
+                            Decision(
+                                key=str(key),
+                                entry=LedgerEntry(received_ms=int(ms), status=str(status), revision=int(rev)),
+                                previous_status=None,
+                            )
+                            for key, ms, status, rev in change["commit"]
+                        ),
+                        prune_before=None if prune is None else parse_datetime(str(prune)),
+                    )
+                )
+        except (KeyError, IndexError, TypeError, ValueError) as err:
+            raise CheckpointFormatError(
+                f"checkpoint journal {where} line {number} is malformed: {err!r}"
+            ) from err
+    return Checkpoint(progress=progress, ledger=ledger.adopted()), sealed
+
+
+def compaction_due(
+    *,
+    journal_bytes: int,
+    journal_blocks: int,
+    snapshot_bytes: int,
+    next_line: int,
+    minimum_bytes: int = JOURNAL_MIN_BYTES,
+) -> bool:
+    """Whether the next save writes a new snapshot instead of appending ``next_line`` bytes to the journal.
+
+    Once the journal is as long as the snapshot, rewriting the snapshot costs no more than
+    the journal already did, so bytes written per row stay within twice the journal's.
+    """
+    return (
+        journal_blocks + 1 >= JOURNAL_MAX_BLOCKS
+        or next_line > MAX_JOURNAL_LINE
+        or journal_bytes + next_line > max(snapshot_bytes, minimum_bytes)
+    )

@@ -86,7 +86,10 @@ class DedupLedger:
     """Committed entries (persisted) plus staged ones (in a batch not yet accepted)."""
 
     def __init__(self, entries: Mapping[str, LedgerEntry] | None = None) -> None:
-        self._committed: dict[str, LedgerEntry] = dict(entries or {})
+        # A dict is taken over, not copied: a loaded ledger of 500 k entries is ~100 MB.
+        self._committed: dict[str, LedgerEntry] = (
+            entries if isinstance(entries, dict) else dict(entries or {})
+        )
         self._staged: dict[str, LedgerEntry] = {}
 
     def __len__(self) -> int:
@@ -101,6 +104,10 @@ class DedupLedger:
     def committed(self) -> Mapping[str, LedgerEntry]:
         """A read-only live view of the committed entries (what the checkpoint persists; no copy)."""
         return MappingProxyType(self._committed)
+
+    def adopted(self) -> dict[str, LedgerEntry]:
+        """The committed entries themselves (no copy), for a caller that hands the ledger on."""
+        return self._committed
 
     def entries(self) -> dict[str, LedgerEntry]:
         """A copy of the committed entries."""

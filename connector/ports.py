@@ -20,6 +20,7 @@ from typing import Protocol
 
 from connector.deadletter import DeadLetter
 from connector.errors import ConnectorError
+from connector.ledger import LedgerChange
 from connector.state import Checkpoint
 from connector.windows import Window
 
@@ -122,8 +123,15 @@ class CheckpointStore(Protocol):
         """Return the document for ``feed``, or None if there is none yet."""
         ...
 
-    def save(self, checkpoint: Checkpoint, etag: str | None) -> str:
+    def save(
+        self, checkpoint: Checkpoint, etag: str | None, changes: Sequence[LedgerChange] | None = None
+    ) -> str:
         """Write if the stored ETag still equals ``etag`` (None: only if absent); return the new ETag.
+
+        ``changes`` are the ledger changes since the save that returned ``etag`` (in order):
+        a store that journals (:class:`connector.store.BlobCheckpointStore`) appends them with
+        the progress instead of rewriting the whole ledger; None, or a store that does not
+        journal, writes the whole ``checkpoint``. Either way the stored state equals ``checkpoint``.
 
         Raises:
             CheckpointConflictError: someone else wrote it since ``etag``.

@@ -71,7 +71,7 @@ def build_store(settings: Settings) -> BlobCheckpointStore | FileCheckpointStore
         container = ContainerClient(
             location.account_url or "", location.container, credential=azure_credential(settings), **tls
         )
-    return BlobCheckpointStore(container)
+    return BlobCheckpointStore(container, journal_min_bytes=settings.checkpoint_journal_min_bytes)
 
 
 def build_lock(store: BlobCheckpointStore | FileCheckpointStore, settings: Settings) -> RunLock:

@@ -103,6 +103,8 @@ class Settings:
     http_max_retries: int
     http_retry_backoff_seconds: float
     ledger_warn_entries: int
+    checkpoint_journal_min_bytes: int
+    """Journal bytes below which the Blob checkpoint is never compacted (CHECKPOINT_JOURNAL_MIN_KIB)."""
     lock_lease_seconds: int
     workspace_id: str | None
     logs_query_endpoint: str
@@ -244,6 +246,8 @@ class Settings:
             http_max_retries=reader.optional("HTTP_MAX_RETRIES", 6, _int(0, 20)),
             http_retry_backoff_seconds=reader.optional("HTTP_RETRY_BACKOFF_SECONDS", 2.0, _float(0, 60)),
             ledger_warn_entries=reader.optional("LEDGER_WARN_ENTRIES", 500_000, _int(1, 100_000_000)),
+            checkpoint_journal_min_bytes=1024
+            * reader.optional("CHECKPOINT_JOURNAL_MIN_KIB", 1024, _int(1, 1024 * 1024)),
             lock_lease_seconds=reader.optional("LOCK_LEASE_SECONDS", 60, _int(15, 60)),
             workspace_id=reader.optional("WORKSPACE_ID", None, _guid),
             logs_query_endpoint=reader.optional(

@@ -16,7 +16,7 @@ committed rather than the ledger's size.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from connector.ledger import Decision, DedupLedger, LedgerChange, LedgerEntry
@@ -198,6 +198,8 @@ class FeedState:
     progress: FeedProgress
     ledger: DedupLedger
     etag: str | None = None
+    unsaved: list[LedgerChange] = field(default_factory=list)
+    """Ledger changes since the last save, in order: what the next save appends to the journal."""
 
     @classmethod
     def new(cls, feed: str) -> FeedState:
@@ -213,6 +215,13 @@ class FeedState:
         """Commit ``step`` to progress and ledger."""
         self.progress, change = commit(self.progress, step, rules)
         self.ledger.apply(change)
+        if change.committed or change.prune_before is not None:
+            self.unsaved.append(change)
+
+    def saved(self, etag: str) -> None:
+        """Record a save: its ETag guards the next one, and the changes it carried are durable."""
+        self.etag = etag
+        self.unsaved.clear()
 
     def checkpoint(self) -> Checkpoint:
         """The document to save now (a view of the ledger, not a copy)."""

@@ -14,6 +14,9 @@ import hashlib
 import logging
 import os
 import tempfile
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,11 +29,23 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.storage.blob import ContainerClient, ContentSettings
+from azure.storage.blob import BlobClient, ContainerClient, ContentSettings
 
-from connector.checkpoint import decode_checkpoint, encode_checkpoint
+from connector.checkpoint import (
+    JOURNAL_MIN_BYTES,
+    compaction_due,
+    decode_checkpoint,
+    decode_snapshot,
+    encode_checkpoint,
+    encode_journal_line,
+    encode_snapshot,
+    journal_prefix,
+    replay_journal,
+    seal_line,
+)
 from connector.deadletter import DEAD_LETTER_PREFIX, DeadLetter
 from connector.errors import CheckpointConflictError, CheckpointError, ErrorKind
+from connector.ledger import LedgerChange
 from connector.ports import StoredCheckpoint
 from connector.redact import safe_url, scrub
 from connector.state import Checkpoint
@@ -70,12 +85,51 @@ def _blob_name(feed: str) -> str:
     return f"{feed}.json"
 
 
+_LOAD_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class _Version:
+    """What a blob checkpoint's ETag token says: the snapshot's ETag and where its journal ends.
+
+    The sync loop treats the token as opaque, as it treated the single document's ETag.
+    """
+
+    snapshot_etag: str
+    journal: str
+    journal_bytes: int
+    journal_blocks: int
+    snapshot_bytes: int
+
+    def token(self) -> str:
+        if not self.journal:
+            return self.snapshot_etag  # a format 1 document: its ETag, as before
+        return "\t".join(
+            [
+                self.snapshot_etag,
+                self.journal,
+                str(self.journal_bytes),
+                str(self.journal_blocks),
+                str(self.snapshot_bytes),
+            ]
+        )
+
+    @classmethod
+    def parse(cls, token: str) -> _Version:
+        parts = token.split("\t")
+        if len(parts) == 1:
+            return cls(token, "", 0, 0, 0)
+        etag, journal, journal_bytes, blocks, snapshot_bytes = parts
+        return cls(etag, journal, int(journal_bytes), int(blocks), int(snapshot_bytes))
+
+
 class BlobCheckpointStore:
     """Checkpoint documents as block blobs ``<feed>.json`` in one container."""
 
-    def __init__(self, container: ContainerClient) -> None:
+    def __init__(self, container: ContainerClient, *, journal_min_bytes: int = JOURNAL_MIN_BYTES) -> None:
         self._container = container
         self._container_checked = False
+        self._journal_min_bytes = journal_min_bytes
 
     @property
     def where(self) -> str:
@@ -109,39 +163,159 @@ class BlobCheckpointStore:
         self._container_checked = True
 
     def load(self, feed: str) -> StoredCheckpoint | None:
-        """Download ``<feed>.json`` with its ETag; None if it does not exist."""
+        """Download ``<feed>.json`` and replay its journal; None if there is no checkpoint.
+
+        A compaction by another writer can replace the journal between the two reads (its
+        old journal then ends with a seal, or is gone): the snapshot is read again.
+        """
         self._ensure_container()
         blob = self._container.get_blob_client(_blob_name(feed))
+        for _ in range(_LOAD_ATTEMPTS):
+            try:
+                downloader = blob.download_blob()
+                data = downloader.readall()
+            except ResourceNotFoundError:
+                return None
+            except AzureError as err:
+                raise storage_error(f"cannot read checkpoint {safe_url(blob.url)}", err) from err
+            snapshot_etag = str(downloader.properties.etag)
+            checkpoint, journal = decode_snapshot(data, where=safe_url(blob.url))
+            if journal is None:
+                return StoredCheckpoint(checkpoint, _Version(snapshot_etag, "", 0, 0, len(data)).token())
+            del data
+            read = self._read_journal(journal)
+            if read is None:
+                continue  # replaced by a compaction since the snapshot was read
+            journal_data, blocks = read
+            replayed, sealed = replay_journal(
+                checkpoint, journal_data, where=safe_url(blob.url) + f" ({journal})"
+            )
+            if sealed and self._snapshot_etag(blob) != snapshot_etag:
+                continue  # a compaction finished meanwhile: read its snapshot
+            version = _Version(snapshot_etag, journal, len(journal_data), blocks, downloader.properties.size)
+            return StoredCheckpoint(replayed, version.token())
+        raise CheckpointConflictError(
+            f"checkpoint {safe_url(blob.url)} kept changing while it was read: {_CONFLICT_HINT}"
+        )
+
+    def _read_journal(self, name: str) -> tuple[bytes, int] | None:
+        """The journal's bytes and block count; None if it is gone."""
+        journal = self._container.get_blob_client(name)
         try:
-            downloader = blob.download_blob()
+            downloader = journal.download_blob()
             data = downloader.readall()
         except ResourceNotFoundError:
             return None
         except AzureError as err:
-            raise storage_error(f"cannot read checkpoint {safe_url(blob.url)}", err) from err
-        etag = downloader.properties.etag
-        return StoredCheckpoint(checkpoint=decode_checkpoint(data, where=safe_url(blob.url)), etag=etag)
+            raise storage_error(f"cannot read checkpoint journal {safe_url(journal.url)}", err) from err
+        blocks = downloader.properties.append_blob_committed_block_count
+        return data, int(blocks) if blocks is not None else data.count(b"\n")
 
-    def save(self, checkpoint: Checkpoint, etag: str | None) -> str:
-        """Upload guarded by ``If-Match: etag`` (or ``If-None-Match: *`` for the first save)."""
-        self._ensure_container()
-        blob = self._container.get_blob_client(_blob_name(checkpoint.progress.feed))
-        data = encode_checkpoint(checkpoint)
+    def _snapshot_etag(self, blob: BlobClient) -> str | None:
         try:
-            if etag is None:
+            return str(blob.get_blob_properties().etag)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as err:
+            raise storage_error(f"cannot read checkpoint {safe_url(blob.url)}", err) from err
+
+    def save(
+        self, checkpoint: Checkpoint, etag: str | None, changes: Sequence[LedgerChange] | None = None
+    ) -> str:
+        """Append the save to the feed's journal, or write a new snapshot (first save, or compaction).
+
+        See :mod:`connector.checkpoint` (format 2) for why an appended line is as atomic as
+        the whole document was, and when the journal is compacted.
+        """
+        self._ensure_container()
+        version = None if etag is None else _Version.parse(etag)
+        if version is not None and version.journal and changes is not None:
+            line = encode_journal_line(checkpoint.progress, changes)
+            if not compaction_due(
+                journal_bytes=version.journal_bytes,
+                journal_blocks=version.journal_blocks,
+                snapshot_bytes=version.snapshot_bytes,
+                next_line=len(line),
+                minimum_bytes=self._journal_min_bytes,
+            ):
+                self._append(checkpoint.progress.feed, version.journal, line, version.journal_bytes)
+                return replace(
+                    version,
+                    journal_bytes=version.journal_bytes + len(line),
+                    journal_blocks=version.journal_blocks + 1,
+                ).token()
+        return self._write_snapshot(checkpoint, version)
+
+    def _append(self, feed: str, name: str, line: bytes, position: int) -> None:
+        """Append ``line`` at ``position``.
+
+        The append-position condition makes a retried append that already landed fail
+        (412): the journal then ends with exactly ``line`` at ``position``, and that is a
+        success. Anything else at that position is another writer's: a conflict.
+        """
+        journal = self._container.get_blob_client(name)
+        checkpoint = safe_url(self._container.get_blob_client(_blob_name(feed)).url)
+        try:
+            journal.append_block(line, length=len(line), appendpos_condition=position)
+        except ResourceNotFoundError as err:
+            raise CheckpointConflictError(
+                f"checkpoint {checkpoint} changed under this run (its journal was replaced): {_CONFLICT_HINT}"
+            ) from err
+        except HttpResponseError as err:
+            if err.status_code != 412:
+                raise storage_error(f"cannot write checkpoint journal {safe_url(journal.url)}", err) from err
+            if self._tail(journal, position) == line:
+                logger.info("checkpoint journal append was retried after it landed; kept once")
+                return
+            raise CheckpointConflictError(
+                f"checkpoint {checkpoint} changed under this run (its journal grew): {_CONFLICT_HINT}"
+            ) from err
+        except AzureError as err:
+            raise storage_error(f"cannot write checkpoint journal {safe_url(journal.url)}", err) from err
+
+    @staticmethod
+    def _tail(journal: BlobClient, position: int) -> bytes | None:
+        try:
+            return journal.download_blob(offset=position).readall()
+        except (ResourceNotFoundError, HttpResponseError):
+            return None  # gone, or nothing past ``position`` (416): not our line
+        except AzureError as err:
+            raise storage_error(f"cannot read checkpoint journal {safe_url(journal.url)}", err) from err
+
+    def _write_snapshot(self, checkpoint: Checkpoint, version: _Version | None) -> str:
+        """Start a new journal, seal the old one, then replace the snapshot (If-Match its ETag).
+
+        The order makes a compaction safe next to a stale writer: the seal moves the old
+        journal's append position, so a writer still appending there gets a conflict,
+        and the snapshot's ETag condition stops two compactions from both winning. A
+        crash before the snapshot is written leaves an unused journal (deleted by the
+        next compaction) and, at worst, a seal line in the current one (replay skips it).
+        """
+        feed = checkpoint.progress.feed
+        blob = self._container.get_blob_client(_blob_name(feed))
+        journal = f"{journal_prefix(feed)}{uuid.uuid4().hex}.jsonl"
+        data = encode_snapshot(checkpoint, journal=journal)
+        try:
+            self._container.get_blob_client(journal).create_append_blob()
+        except AzureError as err:
+            raise storage_error(f"cannot write checkpoint {safe_url(blob.url)} (creating its journal)", err) from err
+        if version is not None and version.journal:
+            self._append(feed, version.journal, seal_line(journal), version.journal_bytes)
+        try:
+            if version is None:
                 result = blob.upload_blob(
                     data,
                     overwrite=True,
                     match_condition=MatchConditions.IfMissing,
-                    content_settings=ContentSettings(content_type="application/json"),
+                    content_settings=ContentSettings(content_type="application/x-ndjson"),
                 )
             else:
                 result = blob.upload_blob(
                     data,
                     overwrite=True,
-                    etag=etag,
+                    etag=version.snapshot_etag,
                     match_condition=MatchConditions.IfNotModified,
-                    content_settings=ContentSettings(content_type="application/json"),
+                    content_settings=ContentSettings(content_type="application/x-ndjson"),
                 )
         except (ResourceModifiedError, ResourceExistsError) as err:
             raise CheckpointConflictError(
@@ -155,24 +329,41 @@ class BlobCheckpointStore:
             raise storage_error(f"cannot write checkpoint {safe_url(blob.url)}", err) from err
         except AzureError as err:
             raise storage_error(f"cannot write checkpoint {safe_url(blob.url)}", err) from err
-        return str(result["etag"])
+        self._delete_journals(feed, keep=journal)
+        return _Version(str(result["etag"]), journal, 0, 0, len(data)).token()
+
+    def _delete_journals(self, feed: str, *, keep: str | None) -> None:
+        """Best effort: journals a compaction replaced (a failure leaves them for the next one)."""
+        try:
+            for item in self._container.list_blobs(name_starts_with=journal_prefix(feed)):
+                if item.name != keep:
+                    self._container.delete_blob(item.name)
+        except AzureError as err:
+            logger.info(
+                "old checkpoint journals of %s stay until the next compaction: %s", feed, scrub(str(err))
+            )
 
     def delete(self, feed: str, etag: str) -> None:
-        """Delete ``<feed>.json`` if it is still at ``etag`` (``forget-backfill``).
+        """Delete ``<feed>.json`` (and its journals) if it is still at ``etag`` (``forget-backfill``).
 
         Raises:
             CheckpointConflictError: it was written since ``etag`` (or is gone).
         """
         self._ensure_container()
+        version = _Version.parse(etag)
         blob = self._container.get_blob_client(_blob_name(feed))
+        if version.journal:
+            # Moving the journal's end first stops a run that appends to it meanwhile.
+            self._append(feed, version.journal, seal_line(""), version.journal_bytes)
         try:
-            blob.delete_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
+            blob.delete_blob(etag=version.snapshot_etag, match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceNotFoundError) as err:
             raise CheckpointConflictError(
                 f"checkpoint {safe_url(blob.url)} changed under this command: {_CONFLICT_HINT}"
             ) from err
         except AzureError as err:
             raise storage_error(f"cannot delete checkpoint {safe_url(blob.url)}", err) from err
+        self._delete_journals(feed, keep=None)
 
     def put_dead_letter(self, letter: DeadLetter) -> str:
         """Write the dead-letter document (overwrites the same record's earlier copy); return where, for the log."""
@@ -288,8 +479,14 @@ class FileCheckpointStore:
         data, etag = current
         return StoredCheckpoint(checkpoint=decode_checkpoint(data, where=str(path)), etag=etag)
 
-    def save(self, checkpoint: Checkpoint, etag: str | None) -> str:
-        """Compare-and-swap the file: write only if its digest still equals ``etag``."""
+    def save(
+        self, checkpoint: Checkpoint, etag: str | None, changes: Sequence[LedgerChange] | None = None
+    ) -> str:
+        """Compare-and-swap the file: write only if its digest still equals ``etag``.
+
+        The whole document every time (``changes`` are not needed): the file store serves
+        the CLI and the demo, whose ledgers are small; the Blob store journals.
+        """
         path = self._path(checkpoint.progress.feed)
         data = encode_checkpoint(checkpoint)
         try:

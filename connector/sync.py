@@ -649,7 +649,7 @@ class FeedSync:
     def _save(self, run: _Run) -> None:
         state = run.state
         state.progress = replace(state.progress, updated=self._clock())
-        state.etag = self._ports.store.save(state.checkpoint(), state.etag)
+        state.saved(self._ports.store.save(state.checkpoint(), state.etag, state.unsaved))
         run.report.checkpoint_saves += 1
         if len(state.ledger) > self._policy.ledger_warn_entries and not run.warned_ledger:
             run.warned_ledger = True

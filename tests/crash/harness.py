@@ -6,8 +6,10 @@ simulator and Azurite. Each attempt arms one kill point, chosen by a seeded RNG:
 * ``paging``        while Graph answers a ``messageTraces`` page
 * ``mid_batch``     while the ingestion service receives a batch (not stored)
 * ``accepted``      after the service stored a batch, before the client hears 204
-* ``save_before``   during a checkpoint write, before it reaches storage
-* ``save_after``    during a checkpoint write, after storage took it
+* ``save_before``   during a checkpoint snapshot write (first save, compaction), before it reaches storage
+* ``save_after``    during a checkpoint snapshot write, after storage took it
+* ``journal_before`` during a checkpoint journal append (intent or commit), before it reaches storage
+* ``journal_after``  during a checkpoint journal append, after storage took it
 * ``random_time``   at a random moment (0.3-1.0 s into the process)
 * ``health_write``  while the ingestion service receives the run's health row (after its checkpoint work)
 
@@ -58,7 +60,17 @@ from connector.store import BlobCheckpointStore
 from tests.crash.blob_proxy import KillingBlobProxy
 
 ROOT = Path(__file__).resolve().parents[2]
-PHASES = ("paging", "mid_batch", "accepted", "save_before", "save_after", "random_time", "health_write")
+PHASES = (
+    "paging",
+    "mid_batch",
+    "accepted",
+    "save_before",
+    "save_after",
+    "journal_before",
+    "journal_after",
+    "random_time",
+    "health_write",
+)
 HEALTH_TABLE = "MessageTraceHealth_CL"
 CONTAINER = "crash-harness"
 
@@ -244,6 +256,8 @@ def run_harness(
                 "HTTP_RETRY_BACKOFF_SECONDS": "0.01",
                 "HTTP_TIMEOUT_SECONDS": "5",
                 "LOCK_LEASE_SECONDS": "15",
+                # Compact the checkpoint every few saves, so kills land in compactions too.
+                "CHECKPOINT_JOURNAL_MIN_KIB": "8",
                 "PYTHONPATH": str(ROOT),
             }
             if big_tenant:
@@ -285,7 +299,11 @@ def run_harness(
 
                     sim.ingestion.on_accepted = on_accepted
                 elif phase in ("save_before", "save_after"):
+                    # The snapshot: the first save and each compaction (CHECKPOINT_JOURNAL_MIN_KIB is small here).
                     proxy.arm(b"/live.json", occurrence, landed=phase == "save_after", kill=child.kill)
+                elif phase in ("journal_before", "journal_after"):
+                    # A journal append (an intent, or a commit with its ledger entries).
+                    proxy.arm(b"/journal/live/", occurrence, landed=phase == "journal_after", kill=child.kill)
                 elif phase == "health_write":
                     # One health row per run: kill on the first POST to its stream.
                     sim.ingestion.on_request = _counting_hook("MessageTraceHealth", 1, child, "POST")

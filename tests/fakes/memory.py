@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from connector.checkpoint import decode_checkpoint, encode_checkpoint
 from connector.deadletter import DeadLetter
 from connector.errors import CheckpointConflictError, ConnectorError, SinkError
-from connector.ledger import ledger_key
+from connector.ledger import LedgerChange, ledger_key
 from connector.mapping import parse_datetime
 from connector.ports import SourcePage, StoredCheckpoint, UploadResult
 from connector.state import Checkpoint
@@ -109,7 +109,9 @@ class MemoryStore:
         data, etag = self.documents[feed]
         return StoredCheckpoint(checkpoint=decode_checkpoint(data, where=feed), etag=etag)
 
-    def save(self, checkpoint: Checkpoint, etag: str | None) -> str:
+    def save(
+        self, checkpoint: Checkpoint, etag: str | None, changes: Sequence[LedgerChange] | None = None
+    ) -> str:
         feed = checkpoint.progress.feed
         current = self.documents.get(feed)
         if (current[1] if current else None) != etag:

@@ -1,11 +1,25 @@
+import functools
 import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from connector.checkpoint import backfill_feed_name, check_feed_name, decode_checkpoint, encode_checkpoint
+from connector.checkpoint import (
+    JOURNAL_MAX_BLOCKS,
+    MAX_JOURNAL_LINE,
+    backfill_feed_name,
+    check_feed_name,
+    compaction_due,
+    decode_checkpoint,
+    decode_snapshot,
+    encode_checkpoint,
+    encode_journal_line,
+    encode_snapshot,
+    replay_journal,
+    seal_line,
+)
 from connector.errors import CheckpointFormatError
-from connector.ledger import LedgerEntry, epoch_ms
+from connector.ledger import Decision, LedgerChange, LedgerEntry, epoch_ms
 from connector.report import LAST_RUN_FIELDS
 from connector.state import Checkpoint, FeedProgress, IntentEntry, PendingBatch
 
@@ -182,3 +196,58 @@ def test_waiting_for_permission_round_trips_and_old_documents_without_it_still_r
     assert (
         decode_checkpoint(encode_checkpoint(healthy), where="t").progress.waiting_for_permission_since is None
     )
+
+
+# ---------------------------------------------------------------------------- format 2: snapshot + journal
+
+
+def _entries(n: int) -> dict[str, LedgerEntry]:
+    return {
+        f"{i:032x}": LedgerEntry(epoch_ms(T0) + i, "Delivered" if i % 2 else "Pending", i % 3)
+        for i in range(n)
+    }
+
+
+def test_a_snapshot_reads_back_with_its_journal_name():
+    original = Checkpoint(progress=FeedProgress(feed="live", high_water_mark=T0), ledger=_entries(5))
+
+    data = encode_snapshot(original, journal="journal/live/abc.jsonl")
+
+    assert data.count(b"\n") == 6  # the header and one line per entry
+    assert decode_snapshot(data, where="t") == (original, "journal/live/abc.jsonl")
+
+
+def test_a_truncated_snapshot_is_refused_not_read_short():
+    data = encode_snapshot(Checkpoint(progress=FeedProgress(feed="live"), ledger=_entries(5)), journal="j")
+
+    with pytest.raises(CheckpointFormatError, match="4 ledger lines, the header says 5"):
+        decode_snapshot(data.rsplit(b"\n", 2)[0] + b"\n", where="t")
+
+
+def test_replaying_the_journal_applies_commits_and_prunes_in_order_and_skips_seals():
+    start = Checkpoint(progress=FeedProgress(feed="live"), ledger=_entries(2))
+    first = FeedProgress(feed="live", high_water_mark=T0)
+    later = FeedProgress(feed="live", high_water_mark=T0 + timedelta(hours=1))
+    new = Decision("n" * 32, LedgerEntry(epoch_ms(T0) + 10, "Delivered", 0), previous_status=None)
+    journal = (
+        encode_journal_line(first, [LedgerChange(committed=(new,))])
+        + seal_line("journal/live/next.jsonl")
+        + encode_journal_line(later, [LedgerChange(prune_before=T0 + timedelta(milliseconds=5))])
+    )
+
+    replayed, sealed = replay_journal(start, journal, where="t")
+
+    assert replayed.progress == later
+    assert dict(replayed.ledger) == {new.key: new.entry}
+    assert not sealed
+    assert replay_journal(start, journal + seal_line("x"), where="t")[1]
+
+
+def test_a_journal_is_compacted_once_it_outgrows_its_snapshot_or_the_append_blob_limits():
+    due = functools.partial(compaction_due, minimum_bytes=1_000)
+
+    assert not due(journal_bytes=500, journal_blocks=3, snapshot_bytes=100, next_line=100)
+    assert due(journal_bytes=950, journal_blocks=3, snapshot_bytes=100, next_line=100)
+    assert not due(journal_bytes=5_000, journal_blocks=3, snapshot_bytes=9_000, next_line=100)
+    assert due(journal_bytes=0, journal_blocks=JOURNAL_MAX_BLOCKS - 1, snapshot_bytes=9_000, next_line=1)
+    assert due(journal_bytes=0, journal_blocks=0, snapshot_bytes=10**9, next_line=MAX_JOURNAL_LINE + 1)
