@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from connector.errors import CheckpointFormatError
-from connector.ledger import Decision, DedupLedger, LedgerChange, LedgerEntry
+from connector.ledger import Decision, DedupLedger, LedgerChange, LedgerEntry, PackedEntries
 from connector.mapping import format_datetime, parse_datetime
 from connector.report import LAST_RUN_FIELDS
 from connector.state import Checkpoint, FeedProgress, IntentEntry, LastRun, PendingBatch
@@ -233,7 +233,7 @@ def _decode_progress(document: dict[str, Any]) -> FeedProgress:
     )
 
 
-def _json_object(data: bytes, where: str) -> dict[str, Any]:
+def _json_object(data: bytes | bytearray, where: str) -> dict[str, Any]:
     try:
         document = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -252,14 +252,15 @@ def decode_checkpoint(data: bytes, *, where: str) -> Checkpoint:
     return decode_snapshot(data, where=where)[0]
 
 
-def decode_snapshot(data: bytes, *, where: str) -> tuple[Checkpoint, str | None]:
+def decode_snapshot(data: bytes | bytearray, *, where: str) -> tuple[Checkpoint, str | None]:
     """Parse a stored checkpoint: format 1 (one JSON document), or a format 2 snapshot and its journal's name.
 
     Raises:
         CheckpointFormatError: not JSON, a newer format, or fields of the wrong shape.
     """
-    head, newline, body = data.partition(b"\n")
-    document = _json_object(head if newline else data, where)
+    # No partition: a second copy of a 33 MB snapshot's body would double the load's peak memory.
+    end = data.find(b"\n")
+    document = _json_object(data if end < 0 else data[:end], where)
     version = document.get("format_version")
     if version not in (FORMAT_VERSION, SNAPSHOT_VERSION):
         raise CheckpointFormatError(
@@ -268,6 +269,7 @@ def decode_snapshot(data: bytes, *, where: str) -> tuple[Checkpoint, str | None]
             "Upgrade the connector, or move the blob aside to start over (rows already stored stay)."
         )
     try:
+        ledger: Mapping[str, LedgerEntry]
         if version == FORMAT_VERSION:
             ledger = {
                 str(key): LedgerEntry(received_ms=int(value[0]), status=str(value[1]), revision=int(value[2]))
@@ -275,7 +277,7 @@ def decode_snapshot(data: bytes, *, where: str) -> tuple[Checkpoint, str | None]
             }
             journal = None
         else:
-            ledger = _decode_ledger_lines(body)
+            ledger = _decode_ledger_lines(data, len(data) if end < 0 else end + 1)
             if len(ledger) != int(document["ledger_entries"]):
                 raise ValueError(f"{len(ledger)} ledger lines, the header says {document['ledger_entries']}")
             journal = str(document["journal"]) or None
@@ -326,15 +328,21 @@ def journal_prefix(feed: str) -> str:
 
 
 def encode_snapshot(checkpoint: Checkpoint, *, journal: str) -> bytes:
-    """The format 2 snapshot: a header line naming ``journal``, then one ledger entry per line.
+    """The format 2 snapshot: a header line naming ``journal``, then one ledger entry per line."""
+    return b"".join(iter_snapshot(checkpoint, journal=journal))
 
-    Built in chunks so a large ledger never exists as one big Python structure besides itself.
+
+def iter_snapshot(checkpoint: Checkpoint, *, journal: str) -> Iterator[bytes]:
+    """:func:`encode_snapshot` in pieces of about 600 KB, so a large ledger is never held twice.
+
+    The store uploads the pieces as they are made: with a 500 k-entry ledger, the 33 MB
+    snapshot and the lines it is built from would otherwise sit beside the ledger itself.
     """
     header = _progress_document(checkpoint.progress)
     header["format_version"] = SNAPSHOT_VERSION
     header["journal"] = journal
     header["ledger_entries"] = len(checkpoint.ledger)
-    chunks = [_json_bytes(header), b"\n"]
+    yield _json_bytes(header) + b"\n"
     statuses: dict[str, str] = {}
     lines: list[str] = []
     for key, entry in checkpoint.ledger.items():
@@ -343,22 +351,28 @@ def encode_snapshot(checkpoint: Checkpoint, *, journal: str) -> bytes:
             status = statuses[entry.status] = json.dumps(entry.status, ensure_ascii=False)
         lines.append(f'["{key}",{entry.received_ms},{status},{entry.revision}]\n')
         if len(lines) >= 8192:
-            chunks.append("".join(lines).encode("utf-8", "backslashreplace"))
+            yield "".join(lines).encode("utf-8", "backslashreplace")
             lines.clear()
-    chunks.append("".join(lines).encode("utf-8", "backslashreplace"))
-    return b"".join(chunks)
+    if lines:
+        yield "".join(lines).encode("utf-8", "backslashreplace")
 
 
-def _decode_ledger_lines(body: bytes) -> dict[str, LedgerEntry]:
-    ledger: dict[str, LedgerEntry] = {}
-    statuses: dict[str, str] = {}
-    for line in body.splitlines():
-        if not line:
-            continue
-        key, received_ms, status, revision = json.loads(line)
-        # One string object per status: 500 k entries hold a handful of distinct values.
-        shared = statuses.setdefault(status, str(status))
-        ledger[str(key)] = LedgerEntry(received_ms=int(received_ms), status=shared, revision=int(revision))
+def _decode_ledger_lines(data: bytes | bytearray, start: int) -> PackedEntries:
+    """The ledger lines of ``data`` from ``start``, read one at a time (no list of 500 k lines)."""
+    ledger = PackedEntries()
+    put = ledger._put  # noqa: SLF001 - building the entries a ledger then takes over
+    size = len(data)
+    while start < size:
+        end = data.find(b"\n", start)
+        if end < 0:
+            end = size
+        if end > start:
+            key, received_ms, status, revision = json.loads(data[start:end])
+            put(
+                str(key),
+                LedgerEntry(received_ms=int(received_ms), status=str(status), revision=int(revision)),
+            )
+        start = end + 1
     return ledger
 
 
@@ -389,14 +403,13 @@ def seal_line(next_journal: str) -> bytes:
 def replay_journal(checkpoint: Checkpoint, data: bytes, *, where: str) -> tuple[Checkpoint, bool]:
     """The state after applying every line of the journal ``data`` to the snapshot ``checkpoint``.
 
-    Takes over ``checkpoint.ledger`` (a dict from :func:`decode_snapshot`) instead of copying
-    it. Also says whether the journal's last line is a seal (a compaction was under way).
+    Takes over ``checkpoint.ledger`` (the packed entries :func:`decode_snapshot` returns)
+    instead of copying it. Also says whether the journal's last line is a seal (a compaction was under way).
 
     Raises:
         CheckpointFormatError: a line is not a journal record.
     """
-    entries = checkpoint.ledger if isinstance(checkpoint.ledger, dict) else dict(checkpoint.ledger)
-    ledger = DedupLedger(entries)
+    ledger = DedupLedger(checkpoint.ledger)
     progress = checkpoint.progress
     sealed = False
     for number, line in enumerate(data.splitlines(), start=1):

@@ -15,10 +15,11 @@ import logging
 import os
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO, cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -29,7 +30,7 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.storage.blob import BlobClient, ContainerClient, ContentSettings
+from azure.storage.blob import BlobClient, ContainerClient, ContentSettings, StorageStreamDownloader
 
 from connector.checkpoint import (
     JOURNAL_MIN_BYTES,
@@ -38,7 +39,7 @@ from connector.checkpoint import (
     decode_snapshot,
     encode_checkpoint,
     encode_journal_line,
-    encode_snapshot,
+    iter_snapshot,
     journal_prefix,
     replay_journal,
     seal_line,
@@ -86,6 +87,26 @@ def _blob_name(feed: str) -> str:
 
 
 _LOAD_ATTEMPTS = 3
+
+
+class _Filler:
+    """A writable that fills one preallocated buffer (what ``readinto`` needs, nothing more)."""
+
+    def __init__(self, size: int) -> None:
+        self.buffer = bytearray(size)
+        self._at = 0
+
+    def write(self, chunk: bytes) -> int:
+        self.buffer[self._at : self._at + len(chunk)] = chunk
+        self._at += len(chunk)
+        return len(chunk)
+
+
+def _read_whole(downloader: StorageStreamDownloader[bytes]) -> bytearray:
+    """The blob's bytes in one buffer: ``readall`` copies a 33 MB snapshot once more at the end."""
+    filler = _Filler(downloader.size)
+    downloader.readinto(cast(IO[bytes], filler))  # only write() is called (one connection, in order)
+    return filler.buffer
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +194,7 @@ class BlobCheckpointStore:
         for _ in range(_LOAD_ATTEMPTS):
             try:
                 downloader = blob.download_blob()
-                data = downloader.readall()
+                data = _read_whole(downloader)
             except ResourceNotFoundError:
                 return None
             except AzureError as err:
@@ -294,24 +315,34 @@ class BlobCheckpointStore:
         feed = checkpoint.progress.feed
         blob = self._container.get_blob_client(_blob_name(feed))
         journal = f"{journal_prefix(feed)}{uuid.uuid4().hex}.jsonl"
-        data = encode_snapshot(checkpoint, journal=journal)
+        written = [0]
+
+        def snapshot() -> Iterator[bytes]:
+            # Streamed: the SDK stages 4 MiB blocks and commits them under the ETag condition,
+            # so a large snapshot is never held in memory whole; uncommitted blocks are invisible.
+            for piece in iter_snapshot(checkpoint, journal=journal):
+                written[0] += len(piece)
+                yield piece
+
         try:
             self._container.get_blob_client(journal).create_append_blob()
         except AzureError as err:
-            raise storage_error(f"cannot write checkpoint {safe_url(blob.url)} (creating its journal)", err) from err
+            raise storage_error(
+                f"cannot write checkpoint {safe_url(blob.url)} (creating its journal)", err
+            ) from err
         if version is not None and version.journal:
             self._append(feed, version.journal, seal_line(journal), version.journal_bytes)
         try:
             if version is None:
                 result = blob.upload_blob(
-                    data,
+                    snapshot(),
                     overwrite=True,
                     match_condition=MatchConditions.IfMissing,
                     content_settings=ContentSettings(content_type="application/x-ndjson"),
                 )
             else:
                 result = blob.upload_blob(
-                    data,
+                    snapshot(),
                     overwrite=True,
                     etag=version.snapshot_etag,
                     match_condition=MatchConditions.IfNotModified,
@@ -330,7 +361,7 @@ class BlobCheckpointStore:
         except AzureError as err:
             raise storage_error(f"cannot write checkpoint {safe_url(blob.url)}", err) from err
         self._delete_journals(feed, keep=journal)
-        return _Version(str(result["etag"]), journal, 0, 0, len(data)).token()
+        return _Version(str(result["etag"]), journal, 0, 0, written[0]).token()
 
     def _delete_journals(self, feed: str, *, keep: str | None) -> None:
         """Best effort: journals a compaction replaced (a failure leaves them for the next one)."""

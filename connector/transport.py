@@ -61,6 +61,7 @@ CA_BUNDLE_HINT = (
 CONNECT_TIMEOUT_SECONDS = 10.0
 """The longest any client waits to open a connection; a host that answers at all does so in far less."""
 CONNECT_RETRIES = 2
+BLOB_GET_BYTES = 4 << 20
 """Retries of a connection that could not be opened (DNS, refused, TLS, connect timeout)."""
 
 
@@ -201,6 +202,10 @@ def blob_options(settings: Settings) -> dict[str, Any]:
         "read_timeout": read,
         "retry_connect": CONNECT_RETRIES,
         "initial_backoff": settings.http_retry_backoff_seconds,
+        # Downloads in 4 MiB pieces: the default first GET of 32 MiB is held twice (the HTTP
+        # answer and the SDK's copy) beside the buffer a large checkpoint is read into.
+        "max_single_get_size": BLOB_GET_BYTES,
+        "max_chunk_get_size": BLOB_GET_BYTES,
         **tls_options(settings.ca_bundle),
     }
 
