@@ -1,26 +1,32 @@
-"""Logs Ingestion sink: one batch → one ``azure-monitor-ingestion`` upload, failures reported per row.
+"""Logs Ingestion sink: one batch → one request, its body the batcher's bytes gzipped once.
+
+The rows are not handed to the SDK as a list (it would ``json.dumps`` each one again
+to cut 1 MiB chunks, then the chunk again for the body): the sink joins the bytes the
+batcher sized the rows by (:mod:`connector.batching`), gzips them once and passes the
+result to ``LogsIngestionClient.upload`` as a stream, which the SDK (1.1.0) sends as
+it is, with ``Content-Encoding: gzip`` because it starts with the gzip magic number.
+One batch is therefore exactly one request: accepted whole or refused whole, and a
+refused request reports every row of it failed.
 
 The SDK retries through azure-core (Retry-After honoured; POST retried on 500/503/504
 and on any status with Retry-After), so no second retry layer is put around it; its
 policy (:class:`~connector.transport.DeadlineRetryPolicy`) stops instead of waiting
 past the run's budget: a 429 then ends the run as throttled, another status as an outage.
-``on_error`` collects failed chunks instead of letting the SDK raise after it may
-already have sent earlier chunks: the sync loop then knows exactly which rows are
-stored. Service errors become one :class:`~connector.errors.SinkError` that says
+Service errors become one :class:`~connector.errors.SinkError` that says
 what to fix.
 
 Any 2xx means the rows were accepted. The service documents 204, and the SDK
 (1.1.0, ``_upload``: ``if response.status_code not in [204]``) raises
-``HttpResponseError`` for every other status, 200 and 202 included, which reaches
-``on_error`` like a refusal. Counting such a chunk as failed would leave its stored
+``HttpResponseError`` for every other status, 200 and 202 included. Counting such a chunk as failed would leave its stored
 rows uncommitted, and the next run would send them again as duplicates.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import zlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from azure.core.exceptions import (
     AzureError,
@@ -28,8 +34,9 @@ from azure.core.exceptions import (
     HttpResponseError,
     ServiceRequestError,
 )
-from azure.monitor.ingestion import LogsIngestionClient, LogsUploadError
+from azure.monitor.ingestion import LogsIngestionClient
 
+from connector.batching import request_body
 from connector.errors import (
     AuthenticationError,
     ConnectorError,
@@ -126,13 +133,23 @@ def _is_token_refused(error: Exception) -> bool:
 ClientFactory = Callable[[bool], LogsIngestionClient]
 
 
+# zlib's default level, as the SDK used for its chunks; wbits 16+15 writes a gzip stream.
+GZIP_LEVEL = 6
+
+
+def gzip_body(body: bytes) -> bytes:
+    """``body`` as one gzip member (what ``Content-Encoding: gzip`` announces)."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return compressor.compress(body) + compressor.flush()
+
+
 class LogsIngestionSink:
     """Implements :class:`connector.ports.RowSink` with ``LogsIngestionClient.upload``.
 
     ``client_factory(fresh)`` builds the SDK client; ``fresh=True`` asks for a new
     credential. azure-core renews a token only before it expires, not when the
     service refuses it, so on a 401 the sink rebuilds the client once and resends
-    just the refused rows.
+    the same body.
     """
 
     def __init__(self, client_factory: ClientFactory, *, rule_id: str, stream_name: str) -> None:
@@ -146,40 +163,38 @@ class LogsIngestionSink:
         """Close the SDK client's transport."""
         self._client.close()
 
-    def _send(self, logs: list[Any]) -> list[LogsUploadError]:
-        failures: list[LogsUploadError] = []
+    def _send(self, compressed: bytes) -> Exception | None:
+        """One request with ``compressed`` as its body; the error if the rows were not taken."""
         self.uploads += 1
         try:
-            self._client.upload(
-                rule_id=self._rule_id, stream_name=self._stream, logs=logs, on_error=failures.append
-            )
-        except AzureError as err:  # raised before any chunk was sent (e.g. the request could not be built)
-            failures.append(LogsUploadError(error=err, failed_logs=logs))
-        refused = [failure for failure in failures if not _is_accepted(failure.error)]
-        if len(refused) < len(failures):
-            logger.info(
-                "logs ingestion answered a 2xx other than 204 for %d rows; counted as stored",
-                sum(len(failure.failed_logs) for failure in failures if _is_accepted(failure.error)),
-            )
-        return refused
+            # A seekable stream: the SDK sends it as is (gzip detected from its first bytes), and
+            # azure-core's retry policy rewinds it before sending it again.
+            self._client.upload(rule_id=self._rule_id, stream_name=self._stream, logs=io.BytesIO(compressed))
+        except (AzureError, WaitBeyondDeadline) as err:
+            if _is_accepted(err):
+                logger.info("logs ingestion answered a 2xx other than 204; counted as stored")
+                return None
+            return err
+        return None
 
     def upload(self, rows: Sequence[Mapping[str, object]]) -> UploadResult:
-        """Upload ``rows`` (sized by the batcher to be one request) and report what failed."""
-        logs: list[Any] = list(rows)
-        failures = self._send(logs)
-        if failures and all(_is_token_refused(failure.error) for failure in failures):
+        """Upload ``rows`` (sized by the batcher to be one request) and report what failed.
+
+        The failure is all or nothing: one request carries every row.
+        """
+        if not rows:
+            return UploadResult()
+        compressed = gzip_body(request_body(rows))
+        error = self._send(compressed)
+        if error is not None and _is_token_refused(error):
             logger.warning("logs ingestion refused the access token (401); renewing the credential once")
             self._client.close()
             self._client = self._factory(True)
-            failures = self._send([log for failure in failures for log in failure.failed_logs])
-        if not failures:
+            error = self._send(compressed)
+        if error is None:
             return UploadResult()
-        failed_ids = {id(log) for failure in failures for log in failure.failed_logs}
-        failed = frozenset(index for index, log in enumerate(logs) if id(log) in failed_ids)
-        logger.warning("logs ingestion refused %d of %d rows", len(failed), len(logs))
+        logger.warning("logs ingestion refused %d of %d rows", len(rows), len(rows))
         return UploadResult(
-            failed_indexes=failed,
-            error=describe_ingestion_error(
-                failures[0].error, rule_id=self._rule_id, stream=self._stream, rows=len(failed)
-            ),
+            failed_indexes=frozenset(range(len(rows))),
+            error=describe_ingestion_error(error, rule_id=self._rule_id, stream=self._stream, rows=len(rows)),
         )

@@ -634,7 +634,7 @@ class FeedSync:
             run.state.progress, pending_batch=intent_for(decisions, batch.rows, self._clock())
         )
         self._save(run)
-        result = self._ports.sink.upload(batch.rows)
+        result = self._ports.sink.upload(batch.payload())
         accepted = tuple(
             decision for index, decision in enumerate(decisions) if index not in result.failed_indexes
         )

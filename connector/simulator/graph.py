@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import hashlib
 import json
 import math
@@ -178,8 +179,30 @@ def _key(trace_id: str, recipient: str) -> tuple[str, str]:
     return trace_id.lower(), recipient.lower()
 
 
+_ONE_MICROSECOND = timedelta(microseconds=1)
+
+# A row's place in answers: newest first (negated microseconds), ties by (id, recipient lower-cased),
+# then its store key (never compared: (id, recipient) is unique).
+_Order = tuple[int, str, str, tuple[str, str]]
+
+
+def _micros(value: datetime) -> int:
+    return (value - _EPOCH_MIN) // _ONE_MICROSECOND
+
+
+def _order_of(key: tuple[str, str], trace: _TraceRow) -> _Order:
+    data = trace.data
+    return (-_micros(trace.received), str(data["id"]), str(data["recipientAddress"]).lower(), key)
+
+
 class MessageTraceStore:
     """Thread-safe store of trace rows with visibility and status history.
+
+    A time index keeps a page request at O(log n + page + rows not yet visible) rather
+    than a scan of every stored row, so the simulator is not what limits a benchmark of
+    the connector: ``_order`` holds every row in answer order (sorted lazily after adds),
+    ``_by_visible`` every row by the time it becomes visible, so the rows still hidden at
+    a request's ``now`` are a suffix of it.
 
     Args:
         clock: the simulator's data clock (aware UTC).
@@ -191,6 +214,9 @@ class MessageTraceStore:
         self._clock = clock
         self.publication_delay = publication_delay
         self._rows: dict[tuple[str, str], _TraceRow] = {}
+        self._order: list[_Order] = []
+        self._by_visible: list[tuple[int, _Order]] = []
+        self._sorted = True
         self._lock = threading.RLock()
 
     def add(
@@ -238,6 +264,10 @@ class MessageTraceStore:
                 seen.add(key)
             for key, trace in prepared:
                 self._rows[key] = trace
+                order = _order_of(key, trace)
+                self._order.append(order)
+                self._by_visible.append((_micros(trace.visible_at), order))
+            self._sorted = not prepared and self._sorted
         return len(prepared)
 
     def set_status(self, trace_id: str, recipient: str, status: str, at: datetime | None = None) -> None:
@@ -266,6 +296,7 @@ class MessageTraceStore:
         with self._lock:
             for trace in self._rows.values():
                 trace.visible_at = _EPOCH_MIN
+            self._by_visible = [(_micros(_EPOCH_MIN), order) for _, order in self._by_visible]
 
     def rows(self, visible_only: bool = False) -> list[dict[str, Any]]:
         """Copies of the rows with their status as of now, oldest first."""
@@ -284,18 +315,48 @@ class MessageTraceStore:
         """Remove every row."""
         with self._lock:
             self._rows.clear()
+            self._order.clear()
+            self._by_visible.clear()
+            self._sorted = True
 
     def query(self, start: datetime, end: datetime, now: datetime) -> list[tuple[dict[str, Any], str]]:
         """Visible rows with start <= received <= end, newest first, with status at ``now``."""
+        rows, _ = self.page(start, end, now, offset=0, top=None)
+        return rows
+
+    def page(
+        self, start: datetime, end: datetime, now: datetime, *, offset: int, top: int | None
+    ) -> tuple[list[tuple[dict[str, Any], str]], int]:
+        """``top`` of :meth:`query`'s rows from ``offset`` on (None: all), and how many it holds in all."""
+        first, last = -_micros(end), -_micros(start)
         with self._lock:
-            hits = [
-                trace
-                for trace in self._rows.values()
-                if trace.visible_at <= now and start <= trace.received <= end
-            ]
-            hits.sort(key=lambda t: (str(t.data["id"]), str(t.data["recipientAddress"]).lower()))
-            hits.sort(key=lambda t: t.received, reverse=True)
-            return [(dict(trace.data), trace.status_at(now)) for trace in hits]
+            if not self._sorted:
+                self._order.sort()
+                self._by_visible.sort()
+                self._sorted = True
+            order = self._order
+            low = bisect.bisect_left(order, (first,))
+            high = bisect.bisect_left(order, (last + 1,))
+            # Rows in range that are not visible yet: skipped positions, in answer order.
+            hidden_from = bisect.bisect_left(self._by_visible, (_micros(now) + 1,))
+            hidden = sorted(
+                bisect.bisect_left(order, item, low, high)
+                for _, item in self._by_visible[hidden_from:]
+                if first <= item[0] <= last
+            )
+            position = low + offset
+            for index in hidden:  # the offset-th visible row comes after every hidden row before it
+                if index > position:
+                    break
+                position += 1
+            skip = set(hidden)
+            chosen: list[tuple[dict[str, Any], str]] = []
+            while position < high and (top is None or len(chosen) < top):
+                if position not in skip:
+                    trace = self._rows[order[position][3]]
+                    chosen.append((dict(trace.data), trace.status_at(now)))
+                position += 1
+            return chosen, high - low - len(hidden)
 
 
 class SlidingWindowQuota:
@@ -549,9 +610,9 @@ class GraphServer(SimulatedHttpServer):
             use_pascal = self.status_case == "pascal" or (
                 self.status_case == "mixed" and self._responses % 2 == 0
             )
-        hits = self.store.query(start, end, now)
+        hits, total = self.store.page(start, end, now, offset=offset, top=top)
         values: list[dict[str, Any]] = []
-        for data, status in hits[offset : offset + top]:
+        for data, status in hits:
             shown = status if (status != "recalled" or include_unknown) else "unknownFutureValue"
             if use_pascal:
                 shown = pascal(shown)
@@ -562,7 +623,7 @@ class GraphServer(SimulatedHttpServer):
         }
         if request.fault == "loop" or looping:
             body["@odata.nextLink"] = self._next_link(request, canonical, top, offset, loop=True)
-        elif offset + top < len(hits):
+        elif offset + top < total:
             link = self._next_link(request, canonical, top, offset + top, loop=False)
             if request.fault == "bad_skiptoken":
                 link = re.sub(r"(\$skiptoken=)[^&]+", r"\1%21corrupt%21", link)

@@ -11,15 +11,59 @@ def rows(count, subject_len=100):
 
 
 class TestBodySize:
-    def test_body_size_equals_the_sdk_serialisation(self):
+    def test_body_size_is_the_compact_json_array_sent(self):
         sample = rows(7)
 
-        assert body_size(sample) == len(json.dumps(sample).encode("utf-8"))
+        assert body_size(sample) == len(json.dumps(sample, separators=(",", ":")).encode("utf-8"))
 
     def test_unicode_is_measured_escaped_as_sent(self):
         sample = [{"Subject": "日本語"}]
 
-        assert body_size(sample) == len(json.dumps(sample))
+        assert body_size(sample) == len(json.dumps(sample, separators=(",", ":")))
+
+
+class TestEncodedOnce:
+    def test_the_body_is_the_bytes_each_row_was_sized_by(self):
+        batcher = Batcher()
+        for index, row in enumerate(rows(3)):
+            batcher.add(row, index)
+        batch = batcher.flush()
+        assert batch is not None
+        batch.rows[0] = {
+            "MessageTraceId": "changed after batching"
+        }  # not serialised again: still the old bytes
+
+        body = batch.payload().body()
+
+        assert json.loads(body) == rows(3)
+        assert len(body) == batch.size_bytes
+
+    def test_a_selected_sub_batch_keeps_its_rows_bytes_and_exact_size(self):
+        batcher = Batcher()
+        for index, row in enumerate(rows(5)):
+            batcher.add(row, index)
+        batch = batcher.flush()
+        assert batch is not None
+
+        part = batch.select([3, 1])
+
+        assert json.loads(part.payload().body()) == [rows(5)[1], rows(5)[3]]
+        assert part.tags == [1, 3]
+        assert len(part.payload().body()) == part.size_bytes
+
+    def test_rows_sized_to_the_budget_fill_one_batch_exactly(self):
+        row = {"MessageTraceId": "x" * 80}
+        per_row = body_size([row]) - 2
+        budget = 2 + 10 * per_row + 9
+        batcher = Batcher(budget_bytes=budget)
+
+        fulls = [batcher.add(dict(row), index) for index in range(10)]
+        last = batcher.flush()
+
+        assert fulls == [None] * 10
+        assert last is not None
+        assert len(last) == 10
+        assert last.size_bytes == budget
 
 
 class TestBatcher:
