@@ -41,9 +41,9 @@ for the last run t_p before s_1, and every record visible before t_p was in t_p'
 own window (the old guarantee), so records visible after t_p have r >= t_p - O.
 
 A pass needs no clock: it is paced by the high-water mark (:func:`deep_chunk`), so
-it spans about FULL_REREAD_MINUTES of feed progress, and a record published later
-than L + S after it was received (or a status change) is stored within about
-that much of being visible. The dedup ledger must hold every entry a later read
+it spans about FULL_REREAD_MINUTES (F) of feed progress, and a record published
+later than L + S after it was received (or a status change) is stored within about
+2F of being visible (the next pass starts within F, and reaches it within F). The dedup ledger must hold every entry a later read
 can reach: the oldest is min(cursor, b_j - O) (:func:`deep_floor`).
 """
 
