@@ -43,8 +43,9 @@ own window (the old guarantee), so records visible after t_p have r >= t_p - O.
 A pass needs no clock: it is paced by the high-water mark (:func:`deep_chunk`), so
 it spans about FULL_REREAD_MINUTES (F) of feed progress, and a record published
 later than L + S after it was received (or a status change) is stored within about
-2F of being visible (the next pass starts within F, and reaches it within F). The dedup ledger must hold every entry a later read
-can reach: the oldest is min(cursor, b_j - O) (:func:`deep_floor`).
+2F of being visible (the next pass starts within F, and reaches it within F).
+The dedup ledger must hold every entry a later read can reach: the oldest is
+min(cursor, b_j - O) (:func:`deep_floor`).
 """
 
 from __future__ import annotations
