@@ -17,6 +17,8 @@ absence as 0)::
      "possible_duplicates_total": 0, "stalled_runs": 2 (only when not 0),
      "waiting_for_permission_since": "...Z" (only while Graph answers the service-principal 401),
      "discovered_domains": {"domains": ["contoso.com", ...], "fetched_at": "...Z"} (once Graph listed them),
+     "deep_reread": {"cursor": "...Z", "end": "...Z"} (the live feed's deep re-read in progress;
+         absent in documents written before the tiers: read as "a new pass is due"),
      "pending_batch": {"created": "...Z", "rows": [[key, received_ms, status, revision, RowId]]} | null}
 
 The intent (``pending_batch``) holds each row's ``RowId``, never a trace id: with a trace
@@ -39,6 +41,7 @@ from connector.mapping import format_datetime, parse_datetime
 from connector.report import LAST_RUN_FIELDS
 from connector.state import Checkpoint, FeedProgress, IntentEntry, LastRun, PendingBatch
 from connector.tenant_domains import DiscoveredDomains
+from connector.windows import DeepPass
 
 FORMAT_VERSION = 1
 LIVE_FEED = "live"
@@ -116,6 +119,11 @@ def _progress_document(progress: FeedProgress) -> dict[str, Any]:
         document["discovered_domains"] = {
             "domains": list(progress.discovered_domains.domains),
             "fetched_at": format_datetime(progress.discovered_domains.fetched_at),
+        }
+    if progress.deep_reread is not None:
+        document["deep_reread"] = {
+            "cursor": format_datetime(progress.deep_reread.cursor),
+            "end": format_datetime(progress.deep_reread.end),
         }
     return document
 
@@ -196,6 +204,15 @@ def _discovered_domains(value: object) -> DiscoveredDomains | None:
     )
 
 
+def _deep_reread(value: object) -> DeepPass | None:
+    """The deep re-read in progress; absent before the tiers (then a new pass is due)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"deep_reread must be an object with cursor and end, got {value!r}")
+    return DeepPass(cursor=parse_datetime(str(value["cursor"])), end=parse_datetime(str(value["end"])))
+
+
 def _last_run(value: object) -> LastRun | None:
     """The stored summary: known fields kept (newer versions may add some), types checked."""
     if not value:
@@ -229,6 +246,7 @@ def _decode_progress(document: dict[str, Any]) -> FeedProgress:
         stalled_runs=int(document.get("stalled_runs") or 0),
         waiting_for_permission_since=_optional_time(document, "waiting_for_permission_since"),
         discovered_domains=_discovered_domains(document.get("discovered_domains")),
+        deep_reread=_deep_reread(document.get("deep_reread")),
         pending_batch=None if not pending else _decode_pending(pending),
     )
 

@@ -65,6 +65,10 @@ class RunReport(RunCounters):
     high_water_mark_after: datetime | None = None
     ledger_entries: int = 0
     unrecoverable: timedelta = timedelta(0)
+    lookback: str | None = None
+    """Which live tier ran: ``short`` (main window), ``short+deep`` (and a deep re-read chunk), ``overlap`` (no tiers)."""
+    deep_window: Window | None = None
+    """The deep re-read chunk this run read, if any."""
     domains: str | None = None
     """Where this run's local domains came from (:func:`connector.tenant_domains.choose_local_domains`)."""
     error: ConnectorError | None = field(default=None, repr=False)
@@ -115,6 +119,9 @@ def report_fields(report: RunReport) -> dict[str, object]:
         "high_water_mark_before": _time(report.high_water_mark_before),
         "high_water_mark": _time(report.high_water_mark_after),
         **{counter.name: getattr(report, counter.name) for counter in COUNTER_FIELDS},
+        "lookback": report.lookback,
+        "deep_window_start": None if report.deep_window is None else _time(report.deep_window.start),
+        "deep_window_end": None if report.deep_window is None else _time(report.deep_window.end),
         "ledger_entries": report.ledger_entries,
         "unrecoverable_hours": round(report.unrecoverable.total_seconds() / 3600, 2),
         "domains": report.domains,

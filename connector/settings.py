@@ -30,6 +30,7 @@ from connector.subjects import KEEP_SUBJECTS, KEY_FORMAT, SubjectMode, SubjectPo
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMER_SCHEDULE = "0 */5 * * * *"
+DEFAULT_SHORT_LOOKBACK = timedelta(minutes=10)
 GRAPH_RETENTION = timedelta(days=90)
 GRAPH_MAX_WINDOW = timedelta(days=10)
 
@@ -118,6 +119,10 @@ class Settings:
     """Send one ``MessageTraceHealth_CL`` row per run (``HEALTH_ROWS``)."""
     health_stream_name: str = "Custom-MessageTraceHealth"
     """The DCR stream of the health rows (``HEALTH_STREAM_NAME``)."""
+    short_lookback: timedelta = DEFAULT_SHORT_LOOKBACK
+    """What every live run re-reads before its high-water mark (``SHORT_LOOKBACK_MINUTES``)."""
+    full_reread: timedelta = timedelta(minutes=60)
+    """How much feed progress one deep re-read of the overlap spans (``FULL_REREAD_MINUTES``)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -212,6 +217,7 @@ class Settings:
             if discover_domains
             else reader.required("LOCAL_DOMAINS", _domain_list)
         )
+        overlap = reader.optional("OVERLAP_LOOKBACK_MINUTES", timedelta(minutes=60), _minutes(0, 7 * 24 * 60))
         settings = cls(
             credentials=credentials,
             graph_auth_mode=graph_mode,
@@ -225,9 +231,7 @@ class Settings:
             dcr_stream_name=reader.optional("DCR_STREAM_NAME", "Custom-EmailEvents", _stream_name),
             ingestion_scope=reader.optional("INGESTION_SCOPE", "https://monitor.azure.com/.default", _scope),
             checkpoint=checkpoint,
-            overlap_lookback=reader.optional(
-                "OVERLAP_LOOKBACK_MINUTES", timedelta(minutes=60), _minutes(0, 7 * 24 * 60)
-            ),
+            overlap_lookback=overlap,
             settle_delay=reader.optional("SETTLE_DELAY_MINUTES", timedelta(minutes=2), _minutes(0, 120)),
             initial_lookback=reader.optional(
                 "INITIAL_LOOKBACK_HOURS",
@@ -266,6 +270,11 @@ class Settings:
             health_stream_name=reader.optional(
                 "HEALTH_STREAM_NAME", "Custom-MessageTraceHealth", _stream_name
             ),
+            # Unset, it is 10 minutes or the whole overlap if that is shorter (no tiers).
+            short_lookback=reader.optional(
+                "SHORT_LOOKBACK_MINUTES", min(DEFAULT_SHORT_LOOKBACK, overlap), _minutes(0, 7 * 24 * 60)
+            ),
+            full_reread=reader.optional("FULL_REREAD_MINUTES", timedelta(minutes=60), _minutes(5, 24 * 60)),
         )
         _refuse_contradictions(reader, settings)
         _refuse_national_clouds(reader, settings)
@@ -344,6 +353,14 @@ def _refuse_contradictions(reader: _Reader, settings: Settings) -> None:
             "INITIAL_LOOKBACK_HOURS",
             f"({settings.initial_lookback / timedelta(hours=1):g} h) must be at least OVERLAP_LOOKBACK_MINUTES "
             f"({settings.overlap_lookback / timedelta(minutes=1):g} min): raise it, or lower the overlap",
+        )
+    if settings.short_lookback > settings.overlap_lookback:
+        # Every run re-reads the short lookback; a deep re-read of a shorter overlap would be pointless.
+        reader.problem(
+            "SHORT_LOOKBACK_MINUTES",
+            f"({settings.short_lookback / timedelta(minutes=1):g} min) must be at most OVERLAP_LOOKBACK_MINUTES "
+            f"({settings.overlap_lookback / timedelta(minutes=1):g} min): lower it, or raise the overlap "
+            "(equal turns the tiers off: every run re-reads the whole overlap)",
         )
     if settings.health_rows and settings.health_stream_name == settings.dcr_stream_name:
         # Health rows in the mail stream would be refused (other columns) or, worse, counted as mail.

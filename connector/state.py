@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from connector.ledger import Decision, DedupLedger, LedgerChange, LedgerEntry
 from connector.tenant_domains import DiscoveredDomains
-from connector.windows import INITIAL_SLICE, Window, adapt_slice_span, split_slice_span
+from connector.windows import INITIAL_SLICE, DeepPass, Window, adapt_slice_span, split_slice_span
 
 LastRun = Mapping[str, object]
 """The last run's summary as the checkpoint keeps it (see :mod:`connector.report`)."""
@@ -83,6 +83,8 @@ class FeedProgress:
     """When Graph first answered the service-principal 401 (missing or still activating); None once it reads."""
     discovered_domains: DiscoveredDomains | None = None
     """The tenant's verified domains as last read from Graph (:mod:`connector.tenant_domains`); None before."""
+    deep_reread: DeepPass | None = None
+    """The live feed's deep re-read in progress (:mod:`connector.windows`); None: a new one is due."""
 
     @property
     def next_slice_span(self) -> timedelta:
@@ -107,7 +109,10 @@ class CommitRules:
     """How a finished slice moves progress: ledger retention and slice sizing."""
 
     keep_lookback: timedelta
-    """Committed entries received this long before the high-water mark stay: the span runs re-read."""
+    """Committed entries received this long before the high-water mark stay: the span runs re-read.
+
+    For the live feed, the longest: the deep re-read's (:func:`connector.windows.deep_floor`).
+    """
     target_records: int
     max_slice_span: timedelta
     max_pages_per_slice: int | None = None

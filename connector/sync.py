@@ -70,8 +70,11 @@ from connector.windows import (
     SliceReading,
     Window,
     WindowPlan,
+    deep_chunk,
+    deep_floor,
     next_slice,
     plan_backfill_window,
+    plan_deep_pass,
     plan_live_window,
 )
 
@@ -95,6 +98,15 @@ class SyncPolicy:
     subjects: SubjectPolicy = KEEP_SUBJECTS
     discover_domains: bool = False
     """Read the tenant's verified domains from Graph (daily, cached in the checkpoint) besides local_domains."""
+    short_lookback: timedelta | None = None
+    """What every live run re-reads before its high-water mark; None: the whole overlap (no deep re-read)."""
+    full_reread: timedelta = timedelta(minutes=60)
+    """Feed progress one deep re-read of the overlap is spread over (:func:`connector.windows.deep_chunk`)."""
+
+    @property
+    def tiered(self) -> bool:
+        """True when runs read a short lookback and the rest of the overlap by a deep re-read."""
+        return self.short_lookback is not None and self.short_lookback < self.overlap_lookback
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SyncPolicy:
@@ -111,6 +123,8 @@ class SyncPolicy:
             max_pages_per_slice=settings.max_pages_per_slice,
             subjects=settings.subjects,
             discover_domains=settings.discover_domains,
+            short_lookback=settings.short_lookback,
+            full_reread=settings.full_reread,
         )
 
     def commit_rules(self, keep_lookback: timedelta) -> CommitRules:
@@ -136,6 +150,8 @@ class _Run:
     outside_warnings: int = 0
     graph_refused: AuthenticationError | None = None
     """Entra refused a Graph token at domain discovery: the run fails with it on reaching Graph."""
+    reading_deep: bool = False
+    """The slices being read are the deep re-read's: each finished one moves its cursor."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,28 +200,84 @@ class FeedSync:
         )
 
     def run_live(self, lock: HeldLock | None = None) -> RunReport:
-        """Read from the high-water mark (minus the overlap) to now (minus the settle delay)."""
+        """Read from the high-water mark (minus the short lookback) to now (minus the settle delay).
+
+        Then, if the main window was read to its end, a chunk of the deep re-read
+        (:mod:`connector.windows` says why the two together miss nothing).
+        """
         report = RunReport(feed=LIVE_FEED, started=self._clock())
+        policy = self._policy
         try:
-            run = self._start(report, LIVE_FEED, lock, keep_lookback=self._policy.overlap_lookback)
+            run = self._start(report, LIVE_FEED, lock, keep_lookback=policy.overlap_lookback)
             if run is None:
                 return report
             progress = run.state.progress
+            deep = None
+            if not policy.tiered:
+                # Every run reads the whole overlap: a pass left from tiered runs would be stale if they return.
+                run.state.progress = progress = replace(progress, deep_reread=None)
+            elif policy.short_lookback is not None:
+                deep = plan_deep_pass(
+                    current=progress.deep_reread,
+                    high_water_mark=progress.high_water_mark,
+                    overlap_lookback=policy.overlap_lookback,
+                    short_lookback=policy.short_lookback,
+                    now=report.started,
+                    coverage_start=progress.coverage_start,
+                )
+                run.state.progress = progress = replace(progress, deep_reread=deep)
+                # The ledger keeps what any later read can reach: the deep re-read goes furthest back.
+                floor = deep_floor(deep, overlap_lookback=policy.overlap_lookback)
+                if floor is not None:
+                    keep = max(policy.overlap_lookback, report.started - policy.settle_delay - floor)
+                    run.rules = replace(run.rules, keep_lookback=keep)
             plan = plan_live_window(
                 high_water_mark=progress.high_water_mark,
                 now=report.started,
-                overlap_lookback=self._policy.overlap_lookback,
-                settle_delay=self._policy.settle_delay,
-                initial_lookback=self._policy.initial_lookback,
+                overlap_lookback=policy.short_lookback
+                if policy.tiered and policy.short_lookback is not None
+                else policy.overlap_lookback,
+                settle_delay=policy.settle_delay,
+                initial_lookback=policy.initial_lookback,
                 coverage_start=progress.coverage_start,
             )
             self._note_plan(report, plan)
+            report.lookback = "short" if policy.tiered else "overlap"
             if plan.window is not None and progress.coverage_start is None:
                 run.state.progress = replace(progress, coverage_start=plan.window.start)
-            self._run_window(run, plan.window)
+            self._run_window(run, plan.window, then=self._read_deep if deep is not None else None)
         except ConnectorError as err:
             report.fail(err)
         return report
+
+    def _read_deep(self, run: _Run) -> str | None:
+        """After a main window read to its end: this run's chunk of the deep re-read, if one is due."""
+        policy, progress = self._policy, run.state.progress
+        deep, mark = progress.deep_reread, progress.high_water_mark
+        if deep is None or mark is None or policy.short_lookback is None:
+            return None
+        chunk = deep_chunk(
+            deep,
+            high_water_mark=mark,
+            overlap_lookback=policy.overlap_lookback,
+            short_lookback=policy.short_lookback,
+            full_reread=policy.full_reread,
+        )
+        if chunk is None:
+            return None
+        run.report.lookback = "short+deep"
+        run.report.deep_window = chunk
+        logger.info(
+            "deep re-read of %s..%s (pass to %s)",
+            format_datetime(chunk.start),
+            format_datetime(chunk.end),
+            format_datetime(deep.end),
+        )
+        run.reading_deep = True
+        try:
+            return self._run_slices(run, chunk)
+        finally:
+            run.reading_deep = False
 
     def _note_stall(self, run: _Run) -> None:
         """Count runs that leave the high-water mark where it was while data is due; fail the third."""
@@ -336,12 +408,19 @@ class FeedSync:
                 format_datetime(plan.retention_floor),
             )
 
-    def _run_window(self, run: _Run, window: Window | None) -> None:
+    def _run_window(
+        self, run: _Run, window: Window | None, *, then: Callable[[_Run], str | None] | None = None
+    ) -> None:
+        """Read ``window``; if that ends with the feed up to date, ``then`` may read more (its outcome wins)."""
         report = run.report
         try:
             if run.graph_refused is not None:
                 raise run.graph_refused
             report.outcome = "up_to_date" if window is None else self._run_slices(run, window)
+            if then is not None and report.outcome in ("up_to_date", "completed"):
+                after = then(run)
+                if after is not None and after != "completed":
+                    report.outcome = after
         except ThrottledError as err:
             # Not a fault: the quota is shared and refills; what is committed stays committed.
             logger.warning("%s", err)
@@ -413,6 +492,11 @@ class FeedSync:
                 ),
                 run.rules,
             )
+            deep = run.state.progress.deep_reread
+            if run.reading_deep and deep is not None:
+                run.state.progress = replace(
+                    run.state.progress, deep_reread=replace(deep, cursor=current.end)
+                )
             logger.debug("slice %s..%s done: %d records", current.start, current.end, reading.records)
             self._tell_progress(window, current.end, run)
             if current.end >= window.end:

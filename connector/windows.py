@@ -5,9 +5,47 @@ closed on both ends and takes whole seconds, so every bound here is a whole
 second and consecutive slices share their boundary second; the dedup ledger makes
 the record that sits exactly on a boundary land once.
 
-A live run re-reads ``[high-water mark - overlap lookback, now - settle delay]``:
-the lookback catches records Microsoft publishes late (5-10 minutes) and status
-changes; the settle delay keeps ``end`` safely before Graph's "now".
+A live run reads ``[high-water mark - short lookback, now - settle delay]`` (the
+*main window*); the settle delay keeps ``end`` safely before Graph's "now". Records
+Microsoft publishes late and status changes inside the overlap are caught by the
+*deep re-read*: a pass over an older span of receive times, read a chunk per run
+after the main window (:func:`plan_deep_pass`, :func:`deep_chunk`). With the short
+lookback equal to the overlap there is no deep re-read: every run reads the whole
+overlap, as before the tiers.
+
+Why nothing is missed. Notation: O the overlap (``OVERLAP_LOOKBACK_MINUTES``), L
+the short lookback, S the settle delay, H_t the high-water mark when the run at
+time t starts (H only grows, and H_t <= t' - S for the run t' before t, since no
+window ends after its run's now - S). A record received at r becomes visible at
+v <= r + O (a status change: the key "becomes visible" again, with its new status,
+at the change c <= r + O; the argument is the same with v = c). Pass j is created
+at the start of the run at s_j, with the range ``[a_j, b_j]``: b_j = H_{s_j} - L,
+a_j = b_{j-1} - O (a_1 = H_{s_1} - O), never before the coverage start; it is read
+in chunks at runs >= s_j, and pass j+1 is created by the first run after pass j
+is read to its end. Let t be the first run at or after v.
+
+1. If H_t <= r + L: the main window of run t starts at H_t - L <= r, and its
+   slices are read in order from there at times >= t >= v. If the run stops before
+   r, no slice past r was finished, so H stays <= r and the next run starts its
+   window before r again; H cannot pass r before a slice holding r, read after v,
+   is finished. Caught.
+2. Otherwise r < H_t - L. Let j be the first pass created at a run s_j >= t. Its
+   reads happen at >= s_j >= v. b_j = H_{s_j} - L >= H_t - L > r. Pass j-1 was
+   created at a run s_{j-1} < t, so s_{j-1} < v (t is the first run at or after v),
+   and a_j = H_{s_{j-1}} - L - O <= s_{j-1} - S - L - O < v - O <= r. So
+   a_j <= r <= b_j: pass j reads r after it became visible. Caught.
+
+For j = 1 (no pass before: a new feed, or a checkpoint written before the tiers,
+whose runs read the whole overlap every time), a_1 = H_{s_1} - O <= t_p - S - O
+for the last run t_p before s_1, and every record visible before t_p was in t_p's
+own window (the old guarantee), so records visible after t_p have r >= t_p - O.
+
+A pass needs no clock: it is paced by the high-water mark (:func:`deep_chunk`), so
+it spans about FULL_REREAD_MINUTES (F) of feed progress, and a record published
+later than L + S after it was received (or a status change) is stored within about
+2F of being visible (the next pass starts within F, and reaches it within F).
+The dedup ledger must hold every entry a later read can reach: the oldest is
+min(cursor, b_j - O) (:func:`deep_floor`).
 """
 
 from __future__ import annotations
@@ -110,6 +148,96 @@ def plan_live_window(
     return WindowPlan(
         window=window, requested_start=requested, retention_floor=floor, unrecoverable=unrecoverable
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DeepPass:
+    """The deep re-read in progress: ``[cursor, end]`` is what is left of its range.
+
+    Kept in the live checkpoint; ``end`` is fixed when the pass is created
+    (the high-water mark then, minus the short lookback), ``cursor`` moves as each
+    slice of it is finished. The next pass starts at ``end - overlap``.
+    """
+
+    cursor: datetime
+    end: datetime
+
+    @property
+    def done(self) -> bool:
+        """True once the pass is read to its end."""
+        return self.cursor >= self.end
+
+
+def plan_deep_pass(
+    *,
+    current: DeepPass | None,
+    high_water_mark: datetime | None,
+    overlap_lookback: timedelta,
+    short_lookback: timedelta,
+    now: datetime,
+    coverage_start: datetime | None = None,
+) -> DeepPass | None:
+    """The pass a live run works on, decided when the run starts (before its main window).
+
+    None while the feed has no high-water mark (its first run reads from the coverage
+    start anyway) or when the short lookback is the whole overlap (no tiers). An
+    unfinished pass goes on; a finished one (or none: a new feed, or a checkpoint
+    written before the tiers, which is read as "a full re-read is due") is followed
+    by a new one from ``end - overlap`` (``H - overlap`` with none before) to
+    ``H - short lookback``. It never starts before ``coverage_start``: what lies
+    before it belongs to backfills, nor before the retention floor (a pass left
+    behind by a long stop skips what Graph no longer keeps, instead of never ending).
+    """
+    if high_water_mark is None or short_lookback >= overlap_lookback:
+        return None
+    floor = retention_floor(now)
+    if current is not None:
+        current = DeepPass(cursor=max(current.cursor, floor), end=current.end)
+        if not current.done:
+            return current
+    start = high_water_mark - overlap_lookback if current is None else current.end - overlap_lookback
+    if coverage_start is not None:
+        start = max(start, coverage_start)
+    return DeepPass(
+        cursor=max(floor_second(start), floor), end=floor_second(high_water_mark - short_lookback)
+    )
+
+
+def deep_chunk(
+    deep: DeepPass,
+    *,
+    high_water_mark: datetime,
+    overlap_lookback: timedelta,
+    short_lookback: timedelta,
+    full_reread: timedelta,
+) -> Window | None:
+    """The part of ``deep`` this run reads after its main window, or None.
+
+    Paced by the feed, not a clock: the pass is due in full once the high-water mark
+    is ``full_reread`` past where it was when the pass was created (``end + short
+    lookback``), and before that the part left may be at most ``k`` times the
+    progress still to come, ``k = (full_reread + overlap) / full_reread`` (a pass
+    spans about that much more than the feed moves meanwhile). A run whose main window
+    did not move the feed therefore reads none of it. A chunk shorter than five
+    minutes waits (one request for a few seconds of records is poor use of the quota),
+    except the last one of the pass.
+    """
+    if deep.done:
+        return None
+    still_to_come = max(timedelta(0), deep.end + short_lookback + full_reread - high_water_mark)
+    allowed_left = still_to_come * ((full_reread + overlap_lookback) / full_reread)
+    target = min(deep.end, floor_second(deep.end - allowed_left))
+    start = deep.cursor
+    if target <= start or (target < deep.end and target - start < MIN_SLICE):
+        return None
+    return Window(start, target)
+
+
+def deep_floor(deep: DeepPass | None, *, overlap_lookback: timedelta) -> datetime | None:
+    """The oldest receive time a later read may reach through the deep re-read (the ledger keeps from here)."""
+    if deep is None:
+        return None
+    return min(deep.cursor, deep.end - overlap_lookback)
 
 
 def plan_backfill_window(

@@ -252,6 +252,9 @@ def run_harness(
                 "INITIAL_LOOKBACK_HOURS": "7",
                 "MAX_SLICE_HOURS": "1",
                 "SETTLE_DELAY_MINUTES": "1",
+                # Untiered: status changes up to 45 min old are checked after about a minute of real time,
+                # and the deep re-read is paced by feed progress (tests/integration/test_live_tiers.py).
+                "SHORT_LOOKBACK_MINUTES": "60",
                 "HTTP_MAX_RETRIES": "4",
                 "HTTP_RETRY_BACKOFF_SECONDS": "0.01",
                 "HTTP_TIMEOUT_SECONDS": "5",
@@ -267,6 +270,7 @@ def run_harness(
                     "MAX_PAGES_PER_SLICE": "8",
                     # Every run re-reads the overlap: 5 minutes of the dense hour is 18 of the 40 requests.
                     "OVERLAP_LOOKBACK_MINUTES": "5",
+                    "SHORT_LOOKBACK_MINUTES": "5",
                     "RUN_TIME_BUDGET_SECONDS": "60",
                 }
             if verification:

@@ -35,6 +35,8 @@ NOT_SET_BY_TEMPLATES = {
     "LOGS_QUERY_SCOPE": "public cloud default",
     "OVERLAP_LOOKBACK_MINUTES": "tuning, default works; extraConnectorSettings",
     "SETTLE_DELAY_MINUTES": "tuning, default works; extraConnectorSettings",
+    "SHORT_LOOKBACK_MINUTES": "tuning, default works; extraConnectorSettings",
+    "FULL_REREAD_MINUTES": "tuning, default works; extraConnectorSettings",
     "INITIAL_LOOKBACK_HOURS": "tuning, default works; extraConnectorSettings",
     "MAX_SLICE_HOURS": "tuning, default works; extraConnectorSettings",
     "TARGET_RECORDS_PER_SLICE": "tuning, default works; extraConnectorSettings",
