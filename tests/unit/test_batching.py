@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from connector.batching import SERVICE_MAX_REQUEST_BYTES, Batcher, body_size
+from connector.batching import DEFAULT_BATCH_BUDGET_BYTES, SERVICE_MAX_REQUEST_BYTES, Batcher, body_size
 from connector.errors import RecordError
 
 
@@ -89,7 +89,7 @@ class TestBatcher:
             full = full or batcher.add(row, index)
 
         assert full is not None
-        assert body_size(full.rows) < SERVICE_MAX_REQUEST_BYTES * 0.96
+        assert body_size(full.rows) <= DEFAULT_BATCH_BUDGET_BYTES < SERVICE_MAX_REQUEST_BYTES
 
     def test_row_larger_than_the_budget_is_refused_with_a_clear_error(self):
         with pytest.raises(RecordError, match="over the 1000-byte request budget"):
