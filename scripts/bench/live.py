@@ -80,7 +80,7 @@ class MemoryStore:
         saved = Checkpoint(progress=self._saved.progress, ledger=dict(self._saved.ledger))
         return StoredCheckpoint(checkpoint=saved, etag=str(self._etag))
 
-    def save(self, checkpoint: Checkpoint, etag: str | None) -> str:
+    def save(self, checkpoint: Checkpoint, etag: str | None, changes: object = None) -> str:
         self._saved = checkpoint
         self._etag += 1
         return str(self._etag)
