@@ -375,22 +375,25 @@ def iter_snapshot(checkpoint: Checkpoint, *, journal: str) -> Iterator[bytes]:
         yield "".join(lines).encode("utf-8", "backslashreplace")
 
 
-def _decode_ledger_lines(data: bytes | bytearray, start: int) -> PackedEntries:
-    """The ledger lines of ``data`` from ``start``, read one at a time (no list of 500 k lines)."""
-    ledger = PackedEntries()
-    put = ledger._put  # noqa: SLF001 - building the entries a ledger then takes over
+def _lines(data: bytes | bytearray, start: int = 0) -> Iterator[bytes | bytearray]:
+    """The non-empty lines of ``data`` from ``start``, one at a time (no list of 500 k lines)."""
     size = len(data)
     while start < size:
         end = data.find(b"\n", start)
         if end < 0:
             end = size
         if end > start:
-            key, received_ms, status, revision = json.loads(data[start:end])
-            put(
-                str(key),
-                LedgerEntry(received_ms=int(received_ms), status=str(status), revision=int(revision)),
-            )
+            yield data[start:end]
         start = end + 1
+
+
+def _decode_ledger_lines(data: bytes | bytearray, start: int) -> PackedEntries:
+    """The ledger lines of ``data`` from ``start``."""
+    ledger = PackedEntries()
+    put = ledger._put  # noqa: SLF001 - building the entries a ledger then takes over
+    for line in _lines(data, start):
+        key, received_ms, status, revision = json.loads(line)
+        put(str(key), LedgerEntry(received_ms=int(received_ms), status=str(status), revision=int(revision)))
     return ledger
 
 
@@ -418,7 +421,7 @@ def seal_line(next_journal: str) -> bytes:
     return _json_bytes({"sealed_for": next_journal}) + b"\n"
 
 
-def replay_journal(checkpoint: Checkpoint, data: bytes, *, where: str) -> tuple[Checkpoint, bool]:
+def replay_journal(checkpoint: Checkpoint, data: bytes | bytearray, *, where: str) -> tuple[Checkpoint, bool]:
     """The state after applying every line of the journal ``data`` to the snapshot ``checkpoint``.
 
     Takes over ``checkpoint.ledger`` (the packed entries :func:`decode_snapshot` returns)
@@ -430,9 +433,7 @@ def replay_journal(checkpoint: Checkpoint, data: bytes, *, where: str) -> tuple[
     ledger = DedupLedger(checkpoint.ledger)
     progress = checkpoint.progress
     sealed = False
-    for number, line in enumerate(data.splitlines(), start=1):
-        if not line:
-            continue
+    for number, line in enumerate(_lines(data), start=1):
         record = _json_object(line, f"{where} line {number}")
         sealed = "sealed_for" in record
         if sealed:

@@ -219,12 +219,12 @@ class BlobCheckpointStore:
             f"checkpoint {safe_url(blob.url)} kept changing while it was read: {_CONFLICT_HINT}"
         )
 
-    def _read_journal(self, name: str) -> tuple[bytes, int] | None:
+    def _read_journal(self, name: str) -> tuple[bytearray, int] | None:
         """The journal's bytes and block count; None if it is gone."""
         journal = self._container.get_blob_client(name)
         try:
             downloader = journal.download_blob()
-            data = downloader.readall()
+            data = _read_whole(downloader)
         except ResourceNotFoundError:
             return None
         except AzureError as err:
