@@ -45,7 +45,7 @@ from connector.errors import (
     classify_http_status,
 )
 from connector.paging import NextLinkPaginator
-from connector.ports import Deadline, SourcePage, TokenProvider
+from connector.ports import Deadline, RequestGate, SourcePage, TokenProvider
 from connector.redact import safe_url
 from connector.tenant_domains import verified_domains
 from connector.transport import (
@@ -144,6 +144,7 @@ class GraphMessageTraceSource:
         backoff_seconds: float,
         deadline: Deadline,
         sleep: Callable[[float], None] = time.sleep,
+        gate: RequestGate | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._tokens = tokens
@@ -153,6 +154,7 @@ class GraphMessageTraceSource:
         self._backoff = backoff_seconds
         self._deadline = deadline
         self._sleep = sleep
+        self._gate = gate
         self.requests_sent = 0
         self.retries = 0
 
@@ -187,7 +189,8 @@ class GraphMessageTraceSource:
         """The tenant's verified domains (``GET /v1.0/domains``, every page); implements ``DomainSource``.
 
         Same token, retries and paging rules as message trace; it does not count against
-        the message trace quota. A 403 (no ``Domain.Read.All``) raises
+        the message trace quota (that quota covers message trace list and detail calls
+        only), so it takes no slot from the quota gate. A 403 (no ``Domain.Read.All``) raises
         :class:`~connector.errors.GraphPermissionError` like any other.
         """
         records: list[dict[str, Any]] = []
@@ -213,7 +216,7 @@ class GraphMessageTraceSource:
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._attempt(url, state)
+                    return self._attempt(url, state, gated=what == "message trace")
         except _RetriableFailure as err:
             attempts = retrying.statistics.get("attempt_number", 1)
             raise GraphUnavailableError(
@@ -264,8 +267,13 @@ class GraphMessageTraceSource:
             wait,
         )
 
-    def _attempt(self, url: str, state: dict[str, bool]) -> dict[str, Any]:
+    def _attempt(self, url: str, state: dict[str, bool], *, gated: bool = False) -> dict[str, Any]:
         token = self._tokens.token(force_refresh=state["force_refresh"])
+        gate = self._gate if gated else None
+        if gate is not None:
+            # Each attempt is a request Graph counts, retries included; a slot too far away
+            # stops the slice like a 429 (GraphQuotaWaitError is a GraphThrottledError).
+            gate.acquire(self._deadline)
         state["force_refresh"] = False
         headers = {
             "Authorization": f"Bearer {token}",
@@ -311,6 +319,8 @@ class GraphMessageTraceSource:
         disposition = classify_http_status(status)
         if disposition is HttpDisposition.RETRY:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if status == 429 and gate is not None:
+                gate.throttled(retry_after)
             failure = _RetriableFailure(f"HTTP {status} {_error_detail(response)[:200]}", retry_after, status)
             if retry_after is not None:  # also on the last attempt, where tenacity asks for no wait
                 self._check_wait(failure, retry_after, asked=True)
