@@ -50,6 +50,7 @@ SHRINK_FACTOR = 0.5
 RECOVERY_SHARE = 0.1
 """Each whole window without a 429 gives back this share of the limit."""
 FORMAT_VERSION = 1
+_EPSILON = 1e-6
 
 
 class Caller(StrEnum):
@@ -68,6 +69,8 @@ class QuotaPolicy:
     window_seconds: float = 300.0
     headroom: int = 0
     live_reserve_percent: float = 20.0
+    burst_share: float = BURST_SHARE
+    """Not a setting: tests raise it to make the hard cap, not the pace, the binding rule."""
 
     @property
     def counted_window(self) -> float:
@@ -161,14 +164,14 @@ def admit(budget: QuotaBudget, policy: QuotaPolicy, caller: Caller, now: float) 
     sent = tuple(moment for moment in budget.sent if moment > now - window)
     cap = policy.cap(caller, budget, now)
     spacing = window / cap
-    burst = max(1, math.floor(cap * BURST_SHARE))
+    burst = max(1, math.floor(cap * policy.burst_share))
     due = budget.next_due.get(caller.value, 0.0)
     waits = [budget.blocked_until - now, due - (burst - 1) * spacing - now]
     if len(sent) >= cap:
         # The request that must age out for the count to fall below the cap.
         waits.append(sent[len(sent) - cap] + window - now)
     wait = max(waits)
-    if wait > 0:
+    if wait > _EPSILON:  # float sums of the spacing must not turn "now" into a wait of 1e-15 s
         return Admission(wait=wait)
     shrunk = budget.shrunk_limit
     if shrunk is not None and policy.usable_limit(budget, now) >= policy.limit:

@@ -383,7 +383,9 @@ def test_graph_still_failing_after_the_retries_is_a_clear_error(sim, connector_e
     assert len(sim.graph.requests(path="messageTraces")) == 4
 
 
-def test_throttling_longer_than_the_run_budget_ends_the_run_cleanly(sim, connector_env, blob_store, container):
+def test_throttling_longer_than_the_run_budget_ends_the_run_cleanly(
+    sim, connector_env, blob_store, container
+):
     sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
     sim.graph.inject(429, headers={"Retry-After": "600"})
 
