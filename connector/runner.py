@@ -167,7 +167,9 @@ def build_connector(
         deadline=deadline,
         **({} if sleep is None else {"sleep": sleep}),
         gate=build_quota_gate(store, settings, caller, sleep),
+        prefetch=True,
     )
+    resources.callback(source.close)
 
     sink = build_sink(settings, deadline, resources)
     verifier: LogAnalyticsVerifier | None = None
