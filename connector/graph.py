@@ -14,6 +14,14 @@ saying how to fix it; any other 401 refreshes the token once; an untrusted TLS
 certificate is not retried (it is a setting: the CA bundle). A connection that cannot be
 opened (DNS, refused, TLS, connect timeout) is retried at most ``CONNECT_RETRIES`` times and
 named by host and cause. Paging rules live in :mod:`connector.paging`.
+
+Every message trace request (each retry too) first takes a slot from the tenant's shared
+quota budget (:mod:`connector.quota_store`), so runs pace themselves instead of bursting
+into 429s; a slot further away than the run has left stops the slice like a 429, and a
+429 that still comes is recorded for every caller. ``/domains`` is not gated: the message
+trace quota covers the list and detail calls only. The next page is requested while the
+caller works on the current one (``prefetch``), so Graph's time per page does not add
+to the connector's.
 """
 
 from __future__ import annotations

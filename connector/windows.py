@@ -162,7 +162,7 @@ def adapt_slice_span(
     records were from the aim: ``target_records`` rounded down to whole pages (at most
     half the page cap), less ``PAGE_AIM_SLACK`` of a page. One step at most doubles or
     halves (density changes, bounded memory and ledger); a slice over half the page cap
-    halves and one over a quarter of it never grows, so the next stays under the cap.
+    halves and none grows past half of it in pages, so the next stays under the cap.
     Halving stops at five minutes; a span already below that (a split slice, see
     :func:`split_slice_span`) may halve down to one second and grows back by doubling.
     """
@@ -173,8 +173,8 @@ def adapt_slice_span(
     factor = 2.0 if records_in_slice <= 0 else min(2.0, max(0.5, aim / records_in_slice))
     if page_cap is not None and pages_in_slice * 2 > page_cap:
         factor = min(factor, 0.5)
-    elif page_cap is not None and pages_in_slice * 4 > page_cap:
-        factor = min(factor, 1.0)
+    elif page_cap is not None and pages_in_slice > 0:
+        factor = min(factor, page_cap / 2 / pages_in_slice)  # grow to half the cap at most
     proposed = span * factor
     upper = min(maximum, MAX_GRAPH_WINDOW)
     lower = MIN_SLICE if span >= MIN_SLICE else ONE_SECOND

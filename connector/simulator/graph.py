@@ -541,7 +541,9 @@ class GraphServer(SimulatedHttpServer):
                 headers,
             )
         if self.page_latency > 0:
-            time.sleep(self.page_latency)  # Graph's own time per page; the quota counted the request on arrival
+            time.sleep(
+                self.page_latency
+            )  # Graph's own time per page; the quota counted the request on arrival
         now = self._clock()
         start, end, canonical = self._parse_filter(request, now)
         top = self._parse_top(request)

@@ -220,9 +220,22 @@ class TestSplittingAnUnfinishedSlice:
             seconds=3600 * 48_750 // 51_000
         )
 
+    def test_a_slice_of_7_full_pages_grows_to_the_10_page_aim_under_a_20_page_cap(self):
+        # 7 pages of 5,000 is under the aim (9.75 pages): it grows, to at most half the cap.
+        grown = adapt_slice_span(
+            timedelta(hours=7),
+            35_000,
+            target_records=50_000,
+            maximum=timedelta(days=1),
+            pages_in_slice=7,
+            page_cap=20,
+        )
+
+        assert grown == timedelta(hours=9, minutes=45)
+
     def test_slice_over_half_the_page_cap_halves_and_one_near_it_never_doubles(self):
         kwargs = {"target_records": 50_000, "maximum": timedelta(days=1), "page_cap": 20}
 
         assert adapt_slice_span(timedelta(hours=1), 10, pages_in_slice=11, **kwargs) == timedelta(minutes=30)
-        assert adapt_slice_span(timedelta(hours=1), 10, pages_in_slice=8, **kwargs) == timedelta(hours=1)
+        assert adapt_slice_span(timedelta(hours=1), 10, pages_in_slice=8, **kwargs) == timedelta(minutes=75)
         assert adapt_slice_span(timedelta(hours=1), 10, pages_in_slice=5, **kwargs) == timedelta(hours=2)
