@@ -12,6 +12,7 @@ changes; the settle delay keeps ``end`` safely before Graph's "now".
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -162,7 +163,8 @@ def adapt_slice_span(
     records were from the aim: ``target_records`` rounded down to whole pages (at most
     half the page cap), less ``PAGE_AIM_SLACK`` of a page. One step at most doubles or
     halves (density changes, bounded memory and ledger); a slice over half the page cap
-    halves and none grows past half of it in pages, so the next stays under the cap.
+    halves, and one of pages smaller than 5,000 grows to half the cap at most, so the next
+    stays under the cap.
     Halving stops at five minutes; a span already below that (a split slice, see
     :func:`split_slice_span`) may halve down to one second and grows back by doubling.
     """
@@ -171,10 +173,13 @@ def adapt_slice_span(
         pages_aim = min(pages_aim, max(1, page_cap // 2))
     aim = (pages_aim - PAGE_AIM_SLACK) * PAGE_RECORDS if target_records >= PAGE_RECORDS else target_records
     factor = 2.0 if records_in_slice <= 0 else min(2.0, max(0.5, aim / records_in_slice))
+    # Pages of 5,000 make the records-based aim exact; smaller pages (a server that caps $top lower)
+    # are sized by their count, so the next slice grows to half the page cap at most.
+    full_pages = pages_in_slice <= math.ceil(records_in_slice / PAGE_RECORDS)
     if page_cap is not None and pages_in_slice * 2 > page_cap:
         factor = min(factor, 0.5)
-    elif page_cap is not None and pages_in_slice > 0:
-        factor = min(factor, page_cap / 2 / pages_in_slice)  # grow to half the cap at most
+    elif page_cap is not None and pages_in_slice > 0 and not full_pages:
+        factor = min(factor, page_cap / 2 / pages_in_slice)
     proposed = span * factor
     upper = min(maximum, MAX_GRAPH_WINDOW)
     lower = MIN_SLICE if span >= MIN_SLICE else ONE_SECOND

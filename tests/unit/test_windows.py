@@ -233,6 +233,19 @@ class TestSplittingAnUnfinishedSlice:
 
         assert grown == timedelta(hours=9, minutes=45)
 
+    def test_ten_full_pages_short_of_the_aim_still_grow_to_it(self):
+        # 45,893 records is 10 pages, 92 % full: growing to 48,750 keeps 10 pages, 97.5 % full.
+        grown = adapt_slice_span(
+            timedelta(hours=10),
+            45_893,
+            target_records=50_000,
+            maximum=timedelta(days=1),
+            pages_in_slice=10,
+            page_cap=20,
+        )
+
+        assert grown == timedelta(seconds=36_000 * 48_750 // 45_893)
+
     def test_slice_over_half_the_page_cap_halves_and_one_near_it_never_doubles(self):
         kwargs = {"target_records": 50_000, "maximum": timedelta(days=1), "page_cap": 20}
 
