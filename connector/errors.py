@@ -242,6 +242,23 @@ class GraphThrottledError(ThrottledError, SourceError):
         self.retry_after = retry_after
 
 
+class GraphQuotaWaitError(GraphThrottledError):
+    """The tenant's shared Graph quota budget has no slot before the run's budget ends.
+
+    The connector's own pacing (:mod:`connector.quota`) says so before Graph has to: the
+    slice stops as after a 429, and the next run continues from the checkpoint.
+    """
+
+    def __init__(self, wait: float) -> None:
+        ConnectorError.__init__(
+            self,
+            f"the tenant's Graph message trace quota budget has no free slot for {wait:.0f} s, more than this "
+            "run has left (other runs, backfills or GRAPH_QUOTA_HEADROOM use it); the next run continues from "
+            "the checkpoint",
+        )
+        self.retry_after = wait
+
+
 class GraphResponseError(SourceError):
     """An answer that is not the documented shape (e.g. a nextLink to another host)."""
 

@@ -14,15 +14,25 @@ saying how to fix it; any other 401 refreshes the token once; an untrusted TLS
 certificate is not retried (it is a setting: the CA bundle). A connection that cannot be
 opened (DNS, refused, TLS, connect timeout) is retried at most ``CONNECT_RETRIES`` times and
 named by host and cause. Paging rules live in :mod:`connector.paging`.
+
+Every message trace request (each retry too) first takes a slot from the tenant's shared
+quota budget (:mod:`connector.quota_store`), so runs pace themselves instead of bursting
+into 429s; a slot further away than the run has left stops the slice like a 429, and a
+429 that still comes is recorded for every caller. ``/domains`` is not gated: the message
+trace quota covers the list and detail calls only. The next page is requested while the
+caller works on the current one (``prefetch``), so Graph's time per page does not add
+to the connector's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
 import uuid
 from collections.abc import Callable, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -45,7 +55,7 @@ from connector.errors import (
     classify_http_status,
 )
 from connector.paging import NextLinkPaginator
-from connector.ports import Deadline, SourcePage, TokenProvider
+from connector.ports import Deadline, RequestGate, SourcePage, TokenProvider
 from connector.redact import safe_url
 from connector.tenant_domains import verified_domains
 from connector.transport import (
@@ -144,6 +154,8 @@ class GraphMessageTraceSource:
         backoff_seconds: float,
         deadline: Deadline,
         sleep: Callable[[float], None] = time.sleep,
+        gate: RequestGate | None = None,
+        prefetch: bool = False,
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._tokens = tokens
@@ -153,6 +165,8 @@ class GraphMessageTraceSource:
         self._backoff = backoff_seconds
         self._deadline = deadline
         self._sleep = sleep
+        self._gate = gate
+        self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="graph-prefetch") if prefetch else None
         self.requests_sent = 0
         self.retries = 0
 
@@ -160,34 +174,56 @@ class GraphMessageTraceSource:
         """Yield each page of ``window``, following nextLinks as :class:`NextLinkPaginator` allows.
 
         The nextLink is checked before the page is handed out, so the page says whether
-        another follows; the next request is sent only when the caller asks for it.
+        another follows. With ``prefetch`` the next page is requested while the caller
+        works on this one (one request in flight at most, through the same quota gate):
+        Graph's seconds per page then overlap the connector's own work instead of adding
+        to it, which is what keeps a catch-up at the quota's pace. Nothing is committed
+        from a page before the caller has it, so exactly-once is unchanged; a caller that
+        stops early (page cap, run budget) leaves one prefetched page unread.
         """
         paginator = NextLinkPaginator(message_trace_url(self._base_url, window), origin=self._base_url)
-        while paginator.url is not None:
-            try:
-                body = self._get_page(paginator.url)
-            except GraphRequestError as err:
-                paginator.restart(err)
-                logger.warning(
-                    "graph refused a nextLink (%s); reading the window again from its first page", err
+        ahead: Future[dict[str, Any]] | None = None
+        try:
+            while paginator.url is not None:
+                try:
+                    body = ahead.result() if ahead is not None else self._get_page(paginator.url)
+                except GraphRequestError as err:
+                    ahead = None
+                    paginator.restart(err)
+                    logger.warning(
+                        "graph refused a nextLink (%s); reading the window again from its first page", err
+                    )
+                    continue
+                ahead = None
+                records = body["value"]
+                logger.debug(
+                    "graph page %d of %s..%s: %d records",
+                    paginator.pages + 1,
+                    window.start,
+                    window.end,
+                    len(records),
                 )
-                continue
-            records = body["value"]
-            logger.debug(
-                "graph page %d of %s..%s: %d records",
-                paginator.pages + 1,
-                window.start,
-                window.end,
-                len(records),
-            )
-            paginator.advance(body.get("@odata.nextLink"))
-            yield SourcePage(records=records, more=paginator.url is not None)
+                paginator.advance(body.get("@odata.nextLink"))
+                if paginator.url is not None and self._prefetch is not None:
+                    ahead = self._prefetch.submit(self._get_page, paginator.url)
+                yield SourcePage(records=records, more=paginator.url is not None)
+        finally:
+            if ahead is not None and not ahead.cancel():
+                # Let the request in flight end (its session is not shared while it runs); its page is dropped.
+                with contextlib.suppress(Exception):
+                    ahead.result()
+
+    def close(self) -> None:
+        """Stop the prefetch thread (after any request in flight)."""
+        if self._prefetch is not None:
+            self._prefetch.shutdown(wait=True, cancel_futures=True)
 
     def tenant_domains(self) -> tuple[str, ...]:
         """The tenant's verified domains (``GET /v1.0/domains``, every page); implements ``DomainSource``.
 
         Same token, retries and paging rules as message trace; it does not count against
-        the message trace quota. A 403 (no ``Domain.Read.All``) raises
+        the message trace quota (that quota covers message trace list and detail calls
+        only), so it takes no slot from the quota gate. A 403 (no ``Domain.Read.All``) raises
         :class:`~connector.errors.GraphPermissionError` like any other.
         """
         records: list[dict[str, Any]] = []
@@ -213,7 +249,7 @@ class GraphMessageTraceSource:
         try:
             for attempt in retrying:
                 with attempt:
-                    return self._attempt(url, state)
+                    return self._attempt(url, state, gated=what == "message trace")
         except _RetriableFailure as err:
             attempts = retrying.statistics.get("attempt_number", 1)
             raise GraphUnavailableError(
@@ -264,8 +300,13 @@ class GraphMessageTraceSource:
             wait,
         )
 
-    def _attempt(self, url: str, state: dict[str, bool]) -> dict[str, Any]:
+    def _attempt(self, url: str, state: dict[str, bool], *, gated: bool = False) -> dict[str, Any]:
         token = self._tokens.token(force_refresh=state["force_refresh"])
+        gate = self._gate if gated else None
+        if gate is not None:
+            # Each attempt is a request Graph counts, retries included; a slot too far away
+            # stops the slice like a 429 (GraphQuotaWaitError is a GraphThrottledError).
+            gate.acquire(self._deadline)
         state["force_refresh"] = False
         headers = {
             "Authorization": f"Bearer {token}",
@@ -311,6 +352,8 @@ class GraphMessageTraceSource:
         disposition = classify_http_status(status)
         if disposition is HttpDisposition.RETRY:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if status == 429 and gate is not None:
+                gate.throttled(retry_after)
             failure = _RetriableFailure(f"HTTP {status} {_error_detail(response)[:200]}", retry_after, status)
             if retry_after is not None:  # also on the last attempt, where tenacity asks for no wait
                 self._check_wait(failure, retry_after, asked=True)

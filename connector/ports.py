@@ -92,6 +92,18 @@ class DomainSource(Protocol):
         ...
 
 
+class RequestGate(Protocol):
+    """The tenant's shared Graph quota budget (:mod:`connector.quota_store`), asked before each request."""
+
+    def acquire(self, deadline: Deadline) -> None:
+        """Wait for a slot; raise a ThrottledError when none frees before ``deadline``."""
+        ...
+
+    def throttled(self, retry_after: float | None) -> None:
+        """Record a 429 Graph answered anyway (every caller of the budget honours its Retry-After)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class UploadResult:
     """Which rows of a batch the service did not take, and why."""

@@ -32,6 +32,8 @@ from connector.graph import GraphMessageTraceSource
 from connector.ingestion import LogsIngestionSink
 from connector.locks import BlobRunLock, FileRunLock, process_alive, this_host
 from connector.ports import Clock, Deadline, FeedPorts, LockState, ProgressCallback, RunLock
+from connector.quota import Caller
+from connector.quota_store import BlobBudgetStore, BudgetStore, FileBudgetStore, QuotaGate
 from connector.redact import hide_addresses, scrub
 from connector.report import RunReport, health_row, log_line, report_fields
 from connector.schema import load_table_schema
@@ -107,6 +109,24 @@ def build_sink(
     return sink
 
 
+def build_quota_gate(
+    store: BlobCheckpointStore | FileCheckpointStore,
+    settings: Settings,
+    caller: Caller,
+    sleep: Callable[[float], None] | None = None,
+) -> QuotaGate:
+    """The tenant's shared Graph quota budget, kept next to the checkpoints (``quota/<tenant>.json``)."""
+    tenant = settings.credentials.tenant_id
+    budget: BudgetStore = (
+        BlobBudgetStore(store.container, tenant)
+        if isinstance(store, BlobCheckpointStore)
+        else FileBudgetStore(store.directory, tenant)
+    )
+    if sleep is None:
+        return QuotaGate(budget, settings.graph_quota, caller)
+    return QuotaGate(budget, settings.graph_quota, caller, sleep=sleep)
+
+
 @dataclass(frozen=True, slots=True)
 class Connector:
     """The wired connector for one run: the loop and the lock it runs under."""
@@ -123,17 +143,20 @@ def build_connector(
     progress: ProgressCallback | None = None,
     sleep: Callable[[float], None] | None = None,
     stop_requested: Callable[[], bool] | None = None,
+    caller: Caller = Caller.LIVE,
 ) -> Connector:
     """Build Graph source, ingestion sink, store, verifier and lock; ``resources`` closes the clients.
 
     ``stop_requested`` (Ctrl-C on the command line) ends the run at its next safe point,
-    where the budget is checked.
+    where the budget is checked. ``caller`` is who the run is to the tenant's Graph quota
+    budget: the live feed, or a backfill (which leaves the live reserve alone).
     """
     deadline = Deadline(settings.run_time_budget, stop_requested=stop_requested)
     session = ConnectorSession(
         ca_bundle=settings.ca_bundle, timeout_seconds=settings.http_timeout_seconds, connection_retries=0
     )
     resources.callback(session.close)
+    store = build_store(settings)
     source = GraphMessageTraceSource(
         base_url=settings.graph_base_url,
         tokens=graph_token_provider(settings),
@@ -143,10 +166,12 @@ def build_connector(
         backoff_seconds=settings.http_retry_backoff_seconds,
         deadline=deadline,
         **({} if sleep is None else {"sleep": sleep}),
+        gate=build_quota_gate(store, settings, caller, sleep),
+        prefetch=True,
     )
+    resources.callback(source.close)
 
     sink = build_sink(settings, deadline, resources)
-    store = build_store(settings)
     verifier: LogAnalyticsVerifier | None = None
     if settings.workspace_id is not None:
         query_client = LogsQueryClient(
@@ -266,7 +291,12 @@ def run_feed(
         precheck_backfill(build_store(settings), backfill, now=clock(), settle_delay=settings.settle_delay)
     with ExitStack() as resources:
         connector = build_connector(
-            settings, resources, clock=clock, progress=progress, stop_requested=stop_requested
+            settings,
+            resources,
+            clock=clock,
+            progress=progress,
+            stop_requested=stop_requested,
+            caller=Caller.LIVE if backfill is None else Caller.OTHER,
         )
         with connector.lock.hold(LIVE_FEED if backfill is None else backfill.feed) as held:
             if backfill is None:

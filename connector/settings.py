@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from connector.domains import local_domain
 from connector.errors import ConfigError
+from connector.quota import QuotaPolicy
 from connector.subjects import KEEP_SUBJECTS, KEY_FORMAT, SubjectMode, SubjectPolicy, parse_hash_key
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,8 @@ class Settings:
     """What every live run re-reads before its high-water mark (``SHORT_LOOKBACK_MINUTES``)."""
     full_reread: timedelta = timedelta(minutes=60)
     """How much feed progress one deep re-read of the overlap spans (``FULL_REREAD_MINUTES``)."""
+    graph_quota: QuotaPolicy = QuotaPolicy()
+    """The tenant's shared Graph message trace budget (``GRAPH_QUOTA_*``, :mod:`connector.quota`)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -275,6 +278,7 @@ class Settings:
                 "SHORT_LOOKBACK_MINUTES", min(DEFAULT_SHORT_LOOKBACK, overlap), _minutes(0, 7 * 24 * 60)
             ),
             full_reread=reader.optional("FULL_REREAD_MINUTES", timedelta(minutes=60), _minutes(5, 24 * 60)),
+            graph_quota=_graph_quota(reader),
         )
         _refuse_contradictions(reader, settings)
         _refuse_national_clouds(reader, settings)
@@ -342,6 +346,26 @@ def _subject_policy(reader: _Reader) -> SubjectPolicy:
     if key is None:
         return KEEP_SUBJECTS  # the problem is recorded: the run never starts with this
     return SubjectPolicy(mode, key)
+
+
+def _graph_quota(reader: _Reader) -> QuotaPolicy:
+    """``GRAPH_QUOTA_*``: the tenant's message trace quota as the connector paces itself to it.
+
+    Graph allows 100 requests per 300 s per tenant; lower values leave more to others.
+    Headroom at or above the limit would leave the connector nothing, so it is refused.
+    """
+    limit = reader.optional("GRAPH_QUOTA_REQUESTS", 100, _int(1, 10_000))
+    window = reader.optional("GRAPH_QUOTA_WINDOW_SECONDS", 300.0, _float(1, 3600))
+    headroom = reader.optional("GRAPH_QUOTA_HEADROOM", 0, _int(0, 10_000))
+    reserve = reader.optional("GRAPH_QUOTA_LIVE_RESERVE_PERCENT", 20.0, _float(0, 90))
+    if headroom >= limit:
+        reader.problem(
+            "GRAPH_QUOTA_HEADROOM",
+            f"({headroom}) must be below GRAPH_QUOTA_REQUESTS ({limit}): it is the requests per window left "
+            "for admins' own searches, so lower it or raise the limit",
+        )
+        headroom = 0
+    return QuotaPolicy(limit=limit, window_seconds=window, headroom=headroom, live_reserve_percent=reserve)
 
 
 def _refuse_contradictions(reader: _Reader, settings: Settings) -> None:

@@ -50,6 +50,7 @@ min(cursor, b_j - O) (:func:`deep_floor`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -266,6 +267,13 @@ def next_slice(cursor: datetime, end: datetime, span: timedelta) -> Window:
     return Window(cursor, min(floor_second(cursor + width), end))
 
 
+PAGE_RECORDS = 5000
+"""Records in a full Graph page (``$top=5000``, the most Graph gives)."""
+PAGE_AIM_SLACK = 0.25
+"""A slice aims this many pages under its whole number of pages, so a little more traffic than the
+last slice had does not spill into one almost empty extra page."""
+
+
 def adapt_slice_span(
     span: timedelta,
     records_in_slice: int,
@@ -275,22 +283,32 @@ def adapt_slice_span(
     pages_in_slice: int = 0,
     page_cap: int | None = None,
 ) -> timedelta:
-    """Size the next slice from how full the last one was.
+    """Size the next slice from how full the last one was, aiming at whole 5,000-record pages.
 
-    Sparse slices double (fewer Graph requests against the 100-per-5-minutes quota
-    during catch-up); slices over the target records, or over half the page cap,
-    halve (bounded memory and ledger, and the next slice stays under the cap).
+    Every request counts against the tenant's 100-per-5-minutes quota, and only the last
+    page of a slice is partial, so a catch-up gets the most records per request from
+    slices of several full pages. The next span is scaled by how far the last slice's
+    records were from the aim: ``target_records`` rounded down to whole pages (at most
+    half the page cap), less ``PAGE_AIM_SLACK`` of a page. One step at most doubles or
+    halves (density changes, bounded memory and ledger); a slice over half the page cap
+    halves, and one of pages smaller than 5,000 grows to half the cap at most, so the next
+    stays under the cap.
     Halving stops at five minutes; a span already below that (a split slice, see
     :func:`split_slice_span`) may halve down to one second and grows back by doubling.
     """
-    dense = records_in_slice > target_records or (page_cap is not None and pages_in_slice * 2 > page_cap)
-    sparse = records_in_slice < target_records // 4 and (page_cap is None or pages_in_slice * 4 <= page_cap)
-    if dense:
-        proposed = span / 2
-    elif sparse:
-        proposed = span * 2
-    else:
-        proposed = span
+    pages_aim = max(1, target_records // PAGE_RECORDS)
+    if page_cap is not None:
+        pages_aim = min(pages_aim, max(1, page_cap // 2))
+    aim = (pages_aim - PAGE_AIM_SLACK) * PAGE_RECORDS if target_records >= PAGE_RECORDS else target_records
+    factor = 2.0 if records_in_slice <= 0 else min(2.0, max(0.5, aim / records_in_slice))
+    # Pages of 5,000 make the records-based aim exact; smaller pages (a server that caps $top lower)
+    # are sized by their count, so the next slice grows to half the page cap at most.
+    full_pages = pages_in_slice <= math.ceil(records_in_slice / PAGE_RECORDS)
+    if page_cap is not None and pages_in_slice * 2 > page_cap:
+        factor = min(factor, 0.5)
+    elif page_cap is not None and pages_in_slice > 0 and not full_pages:
+        factor = min(factor, page_cap / 2 / pages_in_slice)
+    proposed = span * factor
     upper = min(maximum, MAX_GRAPH_WINDOW)
     lower = MIN_SLICE if span >= MIN_SLICE else ONE_SECOND
     return max(lower, min(upper, floor_timedelta(proposed)))

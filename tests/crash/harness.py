@@ -36,6 +36,7 @@ The last line printed is ``kills=N, lost=N, duplicated=N``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import signal
@@ -49,10 +50,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import ContainerClient
 
 from connector.locks import BlobRunLock
 from connector.mapping import normalise_status
+from connector.quota_store import quota_blob_name
 from connector.simulator import Simulator, generate_traffic
 from connector.simulator.azurite import ACCOUNT, ACCOUNT_KEY, start_azurite
 from connector.simulator.http import Request
@@ -262,6 +265,9 @@ def run_harness(
                 # Compact the checkpoint every few saves, so kills land in compactions too.
                 "CHECKPOINT_JOURNAL_MIN_KIB": "8",
                 "PYTHONPATH": str(ROOT),
+                # What the harness models is Graph's quota (the simulator's); the connector's own pacing
+                # to it is tested in tests/integration/test_quota_*. A 1-second budget window never holds a run.
+                "GRAPH_QUOTA_WINDOW_SECONDS": "1",
             }
             if big_tenant:
                 # A budget well under the quota's Retry-After (up to 300 s), so a run that meets the
@@ -362,6 +368,10 @@ def run_harness(
                     result.hwm_stalls += 1
                 last_hwm = hwm or last_hwm
                 sim.graph.quota.reset()  # the quota refills between timer runs
+                with contextlib.suppress(
+                    ResourceNotFoundError
+                ):  # and a 429's Retry-After in the budget is over
+                    container.delete_blob(quota_blob_name(env["TENANT_ID"]))
                 if log:
                     print(
                         f"attempt {result.attempts}: phase={phase} killed={killed} rc={child.process.returncode} "

@@ -49,6 +49,10 @@ NOT_SET_BY_TEMPLATES = {
     "LOCK_LEASE_SECONDS": "tuning, default works; extraConnectorSettings",
     "VERIFY_INGESTION_DELAY_MINUTES": "tuning, default works; extraConnectorSettings",
     "HEALTH_ROWS": "on by default (the health table and stream are always deployed); extraConnectorSettings to turn off",
+    "GRAPH_QUOTA_REQUESTS": "Graph's documented 100 per 5 minutes; extraConnectorSettings",
+    "GRAPH_QUOTA_WINDOW_SECONDS": "Graph's documented 300 s; extraConnectorSettings",
+    "GRAPH_QUOTA_HEADROOM": "default 0; extraConnectorSettings to leave requests to admins' own searches",
+    "GRAPH_QUOTA_LIVE_RESERVE_PERCENT": "tuning, default (20 %) works; extraConnectorSettings",
 }
 
 PLATFORM_SETTINGS = {

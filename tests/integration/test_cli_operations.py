@@ -253,6 +253,8 @@ def test_ctrl_c_during_a_run_stops_at_a_safe_point_says_what_is_committed_and_ex
     )
     sim.graph.max_page_size = 20
     sim.graph.inject("timeout", times=None, seconds=0.3, path="messageTraces")
+    # About 60 pages of 20: paced at Graph's 3 s per request the resuming run would take minutes.
+    connector_env = {**connector_env, "GRAPH_QUOTA_WINDOW_SECONDS": "10"}
     process = _slow_cli(
         {**connector_env, "MAX_SLICE_HOURS": "0.5"},
         "--no-progress",

@@ -22,6 +22,7 @@ from connector.errors import (
 )
 from connector.ledger import row_id
 from connector.mapping import format_datetime, parse_datetime
+from connector.quota_store import quota_blob_name
 from connector.runner import run_feed
 from connector.simulator import generate_traffic
 from connector.state import Checkpoint, FeedProgress
@@ -391,7 +392,9 @@ def test_graph_still_failing_after_the_retries_is_a_clear_error(sim, connector_e
     assert len(sim.graph.requests(path="messageTraces")) == 4
 
 
-def test_throttling_longer_than_the_run_budget_ends_the_run_cleanly(sim, connector_env, blob_store):
+def test_throttling_longer_than_the_run_budget_ends_the_run_cleanly(
+    sim, connector_env, blob_store, container
+):
     sim.graph.add([trace("mail-1", "bob@contoso.com", at(sim.now() - timedelta(minutes=10)))])
     sim.graph.inject(429, headers={"Retry-After": "600"})
 
@@ -400,6 +403,10 @@ def test_throttling_longer_than_the_run_budget_ends_the_run_cleanly(sim, connect
     assert report.ok
     assert report.outcome == "throttled"
     assert blob_store.load("live").checkpoint.progress.last_run["outcome"] == "throttled"
+    # The next run honours the Retry-After through the shared quota budget: it does not ask Graph.
+    assert run_feed(connector_env).outcome == "throttled"
+    assert len(sim.graph.requests(path="messageTraces")) == 1
+    container.delete_blob(quota_blob_name(connector_env["TENANT_ID"]))  # as if the 600 s had passed
     assert run_feed(connector_env).ok
     assert len(sim.ingestion.rows()) == 1
 

@@ -53,7 +53,7 @@ class TestCommit:
     def test_full_slice_halves_the_span(self):
         before = FeedProgress(feed="live", high_water_mark=T10, slice_span=timedelta(hours=2))
 
-        after, _ = commit(before, Committed(finished_slice=Window(T10, T12), slice_records=1001), RULES)
+        after, _ = commit(before, Committed(finished_slice=Window(T10, T12), slice_records=2002), RULES)
 
         assert after.slice_span == timedelta(hours=1)
 
@@ -68,7 +68,7 @@ class TestCommit:
     def test_first_slice_of_a_new_feed_starts_from_the_initial_span(self):
         before = FeedProgress(feed="live")
 
-        after, change = commit(before, Committed(finished_slice=Window(T10, T11), slice_records=500), RULES)
+        after, change = commit(before, Committed(finished_slice=Window(T10, T11), slice_records=1000), RULES)
 
         assert after == FeedProgress(feed="live", high_water_mark=T11, slice_span=timedelta(hours=1))
         assert change.prune_before == T10

@@ -144,7 +144,7 @@ class TestSlices:
 
     @pytest.mark.parametrize(
         ("records", "expected"),
-        [(0, timedelta(hours=2)), (30_000, timedelta(hours=1)), (200_000, timedelta(minutes=30))],
+        [(0, timedelta(hours=2)), (48_750, timedelta(hours=1)), (200_000, timedelta(minutes=30))],
     )
     def test_span_doubles_when_sparse_and_halves_when_over_target(self, records, expected):
         assert (
@@ -197,9 +197,58 @@ class TestSplittingAnUnfinishedSlice:
 
         assert grown == timedelta(seconds=40)
 
+    @pytest.mark.parametrize(
+        ("records", "expected"),
+        [
+            (24_375, timedelta(hours=2)),
+            (39_000, timedelta(hours=1, minutes=15)),
+            (65_000, timedelta(minutes=45)),
+        ],
+    )
+    def test_span_scales_toward_whole_full_pages(self, records, expected):
+        # Target 50,000 records = 10 pages; the aim is 9.75 pages (48,750): the last page nearly full.
+        assert (
+            adapt_slice_span(timedelta(hours=1), records, target_records=50_000, maximum=timedelta(days=1))
+            == expected
+        )
+
+    def test_a_target_that_is_not_whole_pages_is_rounded_down_to_them(self):
+        kwargs = {"maximum": timedelta(days=1)}
+
+        # 52,000 aims at 10 pages (48,750), not at 52,000: a slice of 51,000 records shrinks.
+        assert adapt_slice_span(timedelta(hours=1), 51_000, target_records=52_000, **kwargs) == timedelta(
+            seconds=3600 * 48_750 // 51_000
+        )
+
+    def test_a_slice_of_7_full_pages_grows_to_the_10_page_aim_under_a_20_page_cap(self):
+        # 7 pages of 5,000 is under the aim (9.75 pages): it grows, to at most half the cap.
+        grown = adapt_slice_span(
+            timedelta(hours=7),
+            35_000,
+            target_records=50_000,
+            maximum=timedelta(days=1),
+            pages_in_slice=7,
+            page_cap=20,
+        )
+
+        assert grown == timedelta(hours=9, minutes=45)
+
+    def test_ten_full_pages_short_of_the_aim_still_grow_to_it(self):
+        # 45,893 records is 10 pages, 92 % full: growing to 48,750 keeps 10 pages, 97.5 % full.
+        grown = adapt_slice_span(
+            timedelta(hours=10),
+            45_893,
+            target_records=50_000,
+            maximum=timedelta(days=1),
+            pages_in_slice=10,
+            page_cap=20,
+        )
+
+        assert grown == timedelta(seconds=36_000 * 48_750 // 45_893)
+
     def test_slice_over_half_the_page_cap_halves_and_one_near_it_never_doubles(self):
         kwargs = {"target_records": 50_000, "maximum": timedelta(days=1), "page_cap": 20}
 
         assert adapt_slice_span(timedelta(hours=1), 10, pages_in_slice=11, **kwargs) == timedelta(minutes=30)
-        assert adapt_slice_span(timedelta(hours=1), 10, pages_in_slice=8, **kwargs) == timedelta(hours=1)
+        assert adapt_slice_span(timedelta(hours=1), 10, pages_in_slice=8, **kwargs) == timedelta(minutes=75)
         assert adapt_slice_span(timedelta(hours=1), 10, pages_in_slice=5, **kwargs) == timedelta(hours=2)
