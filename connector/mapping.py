@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from connector.domains import normalise_domain
 from connector.errors import RecordError
@@ -171,9 +170,13 @@ def classify_direction(sender_domain: str, recipient_domain: str, local_domains:
     return "External"
 
 
-@dataclass(frozen=True, slots=True)
-class TraceRecord:
-    """One message trace row from Graph: one message to one recipient, in one status."""
+class TraceRecord(NamedTuple):
+    """One message trace row from Graph: one message to one recipient, in one status.
+
+    A named tuple rather than a frozen dataclass: as immutable, and built for every record
+    read at a fraction of the cost (a frozen dataclass sets each field through
+    ``object.__setattr__``).
+    """
 
     trace_id: str
     recipient: str
@@ -306,7 +309,7 @@ def _shown_time(raw: str) -> str:
 def format_datetime(value: datetime) -> str:
     """ISO 8601 UTC with six fractional digits and ``Z`` (what every table plan accepts)."""
     if value.tzinfo is UTC and value.year >= 1000:  # isoformat: same text, a third of strftime's cost
-        return value.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+        return value.isoformat(timespec="microseconds")[:-6] + "Z"  # without its "+00:00"
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
