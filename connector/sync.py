@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from connector.backfill import BackfillRange, claim_backfill, resume_window
 from connector.batching import DEFAULT_BATCH_BUDGET_BYTES, Batch, Batcher
@@ -154,16 +155,14 @@ class _Run:
     """The slices being read are the deep re-read's: each finished one moves its cursor."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Seen:
-    """A record a read holds until it knows no later record of the read supersedes it."""
+class _Seen(NamedTuple):
+    """A record a read holds until it knows no later record of the read supersedes it (one per record read)."""
 
     record: TraceRecord
     raw: object
 
 
-@dataclass(frozen=True, slots=True)
-class _Staged:
+class _Staged(NamedTuple):
     """What a batch row stands for: the ledger decision it commits and the record Graph sent."""
 
     decision: Decision
