@@ -46,6 +46,7 @@ NOT_SET_BY_TEMPLATES = {
     "HTTP_MAX_RETRIES": "tuning, default works; extraConnectorSettings",
     "HTTP_RETRY_BACKOFF_SECONDS": "tuning, default works; extraConnectorSettings",
     "LEDGER_WARN_ENTRIES": "tuning, default works; extraConnectorSettings",
+    "CHECKPOINT_JOURNAL_MIN_KIB": "tuning, default works; extraConnectorSettings",
     "LOCK_LEASE_SECONDS": "tuning, default works; extraConnectorSettings",
     "VERIFY_INGESTION_DELAY_MINUTES": "tuning, default works; extraConnectorSettings",
     "HEALTH_ROWS": "on by default (the health table and stream are always deployed); extraConnectorSettings to turn off",
