@@ -34,6 +34,9 @@ def tiered(env: dict[str, str]) -> dict[str, str]:
         "SHORT_LOOKBACK_MINUTES": "5",
         "FULL_REREAD_MINUTES": "15",
         "HEALTH_ROWS": "off",
+        # Five minutes of data clock pass between ticks, none within one: Graph's quota (the
+        # simulator's, in real time) and the connector's pacing (on the data clock) are not the subject.
+        "GRAPH_QUOTA_REQUESTS": "10000",
     }
 
 
@@ -48,6 +51,7 @@ def published_up_to_the_overlap_late(row: Mapping[str, Any]) -> datetime:
 def clock(sim, monkeypatch) -> ManualClock:
     manual = ManualClock(datetime.now(UTC).replace(second=0, microsecond=0))
     monkeypatch.setattr(sim, "clock", manual)
+    sim.graph.quota.limit = 10_000  # the sim fixture resets it
     return manual
 
 
