@@ -137,12 +137,15 @@ def _json_bytes(document: object) -> bytes:
 def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
     """Serialise to one UTF-8 JSON document (format 1: the file store and every older version)."""
     document = _progress_document(checkpoint.progress)
-    # The ledger sits where format 1 always had it, between the slice span and the last run.
-    ordered = dict(list(document.items())[:6])
-    ordered["ledger"] = {
-        key: [entry.received_ms, entry.status, entry.revision] for key, entry in checkpoint.ledger.items()
-    }
-    ordered.update(list(document.items())[6:])
+    # The ledger sits where format 1 always had it: just before the last run.
+    ordered: dict[str, Any] = {}
+    for name, value in document.items():
+        if name == "last_run":
+            ordered["ledger"] = {
+                key: [entry.received_ms, entry.status, entry.revision]
+                for key, entry in checkpoint.ledger.items()
+            }
+        ordered[name] = value
     return _json_bytes(ordered)
 
 
