@@ -161,10 +161,7 @@ def _encode_pending(pending: PendingBatch) -> dict[str, Any]:
         }
     return {
         "created": format_datetime(pending.created),
-        "rows": [
-            [entry.key, entry.received_ms, entry.status, entry.revision, entry.row_id]
-            for entry in pending.entries
-        ],
+        "rows": [entry[:5] for entry in pending.entries],  # key, received_ms, status, revision, row_id
     }
 
 
@@ -328,9 +325,14 @@ def decode_snapshot(data: bytes | bytearray, *, where: str) -> tuple[Checkpoint,
 # (progress holding ``pending_batch``), and the commit is *one* line holding both the
 # cleared intent and the accepted rows' ledger entries. An append block is stored whole
 # or not at all, so as with one document, a reader sees the intent, or the commit, never
-# half of one. Lines are appended with an append-position condition: an SDK retry of a
-# block that already landed fails instead of appending it twice (the store then finds its
-# own line at the tail), and a second writer, whose position is stale, gets a conflict.
+# half of one. When every row of the batch was accepted, the commit names the intent
+# (``"commit": "intent"``) instead of listing its rows again: the intent is the state
+# just before that line (the previous line's progress, or the snapshot's), so replaying
+# the line commits exactly those rows, and the commit stays one block either way.
+#
+# Lines are appended with an append-position condition: an SDK retry of a block that
+# already landed fails instead of appending it twice (the store then finds its own line
+# at the tail), and a second writer, whose position is stale, gets a conflict.
 
 SNAPSHOT_VERSION = 2
 JOURNAL_PREFIX = "journal/"
@@ -339,6 +341,11 @@ JOURNAL_MAX_BLOCKS = 40_000
 JOURNAL_MIN_BYTES = 1 << 20
 """Below this a journal is never compacted for size: small ledgers would be rewritten for nothing
 (``CHECKPOINT_JOURNAL_MIN_KIB``)."""
+COMMIT_INTENT = "intent"
+"""A journal change's ``commit`` when it commits exactly the rows of the intent recorded before its line.
+
+The common commit (every row of the batch accepted) then costs a few bytes instead of
+relisting each row's ledger entry, which the intent line just wrote."""
 MAX_JOURNAL_LINE = 4 << 20
 """An append block holds at most 4 MiB (older service versions); a longer line is saved as a snapshot."""
 
@@ -364,18 +371,32 @@ def iter_snapshot(checkpoint: Checkpoint, *, journal: str) -> Iterator[bytes]:
     header["journal"] = journal
     header["ledger_entries"] = len(checkpoint.ledger)
     yield _json_bytes(header) + b"\n"
-    statuses: dict[str, str] = {}
+    ledger = checkpoint.ledger
+    if isinstance(ledger, PackedEntries):
+        values, codes = ledger.packed()
+        statuses = [_json_text(status) for status in codes]
+    else:
+        values, statuses = iter(ledger.items()), []
+    quoted: dict[str, str] = {}
     lines: list[str] = []
-    for key, entry in checkpoint.ledger.items():
-        status = statuses.get(entry.status)
-        if status is None:
-            status = statuses[entry.status] = json.dumps(entry.status, ensure_ascii=False)
-        lines.append(f'["{key}",{entry.received_ms},{status},{entry.revision}]\n')
+    for key, value in values:
+        if type(value) is int:  # a packed entry: the common case, unpacked here without an object
+            ms, status, revision = value >> 24, statuses[(value >> 16) & 0xFF], value & 0xFFFF
+        else:
+            assert isinstance(value, LedgerEntry)  # noqa: S101 - what PackedEntries holds otherwise
+            ms, revision = value.received_ms, value.revision
+            status = quoted.get(value.status) or quoted.setdefault(value.status, _json_text(value.status))
+        lines.append(f'["{key}",{ms},{status},{revision}]\n')
         if len(lines) >= 8192:
             yield "".join(lines).encode("utf-8", "backslashreplace")
             lines.clear()
     if lines:
         yield "".join(lines).encode("utf-8", "backslashreplace")
+
+
+def _json_text(text: str) -> str:
+    """``text`` as a JSON string literal (statuses are Graph's words, but are written escaped all the same)."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _lines(data: bytes | bytearray, start: int = 0) -> Iterator[bytes | bytearray]:
@@ -406,7 +427,9 @@ def encode_journal_line(progress: FeedProgress, changes: Sequence[LedgerChange])
         "progress": _progress_document(progress),
         "changes": [
             {
-                "commit": [
+                "commit": COMMIT_INTENT
+                if change.settles_intent
+                else [
                     [decision.key, decision.entry.received_ms, decision.entry.status, decision.entry.revision]
                     for decision in change.committed
                 ],
@@ -417,6 +440,24 @@ def encode_journal_line(progress: FeedProgress, changes: Sequence[LedgerChange])
         ],
     }
     return _json_bytes(record) + b"\n"
+
+
+def _committed(commit: object, intent: PendingBatch | None) -> tuple[Decision, ...]:
+    """The decisions a journal change commits: listed, or the rows of the intent in effect before its line."""
+    if commit == COMMIT_INTENT:
+        if intent is None:
+            raise ValueError("a change commits the batch in flight, but none was recorded before it")
+        return tuple(entry.decision() for entry in intent.entries)
+    if not isinstance(commit, list):
+        raise TypeError(f"commit must be a list of entries or {COMMIT_INTENT!r}, got {commit!r}")
+    return tuple(
+        Decision(
+            key=str(key),
+            entry=LedgerEntry(received_ms=int(ms), status=str(status), revision=int(rev)),
+            previous_status=None,
+        )
+        for key, ms, status, rev in commit
+    )
 
 
 def seal_line(next_journal: str) -> bytes:
@@ -442,22 +483,19 @@ def replay_journal(checkpoint: Checkpoint, data: bytes | bytearray, *, where: st
         if sealed:
             continue
         try:
-            progress = _decode_progress(record["progress"])
+            # A change may name the intent recorded before its line (the previous line's, or the
+            # snapshot's): at most the first change of a line does, so ``progress`` is still that one.
+            intent = progress.pending_batch
             for change in record["changes"]:
                 prune = change.get("prune_before")
                 ledger.apply(
                     LedgerChange(
-                        committed=tuple(
-                            Decision(
-                                key=str(key),
-                                entry=LedgerEntry(received_ms=int(ms), status=str(status), revision=int(rev)),
-                                previous_status=None,
-                            )
-                            for key, ms, status, rev in change["commit"]
-                        ),
+                        committed=_committed(change["commit"], intent),
                         prune_before=None if prune is None else parse_datetime(str(prune)),
                     )
                 )
+                intent = None
+            progress = _decode_progress(record["progress"])
         except (KeyError, IndexError, TypeError, ValueError) as err:
             raise CheckpointFormatError(
                 f"checkpoint journal {where} line {number} is malformed: {err!r}"

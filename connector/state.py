@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from connector.ledger import Decision, DedupLedger, LedgerChange, LedgerEntry
 from connector.tenant_domains import DiscoveredDomains
@@ -27,8 +28,7 @@ LastRun = Mapping[str, object]
 """The last run's summary as the checkpoint keeps it (see :mod:`connector.report`)."""
 
 
-@dataclass(frozen=True, slots=True)
-class IntentEntry:
+class IntentEntry(NamedTuple):
     """One row of a batch about to be sent: enough to find it in the workspace and commit it.
 
     The row is looked up by its ``RowId`` (:func:`~connector.ledger.row_id`); the entry
@@ -36,6 +36,9 @@ class IntentEntry:
     id to be tried against a list of addresses, lets a reader of the checkpoint recover a
     recipient. ``legacy_trace_id`` is set only on entries read from an intent written by
     a version before ``RowId`` (looked up by trace id, as that version did).
+
+    A named tuple (immutable, and a quarter of a frozen dataclass's cost to build: one per
+    row sent); its first five fields are the intent's row as the checkpoint writes it.
     """
 
     key: str
@@ -205,6 +208,9 @@ class FeedState:
     etag: str | None = None
     unsaved: list[LedgerChange] = field(default_factory=list)
     """Ledger changes since the last save, in order: what the next save appends to the journal."""
+    saved_intent: PendingBatch | None = None
+    """The batch in flight as the last save (or the load) recorded it: a commit of exactly its rows
+    can name it instead of listing them (:attr:`~connector.ledger.LedgerChange.settles_intent`)."""
 
     @classmethod
     def new(cls, feed: str) -> FeedState:
@@ -214,11 +220,19 @@ class FeedState:
     @classmethod
     def resume(cls, stored: Checkpoint, etag: str) -> FeedState:
         """The state of a loaded checkpoint, whose next save must match ``etag``."""
-        return cls(progress=stored.progress, ledger=DedupLedger(stored.ledger), etag=etag)
+        return cls(
+            progress=stored.progress,
+            ledger=DedupLedger(stored.ledger),
+            etag=etag,
+            saved_intent=stored.progress.pending_batch,
+        )
 
     def apply(self, step: Committed, rules: CommitRules) -> None:
         """Commit ``step`` to progress and ledger."""
+        settled = self.progress.pending_batch
         self.progress, change = commit(self.progress, step, rules)
+        if settled is not None and settled is self.saved_intent and _commits_exactly(change, settled):
+            change = replace(change, settles_intent=True)
         self.ledger.apply(change)
         if change.committed or change.prune_before is not None:
             self.unsaved.append(change)
@@ -227,7 +241,24 @@ class FeedState:
         """Record a save: its ETag guards the next one, and the changes it carried are durable."""
         self.etag = etag
         self.unsaved.clear()
+        self.saved_intent = self.progress.pending_batch
 
     def checkpoint(self) -> Checkpoint:
         """The document to save now (a view of the ledger, not a copy)."""
         return Checkpoint(progress=self.progress, ledger=self.ledger.committed)
+
+
+def _commits_exactly(change: LedgerChange, intent: PendingBatch) -> bool:
+    """True when ``change`` commits the rows of ``intent``, all of them, as recorded and in order."""
+    if len(change.committed) != len(intent.entries):
+        return False
+    for decision, entry in zip(change.committed, intent.entries, strict=True):
+        committed = decision.entry
+        if (
+            decision.key != entry.key
+            or committed.received_ms != entry.received_ms
+            or committed.status != entry.status
+            or committed.revision != entry.revision
+        ):
+            return False
+    return True

@@ -5,6 +5,7 @@ What a save writes is counted from the blobs themselves (sizes, ETags), never ti
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,7 +14,8 @@ from azure.storage.blob import ContainerClient
 from connector.checkpoint import encode_checkpoint, encode_journal_line, journal_prefix
 from connector.errors import CheckpointConflictError
 from connector.ledger import Decision, DedupLedger, LedgerChange, LedgerEntry, epoch_ms
-from connector.state import Checkpoint, FeedProgress, FeedState
+from connector.intent import intent_for
+from connector.state import Checkpoint, CommitRules, Committed, FeedProgress, FeedState
 from connector.store import BlobCheckpointStore
 
 pytestmark = pytest.mark.integration
@@ -176,3 +178,30 @@ def test_forgetting_a_feed_deletes_its_snapshot_and_journals(store, container):
 
     assert blob_sizes(container) == {}
     assert store.load("live") is None
+
+
+def test_a_batch_accepted_whole_is_committed_by_naming_its_intent_and_loads_back_in_full(store, container):
+    feed = Feed(store, big_ledger(20))
+    rules = CommitRules(
+        keep_lookback=timedelta(hours=1), target_records=1000, max_slice_span=timedelta(days=1)
+    )
+    batches = [[decision(1_000 + 100 * b + i) for i in range(100)] for b in range(3)]
+    (journal,) = [name for name in blob_sizes(container) if name.startswith("journal/")]
+    commit_lines = []
+    for rows in batches:
+        feed.state.progress = replace(
+            feed.state.progress, pending_batch=intent_for(rows, [{"RowId": f"r{d.key}"} for d in rows], T0)
+        )
+        feed.state.saved(store.save(feed.state.checkpoint(), feed.state.etag, feed.state.unsaved))
+        before = blob_sizes(container)[journal]
+        feed.state.apply(Committed(accepted=tuple(rows)), rules)
+        feed.state.saved(store.save(feed.state.checkpoint(), feed.state.etag, feed.state.unsaved))
+        commit_lines.append(blob_sizes(container)[journal] - before)
+
+    loaded = store.load("live")
+
+    assert loaded is not None
+    assert loaded.checkpoint.progress.pending_batch is None
+    assert dict(loaded.checkpoint.ledger) == feed.state.ledger.entries()
+    assert len(loaded.checkpoint.ledger) == 20 + 300
+    assert max(commit_lines) < 1_000  # the progress and a reference, not 100 entries of ~65 bytes

@@ -251,3 +251,43 @@ def test_a_journal_is_compacted_once_it_outgrows_its_snapshot_or_the_append_blob
     assert not due(journal_bytes=5_000, journal_blocks=3, snapshot_bytes=9_000, next_line=100)
     assert due(journal_bytes=0, journal_blocks=JOURNAL_MAX_BLOCKS - 1, snapshot_bytes=9_000, next_line=1)
     assert due(journal_bytes=0, journal_blocks=0, snapshot_bytes=10**9, next_line=MAX_JOURNAL_LINE + 1)
+
+
+def _intent(*decisions: Decision) -> PendingBatch:
+    return PendingBatch(
+        created=T0,
+        entries=tuple(
+            IntentEntry(d.key, d.entry.received_ms, d.entry.status, d.entry.revision, row_id=f"r{d.key}")
+            for d in decisions
+        ),
+    )
+
+
+def test_a_commit_of_the_whole_intent_names_it_and_replays_as_its_rows():
+    rows = [Decision(f"{i:032x}", LedgerEntry(epoch_ms(T0) + i, "Delivered", 0), None) for i in range(50)]
+    start = Checkpoint(progress=FeedProgress(feed="live"), ledger={})
+    in_flight = FeedProgress(feed="live", pending_batch=_intent(*rows))
+    after = FeedProgress(feed="live", high_water_mark=T0)
+    named = encode_journal_line(after, [LedgerChange(committed=tuple(rows), settles_intent=True)])
+    listed = encode_journal_line(after, [LedgerChange(committed=tuple(rows))])
+
+    journal = encode_journal_line(in_flight, []) + named
+    replayed, _ = replay_journal(start, journal, where="t")
+
+    assert len(named) < len(listed) / 10
+    assert replayed.progress == after
+    assert dict(replayed.ledger) == {d.key: d.entry for d in rows}
+    assert (
+        replayed.ledger
+        == replay_journal(start, encode_journal_line(in_flight, []) + listed, where="t")[0].ledger
+    )
+
+
+def test_a_commit_naming_an_intent_that_was_never_recorded_is_refused():
+    row = Decision("a" * 32, LedgerEntry(epoch_ms(T0), "Delivered", 0), None)
+    line = encode_journal_line(
+        FeedProgress(feed="live"), [LedgerChange(committed=(row,), settles_intent=True)]
+    )
+
+    with pytest.raises(CheckpointFormatError, match="none was recorded before it"):
+        replay_journal(Checkpoint(progress=FeedProgress(feed="live"), ledger={}), line, where="t")

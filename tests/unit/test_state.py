@@ -123,6 +123,28 @@ class TestFeedState:
         assert len(state.ledger) == 1
         assert state.etag == '"etag-1"'
 
+    def test_a_commit_of_every_row_of_the_saved_intent_is_marked_as_settling_it(self):
+        state = FeedState(progress=FeedProgress(feed="live", pending_batch=PENDING), ledger=DedupLedger())
+        state.saved('"e1"')
+
+        state.apply(Committed(accepted=(decision("k1", received_ms=1),)), RULES)
+
+        assert state.unsaved == [
+            LedgerChange(committed=(decision("k1", received_ms=1),), settles_intent=True)
+        ]
+
+    def test_a_commit_of_part_of_the_intent_or_of_an_unsaved_intent_lists_its_rows(self):
+        two = PendingBatch(created=T11, entries=(*PENDING.entries, IntentEntry("k2", 1, "Delivered", 0, "r")))
+        partial = FeedState(progress=FeedProgress(feed="live", pending_batch=two), ledger=DedupLedger())
+        partial.saved('"e1"')
+        unsaved = FeedState(progress=FeedProgress(feed="live", pending_batch=PENDING), ledger=DedupLedger())
+
+        partial.apply(Committed(accepted=(decision("k1", received_ms=1),)), RULES)
+        unsaved.apply(Committed(accepted=(decision("k1", received_ms=1),)), RULES)
+
+        assert not partial.unsaved[0].settles_intent
+        assert not unsaved.unsaved[0].settles_intent
+
 
 class TestUnfinishedSlicesAndStalls:
     def test_unfinished_slice_keeps_the_mark_and_shrinks_the_span(self):
