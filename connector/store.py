@@ -151,6 +151,8 @@ class BlobCheckpointStore:
         self._container = container
         self._container_checked = False
         self._journal_min_bytes = journal_min_bytes
+        # The journal being appended to: a client made once, not per save (the SDK builds a pipeline each time).
+        self._journal: BlobClient | None = None
 
     @property
     def where(self) -> str:
@@ -274,13 +276,14 @@ class BlobCheckpointStore:
         (412): the journal then ends with exactly ``line`` at ``position``, and that is a
         success. Anything else at that position is another writer's: a conflict.
         """
-        journal = self._container.get_blob_client(name)
-        checkpoint = safe_url(self._container.get_blob_client(_blob_name(feed)).url)
+        journal = self._journal
+        if journal is None or journal.blob_name != name:
+            journal = self._journal = self._container.get_blob_client(name)
         try:
             journal.append_block(line, length=len(line), appendpos_condition=position)
         except ResourceNotFoundError as err:
             raise CheckpointConflictError(
-                f"checkpoint {checkpoint} changed under this run (its journal was replaced): {_CONFLICT_HINT}"
+                f"checkpoint {self._url(feed)} changed under this run (its journal was replaced): {_CONFLICT_HINT}"
             ) from err
         except HttpResponseError as err:
             if err.status_code != 412:
@@ -289,10 +292,14 @@ class BlobCheckpointStore:
                 logger.info("checkpoint journal append was retried after it landed; kept once")
                 return
             raise CheckpointConflictError(
-                f"checkpoint {checkpoint} changed under this run (its journal grew): {_CONFLICT_HINT}"
+                f"checkpoint {self._url(feed)} changed under this run (its journal grew): {_CONFLICT_HINT}"
             ) from err
         except AzureError as err:
             raise storage_error(f"cannot write checkpoint journal {safe_url(journal.url)}", err) from err
+
+    def _url(self, feed: str) -> str:
+        """Where ``feed``'s checkpoint is, for a message (no query string)."""
+        return safe_url(self._container.get_blob_client(_blob_name(feed)).url)
 
     @staticmethod
     def _tail(journal: BlobClient, position: int) -> bytes | None:
