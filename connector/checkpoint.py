@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -270,15 +270,22 @@ def decode_checkpoint(data: bytes, *, where: str) -> Checkpoint:
     return decode_snapshot(data, where=where)[0]
 
 
-def decode_snapshot(data: bytes | bytearray, *, where: str) -> tuple[Checkpoint, str | None]:
+def decode_snapshot(
+    data: bytes | bytearray | Iterable[bytes], *, where: str
+) -> tuple[Checkpoint, str | None]:
     """Parse a stored checkpoint: format 1 (one JSON document), or a format 2 snapshot and its journal's name.
+
+    ``data`` may be the blob's bytes or its chunks as they download: a snapshot's ledger
+    lines are read as they arrive, so a 33 MB snapshot is never held beside the ledger it
+    becomes (a format 1 document is one line, held whole, as it always was).
 
     Raises:
         CheckpointFormatError: not JSON, a newer format, or fields of the wrong shape.
     """
-    # No partition: a second copy of a 33 MB snapshot's body would double the load's peak memory.
-    end = data.find(b"\n")
-    document = _json_object(data if end < 0 else data[:end], where)
+    lines = _lines(data)
+    first = next(lines, b"")
+    document = _json_object(first, where)
+    del first
     version = document.get("format_version")
     if version not in (FORMAT_VERSION, SNAPSHOT_VERSION):
         raise CheckpointFormatError(
@@ -295,7 +302,7 @@ def decode_snapshot(data: bytes | bytearray, *, where: str) -> tuple[Checkpoint,
             }
             journal = None
         else:
-            ledger = _decode_ledger_lines(data, len(data) if end < 0 else end + 1)
+            ledger = _decode_ledger_lines(lines)
             if len(ledger) != int(document["ledger_entries"]):
                 raise ValueError(f"{len(ledger)} ledger lines, the header says {document['ledger_entries']}")
             journal = str(document["journal"]) or None
@@ -399,24 +406,36 @@ def _json_text(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _lines(data: bytes | bytearray, start: int = 0) -> Iterator[bytes | bytearray]:
-    """The non-empty lines of ``data`` from ``start``, one at a time (no list of 500 k lines)."""
-    size = len(data)
-    while start < size:
-        end = data.find(b"\n", start)
-        if end < 0:
-            end = size
-        if end > start:
-            yield data[start:end]
-        start = end + 1
+def _lines(data: bytes | bytearray | Iterable[bytes]) -> Iterator[bytes]:
+    """The non-empty lines of ``data`` (bytes, or chunks of them), one at a time.
+
+    Holds at most one chunk and the line it ends in: no list of 500 k lines, and no
+    second copy of the whole blob.
+    """
+    chunks: Iterable[bytes | bytearray] = (data,) if isinstance(data, bytes | bytearray) else data
+    tail = b""
+    for chunk in chunks:
+        piece = tail + chunk if tail else bytes(chunk)
+        start = 0
+        while True:
+            end = piece.find(b"\n", start)
+            if end < 0:
+                break
+            if end > start:
+                yield piece[start:end]
+            start = end + 1
+        tail = piece[start:]
+    if tail:
+        yield tail
 
 
-def _decode_ledger_lines(data: bytes | bytearray, start: int) -> PackedEntries:
-    """The ledger lines of ``data`` from ``start``."""
+def _decode_ledger_lines(lines: Iterator[bytes]) -> PackedEntries:
+    """The ledger entries of a snapshot's lines (those after its header)."""
     ledger = PackedEntries()
     put = ledger._put  # noqa: SLF001 - building the entries a ledger then takes over
-    for line in _lines(data, start):
-        key, received_ms, status, revision = json.loads(line)
+    loads = json.loads
+    for line in lines:
+        key, received_ms, status, revision = loads(line)
         put(str(key), LedgerEntry(received_ms=int(received_ms), status=str(status), revision=int(revision)))
     return ledger
 
@@ -465,8 +484,10 @@ def seal_line(next_journal: str) -> bytes:
     return _json_bytes({"sealed_for": next_journal}) + b"\n"
 
 
-def replay_journal(checkpoint: Checkpoint, data: bytes | bytearray, *, where: str) -> tuple[Checkpoint, bool]:
-    """The state after applying every line of the journal ``data`` to the snapshot ``checkpoint``.
+def replay_journal(
+    checkpoint: Checkpoint, data: bytes | bytearray | Iterable[bytes], *, where: str
+) -> tuple[Checkpoint, bool]:
+    """The state after applying every line of the journal ``data`` (bytes, or chunks) to the snapshot ``checkpoint``.
 
     Takes over ``checkpoint.ledger`` (the packed entries :func:`decode_snapshot` returns)
     instead of copying it. Also says whether the journal's last line is a seal (a compaction was under way).

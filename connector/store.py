@@ -19,7 +19,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -89,24 +88,28 @@ def _blob_name(feed: str) -> str:
 _LOAD_ATTEMPTS = 3
 
 
-class _Filler:
-    """A writable that fills one preallocated buffer (what ``readinto`` needs, nothing more)."""
+class _Download:
+    """A blob's chunks as they download (4 MiB each), counted: a reader keeps one chunk, not the blob.
 
-    def __init__(self, size: int) -> None:
-        self.buffer = bytearray(size)
-        self._at = 0
+    A failure mid-way (the blob replaced under the download, the network) surfaces as a
+    :class:`~connector.errors.CheckpointError` naming the blob, from the loop that reads it.
+    """
 
-    def write(self, chunk: bytes) -> int:
-        self.buffer[self._at : self._at + len(chunk)] = chunk
-        self._at += len(chunk)
-        return len(chunk)
+    def __init__(self, downloader: StorageStreamDownloader[bytes], url: str) -> None:
+        self._downloader = downloader
+        self.properties = downloader.properties
+        self._url = url
+        self.bytes = 0
+        self.lines = 0
 
-
-def _read_whole(downloader: StorageStreamDownloader[bytes]) -> bytearray:
-    """The blob's bytes in one buffer: ``readall`` copies a 33 MB snapshot once more at the end."""
-    filler = _Filler(downloader.size)
-    downloader.readinto(cast(IO[bytes], filler))  # only write() is called (one connection, in order)
-    return filler.buffer
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._downloader.chunks():
+                self.bytes += len(chunk)
+                self.lines += chunk.count(b"\n")
+                yield chunk
+        except AzureError as err:
+            raise storage_error(f"cannot read checkpoint {self._url}", err) from err
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,43 +199,35 @@ class BlobCheckpointStore:
         for _ in range(_LOAD_ATTEMPTS):
             try:
                 downloader = blob.download_blob()
-                data = _read_whole(downloader)
             except ResourceNotFoundError:
                 return None
             except AzureError as err:
                 raise storage_error(f"cannot read checkpoint {safe_url(blob.url)}", err) from err
             snapshot_etag = str(downloader.properties.etag)
-            checkpoint, journal = decode_snapshot(data, where=safe_url(blob.url))
+            snapshot = _Download(downloader, safe_url(blob.url))
+            checkpoint, journal = decode_snapshot(snapshot, where=safe_url(blob.url))
             if journal is None:
-                return StoredCheckpoint(checkpoint, _Version(snapshot_etag, "", 0, 0, len(data)).token())
-            del data
-            read = self._read_journal(journal)
-            if read is None:
+                return StoredCheckpoint(checkpoint, _Version(snapshot_etag, "", 0, 0, snapshot.bytes).token())
+            client = self._container.get_blob_client(journal)
+            try:
+                journal_download = _Download(client.download_blob(), safe_url(client.url))
+            except ResourceNotFoundError:
                 continue  # replaced by a compaction since the snapshot was read
-            journal_data, blocks = read
+            except AzureError as err:
+                raise storage_error(f"cannot read checkpoint journal {safe_url(client.url)}", err) from err
             replayed, sealed = replay_journal(
-                checkpoint, journal_data, where=safe_url(blob.url) + f" ({journal})"
+                checkpoint, journal_download, where=safe_url(blob.url) + f" ({journal})"
             )
             if sealed and self._snapshot_etag(blob) != snapshot_etag:
                 continue  # a compaction finished meanwhile: read its snapshot
-            version = _Version(snapshot_etag, journal, len(journal_data), blocks, downloader.properties.size)
+            counted = journal_download.properties.append_blob_committed_block_count
+            # One line per append block (a save, or a seal) where the service does not say.
+            blocks = int(counted) if counted is not None else journal_download.lines
+            version = _Version(snapshot_etag, journal, journal_download.bytes, blocks, snapshot.bytes)
             return StoredCheckpoint(replayed, version.token())
         raise CheckpointConflictError(
             f"checkpoint {safe_url(blob.url)} kept changing while it was read: {_CONFLICT_HINT}"
         )
-
-    def _read_journal(self, name: str) -> tuple[bytearray, int] | None:
-        """The journal's bytes and block count; None if it is gone."""
-        journal = self._container.get_blob_client(name)
-        try:
-            downloader = journal.download_blob()
-            data = _read_whole(downloader)
-        except ResourceNotFoundError:
-            return None
-        except AzureError as err:
-            raise storage_error(f"cannot read checkpoint journal {safe_url(journal.url)}", err) from err
-        blocks = downloader.properties.append_blob_committed_block_count
-        return data, int(blocks) if blocks is not None else data.count(b"\n")
 
     def _snapshot_etag(self, blob: BlobClient) -> str | None:
         try:

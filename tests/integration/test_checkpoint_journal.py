@@ -13,8 +13,8 @@ from azure.storage.blob import ContainerClient
 
 from connector.checkpoint import encode_checkpoint, encode_journal_line, journal_prefix
 from connector.errors import CheckpointConflictError
-from connector.ledger import Decision, DedupLedger, LedgerChange, LedgerEntry, epoch_ms
 from connector.intent import intent_for
+from connector.ledger import Decision, DedupLedger, LedgerChange, LedgerEntry, epoch_ms
 from connector.state import Checkpoint, CommitRules, Committed, FeedProgress, FeedState
 from connector.store import BlobCheckpointStore
 

@@ -291,3 +291,21 @@ def test_a_commit_naming_an_intent_that_was_never_recorded_is_refused():
 
     with pytest.raises(CheckpointFormatError, match="none was recorded before it"):
         replay_journal(Checkpoint(progress=FeedProgress(feed="live"), ledger={}), line, where="t")
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 4096])
+def test_a_snapshot_and_its_journal_read_from_chunks_cut_anywhere_equal_reading_them_whole(chunk):
+    original = Checkpoint(progress=FeedProgress(feed="live", high_water_mark=T0), ledger=_entries(300))
+    snapshot = encode_snapshot(original, journal="journal/live/abc.jsonl")
+    new = Decision("n" * 32, LedgerEntry(epoch_ms(T0) + 10, "Delivered", 0), previous_status=None)
+    journal = encode_journal_line(FeedProgress(feed="live"), [LedgerChange(committed=(new,))]) + seal_line("x")
+
+    def cut(data: bytes) -> list[bytes]:
+        return [data[i : i + chunk] for i in range(0, len(data), chunk)]
+
+    whole = decode_snapshot(snapshot, where="t")
+    assert decode_snapshot(cut(snapshot), where="t") == whole
+    # Replay takes the snapshot's ledger over: each replay gets its own decoded snapshot.
+    from_chunks = replay_journal(decode_snapshot(snapshot, where="t")[0], cut(journal), where="t")
+    assert from_chunks == replay_journal(whole[0], journal, where="t")
+    assert new.key in from_chunks[0].ledger
