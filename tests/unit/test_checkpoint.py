@@ -298,7 +298,9 @@ def test_a_snapshot_and_its_journal_read_from_chunks_cut_anywhere_equal_reading_
     original = Checkpoint(progress=FeedProgress(feed="live", high_water_mark=T0), ledger=_entries(300))
     snapshot = encode_snapshot(original, journal="journal/live/abc.jsonl")
     new = Decision("n" * 32, LedgerEntry(epoch_ms(T0) + 10, "Delivered", 0), previous_status=None)
-    journal = encode_journal_line(FeedProgress(feed="live"), [LedgerChange(committed=(new,))]) + seal_line("x")
+    journal = encode_journal_line(FeedProgress(feed="live"), [LedgerChange(committed=(new,))]) + seal_line(
+        "x"
+    )
 
     def cut(data: bytes) -> list[bytes]:
         return [data[i : i + chunk] for i in range(0, len(data), chunk)]
