@@ -27,7 +27,7 @@ record (catch-up, live, backfill) is checked stored exactly once by (trace id,
 recipient, status, revision).
 
     .venv/bin/python scripts/bench/quota.py                       # 1 M records, real time (~25 min)
-    .venv/bin/python scripts/bench/quota.py --records 200000      # quicker (~15 min)
+    .venv/bin/python scripts/bench/quota.py --records 200000      # quicker (~17 min)
     .venv/bin/python scripts/bench/quota.py --time-scale 2        # where the connector's CPU allows
     .venv/bin/python scripts/bench/quota.py --skip-catchup        # only the live feed beside a backfill (~12 min)
 """
@@ -299,7 +299,7 @@ def live_beside_backfill(
     backfill_cap = math.floor((QUOTA_REQUESTS - args.headroom) * (1 - reserve / 100))
     warm_up = window / 10
     records = args.backfill_records or round(
-        1.5 * (warm_up + (args.live_ticks + 1) * tick) / (window / backfill_cap) * PAGE * 0.85
+        1.2 * (warm_up + (args.live_ticks + 1) * tick) / (window / backfill_cap) * PAGE * 0.85
     )
     now = sim.now()
     end = (now - timedelta(days=args.days, hours=2)).replace(microsecond=0)
