@@ -287,14 +287,25 @@ def live_beside_backfill(
     first with Graph's quota idle and then beside a backfill that keeps the shared budget
     at its own cap. The wait for the next tick is the same in both phases by construction
     (the grid), so a difference between the phases is what the backfill does to a tick's
-    own run. Both start from a fresh checkpoint container and a cleared simulator quota,
+    own run. Both start from an idle quota (simulator count and budget blob cleared),
     so the catch-up's requests in the last window do not throttle the "alone" ticks.
     """
     scale = args.time_scale
     tick = args.tick_seconds / scale
-    live_env = {**env, "CHECKPOINT_CONTAINER": "bench-quota-live", "INITIAL_LOOKBACK_HOURS": "1"}
-    # The budget of the catch-up's window is spent: start the comparison with an idle quota.
+    live_env = env
+    # The budget of the catch-up's window is spent: start the comparison with an idle quota, as if a
+    # window had passed (the simulator's count and the shared budget blob). The live checkpoint is kept:
+    # a fresh one would re-read the catch-up's last hour with an empty ledger and store it twice.
+    from azure.storage.blob import ContainerClient
+
+    from connector.quota_store import quota_blob_name
+
     sim.graph.quota.reset()
+    container = ContainerClient.from_connection_string(
+        env["STORAGE_CONNECTION_STRING"], env["CHECKPOINT_CONTAINER"]
+    )
+    if container.exists():
+        container.get_blob_client(quota_blob_name(sim.tenant_id)).delete_blob(delete_snapshots="include")
     reserve = 20.0
     backfill_cap = math.floor((QUOTA_REQUESTS - args.headroom) * (1 - reserve / 100))
     warm_up = window / 10
