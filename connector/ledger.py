@@ -119,11 +119,13 @@ class PackedEntries(Mapping[str, LedgerEntry]):
         return entry.received_ms << 24 | code << 16 | entry.revision
 
     def _unpack(self, value: int | LedgerEntry) -> LedgerEntry:
-        if isinstance(value, LedgerEntry):
-            return value
-        return LedgerEntry(
-            received_ms=value >> 24, status=self._statuses[(value >> 16) & 0xFF], revision=value & 0xFFFF
-        )
+        if type(value) is not int:
+            return value  # type: ignore[return-value]  # kept unpacked: a LedgerEntry
+        entry = _new(LedgerEntry)  # LedgerEntry(...) field by field: a snapshot unpacks every entry
+        _set_received_ms(entry, value >> 24)
+        _set_status(entry, self._statuses[(value >> 16) & 0xFF])
+        _set_revision(entry, value & 0xFFFF)
+        return entry
 
     def _put(self, key: str, entry: LedgerEntry) -> None:
         self._values[key] = self._pack(entry)

@@ -460,19 +460,18 @@ def _parse_plain(raw: dict[str, object]) -> TraceRecord | None:
             else:
                 return None
         sender, message_id, subject, from_ip, to_ip = optional
-    if (
-        received_text[-1] == "Z"
-        and received_text[0] != "0"
-        and received_text[11:13] <= "23"
-        and received_text[14:16] <= "59"
-        and received_text[17:19] <= "59"
-        and _GRAPH_UTC.fullmatch(received_text) is not None
-    ):
+    if received_text[0] != "0" and _GRAPH_UTC.fullmatch(received_text) is not None:
         try:
             received = _from_iso(received_text)
         except ValueError:
-            return None  # not a real date (2026-02-30): the checked path says which
-        text = received_text[:19] + "." + (received_text[20:-1] + "000000")[:6] + "Z"
+            return None  # not a real date (2026-02-30), hour 24, a leap second: the checked path decides
+        size_of_text = len(received_text)
+        if size_of_text >= 27:  # six fraction digits or more (Exchange sends seven): cut to six
+            text = received_text[:26] + "Z"
+        elif size_of_text == 20:  # no fraction
+            text = received_text[:19] + ".000000Z"
+        else:
+            text = received_text[:19] + "." + (received_text[20:-1] + "000000")[:6] + "Z"
     else:
         try:
             received = parse_datetime(received_text)
