@@ -120,6 +120,10 @@ def cut_utf8(value: str, max_bytes: int = MAX_FIELD_BYTES) -> str | None:
     return encoded[:max_bytes].decode("utf-8", errors="ignore")
 
 
+# Status texts seen, normalised (a run sees a handful): the plain path normalises each once.
+_STATUS_SEEN: dict[str, str] = {}
+
+
 def normalise_status(raw: str) -> str:
     """Return the PascalCase form of a Graph status, whatever case Graph used.
 
@@ -188,6 +192,8 @@ class TraceRecord(NamedTuple):
     size: int | None
     from_ip: str | None
     to_ip: str | None
+    received_text: str
+    """``received`` as the row writes it (:func:`format_datetime`): read off Graph's own text when it can be."""
 
     @property
     def recipient_key(self) -> str:
@@ -386,6 +392,12 @@ def _parse_plain(raw: dict[str, object]) -> TraceRecord | None:
     ``status`` ASCII and not blank; ``size`` an ``int`` (not ``bool``) in range or
     absent; the other fields strings or absent (non-ASCII ones are repaired exactly as
     :func:`_optional_text` does).
+
+    A receive time in the shape Graph sends (``YYYY-MM-DDThh:mm:ss[.fraction]Z``, year
+    from 1000, time of day in range) is read by the C ``datetime.fromisoformat`` (which
+    cuts the fraction to microseconds, as :func:`parse_datetime` does) and its row text
+    is sliced from it; any other shape goes through :func:`parse_datetime` and
+    :func:`format_datetime`. A run's few status texts are normalised once each.
     """
     get = raw.get
     trace_id, recipient, received_text, status = (
@@ -405,49 +417,87 @@ def _parse_plain(raw: dict[str, object]) -> TraceRecord | None:
         and status.isascii()
     ):
         return None
-    trace_id, recipient, received_text, status = (
-        trace_id.strip(),
-        recipient.strip(),
-        received_text.strip(),
-        status.strip(),
-    )
+    trace_id, recipient, received_text = trace_id.strip(), recipient.strip(), received_text.strip()
     if not (
         trace_id
         and recipient
         and received_text
-        and status
         and len(trace_id) <= MAX_KEY_CHARS
         and len(recipient) <= MAX_KEY_CHARS
     ):
         return None
+    normalised = _STATUS_SEEN.get(status)
+    if normalised is None:
+        normalised = normalise_status(status)
+        if not normalised:  # blank: the checked path says so
+            return None
+        if len(_STATUS_SEEN) > _CACHE_LIMIT:
+            _STATUS_SEEN.clear()
+        _STATUS_SEEN[status] = normalised
     size = get("size")
     if size is not None and not (type(size) is int and 0 <= size <= MAX_SIZE):
         return None
-    optional: list[str | None] = []
-    for value in (get("senderAddress"), get("messageId"), get("subject"), get("fromIP"), get("toIP")):
-        if value is None or (type(value) is str and value.isascii()):
-            optional.append(value)
-        elif type(value) is str:
-            optional.append(_LONE_SURROGATE.sub("\ufffd", value))
-        else:
-            return None
-    try:
-        received = parse_datetime(received_text)
-    except ValueError:
-        return None
-    sender, message_id, subject, from_ip, to_ip = optional
-    return TraceRecord(
-        trace_id=trace_id,
-        recipient=recipient,
-        received=received,
-        status=normalise_status(status),
-        sender=sender,
-        message_id=message_id,
-        subject=subject,
-        size=size,
-        from_ip=from_ip,
-        to_ip=to_ip,
+    sender, message_id, subject, from_ip, to_ip = (
+        get("senderAddress"),
+        get("messageId"),
+        get("subject"),
+        get("fromIP"),
+        get("toIP"),
     )
+    if not (
+        (sender is None or (type(sender) is str and sender.isascii()))
+        and (message_id is None or (type(message_id) is str and message_id.isascii()))
+        and (subject is None or (type(subject) is str and subject.isascii()))
+        and (from_ip is None or (type(from_ip) is str and from_ip.isascii()))
+        and (to_ip is None or (type(to_ip) is str and to_ip.isascii()))
+    ):
+        optional: list[str | None] = []
+        for value in (sender, message_id, subject, from_ip, to_ip):
+            if value is None or (type(value) is str and value.isascii()):
+                optional.append(value)
+            elif type(value) is str:
+                optional.append(_LONE_SURROGATE.sub("\ufffd", value))
+            else:
+                return None
+        sender, message_id, subject, from_ip, to_ip = optional
+    if received_text[0] != "0" and _GRAPH_UTC.fullmatch(received_text) is not None:
+        try:
+            received = _from_iso(received_text)
+        except ValueError:
+            return None  # not a real date (2026-02-30), hour 24, a leap second: the checked path decides
+        size_of_text = len(received_text)
+        if size_of_text >= 27:  # six fraction digits or more (Exchange sends seven): cut to six
+            text = received_text[:26] + "Z"
+        elif size_of_text == 20:  # no fraction
+            text = received_text[:19] + ".000000Z"
+        else:
+            text = received_text[:19] + "." + (received_text[20:-1] + "000000")[:6] + "Z"
+    else:
+        try:
+            received = parse_datetime(received_text)
+        except ValueError:
+            return None
+        text = format_datetime(received)
+    return _tuple_new(
+        TraceRecord,  # a TraceRecord without its generated __new__'s Python frame
+        (
+            trace_id,
+            recipient,
+            received,
+            normalised,
+            sender,
+            message_id,
+            subject,
+            size,
+            from_ip,
+            to_ip,
+            text,
+        ),
+    )
+
+
+_from_iso = datetime.fromisoformat
+_tuple_new = tuple.__new__
 
 
 def _parse_checked(raw: Mapping[str, object]) -> TraceRecord:
@@ -483,6 +533,7 @@ def _parse_checked(raw: Mapping[str, object]) -> TraceRecord:
         size=size,
         from_ip=_optional_text(raw, "fromIP"),
         to_ip=_optional_text(raw, "toIP"),
+        received_text=format_datetime(received),
     )
 
 
@@ -499,7 +550,10 @@ class RowMapper:
         # A run sees few distinct domains and many rows: each domain is normalised and classified once.
         self._domains: dict[str, str] = {}
         self._directions: dict[tuple[str, str], str] = {}
-        self._subjects = subjects
+        from connector.subjects import SubjectMode  # noqa: PLC0415 - subjects imports this module
+
+        # ``keep`` hands every subject back as it is: the row skips the call.
+        self._subjects = None if subjects is None or subjects.mode is SubjectMode.KEEP else subjects
         self._schema = schema or load_table_schema()
         self._columns = frozenset(self._schema.column_names)
         if self._columns != ROW_COLUMNS:
@@ -530,52 +584,64 @@ class RowMapper:
         64 KB cut: a hash is of the whole subject and never cut, so ``TruncatedFields``
         names ``Subject`` only in ``keep`` mode; a dropped subject is not "truncated".
         """
-        subject = record.subject if self._subjects is None else self._subjects.apply(record.subject)
-        sender = record.sender or ""
-        sender_domain = self._domain(sender) if sender != NULL_SENDER else ""
-        recipient_domain = self._domain(record.recipient)
+        trace_id, recipient, _, status, sender, message_id, subject, size, from_ip, to_ip, received = record
+        if self._subjects is not None:
+            subject = self._subjects.apply(subject)
+        domains = self._domains
+        if sender is None or "@" not in sender:
+            sender_domain = ""
+        else:
+            known = domains.get(sender.rsplit("@", 1)[1])
+            sender_domain = known if known is not None else self._domain(sender)
+        if "@" not in recipient:
+            recipient_domain = ""
+        else:
+            known = domains.get(recipient.rsplit("@", 1)[1])
+            recipient_domain = known if known is not None else self._domain(recipient)
         direction = self._directions.get((sender_domain, recipient_domain))
         if direction is None:
             if len(self._directions) > _CACHE_LIMIT:
                 self._directions.clear()
             direction = classify_direction(sender_domain, recipient_domain, self._local_domains)
             self._directions[(sender_domain, recipient_domain)] = direction
-        received = format_datetime(record.received)
-        row: dict[str, object] = {
-            "TimeGenerated": received,
-            "Received": received,
-            "MessageTraceId": record.trace_id,
-            "MessageId": record.message_id,
-            "SenderAddress": record.sender,
-            "RecipientAddress": record.recipient,
-            "Subject": subject,
-            "Status": record.status,
-            "Size": record.size,
-            "FromIP": record.from_ip,
-            "ToIP": record.to_ip,
-            "SenderDomain": sender_domain,
-            "RecipientDomain": recipient_domain,
-            "Direction": direction,
-            "StatusRevision": revision,
-            "PreviousStatus": previous_status or "",
-            "TruncatedFields": "",
-            "RowId": row_id(record.trace_id, record.recipient, record.status, revision),
-        }
+        # Null columns are left out of the row; the keys keep the schema's order either way.
+        row: dict[str, object] = {"TimeGenerated": received, "Received": received, "MessageTraceId": trace_id}
+        if message_id is not None:
+            row["MessageId"] = message_id
+        if sender is not None:
+            row["SenderAddress"] = sender
+        row["RecipientAddress"] = recipient
+        if subject is not None:
+            row["Subject"] = subject
+        row["Status"] = status
+        if size is not None:
+            row["Size"] = size
+        if from_ip is not None:
+            row["FromIP"] = from_ip
+        if to_ip is not None:
+            row["ToIP"] = to_ip
+        row["SenderDomain"] = sender_domain
+        row["RecipientDomain"] = recipient_domain
+        row["Direction"] = direction
+        row["StatusRevision"] = revision
+        row["PreviousStatus"] = previous_status or ""
+        row["TruncatedFields"] = ""
+        row["RowId"] = row_id(trace_id, recipient, status, revision)
         # No text can need the cut when all of it together is under a quarter of the limit
         # (a character is at most 4 UTF-8 bytes): the common row skips the per-field check.
         # The other columns (times, direction, RowId) are short and bounded: _FIXED_CHARS.
         chars = (
-            len(record.trace_id)
-            + len(record.recipient)
-            + len(sender)
-            + len(record.message_id or "")
-            + len(subject or "")
-            + len(record.status)
-            + len(record.from_ip or "")
-            + len(record.to_ip or "")
+            len(trace_id)
+            + len(recipient)
+            + (len(sender) if sender is not None else 0)
+            + (len(message_id) if message_id is not None else 0)
+            + (len(subject) if subject else 0)
+            + len(status)
+            + (len(from_ip) if from_ip is not None else 0)
+            + (len(to_ip) if to_ip is not None else 0)
             + len(sender_domain)
             + len(recipient_domain)
-            + len(previous_status or "")
+            + (len(previous_status) if previous_status else 0)
         )
         if (chars + _FIXED_CHARS) * 4 > MAX_FIELD_BYTES:
             truncated = []
@@ -587,9 +653,6 @@ class RowMapper:
                         truncated.append(name)
             if truncated:
                 row["TruncatedFields"] = ",".join(truncated)
-        for name in _NULLABLE_COLUMNS:
-            if row[name] is None:
-                del row[name]
         return row
 
     def _domain(self, address: str) -> str:

@@ -60,6 +60,9 @@ class Observation(NamedTuple, Generic[_T]):
     item: _T
 
 
+_tuple_new = tuple.__new__
+
+
 class SliceObservations(Generic[_T]):
     """The observations of one read of one slice, one per key, released once they are final."""
 
@@ -78,7 +81,8 @@ class SliceObservations(Generic[_T]):
             self.superseded += 1
             if not supersedes(status, held.status):
                 return
-        self._held[key] = Observation(key, received, status, item)
+        # Observation(key, received, status, item), without the generated __new__'s Python frame (one per record).
+        self._held[key] = _tuple_new(Observation, (key, received, status, item))
 
     def release_newer_than(self, oldest_read: datetime) -> Iterator[Observation[_T]]:
         """Release the keys received after ``oldest_read`` (a newest-first read cannot bring them again)."""

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -168,6 +168,8 @@ class _Staged(NamedTuple):
     decision: Decision
     raw: object
 
+
+_tuple_new = tuple.__new__
 
 # Records outside their slice are each logged at WARNING up to this many per run, then counted only.
 MAX_OUTSIDE_WARNINGS = 20
@@ -531,8 +533,7 @@ class FeedSync:
                     break
                 run.report.pages += 1
                 reading.pages += 1
-                for raw in page.records:
-                    self._take(run, raw, current, seen, reading)
+                self._take(run, page.records, current, seen, reading)
                 if reading.covered_from is not None:
                     self._store(run, seen.release_newer_than(reading.covered_from), batcher, current)
                 if not page.more:
@@ -553,44 +554,71 @@ class FeedSync:
         return reading, stopped
 
     def _take(
-        self, run: _Run, raw: object, current: Window, seen: SliceObservations[_Seen], reading: SliceReading
+        self,
+        run: _Run,
+        records: Iterable[object],
+        current: Window,
+        seen: SliceObservations[_Seen],
+        reading: SliceReading,
     ) -> None:
-        """One record of a page: dead-letter it, leave it to its own slice, or hold it as this read's observation."""
+        """Each record of a page: dead-letter it, leave it to its own slice, or hold it as this read's observation.
+
+        One loop per page with what it reads held in locals (this runs for every record):
+        ``current.contains`` and :meth:`SliceReading.observe` are spelled out here, and the
+        counts and order found are written back when the page ends, however it ends.
+        """
         report = run.report
-        reading.records += 1
-        report.records_seen += 1
+        start, end, exclude_from = current.start, current.end, run.exclude_from
+        oldest, newest_first = reading.oldest_seen, reading.newest_first
+        hold, key_of, parse = seen.add, ledger_key, parse_trace_record
+        taken = 0
         try:
-            record = parse_trace_record(raw)  # type: ignore[arg-type]  # anything JSON; parse checks
-        except RecordError as err:
-            self._dead_letter(run, raw, err.problem, current)
-            return
-        if not current.contains(record.received):
-            self._outside(run, record.trace_id, record.received, current)
-            return
-        reading.observe(record.received)
-        if run.exclude_from is not None and record.received >= run.exclude_from:
-            report.outside_range += 1  # the live feed's: a backfill stops where live coverage starts
-            return
-        seen.add(
-            ledger_key(record.trace_id, record.recipient), record.received, record.status, _Seen(record, raw)
-        )
+            for raw in records:
+                taken += 1
+                try:
+                    record = parse(raw)  # type: ignore[arg-type]  # anything JSON; parse checks
+                except RecordError as err:
+                    self._dead_letter(run, raw, err.problem, current)
+                    continue
+                received = record.received
+                if not start <= received <= end:  # current.contains
+                    self._outside(run, record.trace_id, received, current)
+                    continue
+                # reading.observe(received)
+                if oldest is None or received < oldest:
+                    oldest = received
+                elif received > oldest:
+                    newest_first = False
+                if exclude_from is not None and received >= exclude_from:
+                    report.outside_range += 1  # the live feed's: a backfill stops where live coverage starts
+                    continue
+                hold(
+                    key_of(record.trace_id, record.recipient),
+                    received,
+                    record.status,
+                    _tuple_new(_Seen, (record, raw)),
+                )
+        finally:
+            reading.records += taken
+            report.records_seen += taken
+            reading.oldest_seen, reading.newest_first = oldest, newest_first
 
     def _store(
         self, run: _Run, released: Iterator[Observation[_Seen]], batcher: Batcher[_Staged], current: Window
     ) -> None:
         """Decide each key the read is done with against the ledger; batch what is new, upload full batches."""
         ledger = run.state.ledger
+        decide, to_row, add = ledger.decide, self._mapper.to_row, batcher.add
         for observation in released:
-            record, raw = observation.item.record, observation.item.raw
-            decision = ledger.decide(observation.key, record.received, record.status)
+            record, raw = observation.item
+            decision = decide(observation.key, record.received, record.status)
             if decision is None:
                 run.report.duplicates_dropped += 1
                 continue
-            row = self._mapper.to_row(
-                record, revision=decision.entry.revision, previous_status=decision.previous_status
-            )
+            entry = decision.entry
+            row = to_row(record, revision=entry.revision, previous_status=decision.previous_status)
             try:
-                full = batcher.add(row, _Staged(decision, raw))
+                full = add(row, _tuple_new(_Staged, (decision, raw)))
             except RecordError as err:
                 ledger.forget_staged(decision)
                 self._dead_letter(run, raw, err.problem, current)

@@ -91,3 +91,18 @@ class TestCommitAndPrune:
 
         assert removed == 1
         assert set(ledger.entries()) == {"new"}
+
+
+def test_entries_that_do_not_pack_into_an_int_read_back_exactly_beside_packed_ones():
+    # A revision past 65,535, a time before 1970 and a 257th status are kept as LedgerEntry objects.
+    odd = {
+        "big-revision": LedgerEntry(received_ms=1_700_000_000_000, status="Delivered", revision=70_000),
+        "before-1970": LedgerEntry(received_ms=-5, status="Pending", revision=1),
+    }
+    many = {f"k{n}": LedgerEntry(received_ms=n, status=f"Status{n}", revision=n % 3) for n in range(300)}
+    entries = {**odd, **many}
+    ledger = DedupLedger(entries)
+    assert dict(ledger.committed.items()) == entries
+    assert all(ledger.committed[key] == entry for key, entry in entries.items())
+    assert ledger.committed.get("missing") is None
+    assert ledger.decide("big-revision", datetime(2026, 1, 1, tzinfo=UTC), "Failed").entry.revision == 70_001
