@@ -54,10 +54,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from live import percentile  # noqa: E402  (scripts/bench/live.py: this script's directory is on sys.path)
-
 from connector.simulator import Simulator, generate_traffic  # noqa: E402
 from connector.simulator.azurite import start_azurite  # noqa: E402
+from scripts.bench.live import percentile  # noqa: E402
 
 QUOTA_REQUESTS = 100
 QUOTA_WINDOW = 300.0

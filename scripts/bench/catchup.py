@@ -5,7 +5,7 @@ Azurite, and prints records/s, requests per 1,000 records (Graph, ingestion,
 checkpoint saves) and the child's peak RSS. Figures, not assertions: compare
 runs on the same machine.
 
-    .venv/bin/python scripts/bench.py --messages 50000
+    .venv/bin/python scripts/bench/catchup.py --messages 50000
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from connector.simulator import Simulator, generate_traffic  # noqa: E402
