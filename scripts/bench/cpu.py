@@ -22,6 +22,7 @@ simulator's log of accepted mail-stream requests.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import pstats
@@ -133,6 +134,10 @@ def floor_seconds(graph_rows: list[dict[str, Any]], stored: list[dict[str, Any]]
         ]
         document = {"@odata.context": "https://graph/v1.0/$metadata#messageTraces", "value": values}
         pages.append(json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    # The inputs (every page and every stored row) and the simulator live in this process; moved out
+    # of the collector's reach, so the floor does not pay for scanning them (the connector holds none).
+    gc.collect()
+    gc.freeze()
     started = time.process_time()
     for page in pages:
         json.loads(page)
@@ -147,7 +152,9 @@ def floor_seconds(graph_rows: list[dict[str, Any]], stored: list[dict[str, Any]]
         body.append(encoded)
     if body:
         gzip_body(join_body(body))
-    return time.process_time() - started
+    spent = time.process_time() - started
+    gc.unfreeze()
+    return spent
 
 
 def import_seconds(runs: int) -> list[float]:
