@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import logging
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from connector.checkpoint import BACKFILL_PREFIX, LIVE_FEED, backfill_feed_name
 from connector.errors import BackfillError
 from connector.mapping import format_datetime
 from connector.ports import CheckpointStore, HeldLock, RunLock
-from connector.state import Checkpoint, FeedProgress
+from connector.state import Checkpoint, FeedProgress, QueuePlan
 from connector.windows import Window, floor_second, retention_floor
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,13 @@ CLAIM_WAIT_SECONDS = 30.0
 lease expires within the lease time, at most 60 s, so a claim waiting longer than this exits 5)."""
 
 
-def claim_backfill(store: CheckpointStore, claims: RunLock | None, request: BackfillRange) -> datetime:
+def claim_backfill(
+    store: CheckpointStore,
+    claims: RunLock | None,
+    request: BackfillRange,
+    *,
+    queued: timedelta | None = None,
+) -> datetime:
     """Claim ``request``'s range before any work; return where the backfill must stop.
 
     Under the claims lock: the live feed's start and the other backfills' ranges are
@@ -65,8 +71,14 @@ def claim_backfill(store: CheckpointStore, claims: RunLock | None, request: Back
     range, so any claim after this one sees it. Without a claims lock (in-memory
     tests) the same steps run unguarded.
 
+    ``queued`` (a slice span) claims it for a backfill run on Azure as queued slices: its
+    document then holds the plan, and its rows are stored by its slices' own documents. A
+    range is run one way only: locally, or queued with one slice span, because two ways
+    would keep two progress records over the same rows (each would store them).
+
     Raises:
-        BackfillError: no live checkpoint yet, or the range overlaps another backfill.
+        BackfillError: no live checkpoint yet, the range overlaps another backfill, or it
+            was started the other way (or queued with another slice span).
         RunLockedError: another claim held the lock for longer than ``CLAIM_WAIT_SECONDS``.
     """
     guard: AbstractContextManager[HeldLock | None] = (
@@ -74,10 +86,40 @@ def claim_backfill(store: CheckpointStore, claims: RunLock | None, request: Back
     )
     with guard:
         stop = backfill_stop(store, request)
-        if store.load(request.feed) is None:
-            progress = FeedProgress(feed=request.feed, range_start=request.start, range_end=request.end)
+        stored = store.load(request.feed)
+        if stored is None:
+            plan = None if queued is None else QueuePlan(slice_span=queued, stop=stop)
+            progress = FeedProgress(
+                feed=request.feed, range_start=request.start, range_end=request.end, queue_plan=plan
+            )
             store.save(Checkpoint(progress=progress, ledger={}), None)
-    return stop
+            return stop
+        plan = stored.checkpoint.progress.queue_plan
+        if queued is None and plan is not None:
+            raise BackfillError(
+                f"{request.feed} runs on Azure as queued slices: re-run it with --on-azure "
+                "(a local run beside its slices would store their rows twice)"
+            )
+        if queued is not None and plan is None:
+            progress = stored.checkpoint.progress
+            if progress.high_water_mark is not None or stored.checkpoint.ledger or progress.pending_batch:
+                raise BackfillError(
+                    f"{request.feed} was started locally and has stored rows: resume it without --on-azure "
+                    "(queued slices beside it would store its rows twice)"
+                )
+            progress = replace(progress, queue_plan=QueuePlan(slice_span=queued, stop=stop))
+            store.save(Checkpoint(progress=progress, ledger={}), stored.etag)
+            return stop
+        if queued is not None and plan is not None and plan.slice_span != queued:
+            raise BackfillError(
+                f"{request.feed} is queued in slices of {_hours(plan.slice_span)} h: re-run it with "
+                f"--slice-hours {_hours(plan.slice_span)} (other slices would overlap the stored ones)"
+            )
+        return stop if plan is None else plan.stop
+
+
+def _hours(span: timedelta) -> str:
+    return f"{span / timedelta(hours=1):g}"
 
 
 def backfill_stop(store: CheckpointStore, request: BackfillRange) -> datetime:
@@ -104,8 +146,8 @@ def backfill_stop(store: CheckpointStore, request: BackfillRange) -> datetime:
 
 def _refuse_overlaps(store: CheckpointStore, request: BackfillRange) -> None:
     for other in store.list_feeds(BACKFILL_PREFIX):
-        if other == request.feed:
-            continue
+        if other == request.feed or other.startswith(f"{request.feed}/"):
+            continue  # itself, or one of its own queued slices
         stored = store.load(other)
         if stored is None:
             continue

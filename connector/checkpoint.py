@@ -19,7 +19,12 @@ absence as 0)::
      "discovered_domains": {"domains": ["contoso.com", ...], "fetched_at": "...Z"} (once Graph listed them),
      "deep_reread": {"cursor": "...Z", "end": "...Z"} (the live feed's deep re-read in progress;
          absent in documents written before the tiers: read as "a new pass is due"),
-     "pending_batch": {"created": "...Z", "rows": [[key, received_ms, status, revision, RowId]]} | null}
+     "pending_batch": {"created": "...Z", "rows": [[key, received_ms, status, revision, RowId]]} | null,
+     "queue_plan": {"slice_seconds": 86400, "stop": "...Z"} (a backfill run on Azure as queued slices),
+     "slice_failure": {"failures": 2, "attempt": 2, "reason": "...", "poisoned": false, "at": "...Z"}
+         (a queued slice's last failure)}
+
+A queued slice's document is named ``backfill/<start>_<end>/<slice start>_<slice end>``.
 
 The intent (``pending_batch``) holds each row's ``RowId``, never a trace id: with a trace
 id beside them, the ledger's digests of (trace id, recipient) could be tried against a
@@ -39,7 +44,15 @@ from connector.errors import CheckpointFormatError
 from connector.ledger import Decision, DedupLedger, LedgerChange, LedgerEntry, PackedEntries
 from connector.mapping import format_datetime, parse_datetime
 from connector.report import LAST_RUN_FIELDS
-from connector.state import Checkpoint, FeedProgress, IntentEntry, LastRun, PendingBatch
+from connector.state import (
+    Checkpoint,
+    FeedProgress,
+    IntentEntry,
+    LastRun,
+    PendingBatch,
+    QueuePlan,
+    SliceFailure,
+)
 from connector.tenant_domains import DiscoveredDomains
 from connector.windows import DeepPass
 
@@ -53,7 +66,13 @@ def backfill_feed_name(start: datetime, end: datetime) -> str:
     return f"{BACKFILL_PREFIX}{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}"
 
 
-_BACKFILL_FEED = re.compile(r"backfill/([0-9]{8}T[0-9]{6}Z)_([0-9]{8}T[0-9]{6}Z)", re.ASCII)
+def slice_feed_name(job: str, start: datetime, end: datetime) -> str:
+    """Name of the checkpoint document of one queued slice ``[start, end)`` of the backfill ``job``."""
+    return f"{job}/{start:%Y%m%dT%H%M%SZ}_{end:%Y%m%dT%H%M%SZ}"
+
+
+_STAMP = r"([0-9]{8}T[0-9]{6}Z)_([0-9]{8}T[0-9]{6}Z)"
+_BACKFILL_FEED = re.compile(rf"backfill/{_STAMP}(?:/{_STAMP})?", re.ASCII)
 
 
 def check_feed_name(name: str) -> str:
@@ -71,17 +90,22 @@ def check_feed_name(name: str) -> str:
         return name
     if match is not None:
         try:
-            start, end = (
-                datetime.strptime(part, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) for part in match.groups()
+            start, end, *part = (
+                datetime.strptime(text, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+                for text in match.groups()
+                if text is not None
             )
         except ValueError:
             pass
         else:
-            if backfill_feed_name(start, end) == name:
+            job = backfill_feed_name(start, end)
+            if job == name or (
+                part and start <= part[0] < part[1] <= end and slice_feed_name(job, *part) == name
+            ):
                 return name
     raise ValueError(
-        f"{name!r} is not a feed: give live or backfill/<YYYYmmddTHHMMSSZ>_<YYYYmmddTHHMMSSZ> "
-        "(the names `status` lists)"
+        f"{name!r} is not a feed: give live, backfill/<YYYYmmddTHHMMSSZ>_<YYYYmmddTHHMMSSZ> or a queued slice "
+        "backfill/<start>_<end>/<slice start>_<slice end> (the names `status` lists)"
     )
 
 
@@ -124,6 +148,20 @@ def _progress_document(progress: FeedProgress) -> dict[str, Any]:
         document["deep_reread"] = {
             "cursor": format_datetime(progress.deep_reread.cursor),
             "end": format_datetime(progress.deep_reread.end),
+        }
+    if progress.queue_plan is not None:
+        document["queue_plan"] = {
+            "slice_seconds": int(progress.queue_plan.slice_span.total_seconds()),
+            "stop": format_datetime(progress.queue_plan.stop),
+        }
+    if progress.slice_failure is not None:
+        failure = progress.slice_failure
+        document["slice_failure"] = {
+            "failures": failure.failures,
+            "attempt": failure.attempt,
+            "reason": failure.reason,
+            "poisoned": failure.poisoned,
+            "at": format_datetime(failure.at),
         }
     return document
 
@@ -213,6 +251,32 @@ def _deep_reread(value: object) -> DeepPass | None:
     return DeepPass(cursor=parse_datetime(str(value["cursor"])), end=parse_datetime(str(value["end"])))
 
 
+def _queue_plan(value: object) -> QueuePlan | None:
+    """A queued backfill's plan; absent for the live feed and local backfills."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"queue_plan must be an object with slice_seconds and stop, got {value!r}")
+    return QueuePlan(
+        slice_span=timedelta(seconds=int(value["slice_seconds"])), stop=parse_datetime(str(value["stop"]))
+    )
+
+
+def _slice_failure(value: object) -> SliceFailure | None:
+    """A queued slice's last failure; absent until one fails."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"slice_failure must be an object, got {value!r}")
+    return SliceFailure(
+        failures=int(value["failures"]),
+        attempt=int(value["attempt"]),
+        reason=str(value["reason"]),
+        poisoned=bool(value["poisoned"]),
+        at=parse_datetime(str(value["at"])),
+    )
+
+
 def _last_run(value: object) -> LastRun | None:
     """The stored summary: known fields kept (newer versions may add some), types checked."""
     if not value:
@@ -247,6 +311,8 @@ def _decode_progress(document: dict[str, Any]) -> FeedProgress:
         waiting_for_permission_since=_optional_time(document, "waiting_for_permission_since"),
         discovered_domains=_discovered_domains(document.get("discovered_domains")),
         deep_reread=_deep_reread(document.get("deep_reread")),
+        queue_plan=_queue_plan(document.get("queue_plan")),
+        slice_failure=_slice_failure(document.get("slice_failure")),
         pending_batch=None if not pending else _decode_pending(pending),
     )
 

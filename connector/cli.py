@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,11 +31,13 @@ from connector.backfill import BackfillRange, NothingToBackfill
 from connector.checkpoint import check_feed_name
 from connector.deadletter import parse_age
 from connector.domains import local_domain
-from connector.errors import SERVICE_PRINCIPAL_WAIT, ConfigError, ConnectorError, ErrorKind
+from connector.errors import SERVICE_PRINCIPAL_WAIT, ArgumentError, ConfigError, ConnectorError, ErrorKind
 from connector.mapping import parse_datetime
-from connector.ports import ProgressCallback
+from connector.ports import LockState, ProgressCallback
+from connector.queued import DEFAULT_SLICE_HOURS, MAX_SLICE_HOURS, JobStatus, job_status
 from connector.redact import scrub
 from connector.report import (
+    STATUS_LABEL_WIDTH,
     RunReport,
     backfill_finished,
     live_start,
@@ -47,7 +49,10 @@ from connector.report import (
 )
 from connector.runner import (
     DeadLetterPurge,
+    QueuedBackfill,
+    enqueue_backfill,
     forget_backfill,
+    poison_messages,
     purge_dead_letters,
     quiet_sdk_loggers,
     read_status,
@@ -56,6 +61,7 @@ from connector.runner import (
     utc_now,
 )
 from connector.settings import Settings
+from connector.state import Checkpoint
 from connector.subjects import KEY_FORMAT, SubjectMode, SubjectPolicy, parse_hash_key
 from connector.windows import Window
 
@@ -81,6 +87,18 @@ def _feed(text: str) -> str:
         return check_feed_name(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _slice_hours(text: str) -> timedelta:
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = float("nan")
+    if not 1 <= hours <= MAX_SLICE_HOURS or hours * 3600 != int(hours * 3600):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of hours from 1 to {MAX_SLICE_HOURS:g} (whole seconds)"
+        )
+    return timedelta(hours=hours)
 
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -136,6 +154,19 @@ def _add_backfill(commands: _Commands) -> None:
     )
     backfill.add_argument("--start", required=True, type=_timestamp, help="inclusive, ISO 8601 UTC")
     backfill.add_argument("--end", required=True, type=_timestamp, help="exclusive, ISO 8601 UTC")
+    backfill.add_argument(
+        "--on-azure",
+        action="store_true",
+        help="claim the range and enqueue one message per slice on the Storage queue BACKFILL_QUEUE; the "
+        "function app's queue trigger stores them (needs the blob store); re-running resumes",
+    )
+    backfill.add_argument(
+        "--slice-hours",
+        type=_slice_hours,
+        metavar="H",
+        help=f"with --on-azure: hours per slice (message), up to {MAX_SLICE_HOURS:g}; default "
+        f"{DEFAULT_SLICE_HOURS:g}, or the span the job was queued with",
+    )
 
 
 def _add_forget_backfill(commands: _Commands) -> None:
@@ -370,27 +401,51 @@ def print_report(report: RunReport, out: TextIO) -> None:
     out.write("\n".join(render_fields(report_fields(report), utc_now())) + "\n")
 
 
+def _queued_jobs(feeds: Sequence[Checkpoint], locks: Mapping[str, LockState]) -> dict[str, JobStatus]:
+    """Each backfill queued on Azure with its slices' states (and the poison queue's count, read once)."""
+    jobs = [c.progress for c in feeds if c.progress.queue_plan is not None]
+    if not jobs:
+        return {}
+    slices = {c.progress.feed: c for c in feeds if c.progress.feed.count("/") == 2}
+    poison = poison_messages()
+    start = live_start(feeds)
+    return {
+        job.feed: job_status(job, slices, locks, live_start=start, poison_messages=poison) for job in jobs
+    }
+
+
 def _print_status(as_json: bool, show_all: bool, out: TextIO) -> int:
     """Print every feed; the exit code is 3 once a feed has waited a day for Graph's permission."""
     feeds = read_status()
     now = utc_now()
     locks = {feed.checkpoint.progress.feed: feed.lock for feed in feeds}
     every = [feed.checkpoint for feed in feeds]
-    shown, hidden = shown_feeds(every, show_all=show_all)
+    jobs = _queued_jobs(every, locks)
+    # A queued slice is shown under its job; a job is finished once every slice is.
+    tops = [c for c in every if c.progress.feed.count("/") < 2]
+    done_jobs = {name for name, job in jobs.items() if job.finished}
+    shown, hidden = shown_feeds(tops, show_all=show_all)
+    if not show_all:
+        hidden += sum(1 for c in shown if c.progress.feed in done_jobs)
+        shown = [c for c in shown if c.progress.feed not in done_jobs]
     if as_json:
         start = live_start(every)
-        documents = [
-            status_fields(
+        documents = []
+        for checkpoint in shown:
+            feed = checkpoint.progress.feed
+            document = status_fields(
                 checkpoint,
                 now,
-                locks.get(checkpoint.progress.feed),
-                finished=backfill_finished(checkpoint, start),
+                locks.get(feed),
+                finished=backfill_finished(checkpoint, start) or feed in done_jobs,
             )
-            for checkpoint in shown
-        ]
+            if feed in jobs:
+                document["queue"] = jobs[feed].fields()
+            documents.append(document)
         out.write(json.dumps(documents, indent=2) + "\n")
     else:
-        out.write("\n".join(render_status(shown, now, locks, hidden=hidden)) + "\n")
+        extra = {name: job.lines(STATUS_LABEL_WIDTH) for name, job in jobs.items()}
+        out.write("\n".join(render_status(shown, now, locks, hidden=hidden, extra=extra)) + "\n")
     waited_too_long = any(
         checkpoint.progress.waiting_for_permission_since is not None
         and now - checkpoint.progress.waiting_for_permission_since >= SERVICE_PRINCIPAL_WAIT
@@ -459,11 +514,36 @@ INTERRUPTED = 130
 """The exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells expect."""
 
 
+def _print_queued(queued: QueuedBackfill, out: TextIO) -> None:
+    """What ``backfill --on-azure`` enqueued, and where to watch it."""
+    stop = queued.stop.strftime("%Y-%m-%dT%H:%M:%SZ")
+    out.write(
+        f"{queued.job}: {queued.slices} slices of {queued.slice_span / timedelta(hours=1):g} h up to {stop} "
+        f"on queue {queued.queue}: {queued.enqueued} enqueued"
+        + (f" ({queued.requeued_poisoned} poisoned ones again)" if queued.requeued_poisoned else "")
+        + f", {queued.done} already done"
+        + (
+            f", {queued.beyond_retention} older than Graph's 90-day retention skipped"
+            if queued.beyond_retention
+            else ""
+        )
+        + "\n`status` shows each slice; re-run this command to queue unfinished or poisoned slices again\n"
+    )
+
+
 def _run(args: argparse.Namespace, out: TextIO) -> int:
     """``run`` and ``backfill``: a bad range is refused before any lock; Ctrl-C stops cleanly (exit 130)."""
     backfill = None
     if args.command == "backfill":
         backfill = BackfillRange(args.start.astimezone(UTC), args.end.astimezone(UTC))
+        if args.slice_hours is not None and not args.on_azure:
+            raise ArgumentError("--slice-hours: only with --on-azure (a local backfill sizes its own slices)")
+        if args.on_azure:
+            try:
+                _print_queued(enqueue_backfill(backfill, args.slice_hours), out)
+            except NothingToBackfill as nothing:
+                out.write(f"{nothing}\n")
+            return 0
     show_progress = not args.no_progress and sys.stderr.isatty()
     try:
         with (

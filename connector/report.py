@@ -23,6 +23,8 @@ from connector.state import Checkpoint, FeedProgress
 from connector.windows import Window
 
 _LABEL_WIDTH = 17
+STATUS_LABEL_WIDTH = _LABEL_WIDTH
+"""The width of the labels of `status` lines (a queued job's lines line up with them)."""
 
 
 def _counter(label: str, *, quiet: bool = False) -> Any:
@@ -315,8 +317,12 @@ def render_status(
     locks: Mapping[str, LockState] | None = None,
     *,
     hidden: int = 0,
+    extra: Mapping[str, list[str]] | None = None,
 ) -> list[str]:
-    """Text lines for ``status``: every feed's progress, its lock's holder and its last run."""
+    """Text lines for ``status``: every feed's progress, its lock's holder and its last run.
+
+    ``extra`` holds more lines for a feed, shown after its own (a queued backfill's slices).
+    """
     lines: list[str] = []
     locks = locks or {}
 
@@ -364,6 +370,7 @@ def render_status(
         if progress.last_run is not None:
             lines.append("  last run")
             lines.extend(f"    {text}" for text in render_fields(progress.last_run, now))
+        lines.extend((extra or {}).get(progress.feed, []))
     if hidden:
         lines.append(
             f"({hidden} finished backfill{'s' if hidden != 1 else ''} hidden; `status --all` shows them)"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from contextlib import ExitStack
-from dataclasses import dataclass
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from azure.monitor.ingestion import LogsIngestionClient
@@ -19,30 +19,48 @@ from azure.monitor.query import LogsQueryClient
 from azure.storage.blob import ContainerClient
 
 from connector.auth import azure_credential, graph_token_provider
-from connector.backfill import BackfillRange, check_forgettable, precheck_backfill
+from connector.backfill import BackfillRange, check_forgettable, claim_backfill, precheck_backfill
 from connector.checkpoint import BACKFILL_PREFIX, LIVE_FEED, check_feed_name
 from connector.errors import (
     ArgumentError,
     AuthenticationError,
     BackfillError,
+    CheckpointConflictError,
+    ConfigError,
+    ConnectorError,
     IngestionThrottledError,
+    RunLockedError,
     SinkError,
 )
 from connector.graph import GraphMessageTraceSource
 from connector.ingestion import LogsIngestionSink
 from connector.locks import BlobRunLock, FileRunLock, process_alive, this_host
 from connector.ports import Clock, Deadline, FeedPorts, LockState, ProgressCallback, RunLock
+from connector.queued import (
+    DEFAULT_SLICE_HOURS,
+    MAX_DEQUEUE_COUNT,
+    SliceMessage,
+    SliceMessageError,
+    check_in_plan,
+    continuation_delay,
+    decode_message,
+    is_permanent,
+    job_slices,
+    with_failure,
+)
 from connector.quota import Caller
 from connector.quota_store import BlobBudgetStore, BudgetStore, FileBudgetStore, QuotaGate
 from connector.redact import hide_addresses, scrub
-from connector.report import RunReport, health_row, log_line, report_fields
+from connector.report import RunReport, backfill_finished, health_row, log_line, report_fields
 from connector.schema import load_table_schema
 from connector.settings import Settings, StoreKind
-from connector.state import Checkpoint
+from connector.slice_queue import build_slice_queue
+from connector.state import Checkpoint, FeedProgress
 from connector.store import BlobCheckpointStore, FileCheckpointStore
 from connector.sync import FeedSync, SyncPolicy
 from connector.transport import ConnectorSession, blob_options, retrying_options
 from connector.unlocking import check_unlock, describe_holder
+from connector.windows import retention_floor
 from connector.workspace import LogAnalyticsVerifier
 
 logger = logging.getLogger(__name__)
@@ -391,6 +409,11 @@ def forget_backfill(feed: str, env: Mapping[str, str] | None = None) -> str:
         if stored is None:
             raise BackfillError(f"{feed}: no such backfill record (`status --all` lists them)")
         check_forgettable(stored.checkpoint)
+        if store.list_feeds(f"{feed}/"):
+            raise BackfillError(
+                f"{feed} was queued on Azure and its slices keep their own records: its record stays, "
+                "re-run the same `backfill --on-azure` command to resume it"
+            )
         store.delete(feed, stored.etag)
     return f"{feed}: record removed (it had stored nothing); its range can be backfilled again"
 
@@ -425,3 +448,242 @@ def purge_dead_letters(
         names=store.purge_dead_letters(written_before, dry_run=dry_run),
         dry_run=dry_run,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedBackfill:
+    """What ``backfill --on-azure`` did: the job, its slices, and how many it enqueued."""
+
+    job: str
+    queue: str
+    slice_span: timedelta
+    stop: datetime
+    slices: int
+    done: int
+    enqueued: int
+    requeued_poisoned: int
+    beyond_retention: int
+
+
+def enqueue_backfill(
+    request: BackfillRange,
+    slice_span: timedelta | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    clock: Clock = utc_now,
+) -> QueuedBackfill:
+    """Claim ``request`` as a backfill run on Azure and enqueue one message per unfinished slice.
+
+    The claim is a local backfill's (same lock, same overlap refusal, same stop at the
+    live feed's start); the plan goes in the job's document and each slice gets its own
+    (``<job>/<start>_<end>``) before its message is sent, so ``status`` shows it queued.
+    Re-running the same command resumes: finished slices are skipped, poisoned ones are
+    queued again. Needs only the storage settings (the queue is in the same account).
+
+    Raises:
+        ConfigError: the file store, or no queue endpoint for the account (before any network call).
+        BackfillError: as a local backfill; or the range runs locally, or with another slice span.
+        NothingToBackfill: the range lies in the future or inside the live feed.
+    """
+    settings = Settings.for_storage(env)
+    queue = build_slice_queue(settings)
+    store = build_store(settings)
+    try:
+        now = clock()
+        precheck_backfill(store, request, now=now, settle_delay=settings.settle_delay)
+        if slice_span is None:
+            stored = store.load(request.feed)
+            plan = None if stored is None else stored.checkpoint.progress.queue_plan
+            slice_span = timedelta(hours=DEFAULT_SLICE_HOURS) if plan is None else plan.slice_span
+        queue.ensure()
+        stop = claim_backfill(store, build_lock(store, settings), request, queued=slice_span)
+        job = store.load(request.feed)
+        if job is None:  # pragma: no cover - the claim just wrote it
+            raise BackfillError(f"{request.feed}: the claimed record is missing; run the command again")
+        live = store.load(LIVE_FEED)
+        live_start = None if live is None else live.checkpoint.progress.coverage_start
+        floor = retention_floor(now)
+        counts = {"slices": 0, "done": 0, "enqueued": 0, "requeued_poisoned": 0, "beyond_retention": 0}
+        for window in job_slices(job.checkpoint.progress):
+            counts["slices"] += 1
+            if window.end <= floor:
+                counts["beyond_retention"] += 1  # Graph cannot read it any more: nothing to queue
+                continue
+            message = SliceMessage(request.feed, window.start, window.end)
+            outcome = _prepare_slice(store, message, live_start)
+            if outcome == "done":
+                counts["done"] += 1
+                continue
+            if outcome == "requeued":
+                counts["requeued_poisoned"] += 1
+            queue.send(message)
+            counts["enqueued"] += 1
+        result = QueuedBackfill(
+            job=request.feed, queue=queue.name, slice_span=slice_span, stop=stop, **counts
+        )
+    finally:
+        queue.close()
+    logger.info(
+        "backfill %s queued on %s: %d slices, %d done, %d enqueued (%d poisoned ones again)",
+        result.job,
+        result.queue,
+        result.slices,
+        result.done,
+        result.enqueued,
+        result.requeued_poisoned,
+    )
+    return result
+
+
+def _prepare_slice(
+    store: BlobCheckpointStore | FileCheckpointStore, message: SliceMessage, live_start: datetime | None
+) -> str:
+    """Create the slice's record (``queued``), say it is ``done``, or clear its poisoned mark (``requeued``)."""
+    stored = store.load(message.feed)
+    if stored is None:
+        progress = FeedProgress(feed=message.feed, range_start=message.start, range_end=message.end)
+        with suppress(CheckpointConflictError):  # a concurrent re-run created it: queued all the same
+            store.save(Checkpoint(progress=progress, ledger={}), None)
+        return "queued"
+    if backfill_finished(stored.checkpoint, live_start):
+        return "done"
+    progress = stored.checkpoint.progress
+    failure = progress.slice_failure
+    if failure is None or not failure.poisoned:
+        return "queued"
+    unpoisoned = replace(progress, slice_failure=replace(failure, poisoned=False))
+    with suppress(CheckpointConflictError):  # a delivery is writing it: being run, queued all the same
+        store.save(Checkpoint(progress=unpoisoned, ledger=stored.checkpoint.ledger), stored.etag, ())
+    return "requeued"
+
+
+def run_queued_slice(
+    body: bytes | str,
+    *,
+    attempt: int,
+    env: Mapping[str, str] | None = None,
+    clock: Clock = utc_now,
+) -> RunReport:
+    """Run one slice of a backfill queued on Azure (the queue trigger's whole work); raise on failure.
+
+    The slice runs as a backfill of its own range under its own document and lock,
+    without a claim of its own (its job claimed the whole range), under the tenant's
+    quota budget like any backfill. A slice that stops unfinished (run budget, Graph's
+    quota, an unconfirmed batch) enqueues its own continuation and returns normally, so
+    it burns no delivery. A failure is recorded in the slice's document with the
+    delivery count ``attempt``; on the last delivery (``MAX_DEQUEUE_COUNT``) or for a
+    failure no retry fixes (a setting, a permission, a fault) it is recorded as
+    poisoned, since the host's poison queue keeps no reason. Then it raises, so the host
+    retries the message or moves it to the poison queue.
+
+    Raises:
+        SliceMessageError: the message is not a slice of a queued job (never dropped silently).
+        ConnectorError: the slice's run failed (after recording it), or another delivery of
+            the same slice holds its lock (retried; on the last delivery that one returns).
+    """
+    message = decode_message(body)
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as err:
+        _record_outside(message, err, attempt=attempt, env=env, clock=clock)
+        raise
+    store = build_store(settings)
+    job = store.load(message.job)
+    check_in_plan(message, None if job is None else job.checkpoint.progress)
+    mine = store.load(message.feed)
+    failure = None if mine is None else mine.checkpoint.progress.slice_failure
+    if failure is not None and failure.poisoned and attempt > 1:
+        raise SliceMessageError(
+            f"{message.feed} was given up on an earlier delivery ({failure.reason}); not run again until "
+            "the same `backfill --on-azure` command queues it again"
+        )
+    try:
+        with ExitStack() as resources:
+            connector = build_connector(settings, resources, clock=clock, caller=Caller.OTHER)
+            with connector.lock.hold(message.feed) as held:
+                report = connector.sync.run_backfill(
+                    message.start, message.end, lock=held, queued_slice=message.feed
+                )
+                if report.error is not None:
+                    _record_failure(store, message.feed, report.error, attempt=attempt, now=clock())
+    except RunLockedError:
+        if attempt >= MAX_DEQUEUE_COUNT:
+            # Another delivery of this slice runs it and carries it on (its own continuation or retry).
+            logger.warning("%s is run by another delivery; this duplicate message ends here", message.feed)
+            return RunReport(feed=message.feed, started=clock())
+        raise
+    except ConnectorError as err:
+        _record_outside(message, err, attempt=attempt, env=env, clock=clock)
+        raise
+    write_health_row(report, settings, clock=clock)
+    log_report(report)
+    if report.error is not None:
+        raise report.error
+    delay = continuation_delay(report.outcome)
+    if delay is not None:
+        queue = build_slice_queue(settings)
+        try:
+            queue.send(message, delay=delay)
+        finally:
+            queue.close()
+        logger.info("%s stopped %s; its continuation is queued", message.feed, report.outcome)
+    return report
+
+
+def _record_failure(
+    store: BlobCheckpointStore | FileCheckpointStore,
+    feed: str,
+    error: ConnectorError,
+    *,
+    attempt: int,
+    now: datetime,
+) -> None:
+    """Write the failure into the slice's document (the caller holds the slice's lock)."""
+    stored = store.load(feed)
+    if stored is None:
+        return
+    poisoned = is_permanent(error) or attempt >= MAX_DEQUEUE_COUNT
+    progress = with_failure(stored.checkpoint.progress, error, attempt=attempt, poisoned=poisoned, now=now)
+    store.save(Checkpoint(progress=progress, ledger=stored.checkpoint.ledger), stored.etag, ())
+    logger.log(
+        logging.ERROR if poisoned else logging.WARNING,
+        "%s failed on delivery %d of %d%s: %s",
+        feed,
+        attempt,
+        MAX_DEQUEUE_COUNT,
+        " (poisoned: the host moves the message to the poison queue)"
+        if poisoned
+        else "; the host retries it",
+        error,
+    )
+
+
+def _record_outside(
+    message: SliceMessage,
+    error: ConnectorError,
+    *,
+    attempt: int,
+    env: Mapping[str, str] | None,
+    clock: Clock,
+) -> None:
+    """Best effort: record a failure that happened outside the slice's run, under the slice's lock."""
+    try:
+        settings = Settings.for_storage(env)
+        store = build_store(settings)
+        with build_lock(store, settings).hold(message.feed):
+            _record_failure(store, message.feed, error, attempt=attempt, now=clock())
+    except ConnectorError as err:
+        logger.warning("%s: could not record its failure in its record (%s)", message.feed, err)
+
+
+def poison_messages(env: Mapping[str, str] | None = None) -> int | None:
+    """Messages in the backfill queue's poison queue (``status``); None when it cannot be read."""
+    settings = Settings.for_storage(env)
+    try:
+        queue = build_slice_queue(settings)
+    except ConfigError:
+        return None
+    try:
+        return queue.poison_count()
+    finally:
+        queue.close()

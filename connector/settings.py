@@ -126,6 +126,8 @@ class Settings:
     """How much feed progress one deep re-read of the overlap spans (``FULL_REREAD_MINUTES``)."""
     graph_quota: QuotaPolicy = QuotaPolicy()
     """The tenant's shared Graph message trace budget (``GRAPH_QUOTA_*``, :mod:`connector.quota`)."""
+    backfill_queue: str = "backfill-slices"
+    """The Storage queue of backfills run on Azure (``BACKFILL_QUEUE``), beside the checkpoints."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -279,6 +281,7 @@ class Settings:
             ),
             full_reread=reader.optional("FULL_REREAD_MINUTES", timedelta(minutes=60), _minutes(5, 24 * 60)),
             graph_quota=_graph_quota(reader),
+            backfill_queue=reader.optional("BACKFILL_QUEUE", "backfill-slices", _queue_name),
         )
         _refuse_contradictions(reader, settings)
         _refuse_national_clouds(reader, settings)
@@ -296,6 +299,7 @@ _STORE_SETTINGS = frozenset(
         "REQUESTS_CA_BUNDLE",
         "SSL_CERT_FILE",
         "HTTP_TIMEOUT_SECONDS",
+        "BACKFILL_QUEUE",
     }
 )
 _CREDENTIAL_SETTINGS = {
@@ -588,6 +592,16 @@ def _stream_name(raw: str) -> str:
 def _container_name(raw: str) -> str:
     if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]", raw):
         raise ValueError(f"must be a blob container name (3-63 lower-case letters, digits, '-'), got {raw!r}")
+    return raw
+
+
+def _queue_name(raw: str) -> str:
+    """A Storage queue name short enough that the host's ``<name>-poison`` is one too."""
+    if not re.fullmatch(r"[a-z0-9](?!.*--)[a-z0-9-]{1,54}[a-z0-9]", raw):
+        raise ValueError(
+            f"must be a Storage queue name (3-56 lower-case letters, digits, '-', so that '<name>-poison' "
+            f"fits 63), got {raw!r}"
+        )
     return raw
 
 

@@ -67,6 +67,28 @@ class PendingBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class QueuePlan:
+    """How a backfill run on Azure is cut into queued slices (:mod:`connector.queued`); kept in its document."""
+
+    slice_span: timedelta
+    stop: datetime
+    """Where the whole job stops: its end, or the live feed's coverage start when it claimed its range."""
+
+
+@dataclass(frozen=True, slots=True)
+class SliceFailure:
+    """Why a queued slice last failed, on which delivery, and whether it was given up (the poison queue)."""
+
+    failures: int
+    """Failed deliveries of this slice so far (all its messages)."""
+    attempt: int
+    """The failed message's delivery count (the host's dequeue count)."""
+    reason: str
+    poisoned: bool
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class FeedProgress:
     """What one feed (live, or one backfill) has durably done."""
 
@@ -88,6 +110,10 @@ class FeedProgress:
     """The tenant's verified domains as last read from Graph (:mod:`connector.tenant_domains`); None before."""
     deep_reread: DeepPass | None = None
     """The live feed's deep re-read in progress (:mod:`connector.windows`); None: a new one is due."""
+    queue_plan: QueuePlan | None = None
+    """A backfill run on Azure: its slices (each its own feed, ``<job>/<start>_<end>``); None: a local one."""
+    slice_failure: SliceFailure | None = None
+    """A queued slice's last failure (the host's poison queue keeps no reason); None: none yet."""
 
     @property
     def next_slice_span(self) -> timedelta:

@@ -308,13 +308,24 @@ class FeedSync:
                 )
             )
 
-    def run_backfill(self, start: datetime, end: datetime, lock: HeldLock | None = None) -> RunReport:
-        """Fill ``[start, end)`` from history without touching the live checkpoint (see :mod:`connector.backfill`)."""
-        report = RunReport(feed=backfill_feed_name(start, end), started=self._clock())
+    def run_backfill(
+        self, start: datetime, end: datetime, lock: HeldLock | None = None, *, queued_slice: str | None = None
+    ) -> RunReport:
+        """Fill ``[start, end)`` from history without touching the live checkpoint (see :mod:`connector.backfill`).
+
+        ``queued_slice`` names the document of one slice of a backfill run on Azure
+        (:mod:`connector.queued`): the slice keeps its own progress there and claims
+        nothing, as its job claimed the whole range when it was queued.
+        """
+        report = RunReport(feed=queued_slice or backfill_feed_name(start, end), started=self._clock())
         try:
             request = BackfillRange(start, end)
-            stop_before = claim_backfill(self._ports.store, self._ports.claims, request)
-            run = self._start(report, request.feed, lock, keep_lookback=timedelta(0))
+            stop_before = (
+                claim_backfill(self._ports.store, self._ports.claims, request)
+                if queued_slice is None
+                else end
+            )
+            run = self._start(report, report.feed, lock, keep_lookback=timedelta(0))
             if run is None:
                 return report
             if run.state.progress.range_start is None:

@@ -89,6 +89,11 @@ param timerSchedule string = '0 */5 * * * *'
 @maxLength(63)
 param checkpointContainerName string = 'message-trace-connector'
 
+@description('Storage queue of backfills run on Azure (`backfill --on-azure`); the host moves messages that fail 5 times to <name>-poison. 3-56 lower-case letters, digits and hyphens.')
+@minLength(3)
+@maxLength(56)
+param backfillQueueName string = 'backfill-slices'
+
 @description('How the connector gets Graph tokens. managed_identity (default, no secret): grant ExchangeMessageTrace.Read.All to the managed identity (grantGraphPermission or infra/scripts). client_secret: an app registration (clientId) whose secret lives in Key Vault.')
 @allowed([
   'managed_identity'
@@ -335,6 +340,10 @@ module storage 'modules/storage.bicep' = {
       checkpointContainerName
       names.deploymentContainer
     ]
+    queueNames: [
+      backfillQueueName
+      '${backfillQueueName}-poison'
+    ]
     principalId: identity.outputs.principalId
     skuName: storageSkuName
   }
@@ -380,6 +389,7 @@ var connectorSettings = union(
     CHECKPOINT_STORE: 'blob'
     STORAGE_ACCOUNT_URL: storage.outputs.blobEndpoint
     CHECKPOINT_CONTAINER: checkpointContainerName
+    BACKFILL_QUEUE: backfillQueueName
     TIMER_SCHEDULE: timerSchedule
     SUBJECT_MODE: subjectMode
   },
@@ -459,5 +469,6 @@ output WORKSPACE_CUSTOMER_ID string = workspace.outputs.customerId
 output TABLE_RESOURCE_ID string = table.outputs.id
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output STORAGE_ACCOUNT_URL string = storage.outputs.blobEndpoint
+output BACKFILL_QUEUE string = backfillQueueName
 output APPINSIGHTS_WORKSPACE_RESOURCE_ID string = monitoring.outputs.workspaceResourceId
 output KEY_VAULT_NAME string = deployKeyVault ? names.keyVault : ''

@@ -16,6 +16,9 @@ param tags object = {}
 @description('Blob containers to create (checkpoint container, deployment package container).')
 param containerNames array
 
+@description('Storage queues to create: the backfill queue (`backfill --on-azure`) and its poison queue.')
+param queueNames array = []
+
 @description('Principal (object) id of the function identity.')
 param principalId string
 
@@ -30,6 +33,11 @@ param skuName string = 'Standard_LRS'
 // AzureWebJobsStorage (host locks, timer status, Flex deployment package); it also covers
 // the connector's checkpoint, dead letters and run lease in the same account.
 var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+
+// Storage Queue Data Contributor: the host's queue trigger (identity-based AzureWebJobsStorage
+// reads, hides, deletes backfill slice messages and writes the poison queue) and the
+// connector's continuation messages.
+var storageQueueDataContributorRoleId = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -92,6 +100,27 @@ resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2
   }
 }]
 
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+}
+
+resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for queueName in queueNames: {
+  parent: queueService
+  name: queueName
+}]
+
+resource queueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(account.id, principalId, storageQueueDataContributorRoleId)
+  scope: account
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributorRoleId)
+    description: 'Message trace connector: backfill slice queue (queue trigger, continuations, poison queue)'
+  }
+}
+
 resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(account.id, principalId, storageBlobDataOwnerRoleId)
   scope: account
@@ -106,3 +135,4 @@ resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 output id string = account.id
 output name string = account.name
 output blobEndpoint string = account.properties.primaryEndpoints.blob
+output queueEndpoint string = account.properties.primaryEndpoints.queue

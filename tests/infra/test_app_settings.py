@@ -208,6 +208,7 @@ def test_conditional_settings():
         "CHECKPOINT_STORE",
         "STORAGE_ACCOUNT_URL",
         "CHECKPOINT_CONTAINER",
+        "BACKFILL_QUEUE",
         "TIMER_SCHEDULE",
         "SUBJECT_MODE",
     }

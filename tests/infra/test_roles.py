@@ -1,4 +1,4 @@
-"""Least privilege: the five role assignments, their ids and their scopes."""
+"""Least privilege: the six role assignments, their ids and their scopes."""
 
 import re
 
@@ -25,6 +25,11 @@ ROLES = {
     ),
     "Storage Blob Data Owner": (
         "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+        "storage",
+        "Microsoft.Storage/storageAccounts",
+    ),
+    "Storage Queue Data Contributor": (
+        "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
         "storage",
         "Microsoft.Storage/storageAccounts",
     ),
@@ -90,7 +95,7 @@ def _assignments() -> list[tuple[str, str, dict, dict]]:
     return found
 
 
-def test_exactly_the_five_roles_each_on_its_own_resource():
+def test_exactly_the_six_roles_each_on_its_own_resource():
     found = {(stem, role_id, scope["type"]) for stem, role_id, _, scope in _assignments()}
     expected = {(stem, role_id, scope_type) for role_id, stem, scope_type in ROLES.values()}
     expected.add(("table", "custom:workspaceQueryRole", "Microsoft.OperationalInsights/workspaces"))

@@ -114,7 +114,7 @@ def test_role_assignment_names_are_guids_of_scope_principal_and_role():
             assert function["type"] == "guid", f"{path.name}:{name}"
             args = [json.dumps(arg) for arg in function["parameters"].values() if arg is not None]
             assert len(args) == 3, f"{path.name}:{name}: guid(scope.id, principal, role) expected"
-    assert found == 5
+    assert found == 6
 
 
 def test_module_deployment_names_are_fixed():

@@ -28,7 +28,9 @@ def load_function_app():
 
 
 def timer_function(module):
-    (function,) = module.app.get_functions()
+    (function,) = [
+        f for f in module.app.get_functions() if any(b.type == "timerTrigger" for b in f.get_bindings())
+    ]
     return function
 
 

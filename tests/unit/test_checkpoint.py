@@ -17,6 +17,7 @@ from connector.checkpoint import (
     encode_snapshot,
     replay_journal,
     seal_line,
+    slice_feed_name,
 )
 from connector.errors import CheckpointFormatError
 from connector.ledger import Decision, LedgerChange, LedgerEntry, epoch_ms
@@ -160,7 +161,36 @@ def test_feed_names_the_connector_makes_are_accepted():
     ],
 )
 def test_anything_else_is_not_a_feed_name_and_says_what_is(name):
-    with pytest.raises(ValueError, match=r"is not a feed: give live or backfill/<YYYYmmddTHHMMSSZ>_"):
+    with pytest.raises(ValueError, match=r"is not a feed: give live, backfill/<YYYYmmddTHHMMSSZ>_"):
+        check_feed_name(name)
+
+
+def test_a_queued_slice_inside_its_backfill_is_a_feed_name():
+    job = backfill_feed_name(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 11, tzinfo=UTC))
+    name = slice_feed_name(job, datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 3, tzinfo=UTC))
+
+    assert name == "backfill/20260101T000000Z_20260111T000000Z/20260102T000000Z_20260103T000000Z"
+    assert check_feed_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "backfill/20260101T000000Z_20260111T000000Z/",
+        "backfill/20260101T000000Z_20260111T000000Z/20260102T000000Z",
+        "backfill/20260101T000000Z_20260111T000000Z/20251231T000000Z_20260102T000000Z",
+        "backfill/20260101T000000Z_20260111T000000Z/20260110T000000Z_20260112T000000Z",
+        "backfill/20260101T000000Z_20260111T000000Z/20260103T000000Z_20260102T000000Z",
+        "backfill/20260101T000000Z_20260111T000000Z/20260102T000000Z_20260102T000000Z",
+        "backfill/20260101T000000Z_20260111T000000Z/20260102T000000Z_20260103T000000Z/x",
+        "backfill/20260101T000000Z_20260111T000000Z/20260102T000000Z_20260103T000000Z/"
+        "20260102T000000Z_20260103T000000Z",
+        "backfill/20260101T000000Z_20260111T000000Z/../20260102T000000Z_20260103T000000Z",
+        "backfill/20260101T000000Z_20260111T000000Z/20260102T000000Z_20260103T000000Z.json",
+    ],
+)
+def test_a_slice_name_outside_its_backfill_or_of_another_form_is_refused(name):
+    with pytest.raises(ValueError, match="is not a feed"):
         check_feed_name(name)
 
 

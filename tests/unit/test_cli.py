@@ -42,7 +42,7 @@ def test_unlock_refuses_a_feed_that_is_not_live_or_a_backfill_before_reading_set
 
     assert caught.value.code == 2
     err = capsys.readouterr().err
-    assert "is not a feed: give live or backfill/" in err
+    assert "is not a feed: give live, backfill/" in err
     assert "setting" not in err
 
 
