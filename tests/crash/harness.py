@@ -24,11 +24,28 @@ apart by the simulator and never counted as mail rows; ``health_rows`` says how 
 
     .venv/bin/python -m tests.crash.harness --kills 200 --seed 7
     .venv/bin/python -m tests.crash.harness --kills 60 --seed 7 --big-tenant
+    .venv/bin/python -m tests.crash.harness --kills 40 --seed 2030 --queue
 
 ``--big-tenant`` gives the tenant a first slice that needs more Graph pages than the
 quota allows one run (small server pages, a small quota that refills between runs, as
 five minutes would), and also counts the unkilled runs after which the high-water
 mark did not move although data was due (``hwm_stalls``; must be 0).
+
+``--queue`` adds a backfill on Azure: ``backfill --on-azure --slice-hours 2`` (a real
+CLI process) queues a band of history older than the live feed's coverage start on
+Azurite's queue service, and about half of the attempts are then queue workers
+(tests/crash/queue_worker.py: one message, handled as the Functions host would, in a
+process of its own) instead of live runs. A worker is killed at the same points while it
+runs its slice (``worker paging``, ...; ``worker random_time`` counts from its receipt of
+the message), or at ``worker before_delete``: after the function returned, before the
+message's delete, so the message comes back and its slice runs again. A killed worker's
+message reappears when its visibility timeout lapses, its dequeue count one higher; the
+slice's lease is broken as for the live feed. A message received a sixth time is moved to
+the poison queue (as the host does after ``maxDequeueCount`` = 5), and the harness then
+re-runs the same ``backfill --on-azure`` command, as an operator reading ``status``
+would. To make sure that path is taken, a second one-slice job's message is killed five
+times in a row at the end (``poison_streak``). The queue is then drained without kills,
+and the final check covers the queued history too.
 
 The last line printed is ``kills=N, lost=N, duplicated=N``.
 """
@@ -49,16 +66,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import ContainerClient
+from azure.storage.queue import QueueClient
 
+from connector.checkpoint import slice_feed_name
 from connector.locks import BlobRunLock
 from connector.mapping import normalise_status
+from connector.queued import job_slices, slice_state
 from connector.quota_store import quota_blob_name
 from connector.simulator import Simulator, generate_traffic
 from connector.simulator.azurite import ACCOUNT, ACCOUNT_KEY, start_azurite
 from connector.simulator.http import Request
+from connector.slice_queue import POISON_SUFFIX
 from connector.store import BlobCheckpointStore
 from tests.crash.blob_proxy import KillingBlobProxy
 
@@ -74,6 +96,27 @@ PHASES = (
     "random_time",
     "health_write",
 )
+WORKER_PHASES = (
+    "before_delete",
+    "paging",
+    "mid_batch",
+    "accepted",
+    "journal_before",
+    "journal_after",
+    "random_time",
+    "save_before",
+    "save_after",
+)
+"""Where a queue worker is killed: while its slice runs, or between the function's success and the delete.
+
+A slice's snapshot is written by ``backfill --on-azure`` (its first save) and by the worker only
+when its journal is compacted, so ``save_*`` come last: a worker often finishes without reaching them.
+"""
+STREAK_PHASES = ("paging", "mid_batch", "accepted", "journal_before", "paging")
+"""Kill points every delivery of an unfinished slice with data reaches (first occurrence): the poison
+streak's. Not ``before_delete``: the slice would be done, and a done slice's deliveries reach none."""
+QUEUE = "crash-backfill"
+WORKER_VISIBILITY_SECONDS = 2
 HEALTH_TABLE = "MessageTraceHealth_CL"
 CONTAINER = "crash-harness"
 
@@ -93,6 +136,18 @@ class HarnessResult:
     possible_duplicates_reported: int = 0
     health_rows: int = 0
     """Health rows that arrived (at most one per attempt: a killed run may not send its own)."""
+    worker_deliveries: int = 0
+    """Queue messages a worker received (killed or not); ``--queue`` only."""
+    poisoned: int = 0
+    """Messages the emulated host moved to the poison queue (each followed by a re-run of its command)."""
+    poison_messages: int = 0
+    """What the poison queue holds at the end (equals ``poisoned``: nothing else puts messages there)."""
+    queue_left: int = 0
+    """Messages still on the backfill queue at the end (must be 0: every slice ran to its end)."""
+    slices_not_done: list[str] = field(default_factory=list)
+    """Queued slices whose document does not say done at the end (must be empty)."""
+    queue_faults: list[str] = field(default_factory=list)
+    """What the queue did not do as it must (a poison streak that did not poison, say)."""
 
     @property
     def summary(self) -> str:
@@ -170,6 +225,16 @@ def _new_traffic(
 # Two bands of history before the live feed's coverage start, as (newest, oldest) ages.
 HISTORY_BANDS = ((timedelta(hours=16), timedelta(hours=20)), (timedelta(hours=10), timedelta(hours=14)))
 HISTORY_MESSAGES = 150
+# ``--queue``: a band queued with `backfill --on-azure` (4 two-hour slices), and an older
+# one-slice job whose message the poison streak kills five times.
+QUEUED_BAND = (timedelta(hours=25), timedelta(hours=31))
+QUEUED_JOB = (timedelta(hours=32), timedelta(hours=24))
+STREAK_BAND = (timedelta(hours=33, minutes=10), timedelta(hours=33, minutes=50))
+STREAK_JOB = (timedelta(hours=34), timedelta(hours=33))
+QUEUED_MESSAGES = 300
+STREAK_MESSAGES = 40
+DRAIN_SECONDS = 300.0
+"""How long the final drain waits for the queue to empty (a deferred slice's continuation waits a minute)."""
 
 
 def _started_together(env: dict[str, str], commands: list[list[str]]) -> list[tuple[int, str]]:
@@ -209,12 +274,23 @@ BIG_TENANT_PAGE = 20
 BIG_TENANT_QUOTA = 40
 
 
+def _on_azure(ages: tuple[timedelta, timedelta], now: datetime, slice_hours: int) -> list[str]:
+    oldest, newest = ages
+    return [*_backfill(now - oldest, now - newest), "--on-azure", "--slice-hours", str(slice_hours)]
+
+
 def run_harness(
-    kills: int, seed: int, *, verification: bool = True, log: bool = False, big_tenant: bool = False
+    kills: int,
+    seed: int,
+    *,
+    verification: bool = True,
+    log: bool = False,
+    big_tenant: bool = False,
+    queue: bool = False,
 ) -> HarnessResult:
     rng = random.Random(seed)
     workdir = Path(tempfile.mkdtemp(prefix="crash-harness-"))
-    azurite = start_azurite(workdir)
+    azurite = start_azurite(workdir, queues=queue)
     proxy = KillingBlobProxy(azurite.port)
     try:
         with Simulator(graph_quota=(1_000_000, 300.0)) as sim:
@@ -242,6 +318,13 @@ def run_harness(
                         now - oldest, now - newest, HISTORY_MESSAGES, seed=seed + 70_000 + number
                     )
                 )
+            if queue:
+                for number, ((newest, oldest), count) in enumerate(
+                    ((QUEUED_BAND, QUEUED_MESSAGES), (STREAK_BAND, STREAK_MESSAGES))
+                ):
+                    sim.graph.add(
+                        generate_traffic(now - oldest, now - newest, count, seed=seed + 80_000 + number)
+                    )
             sim.logs_query.latency_seconds = 0.3
             via_proxy = (
                 f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
@@ -279,6 +362,10 @@ def run_harness(
                     "SHORT_LOOKBACK_MINUTES": "5",
                     "RUN_TIME_BUDGET_SECONDS": "60",
                 }
+            if queue:
+                # The queue service directly (the proxy is for blob kill points); the workers' queue.
+                env["STORAGE_CONNECTION_STRING"] += f"QueueEndpoint={azurite.queue_endpoint};"
+                env["BACKFILL_QUEUE"] = QUEUE
             if verification:
                 env |= {"WORKSPACE_ID": sim.workspace_id, "VERIFY_INGESTION_DELAY_MINUTES": "0.02"}
             container = ContainerClient.from_connection_string(azurite.connection_string, CONTAINER)
@@ -287,12 +374,17 @@ def run_harness(
             result = HarnessResult(kills=0, lost=0, duplicated=0, attempts=0)
             last_hwm: datetime | None = None
 
-            def attempt(phase: str | None) -> bool:
-                """One run of the connector; True if it was killed."""
-                nonlocal last_hwm
-                child = _Child()
-                occurrence = rng.randint(1, 3)
-                timer: threading.Timer | None = None
+            def arm(
+                phase: str | None,
+                child: _Child,
+                occurrence: int,
+                *,
+                snapshot: bytes,
+                journal: bytes,
+                random_time: tuple[float, float],
+            ) -> float | None:
+                """Set the kill point ``phase`` (its ``occurrence``-th hit) for ``child``; a random_time's delay."""
+                delay = None
                 if phase == "paging":
                     sim.graph.on_request = _counting_hook("messageTraces", occurrence, child)
                 elif phase == "mid_batch":
@@ -310,17 +402,46 @@ def run_harness(
                     sim.ingestion.on_accepted = on_accepted
                 elif phase in ("save_before", "save_after"):
                     # The snapshot: the first save and each compaction (CHECKPOINT_JOURNAL_MIN_KIB is small here).
-                    proxy.arm(b"/live.json", occurrence, landed=phase == "save_after", kill=child.kill)
+                    proxy.arm(snapshot, occurrence, landed=phase == "save_after", kill=child.kill)
                 elif phase in ("journal_before", "journal_after"):
                     # A journal append (an intent, or a commit with its ledger entries).
-                    proxy.arm(b"/journal/live/", occurrence, landed=phase == "journal_after", kill=child.kill)
+                    proxy.arm(journal, occurrence, landed=phase == "journal_after", kill=child.kill)
                 elif phase == "health_write":
                     # One health row per run: kill on the first POST to its stream.
                     sim.ingestion.on_request = _counting_hook("MessageTraceHealth", 1, child, "POST")
                 elif phase == "random_time":
-                    timer = threading.Timer(rng.uniform(0.3, 1.0), child.kill)
+                    delay = rng.uniform(*random_time)
                 if phase is not None:
                     _storm(sim, rng)
+                return delay
+
+            def disarm() -> None:
+                sim.graph.on_request = None
+                sim.ingestion.on_request = None
+                sim.ingestion.on_accepted = None
+                sim.graph.clear_faults()
+                sim.ingestion.clear_faults()
+                proxy.disarm()
+                sim.graph.quota.reset()  # the quota refills between timer runs
+                with contextlib.suppress(
+                    ResourceNotFoundError
+                ):  # and a 429's Retry-After in the budget is over
+                    container.delete_blob(quota_blob_name(env["TENANT_ID"]))
+
+            def attempt(phase: str | None) -> bool:
+                """One run of the connector; True if it was killed."""
+                nonlocal last_hwm
+                child = _Child()
+                occurrence = rng.randint(1, 3)
+                delay = arm(
+                    phase,
+                    child,
+                    occurrence,
+                    snapshot=b"/live.json",
+                    journal=b"/journal/live/",
+                    random_time=(0.3, 1.0),
+                )
+                timer = None if delay is None else threading.Timer(delay, child.kill)
                 child.process = subprocess.Popen(
                     [sys.executable, "-m", "connector", "--no-progress", "run"],
                     cwd=ROOT,
@@ -334,12 +455,7 @@ def run_harness(
                 out, err = child.process.communicate(timeout=300)
                 if timer is not None:
                     timer.cancel()
-                sim.graph.on_request = None
-                sim.ingestion.on_request = None
-                sim.ingestion.on_accepted = None
-                sim.graph.clear_faults()
-                sim.ingestion.clear_faults()
-                proxy.disarm()
+                disarm()
                 result.attempts += 1
                 killed = child.killed.is_set() and child.process.returncode == -signal.SIGKILL
                 if killed:
@@ -367,11 +483,6 @@ def run_harness(
                     # while a killed run's batch ages) had data due, so it must have moved the mark.
                     result.hwm_stalls += 1
                 last_hwm = hwm or last_hwm
-                sim.graph.quota.reset()  # the quota refills between timer runs
-                with contextlib.suppress(
-                    ResourceNotFoundError
-                ):  # and a 429's Retry-After in the budget is over
-                    container.delete_blob(quota_blob_name(env["TENANT_ID"]))
                 if log:
                     print(
                         f"attempt {result.attempts}: phase={phase} killed={killed} rc={child.process.returncode} "
@@ -379,7 +490,159 @@ def run_harness(
                     )
                 return killed
 
+            queued_commands: dict[str, list[str]] = {}
+            """Each queued job's ``backfill --on-azure`` command, by the job's name (re-run after a poison)."""
+
+            def enqueue(command: list[str]) -> None:
+                ((code, output),) = _started_together(env, [command])
+                if code != 0:
+                    raise RuntimeError(f"backfill --on-azure exited {code}: {output}")
+                (job,) = {
+                    line.split(": ", 1)[0]
+                    for line in output.splitlines()
+                    if line.startswith("backfill/") and " slices of " in line
+                }
+                queued_commands[job] = command
+
+            def worker(phase: str | None, *, occurrence: int | None = None, wait: float = 0.0) -> str:
+                """One queue worker process: ``killed``, ``empty`` (no message), ``poisoned``, ``failed`` or ``ran``."""
+                child = _Child()
+                occurrence = occurrence or rng.randint(1, 3)
+                # A slice's snapshot is `backfill/<job>/<start>_<end>.json`, its journal under journal/backfill/.
+                delay = arm(
+                    phase,
+                    child,
+                    occurrence,
+                    snapshot=b"Z.json",
+                    journal=b"/journal/backfill/",
+                    random_time=(0.05, 0.8),  # from the worker's receipt of its message
+                )
+                timer = None if delay is None else threading.Timer(delay, child.kill)
+                lines: list[str] = []
+
+                def read(stream: Any) -> None:
+                    for line in stream:
+                        lines.append(line.strip())
+                        if line.startswith("received") and timer is not None:
+                            timer.start()
+                        elif line.startswith("ran") and phase == "before_delete":
+                            child.kill()
+
+                child.process = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "tests.crash.queue_worker",
+                        f"--visibility-seconds={WORKER_VISIBILITY_SECONDS}",
+                        f"--wait-seconds={wait}",
+                        *(["--hold-before-delete"] if phase == "before_delete" else []),
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                reader = threading.Thread(target=read, args=(child.process.stdout,), daemon=True)
+                reader.start()
+                assert child.process.stderr is not None
+                err = child.process.stderr.read()
+                child.process.wait(timeout=300)
+                reader.join()
+                if timer is not None:
+                    timer.cancel()
+                disarm()
+                received = [line.split() for line in lines if line.startswith("received")]
+                if not received:
+                    if child.process.returncode != 0:
+                        raise RuntimeError(f"queue worker crashed before receiving:\n{err}")
+                    return "empty"
+                result.attempts += 1
+                result.worker_deliveries += 1
+                feed = received[0][2]
+                killed = child.killed.is_set() and child.process.returncode == -signal.SIGKILL
+                if killed:
+                    lock.break_lock(feed)  # the slice's lease: as for the live feed's, after a kill
+                    ended = "killed"
+                elif child.process.returncode != 0:
+                    raise RuntimeError(f"queue worker crashed on its own:\n{err}")
+                elif "poisoned" in lines:
+                    # The host's poison queue keeps no reason; an operator reads `status` and re-runs the command.
+                    result.poisoned += 1
+                    job = feed.rsplit("/", 1)[0]
+                    enqueue(queued_commands[job])
+                    ended = "poisoned"
+                else:
+                    ended = "failed" if any(line.startswith("failed") for line in lines) else "ran"
+                if log:
+                    print(
+                        f"worker {result.attempts}: phase={phase} delivery={received[0][1]} {feed} -> {ended}"
+                        f" {[line for line in lines if not line.startswith('received')]}"
+                    )
+                return ended
+
+            queue_client = (
+                QueueClient.from_connection_string(env["STORAGE_CONNECTION_STRING"], QUEUE) if queue else None
+            )
+            poison_client = (
+                QueueClient.from_connection_string(env["STORAGE_CONNECTION_STRING"], QUEUE + POISON_SUFFIX)
+                if queue
+                else None
+            )
+
+            def waiting(client: QueueClient | None) -> int:
+                """Messages on ``client``'s queue, hidden ones (killed deliveries, delayed continuations) too."""
+                assert client is not None
+                with contextlib.suppress(ResourceNotFoundError):
+                    return int(client.get_queue_properties().approximate_message_count or 0)
+                return 0
+
+            def drain() -> None:
+                """Unkilled workers until the queue holds nothing, hidden messages included."""
+                deadline = time.monotonic() + DRAIN_SECONDS
+                while waiting(queue_client) and time.monotonic() < deadline:
+                    worker(None, wait=WORKER_VISIBILITY_SECONDS + 1.0)
+
+            def check_queue() -> None:
+                """The queue empty, each poisoned message counted, every queued slice's document done."""
+                result.queue_left = waiting(queue_client)
+                result.poison_messages = waiting(poison_client)
+                live = store.load("live")
+                live_start = None if live is None else live.checkpoint.progress.coverage_start
+                for job_name in queued_commands:
+                    job = store.load(job_name)
+                    assert job is not None
+                    for window in job_slices(job.checkpoint.progress):
+                        feed = slice_feed_name(job_name, window.start, window.end)
+                        piece = store.load(feed)
+                        state = slice_state(
+                            None if piece is None else piece.checkpoint, running=False, live_start=live_start
+                        )
+                        if state != "done":
+                            result.slices_not_done.append(f"{feed}: {state}")
+
+            def worker_kill(phase: str, **options: Any) -> str:
+                ended = worker(phase, **options)
+                if ended == "killed":
+                    result.kills += 1
+                    result.phases[f"worker {phase}"] += 1
+                return ended
+
             while result.kills < kills:
+                if queue and not queued_commands and store.load("live") is not None:
+                    # History older than the live feed's coverage start, queued once the feed has started.
+                    enqueue(_on_azure(QUEUED_JOB, now, 2))
+                if queued_commands and rng.random() < 0.5:
+                    # A queue worker instead of a live run: each kill point in turn first, then at random.
+                    tried = result.worker_deliveries
+                    phase = (
+                        WORKER_PHASES[tried % len(WORKER_PHASES)]
+                        if tried < 2 * len(WORKER_PHASES)
+                        else rng.choice(WORKER_PHASES)
+                    )
+                    if worker_kill(phase) != "empty":
+                        _new_traffic(sim, rng, result.attempts)
+                        continue
                 phase = (
                     PHASES[result.kills % len(PHASES)] if result.kills < len(PHASES) else rng.choice(PHASES)
                 )
@@ -415,6 +678,21 @@ def run_harness(
                 result.concurrency_faults.append(f"a live run beside a backfill: {beside}")
             sim.graph.quota.limit = quota
             sim.graph.quota.reset()
+            if queue:
+                drain()
+                # The poison streak: the one message of a one-slice job killed on five deliveries in a row;
+                # the sixth is poisoned (and the command re-run), then the queue is drained.
+                enqueue(_on_azure(STREAK_JOB, now, 1))
+                poisoned = result.poisoned
+                for delivery in range(len(STREAK_PHASES) + 3):
+                    phase = STREAK_PHASES[delivery % len(STREAK_PHASES)]
+                    ended = worker_kill(phase, occurrence=1, wait=WORKER_VISIBILITY_SECONDS + 5.0)
+                    if ended in ("poisoned", "ran", "empty"):
+                        break
+                if result.poisoned == poisoned:
+                    result.queue_faults.append(f"the poison streak ended {ended}, not poisoned")
+                drain()
+                check_queue()
             # Let the connector finish: runs without kills until one completes with nothing left to do.
             for _ in range(40 if big_tenant else 10):  # the big tenant needs many quota-sized runs
                 attempt(None)
@@ -462,6 +740,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--big-tenant", action="store_true", help="a first slice that needs more pages than one run's quota"
     )
+    parser.add_argument(
+        "--queue", action="store_true", help="a backfill on Azure whose queue workers are killed too"
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     result = run_harness(
@@ -470,6 +751,7 @@ def main(argv: list[str] | None = None) -> int:
         verification=not args.no_verification,
         log=args.verbose,
         big_tenant=args.big_tenant,
+        queue=args.queue,
     )
     print(
         f"attempts={result.attempts} phases={dict(result.phases)} hwm_regressions={result.hwm_regressions}"
@@ -477,6 +759,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     for fault in result.concurrency_faults:
         print(f"concurrency fault: {fault}")
+    if args.queue:
+        print(
+            f"worker_deliveries={result.worker_deliveries} poisoned={result.poisoned}"
+            f" poison_messages={result.poison_messages} queue_left={result.queue_left}"
+            f" slices_not_done={result.slices_not_done}"
+        )
+    for fault in result.queue_faults:
+        print(f"queue fault: {fault}")
     print(f"possible duplicates reported by the connector: {result.possible_duplicates_reported}")
     print(f"elapsed {time.monotonic() - started:.0f} s")
     print(result.summary)
@@ -485,6 +775,10 @@ def main(argv: list[str] | None = None) -> int:
         and result.hwm_stalls == 0
         and result.caught_up
         and not result.concurrency_faults
+        and not result.queue_faults
+        and result.queue_left == 0
+        and not result.slices_not_done
+        and result.poison_messages == result.poisoned
     )
     return 0 if result.lost == 0 and result.duplicated == 0 and healthy else 1
 
