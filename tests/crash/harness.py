@@ -225,13 +225,12 @@ def _new_traffic(
 # Two bands of history before the live feed's coverage start, as (newest, oldest) ages.
 HISTORY_BANDS = ((timedelta(hours=16), timedelta(hours=20)), (timedelta(hours=10), timedelta(hours=14)))
 HISTORY_MESSAGES = 150
-# ``--queue``: a band queued with `backfill --on-azure` (4 two-hour slices), and an older
-# one-slice job whose message the poison streak kills five times.
-QUEUED_BAND = (timedelta(hours=25), timedelta(hours=31))
-QUEUED_JOB = (timedelta(hours=32), timedelta(hours=24))
-STREAK_BAND = (timedelta(hours=33, minutes=10), timedelta(hours=33, minutes=50))
-STREAK_JOB = (timedelta(hours=34), timedelta(hours=33))
-QUEUED_MESSAGES = 300
+# ``--queue``: history from 24 h back queued with `backfill --on-azure` in two-hour slices (one slice
+# per four kills asked, at least four: work for the workers all along), and an older one-slice job
+# whose message the poison streak kills five times.
+QUEUED_FROM = timedelta(hours=24)
+QUEUED_SLICE = timedelta(hours=2)
+QUEUED_MESSAGES_PER_SLICE = 75
 STREAK_MESSAGES = 40
 DRAIN_SECONDS = 300.0
 """How long the final drain waits for the queue to empty (a deferred slice's continuation waits a minute)."""
@@ -318,12 +317,20 @@ def run_harness(
                         now - oldest, now - newest, HISTORY_MESSAGES, seed=seed + 70_000 + number
                     )
                 )
+            queued_job = (QUEUED_FROM + QUEUED_SLICE * max(4, kills // 4), QUEUED_FROM)
+            streak_job = (queued_job[0] + timedelta(hours=2), queued_job[0] + timedelta(hours=1))
             if queue:
-                for number, ((newest, oldest), count) in enumerate(
-                    ((QUEUED_BAND, QUEUED_MESSAGES), (STREAK_BAND, STREAK_MESSAGES))
+                for number, ((oldest, newest), count) in enumerate(
+                    (
+                        (queued_job, QUEUED_MESSAGES_PER_SLICE * max(4, kills // 4)),
+                        (streak_job, STREAK_MESSAGES),
+                    )
                 ):
+                    margin = timedelta(minutes=10)  # no mail on the jobs' edges
                     sim.graph.add(
-                        generate_traffic(now - oldest, now - newest, count, seed=seed + 80_000 + number)
+                        generate_traffic(
+                            now - oldest + margin, now - newest - margin, count, seed=seed + 80_000 + number
+                        )
                     )
             sim.logs_query.latency_seconds = 0.3
             via_proxy = (
@@ -631,7 +638,7 @@ def run_harness(
             while result.kills < kills:
                 if queue and not queued_commands and store.load("live") is not None:
                     # History older than the live feed's coverage start, queued once the feed has started.
-                    enqueue(_on_azure(QUEUED_JOB, now, 2))
+                    enqueue(_on_azure(queued_job, now, 2))
                 if queued_commands and rng.random() < 0.5:
                     # A queue worker instead of a live run: each kill point in turn first, then at random.
                     tried = result.worker_deliveries
@@ -682,7 +689,7 @@ def run_harness(
                 drain()
                 # The poison streak: the one message of a one-slice job killed on five deliveries in a row;
                 # the sixth is poisoned (and the command re-run), then the queue is drained.
-                enqueue(_on_azure(STREAK_JOB, now, 1))
+                enqueue(_on_azure(streak_job, now, 1))
                 poisoned = result.poisoned
                 for delivery in range(len(STREAK_PHASES) + 3):
                     phase = STREAK_PHASES[delivery % len(STREAK_PHASES)]

@@ -35,3 +35,18 @@ def test_tenant_bigger_than_one_runs_quota_moves_its_mark_every_run_through_kill
     assert result.hwm_regressions == 0
     assert result.hwm_stalls == 0
     assert (result.lost, result.duplicated) == (0, 0), result.summary
+
+
+def test_queue_workers_killed_mid_slice_and_before_the_delete_store_every_backfill_record_once():
+    # Short on purpose (a shared 2-core machine): the first worker delivery is killed between the
+    # function's success and the delete, and the poison streak kills one slice's message five times.
+    result = run_harness(kills=3, seed=2030, verification=True, queue=True)
+
+    assert result.phases["worker before_delete"] == 1
+    assert result.phases["worker paging"] >= 2  # the poison streak's
+    assert result.poisoned >= 1
+    assert result.poison_messages == result.poisoned
+    assert (result.queue_left, result.slices_not_done, result.queue_faults) == (0, [], [])
+    assert result.caught_up
+    assert result.concurrency_faults == []
+    assert (result.lost, result.duplicated) == (0, 0), result.summary
