@@ -40,7 +40,7 @@ def test_tenant_bigger_than_one_runs_quota_moves_its_mark_every_run_through_kill
 def test_queue_workers_killed_mid_slice_and_before_the_delete_store_every_backfill_record_once():
     # Short on purpose (a shared 2-core machine): the first worker delivery is killed between the
     # function's success and the delete, and the poison streak kills one slice's message five times.
-    result = run_harness(kills=3, seed=2030, verification=True, queue=True)
+    result = run_harness(kills=5, seed=2030, verification=True, queue=True)
 
     assert result.phases["worker before_delete"] == 1
     assert result.phases["worker paging"] >= 2  # the poison streak's
