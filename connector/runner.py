@@ -591,6 +591,11 @@ def run_queued_slice(
     job = store.load(message.job)
     check_in_plan(message, None if job is None else job.checkpoint.progress)
     mine = store.load(message.feed)
+    if mine is not None and backfill_finished(mine.checkpoint, None):
+        # Delivered again after it finished (the host died before deleting the message, or the
+        # command queued it twice): nothing to read, so no run, no lock, no journal line.
+        logger.info("%s is already done; this delivery ends here", message.feed)
+        return RunReport(feed=message.feed, started=clock(), outcome="up_to_date")
     failure = None if mine is None else mine.checkpoint.progress.slice_failure
     if failure is not None and failure.poisoned and attempt > 1:
         raise SliceMessageError(

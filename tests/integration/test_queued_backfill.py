@@ -229,3 +229,24 @@ def test_the_live_timer_between_slice_runs_keeps_both_exactly_once(sim, queued, 
     assert len(ticks) >= 8
     assert all(t.error is None for t in ticks)
     assert_exactly_once(sim)
+
+
+def test_a_delivery_of_a_slice_already_done_ends_at_once_without_reading_graph(sim, queued, host, enqueue):
+    start_live(sim, queued, days=1)
+    enqueue(1)
+    enqueue(1)  # the same slice twice: the host delivers a done slice again (a kill before its delete)
+    first = host.receive()
+    assert first is not None
+    assert host.process(first).error is None
+    graph_before = len(sim.graph.requests(path="messageTraces"))
+    rows_before = len(sim.ingestion.rows())
+    runs_before = len(sim.ingestion.rows("MessageTraceHealth_CL"))
+    assert runs_before > 0  # each run sends its health row: a delivery that runs the slice would add one
+
+    deliveries = host.drain()
+
+    assert [d.error for d in deliveries] == [None]
+    assert len(sim.graph.requests(path="messageTraces")) == graph_before
+    assert len(sim.ingestion.rows()) == rows_before
+    assert len(sim.ingestion.rows("MessageTraceHealth_CL")) == runs_before  # no run: nothing to do
+    assert_exactly_once(sim)
