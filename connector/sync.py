@@ -59,7 +59,7 @@ from connector.intent import IntentResolver, intent_for
 from connector.ledger import Decision, key_state
 from connector.mapping import RowMapper, TraceRecord, format_datetime, parse_trace_record
 from connector.ports import Clock, Deadline, FeedPorts, HeldLock, ProgressCallback, UploadResult
-from connector.precedence import Observation, SliceObservations
+from connector.precedence import SliceObservations
 from connector.redact import hide_addresses
 from connector.refusal import Refusal, RowIsolation, classify_refusal, deployment_refused
 from connector.report import RunReport, last_run_summary
@@ -157,8 +157,14 @@ class _Run:
 
 
 class _Seen(NamedTuple):
-    """A record a read holds until it knows no later record of the read supersedes it (one per record read)."""
+    """A record a read holds until it knows no later record of the read supersedes it (one per record read).
 
+    The observation itself (:class:`~connector.precedence.Observed`) and everything storing it needs.
+    """
+
+    key: str
+    received: datetime
+    status: str
     record: TraceRecord
     raw: object
     key_state: hashlib.blake2b  # ledger_key's hash state, carried on to the row's RowId
@@ -572,7 +578,7 @@ class FeedSync:
         report = run.report
         start, end, exclude_from = current.start, current.end, run.exclude_from
         oldest, newest_first = reading.oldest_seen, reading.newest_first
-        hold, state_of, parse = seen.add, key_state, parse_trace_record
+        hold, state_of, parse = seen.hold, key_state, parse_trace_record
         taken = 0
         try:
             for raw in records:
@@ -595,21 +601,20 @@ class FeedSync:
                     report.outside_range += 1  # the live feed's: a backfill stops where live coverage starts
                     continue
                 state = state_of(record.trace_id, record.recipient)  # ledger_key, and later the RowId
-                hold(state.hexdigest(), received, record.status, _tuple_new(_Seen, (record, raw, state)))
+                hold(_tuple_new(_Seen, (state.hexdigest(), received, record.status, record, raw, state)))
         finally:
             reading.records += taken
             report.records_seen += taken
             reading.oldest_seen, reading.newest_first = oldest, newest_first
 
     def _store(
-        self, run: _Run, released: Iterator[Observation[_Seen]], batcher: Batcher[_Staged], current: Window
+        self, run: _Run, released: Iterator[_Seen], batcher: Batcher[_Staged], current: Window
     ) -> None:
         """Decide each key the read is done with against the ledger; batch what is new, upload full batches."""
         ledger = run.state.ledger
         decide, to_row, add = ledger.decide, self._mapper.to_row, batcher.add
-        for observation in released:
-            record, raw, state = observation.item
-            decision = decide(observation.key, record.received, record.status)
+        for key, received, status, record, raw, state in released:
+            decision = decide(key, received, status)
             if decision is None:
                 run.report.duplicates_dropped += 1
                 continue
