@@ -603,12 +603,12 @@ class RowMapper:
         if sender is None or "@" not in sender:
             sender_domain = ""
         else:
-            known = domains.get(sender.rsplit("@", 1)[1])
+            known = domains.get(sender[sender.rfind("@") + 1 :])  # the text after the last "@"
             sender_domain = known if known is not None else self._domain(sender)
         if "@" not in recipient:
             recipient_domain = ""
         else:
-            known = domains.get(recipient.rsplit("@", 1)[1])
+            known = domains.get(recipient[recipient.rfind("@") + 1 :])
             recipient_domain = known if known is not None else self._domain(recipient)
         direction = self._directions.get((sender_domain, recipient_domain))
         if direction is None:
@@ -675,7 +675,7 @@ class RowMapper:
         """:func:`address_domain`, remembered per domain text."""
         if "@" not in address:
             return ""
-        text = address.rsplit("@", 1)[1]
+        text = address[address.rfind("@") + 1 :]  # as to_row looks it up
         domain = self._domains.get(text)
         if domain is None:
             if len(self._domains) > _CACHE_LIMIT:
