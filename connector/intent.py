@@ -35,19 +35,29 @@ def intent_for(
     decisions: Sequence[Decision], rows: Sequence[Mapping[str, object]], created: datetime
 ) -> PendingBatch:
     """The record saved before a batch is sent: each row's ledger decision and ``RowId``."""
+    # IntentEntry(...) without its generated __new__'s Python frame: one per row sent.
     return PendingBatch(
         created=created,
         entries=tuple(
-            IntentEntry(
-                key=decision.key,
-                received_ms=decision.entry.received_ms,
-                status=decision.entry.status,
-                revision=decision.entry.revision,
-                row_id=str(row["RowId"]),
-            )
-            for decision, row in zip(decisions, rows, strict=True)
+            [
+                _tuple_new(
+                    IntentEntry,
+                    (
+                        decision.key,
+                        (entry := decision.entry).received_ms,
+                        entry.status,
+                        entry.revision,
+                        row_id if type(row_id := row["RowId"]) is str else str(row_id),
+                        None,
+                    ),
+                )
+                for decision, row in zip(decisions, rows, strict=True)
+            ]
         ),
     )
+
+
+_tuple_new = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ or the Logs Ingestion API would refuse the whole batch for one row.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from connector.domains import normalise_domain
 from connector.errors import RecordError
-from connector.ledger import row_id
+from connector.ledger import row_id, row_id_after
 from connector.schema import TableSchema, load_table_schema
 
 if TYPE_CHECKING:  # subjects imports this module's surrogate repair
@@ -568,7 +569,14 @@ class RowMapper:
         """Names of the table's columns."""
         return self._columns
 
-    def to_row(self, record: TraceRecord, *, revision: int, previous_status: str | None) -> dict[str, object]:
+    def to_row(
+        self,
+        record: TraceRecord,
+        *,
+        revision: int,
+        previous_status: str | None,
+        key_state: hashlib.blake2b | None = None,
+    ) -> dict[str, object]:
         """Return the stream row for ``record``; null values are left out of the row.
 
         ``revision`` is 0 the first time a (trace id, recipient) is stored and counts
@@ -583,6 +591,10 @@ class RowMapper:
         The subject goes through ``SUBJECT_MODE`` (:mod:`connector.subjects`) *before* the
         64 KB cut: a hash is of the whole subject and never cut, so ``TruncatedFields``
         names ``Subject`` only in ``keep`` mode; a dropped subject is not "truncated".
+
+        ``key_state``, when given, is :func:`connector.ledger.key_state` of the record's
+        trace id and recipient (the caller hashed them for the ledger key already): the
+        ``RowId`` is carried on from it instead of hashing the identity again.
         """
         trace_id, recipient, _, status, sender, message_id, subject, size, from_ip, to_ip, received = record
         if self._subjects is not None:
@@ -591,12 +603,12 @@ class RowMapper:
         if sender is None or "@" not in sender:
             sender_domain = ""
         else:
-            known = domains.get(sender.rsplit("@", 1)[1])
+            known = domains.get(sender[sender.rfind("@") + 1 :])  # the text after the last "@"
             sender_domain = known if known is not None else self._domain(sender)
         if "@" not in recipient:
             recipient_domain = ""
         else:
-            known = domains.get(recipient.rsplit("@", 1)[1])
+            known = domains.get(recipient[recipient.rfind("@") + 1 :])
             recipient_domain = known if known is not None else self._domain(recipient)
         direction = self._directions.get((sender_domain, recipient_domain))
         if direction is None:
@@ -626,7 +638,11 @@ class RowMapper:
         row["StatusRevision"] = revision
         row["PreviousStatus"] = previous_status or ""
         row["TruncatedFields"] = ""
-        row["RowId"] = row_id(trace_id, recipient, status, revision)
+        row["RowId"] = (
+            row_id(trace_id, recipient, status, revision)
+            if key_state is None
+            else row_id_after(key_state, status, revision)
+        )
         # No text can need the cut when all of it together is under a quarter of the limit
         # (a character is at most 4 UTF-8 bytes): the common row skips the per-field check.
         # The other columns (times, direction, RowId) are short and bounded: _FIXED_CHARS.
@@ -659,7 +675,7 @@ class RowMapper:
         """:func:`address_domain`, remembered per domain text."""
         if "@" not in address:
             return ""
-        text = address.rsplit("@", 1)[1]
+        text = address[address.rfind("@") + 1 :]  # as to_row looks it up
         domain = self._domains.get(text)
         if domain is None:
             if len(self._domains) > _CACHE_LIMIT:

@@ -27,12 +27,34 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Generic, NamedTuple, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 _EARLY_STATUSES = {"GettingStatus": 0, "Pending": 0, "None": 0, "Expanded": 1}
 FINAL = 2
 
 _T = TypeVar("_T")
+
+
+class Observed(Protocol):
+    """What :class:`SliceObservations` reads of an observation: its key, receive time and status."""
+
+    @property
+    def key(self) -> str:
+        """The row key (one per trace id and recipient)."""
+        ...
+
+    @property
+    def received(self) -> datetime:
+        """When the record was received (one per key)."""
+        ...
+
+    @property
+    def status(self) -> str:
+        """The record's normalised status."""
+        ...
+
+
+_O = TypeVar("_O", bound=Observed)
 
 
 def status_precedence(status: str) -> int:
@@ -60,37 +82,39 @@ class Observation(NamedTuple, Generic[_T]):
     item: _T
 
 
-_tuple_new = tuple.__new__
+class SliceObservations(Generic[_O]):
+    """The observations of one read of one slice, one per key, released once they are final.
 
-
-class SliceObservations(Generic[_T]):
-    """The observations of one read of one slice, one per key, released once they are final."""
+    An observation is any immutable record with a ``key``, ``received`` and ``status``
+    (an :class:`Observation`, or a caller's own named tuple that also carries what it
+    needs later: one object per record read instead of an observation wrapping an item).
+    """
 
     def __init__(self) -> None:
-        self._held: dict[str, Observation[_T]] = {}
+        self._held: dict[str, _O] = {}
         self.superseded = 0
         """Observations dropped because the same key came with a status as or more advanced."""
 
     def __len__(self) -> int:
         return len(self._held)
 
-    def add(self, key: str, received: datetime, status: str, item: _T) -> None:
-        """Hold the observation, unless the read already holds the key in a status at least as advanced."""
+    def hold(self, observation: _O) -> None:
+        """Hold the observation, unless the read already holds its key in a status at least as advanced."""
+        key = observation.key
         held = self._held.get(key)
         if held is not None:
             self.superseded += 1
-            if not supersedes(status, held.status):
+            if not supersedes(observation.status, held.status):
                 return
-        # Observation(key, received, status, item), without the generated __new__'s Python frame (one per record).
-        self._held[key] = _tuple_new(Observation, (key, received, status, item))
+        self._held[key] = observation
 
-    def release_newer_than(self, oldest_read: datetime) -> Iterator[Observation[_T]]:
+    def release_newer_than(self, oldest_read: datetime) -> Iterator[_O]:
         """Release the keys received after ``oldest_read`` (a newest-first read cannot bring them again)."""
         settled = [key for key, held in self._held.items() if held.received > oldest_read]
         for key in settled:
             yield self._held.pop(key)
 
-    def release_all(self) -> Iterator[Observation[_T]]:
+    def release_all(self) -> Iterator[_O]:
         """Release everything held (the read ended)."""
         held, self._held = self._held, {}
         yield from held.values()

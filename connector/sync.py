@@ -29,6 +29,7 @@ intent and backfill rules live in :mod:`connector.intent` and :mod:`connector.ba
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -55,10 +56,10 @@ from connector.errors import (
     service_principal_advice,
 )
 from connector.intent import IntentResolver, intent_for
-from connector.ledger import Decision, ledger_key
+from connector.ledger import Decision, key_state
 from connector.mapping import RowMapper, TraceRecord, format_datetime, parse_trace_record
 from connector.ports import Clock, Deadline, FeedPorts, HeldLock, ProgressCallback, UploadResult
-from connector.precedence import Observation, SliceObservations
+from connector.precedence import SliceObservations
 from connector.redact import hide_addresses
 from connector.refusal import Refusal, RowIsolation, classify_refusal, deployment_refused
 from connector.report import RunReport, last_run_summary
@@ -156,10 +157,17 @@ class _Run:
 
 
 class _Seen(NamedTuple):
-    """A record a read holds until it knows no later record of the read supersedes it (one per record read)."""
+    """A record a read holds until it knows no later record of the read supersedes it (one per record read).
 
+    The observation itself (:class:`~connector.precedence.Observed`) and everything storing it needs.
+    """
+
+    key: str
+    received: datetime
+    status: str
     record: TraceRecord
     raw: object
+    key_state: hashlib.blake2b  # ledger_key's hash state, carried on to the row's RowId
 
 
 class _Staged(NamedTuple):
@@ -581,7 +589,7 @@ class FeedSync:
         report = run.report
         start, end, exclude_from = current.start, current.end, run.exclude_from
         oldest, newest_first = reading.oldest_seen, reading.newest_first
-        hold, key_of, parse = seen.add, ledger_key, parse_trace_record
+        hold, state_of, parse = seen.hold, key_state, parse_trace_record
         taken = 0
         try:
             for raw in records:
@@ -603,31 +611,30 @@ class FeedSync:
                 if exclude_from is not None and received >= exclude_from:
                     report.outside_range += 1  # the live feed's: a backfill stops where live coverage starts
                     continue
-                hold(
-                    key_of(record.trace_id, record.recipient),
-                    received,
-                    record.status,
-                    _tuple_new(_Seen, (record, raw)),
-                )
+                state = state_of(record.trace_id, record.recipient)  # ledger_key, and later the RowId
+                hold(_tuple_new(_Seen, (state.hexdigest(), received, record.status, record, raw, state)))
         finally:
             reading.records += taken
             report.records_seen += taken
             reading.oldest_seen, reading.newest_first = oldest, newest_first
 
     def _store(
-        self, run: _Run, released: Iterator[Observation[_Seen]], batcher: Batcher[_Staged], current: Window
+        self, run: _Run, released: Iterator[_Seen], batcher: Batcher[_Staged], current: Window
     ) -> None:
         """Decide each key the read is done with against the ledger; batch what is new, upload full batches."""
         ledger = run.state.ledger
         decide, to_row, add = ledger.decide, self._mapper.to_row, batcher.add
-        for observation in released:
-            record, raw = observation.item
-            decision = decide(observation.key, record.received, record.status)
+        for key, received, status, record, raw, state in released:
+            decision = decide(key, received, status)
             if decision is None:
                 run.report.duplicates_dropped += 1
                 continue
-            entry = decision.entry
-            row = to_row(record, revision=entry.revision, previous_status=decision.previous_status)
+            row = to_row(
+                record,
+                revision=decision.entry.revision,
+                previous_status=decision.previous_status,
+                key_state=state,
+            )
             try:
                 full = add(row, _tuple_new(_Staged, (decision, raw)))
             except RecordError as err:
@@ -757,14 +764,17 @@ class FeedSync:
         )
         self._save(run)
         result = self._ports.sink.upload(batch.payload())
-        accepted = tuple(
-            decision for index, decision in enumerate(decisions) if index not in result.failed_indexes
+        failed = result.failed_indexes
+        accepted = (
+            tuple(decision for index, decision in enumerate(decisions) if index not in failed)
+            if failed
+            else tuple(decisions)
         )
         run.report.batches += 1
         # The outcome is known either way: the refused rows are simply not committed.
         run.state.apply(Committed(accepted=accepted), run.rules)
         run.report.rows_uploaded += len(accepted)
-        run.report.revisions += sum(1 for decision in accepted if decision.entry.revision > 0)
+        run.report.revisions += sum([decision.entry.revision > 0 for decision in accepted])
         self._save(run)
         return result
 

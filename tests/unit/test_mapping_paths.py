@@ -14,6 +14,7 @@ from types import MappingProxyType
 import pytest
 
 from connector.errors import RecordError
+from connector.ledger import key_state, ledger_key
 from connector.mapping import RowMapper, TraceRecord, format_datetime, parse_trace_record
 from connector.subjects import SubjectMode, SubjectPolicy
 
@@ -158,3 +159,28 @@ def test_rows_of_plainly_and_checkedly_read_records_are_identical_in_content_and
             row = mapper.to_row(plain, revision=revision, previous_status=previous)
             again = mapper.to_row(checked, revision=revision, previous_status=previous)
             assert list(row.items()) == list(again.items())
+
+
+def test_a_row_id_carried_on_from_the_ledger_keys_hash_state_is_the_row_id_hashed_afresh():
+    mapper = RowMapper(("contoso.com",))
+    odd = [
+        {
+            "id": "Id\u00e9",
+            "recipientAddress": "\u00dcser@B\u00fccher.example",
+            "receivedDateTime": _TIMES[0],
+            "status": "Fäiled",
+        }
+    ]
+    for raw in _records(1500, 7) + odd:
+        record = _read(raw)
+        if not isinstance(record, TraceRecord):
+            continue
+        state = key_state(record.trace_id, record.recipient)
+        assert state.hexdigest() == ledger_key(record.trace_id, record.recipient)
+        for revision, previous in ((0, None), (3, "Pending")):
+            fresh = mapper.to_row(record, revision=revision, previous_status=previous)
+            carried = mapper.to_row(record, revision=revision, previous_status=previous, key_state=state)
+            assert list(carried.items()) == list(fresh.items())
+        assert state.hexdigest() == ledger_key(
+            record.trace_id, record.recipient
+        )  # the state is left as it was

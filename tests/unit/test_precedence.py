@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from connector.precedence import SliceObservations, status_precedence, supersedes
+from connector.precedence import Observation, SliceObservations, status_precedence, supersedes
 
 T = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -45,26 +45,26 @@ def chosen(observations):
 
 @pytest.mark.parametrize("order", [("Pending", "Delivered"), ("Delivered", "Pending")])
 def test_a_key_seen_twice_in_one_read_keeps_its_most_advanced_status_in_either_order(order):
-    observations = SliceObservations[str]()
+    observations = SliceObservations[Observation[str]]()
     for number, status in enumerate(order):
-        observations.add("k", T, status, f"record-{number}")
+        observations.hold(Observation("k", T, status, f"record-{number}"))
 
     assert [(key, status) for key, status, _ in chosen(observations)] == [("k", "Delivered")]
     assert observations.superseded == 1
 
 
 def test_an_exact_repeat_keeps_the_first_observation():
-    observations = SliceObservations[str]()
-    observations.add("k", T, "Delivered", "first")
-    observations.add("k", T, "Delivered", "second")
+    observations = SliceObservations[Observation[str]]()
+    observations.hold(Observation("k", T, "Delivered", "first"))
+    observations.hold(Observation("k", T, "Delivered", "second"))
 
     assert chosen(observations) == [("k", "Delivered", "first")]
 
 
 def test_keys_newer_than_the_oldest_record_read_are_released_and_the_rest_held():
-    observations = SliceObservations[str]()
-    observations.add("new", T, "Pending", "a")
-    observations.add("edge", T - timedelta(seconds=1), "Pending", "b")
+    observations = SliceObservations[Observation[str]]()
+    observations.hold(Observation("new", T, "Pending", "a"))
+    observations.hold(Observation("edge", T - timedelta(seconds=1), "Pending", "b"))
 
     released = [seen.key for seen in observations.release_newer_than(T - timedelta(seconds=1))]
 
