@@ -14,12 +14,13 @@ import logging
 
 import azure.functions as func
 
-from connector.runner import quiet_sdk_loggers, run_feed, run_queued_slice
+from connector.runner import quiet_sdk_loggers, run_feed, run_queued_slice, settle_collector
 from connector.settings import timer_schedule
 
 app = func.FunctionApp()
 logger = logging.getLogger("connector.function")
 quiet_sdk_loggers()
+settle_collector()
 
 
 @app.timer_trigger(schedule=timer_schedule(), arg_name="timer", run_on_startup=False, use_monitor=True)

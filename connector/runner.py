@@ -8,6 +8,7 @@ network call; nothing happens at import.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack, suppress
@@ -70,6 +71,27 @@ def quiet_sdk_loggers(level: int = logging.WARNING) -> None:
     """Keep the Azure SDK's per-request INFO logs (URLs, headers) out of the connector's logs."""
     for name in ("azure", "msal", "urllib3"):
         logging.getLogger(name).setLevel(level)
+
+
+# Young objects a collection waits for: a run makes several short-lived objects per record read, and
+# at the default (700) the collector ran about 2,000 times in a 200 k-record catch-up.
+_GC_YOUNG_THRESHOLD = 20_000
+
+
+def settle_collector() -> None:
+    """Tune the garbage collector for a process that has imported everything it will run.
+
+    Called once by the process entry points (``python -m connector``, the function app),
+    after their imports: the modules' own objects move out of the collector's reach
+    (``gc.freeze``), so a full collection no longer walks them, and young collections
+    wait for more objects. Measured on a 193 k-record catch-up: collections took 1.1 s of
+    the connector's ~15 CPU-seconds, 0.16 s with this. Nothing is kept alive that would
+    otherwise be freed: only what exists at the call is frozen.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(_GC_YOUNG_THRESHOLD, middle, old)
 
 
 def utc_now() -> datetime:
