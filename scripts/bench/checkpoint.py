@@ -37,21 +37,10 @@ from connector.simulator import Simulator, generate_traffic  # noqa: E402
 from connector.simulator.azurite import ACCOUNT, ACCOUNT_KEY, start_azurite  # noqa: E402
 from connector.state import Checkpoint, FeedProgress  # noqa: E402
 from connector.store import BlobCheckpointStore  # noqa: E402
+from scripts.bench.catchup import high_water_rss_kib  # noqa: E402
 from tests.crash.blob_proxy import KillingBlobProxy, requests_in  # noqa: E402
 
 MEMORY_TARGET_MB = 200.0
-
-
-def high_water_rss_kib(pid: int) -> int:
-    """VmHWM of a running process (the parent's memory, which holds the simulator, is not counted)."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def run_child(args: list[str], env: dict[str, str]) -> tuple[int, float, str]:
