@@ -33,11 +33,15 @@ import time
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
-from azure.functions.queue import QueueMessage
 from azure.storage.queue import QueueClient
 
 from connector.queued import SliceMessageError, decode_message
-from tests.integration.queue_host import host_max_dequeue_count, load_function_app, queue_function
+from tests.integration.queue_host import (
+    host_max_dequeue_count,
+    host_message,
+    load_function_app,
+    queue_function,
+)
 
 
 def _say(line: str) -> None:
@@ -114,14 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     renewal = _Renewal(client, message, args.visibility_seconds)
     try:
-        function(
-            QueueMessage(
-                id=message.id,
-                body=text.encode("utf-8"),
-                dequeue_count=message.dequeue_count,
-                pop_receipt=message.pop_receipt,
-            )
-        )
+        function(host_message(message, text))
     except Exception as err:  # noqa: BLE001 - the host catches every failure of the function
         renewal.stop()
         if message.dequeue_count >= maximum:

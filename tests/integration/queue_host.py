@@ -41,6 +41,16 @@ def load_function_app() -> Any:
     return module
 
 
+def host_message(message: Any, text: str) -> QueueMessage:
+    """What the Functions host hands the function for a received queue message whose body decodes to ``text``."""
+    return QueueMessage(
+        id=message.id,
+        body=text.encode("utf-8"),
+        dequeue_count=message.dequeue_count,
+        pop_receipt=message.pop_receipt,
+    )
+
+
 def queue_function(module: Any) -> Any:
     """The app's one queue-triggered function."""
     (function,) = [
@@ -90,14 +100,7 @@ class QueueHost:
             body = text
         error: BaseException | None = None
         try:
-            self.function(
-                QueueMessage(
-                    id=message.id,
-                    body=text.encode("utf-8"),
-                    dequeue_count=message.dequeue_count,
-                    pop_receipt=message.pop_receipt,
-                )
-            )
+            self.function(host_message(message, text))
         except Exception as err:  # noqa: BLE001 - the host catches every failure of the function
             error = err
         if error is None:

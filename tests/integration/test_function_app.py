@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from azure.functions.timer import TimerRequest
 
 from connector.errors import ConfigError, GraphPermissionError
 from connector.simulator import generate_traffic
+from tests.integration.queue_host import load_function_app
 
 pytestmark = pytest.mark.integration
-
-FUNCTION_APP = Path(__file__).resolve().parents[2] / "function_app.py"
-
-
-def load_function_app():
-    """A fresh module object each time (get_functions() may be called once per app)."""
-    spec = importlib.util.spec_from_file_location("function_app_under_test", FUNCTION_APP)
-    assert spec
-    assert spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def timer_function(module):
