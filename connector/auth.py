@@ -252,9 +252,12 @@ def unreachable_authority(where: str, err: BaseException) -> AuthenticationError
 class MsalTokenProvider:
     """Client-credentials tokens from an msal confidential client (token cache included)."""
 
-    def __init__(self, app: msal.ConfidentialClientApplication, scope: str) -> None:
+    def __init__(
+        self, app: msal.ConfidentialClientApplication, scope: str, *, tenant: str | None = None
+    ) -> None:
         self._app = app
         self._scope = scope
+        self._tenant = tenant
 
     def token(self, *, force_refresh: bool = False) -> str:
         """Acquire (or reuse) a token for the scope."""
@@ -270,6 +273,14 @@ class MsalTokenProvider:
         error = _first_line(result.get("error") or "unknown_error")
         description = _first_line(result.get("error_description") or "")
         said = f"{error}: {description}" if description else error
+        if self._tenant is not None:
+            # A customer tenant of TENANTS: the app must be consented there (AADSTS700016 when it is not).
+            raise AuthenticationError(
+                f"Entra ID refused a token for {self._scope} in tenant {self._tenant} (client "
+                f"{self._app.client_id}): {said}. Check that an admin of that tenant consented to CLIENT_ID "
+                "(ExchangeMessageTrace.Read.All) and its tenantId in TENANTS, then the certificate or federated "
+                "credential"
+            )
         raise AuthenticationError(
             f"Entra ID refused a token for {self._scope} (client {self._app.client_id}): {said}. "
             "Check TENANT_ID, CLIENT_ID and the client secret or certificate (an expired secret shows AADSTS7000222)."
@@ -444,26 +455,30 @@ def graph_token_provider(settings: Settings) -> TokenProvider:
     mode = settings.graph_auth_mode
     if mode is AuthMode.MANAGED_IDENTITY:
         return AzureCredentialTokenProvider(azure_credential(settings, mode), settings.graph_scope)
+    tenant = settings.graph_tenant_id
     key = (
         "msal",
         mode,
         settings.authority_host,
-        creds.tenant_id,
+        tenant,
         creds.client_id,
         _secret_digest(creds.client_secret),
         creds.certificate_path,
+        creds.managed_identity_client_id,
     )
 
     def build() -> msal.ConfidentialClientApplication:
-        credential: str | dict[str, str]
+        credential: str | dict[str, Any]
         if mode is AuthMode.CLIENT_SECRET:
             credential = creds.client_secret or ""
+        elif mode is AuthMode.FEDERATED_IDENTITY:
+            credential = {"client_assertion": federated_assertion(settings)}
         else:
             credential = load_certificate_credential(creds.certificate_path or "", creds.certificate_password)
         return msal.ConfidentialClientApplication(
             creds.client_id,
             client_credential=credential,
-            authority=f"{settings.authority_host}/{creds.tenant_id}",
+            authority=f"{settings.authority_host}/{tenant}",
             instance_discovery=False,
             http_client=authority_session(settings),
         )
@@ -475,10 +490,51 @@ def graph_token_provider(settings: Settings) -> TokenProvider:
             f"the Entra ID authority {settings.authority_host} (tenant discovery failed)", err
         ) from err
     except ValueError as err:  # msal refuses a malformed authority or tenant
-        raise ConfigError(
-            [("TENANT_ID", f"the Entra ID authority {settings.authority_host} refused it: {scrub(str(err))}")]
-        ) from err
-    return MsalTokenProvider(app, settings.graph_scope)
+        if settings.tenant is not None:
+            problem = (
+                "TENANTS",
+                f"tenant {settings.tenant.name}: the Entra ID authority {settings.authority_host} refused its "
+                f"tenantId {settings.tenant.tenant_id}: {scrub(str(err))}",
+            )
+        else:
+            problem = (
+                "TENANT_ID",
+                f"the Entra ID authority {settings.authority_host} refused it: {scrub(str(err))}",
+            )
+        raise ConfigError([problem]) from err
+    return MsalTokenProvider(
+        app,
+        settings.graph_scope,
+        tenant=None if settings.tenant is None else f"{settings.tenant.name} ({settings.tenant.tenant_id})",
+    )
+
+
+FEDERATION_SCOPE = "api://AzureADTokenExchange/.default"
+"""The audience Entra ID expects of a managed identity's token used as an app's federated credential."""
+
+
+def federated_assertion(settings: Settings) -> Callable[[], str]:
+    """The managed identity's token for :data:`FEDERATION_SCOPE`, as msal's ``client_assertion`` callable.
+
+    msal calls it whenever it needs a new app token (a token per customer tenant,
+    on expiry); azure-identity caches the identity's own token and renews it before it
+    expires, so each call is cheap. A refusal is the identity's (no identity on this
+    machine, or the endpoint failing) and says so.
+    """
+    identity = azure_credential(settings, AuthMode.MANAGED_IDENTITY)
+
+    def assertion() -> str:
+        try:
+            return identity.get_token(FEDERATION_SCOPE).token
+        except AzureError as err:
+            kind, detail = describe_failure(err, default=ErrorKind.PERMISSION)
+            raise AuthenticationError(
+                f"the managed identity gave no token for {FEDERATION_SCOPE} (the federated credential of "
+                f"CLIENT_ID): {_first_line(detail, 600)}",
+                kind=kind,
+            ) from err
+
+    return assertion
 
 
 def authority_session(settings: Settings) -> AuthoritySession:

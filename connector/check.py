@@ -293,7 +293,9 @@ def _test_row_check(
                 "status": "delivered",
             }
         )
-        row = RowMapper(settings.local_domains).to_row(record, revision=0, previous_status=None)
+        row = RowMapper(settings.local_domains, source_tenant_id=settings.source_tenant_id).to_row(
+            record, revision=0, previous_status=None
+        )
         row["Status"] = TEST_ROW_STATUS
         result = sink.upload([row])
         if result.error is not None:

@@ -49,18 +49,21 @@ from connector.report import (
 )
 from connector.runner import (
     DeadLetterPurge,
+    FeedStatus,
     QueuedBackfill,
     enqueue_backfill,
     forget_backfill,
+    load_settings,
     poison_messages,
     purge_dead_letters,
     quiet_sdk_loggers,
     read_status,
     run_feed,
+    tenant_scopes,
     unlock,
     utc_now,
 )
-from connector.settings import Settings
+from connector.settings import TENANT_NAME
 from connector.state import Checkpoint
 from connector.subjects import KEY_FORMAT, SubjectMode, SubjectPolicy, parse_hash_key
 from connector.windows import Window
@@ -121,14 +124,35 @@ if TYPE_CHECKING:
     _Commands = argparse._SubParsersAction[_Parser]
 
 
+def _tenant(text: str) -> str:
+    if not TENANT_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a tenant name of TENANTS (lower-case letters, digits, '-')"
+        )
+    return text
+
+
+def _add_tenant(parser: argparse.ArgumentParser, *, all_when_left_out: bool = False) -> None:
+    """``--tenant NAME``: which entry of ``TENANTS`` the command works on (required when it is set)."""
+    parser.add_argument(
+        "--tenant",
+        type=_tenant,
+        metavar="NAME",
+        help="the tenant of TENANTS to work on ("
+        + ("every tenant when left out" if all_when_left_out else "required when TENANTS is set")
+        + "; leave it out for a single-tenant deployment)",
+    )
+
+
 def _add_run(commands: _Commands) -> None:
-    commands.add_parser(
+    run = commands.add_parser(
         "run",
         help="run the live feed once (same code path as the timer)",
         description="Run the live feed once, exactly as a timer tick does, and print a summary. "
         "Ctrl-C stops at the next safe point (what is stored is committed; running again resumes); "
         "a second Ctrl-C aborts at once.",
     )
+    _add_tenant(run)
 
 
 def _add_status(commands: _Commands) -> None:
@@ -141,6 +165,7 @@ def _add_status(commands: _Commands) -> None:
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--all", action="store_true", help="also show finished backfills")
+    _add_tenant(status, all_when_left_out=True)
 
 
 def _add_backfill(commands: _Commands) -> None:
@@ -154,6 +179,7 @@ def _add_backfill(commands: _Commands) -> None:
     )
     backfill.add_argument("--start", required=True, type=_timestamp, help="inclusive, ISO 8601 UTC")
     backfill.add_argument("--end", required=True, type=_timestamp, help="exclusive, ISO 8601 UTC")
+    _add_tenant(backfill)
     backfill.add_argument(
         "--on-azure",
         action="store_true",
@@ -180,6 +206,7 @@ def _add_forget_backfill(commands: _Commands) -> None:
     forget.add_argument(
         "--feed", required=True, type=_feed, help="backfill/<start>_<end> as `status` names it"
     )
+    _add_tenant(forget)
 
 
 def _add_unlock(commands: _Commands) -> None:
@@ -200,6 +227,7 @@ def _add_unlock(commands: _Commands) -> None:
         action="store_true",
         help="break it although it was renewed within the last renewal interval (only if you know its run is dead)",
     )
+    _add_tenant(unlock_cmd)
 
 
 def _add_purge(commands: _Commands) -> None:
@@ -215,6 +243,7 @@ def _add_purge(commands: _Commands) -> None:
     purge.add_argument(
         "--dry-run", action="store_true", help="list the documents that would go; delete nothing"
     )
+    _add_tenant(purge)
 
 
 def _add_check(commands: _Commands) -> None:
@@ -230,6 +259,7 @@ def _add_check(commands: _Commands) -> None:
         action="store_true",
         help="also prove the DCR role by uploading one row marked Status=ConnectorTest",
     )
+    _add_tenant(check)
 
 
 def _domain(text: str) -> str:
@@ -414,9 +444,34 @@ def _queued_jobs(feeds: Sequence[Checkpoint], locks: Mapping[str, LockState]) ->
     }
 
 
-def _print_status(as_json: bool, show_all: bool, out: TextIO) -> int:
-    """Print every feed; the exit code is 3 once a feed has waited a day for Graph's permission."""
-    feeds = read_status()
+def _print_status(as_json: bool, show_all: bool, out: TextIO, tenant: str | None = None) -> int:
+    """Print every feed (of every tenant of ``TENANTS``, or of ``tenant``).
+
+    The exit code is 3 once a feed has waited a day for Graph's permission.
+    """
+    documents: list[dict[str, object]] = []
+    waited_too_long = False
+    for scope in tenant_scopes(tenant=tenant):
+        if scope is not None and not as_json:
+            out.write(f"tenant {scope}\n")
+        waited_too_long |= _print_feeds(
+            read_status(tenant=scope), show_all, out, documents if as_json else None
+        )
+        if scope is not None:
+            for document in documents:
+                document.setdefault("tenant", scope)
+    if as_json:
+        out.write(json.dumps(documents, indent=2) + "\n")
+    return ErrorKind.PERMISSION.exit_code if waited_too_long else 0
+
+
+def _print_feeds(
+    feeds: Sequence[FeedStatus], show_all: bool, out: TextIO, documents: list[dict[str, object]] | None
+) -> bool:
+    """One tenant's feeds, as text on ``out`` or as documents added to ``documents``.
+
+    Returns True when a feed has waited a day or more for Graph's permission.
+    """
     now = utc_now()
     locks = {feed.checkpoint.progress.feed: feed.lock for feed in feeds}
     every = [feed.checkpoint for feed in feeds]
@@ -428,9 +483,8 @@ def _print_status(as_json: bool, show_all: bool, out: TextIO) -> int:
     if not show_all:
         hidden += sum(1 for c in shown if c.progress.feed in done_jobs)
         shown = [c for c in shown if c.progress.feed not in done_jobs]
-    if as_json:
+    if documents is not None:
         start = live_start(every)
-        documents = []
         for checkpoint in shown:
             feed = checkpoint.progress.feed
             document = status_fields(
@@ -442,16 +496,14 @@ def _print_status(as_json: bool, show_all: bool, out: TextIO) -> int:
             if feed in jobs:
                 document["queue"] = jobs[feed].fields()
             documents.append(document)
-        out.write(json.dumps(documents, indent=2) + "\n")
     else:
         extra = {name: job.lines(STATUS_LABEL_WIDTH) for name, job in jobs.items()}
         out.write("\n".join(render_status(shown, now, locks, hidden=hidden, extra=extra)) + "\n")
-    waited_too_long = any(
+    return any(
         checkpoint.progress.waiting_for_permission_since is not None
         and now - checkpoint.progress.waiting_for_permission_since >= SERVICE_PRINCIPAL_WAIT
         for checkpoint in every
     )
-    return ErrorKind.PERMISSION.exit_code if waited_too_long else 0
 
 
 def _print_purge(purge: DeadLetterPurge, out: TextIO) -> None:
@@ -465,28 +517,30 @@ def _print_purge(purge: DeadLetterPurge, out: TextIO) -> None:
 
 
 def _status(args: argparse.Namespace, out: TextIO) -> int:
-    return _print_status(args.json, args.all, out)
+    return _print_status(args.json, args.all, out, args.tenant)
 
 
 def _unlock(args: argparse.Namespace, out: TextIO) -> int:
-    out.write(unlock(args.feed, force=args.force) + "\n")
+    out.write(unlock(args.feed, tenant=args.tenant, force=args.force) + "\n")
     return 0
 
 
 def _forget_backfill(args: argparse.Namespace, out: TextIO) -> int:
-    out.write(forget_backfill(args.feed) + "\n")
+    out.write(forget_backfill(args.feed, tenant=args.tenant) + "\n")
     return 0
 
 
 def _purge(args: argparse.Namespace, out: TextIO) -> int:
-    _print_purge(purge_dead_letters(args.older_than, dry_run=args.dry_run), out)
+    _print_purge(purge_dead_letters(args.older_than, tenant=args.tenant, dry_run=args.dry_run), out)
     return 0
 
 
 def _check(args: argparse.Namespace, out: TextIO) -> int:
     from connector.check import check_command  # the check's wiring loads only for this command
 
-    return check_command(Settings.from_env(), write_test_row=args.write_test_row, now=utc_now(), out=out)
+    return check_command(
+        load_settings(tenant=args.tenant), write_test_row=args.write_test_row, now=utc_now(), out=out
+    )
 
 
 def _lookalikes(args: argparse.Namespace, out: TextIO) -> int:
@@ -540,7 +594,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             raise ArgumentError("--slice-hours: only with --on-azure (a local backfill sizes its own slices)")
         if args.on_azure:
             try:
-                _print_queued(enqueue_backfill(backfill, args.slice_hours), out)
+                _print_queued(enqueue_backfill(backfill, args.slice_hours, tenant=args.tenant), out)
             except NothingToBackfill as nothing:
                 out.write(f"{nothing}\n")
             return 0
@@ -551,6 +605,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             _progress_bar(show_progress, "live" if backfill is None else "backfill") as progress,
         ):
             report = run_feed(
+                tenant=args.tenant,
                 backfill=backfill,
                 progress=progress,
                 stop_requested=stop_requested,

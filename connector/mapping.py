@@ -74,6 +74,7 @@ ROW_COLUMNS = frozenset(
         "PreviousStatus",
         "TruncatedFields",
         "RowId",
+        "SourceTenantId",
     }
 )
 
@@ -546,8 +547,11 @@ class RowMapper:
         local_domains: tuple[str, ...],
         schema: TableSchema | None = None,
         subjects: SubjectPolicy | None = None,
+        *,
+        source_tenant_id: str = "",
     ) -> None:
         self._local_domains = tuple(normalise_domain(domain) for domain in local_domains)
+        self._source_tenant_id = source_tenant_id
         # A run sees few distinct domains and many rows: each domain is normalised and classified once.
         self._domains: dict[str, str] = {}
         self._directions: dict[tuple[str, str], str] = {}
@@ -643,6 +647,7 @@ class RowMapper:
             if key_state is None
             else row_id_after(key_state, status, revision)
         )
+        row["SourceTenantId"] = self._source_tenant_id
         # No text can need the cut when all of it together is under a quarter of the limit
         # (a character is at most 4 UTF-8 bytes): the common row skips the per-field check.
         # The other columns (times, direction, RowId) are short and bounded: _FIXED_CHARS.

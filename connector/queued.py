@@ -25,6 +25,7 @@ from connector.mapping import format_datetime, parse_datetime
 from connector.ports import LockState
 from connector.redact import hide_addresses
 from connector.report import backfill_finished
+from connector.settings import TENANT_NAME
 from connector.state import Checkpoint, FeedProgress, SliceFailure
 from connector.windows import Window
 
@@ -54,6 +55,8 @@ class SliceMessage:
     job: str
     start: datetime
     end: datetime
+    tenant: str | None = None
+    """The ``TENANTS`` entry whose backfill this is (its own container); None for a single-tenant deployment."""
 
     @property
     def feed(self) -> str:
@@ -63,15 +66,15 @@ class SliceMessage:
 
 def encode_message(message: SliceMessage) -> str:
     """The message text (the queue client base64-encodes it, as the Functions host expects by default)."""
-    return json.dumps(
-        {
-            "v": MESSAGE_VERSION,
-            "job": message.job,
-            "start": format_datetime(message.start),
-            "end": format_datetime(message.end),
-        },
-        separators=(",", ":"),
-    )
+    document = {
+        "v": MESSAGE_VERSION,
+        "job": message.job,
+        "start": format_datetime(message.start),
+        "end": format_datetime(message.end),
+    }
+    if message.tenant is not None:
+        document["tenant"] = message.tenant
+    return json.dumps(document, separators=(",", ":"))
 
 
 def decode_message(body: bytes | str) -> SliceMessage:
@@ -93,8 +96,11 @@ def decode_message(body: bytes | str) -> SliceMessage:
     job, start, end = document.get("job"), document.get("start"), document.get("end")
     if not (isinstance(job, str) and isinstance(start, str) and isinstance(end, str)):
         raise SliceMessageError(f"queue message lacks job, start or end: {_expected()}")
+    tenant = document.get("tenant")
+    if tenant is not None and not (isinstance(tenant, str) and TENANT_NAME.fullmatch(tenant)):
+        raise SliceMessageError(f"queue message names no tenant of TENANTS: {_expected()}")
     try:
-        message = SliceMessage(job=job, start=parse_datetime(start), end=parse_datetime(end))
+        message = SliceMessage(job=job, start=parse_datetime(start), end=parse_datetime(end), tenant=tenant)
         if job.count("/") != 1 or not job.startswith(BACKFILL_PREFIX):
             raise ValueError("job is not a backfill's name")
         check_feed_name(job)

@@ -78,6 +78,10 @@ class RunReport(RunCounters):
     """The throttling that ended the run early (outcome ``throttled``): Graph's or Logs Ingestion's."""
     health_row: str | None = None
     """Whether the run's ``MessageTraceHealth_CL`` row was sent: ``sent``, ``failed``, ``skipped``, ``off``."""
+    tenant: str | None = None
+    """The name of the ``TENANTS`` entry the run read; None for a single-tenant deployment."""
+    source_tenant_id: str = ""
+    """The directory id of the tenant the run read (the health row's ``SourceTenantId``)."""
 
     @property
     def ok(self) -> bool:
@@ -112,6 +116,7 @@ def _time(value: datetime | None) -> str | None:
 def report_fields(report: RunReport) -> dict[str, object]:
     """The report as one flat, JSON-ready mapping (no secrets, no subjects)."""
     return {
+        "tenant": report.tenant,
         "feed": report.feed,
         "outcome": report.outcome,
         "started": _time(report.started),
@@ -177,6 +182,7 @@ def health_row(report: RunReport, now: datetime) -> dict[str, object]:
         "Pages": report.pages,
         "Error": error,
         "ErrorKind": None if report.error is None else report.error.kind.name.lower(),
+        "SourceTenantId": report.source_tenant_id or None,
     }
     return {name: value for name, value in row.items() if value is not None}
 

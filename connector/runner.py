@@ -29,10 +29,12 @@ from connector.errors import (
     CheckpointConflictError,
     ConfigError,
     ConnectorError,
+    ErrorKind,
     IngestionThrottledError,
     RunLockedError,
     SinkError,
 )
+from connector.fanout import decode_tenant_run, last_run_started, superseded, tick_runs
 from connector.graph import GraphMessageTraceSource
 from connector.ingestion import LogsIngestionSink
 from connector.locks import BlobRunLock, FileRunLock, process_alive, this_host
@@ -55,7 +57,7 @@ from connector.redact import hide_addresses, scrub
 from connector.report import RunReport, backfill_finished, health_row, log_line, report_fields
 from connector.schema import load_table_schema
 from connector.settings import Settings, StoreKind
-from connector.slice_queue import build_slice_queue
+from connector.slice_queue import build_slice_queue, build_tenant_queue
 from connector.state import Checkpoint, FeedProgress
 from connector.store import BlobCheckpointStore, FileCheckpointStore
 from connector.sync import FeedSync, SyncPolicy
@@ -97,6 +99,49 @@ def settle_collector() -> None:
 def utc_now() -> datetime:
     """The production clock."""
     return datetime.now(UTC)
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, tenant: str | None = None, *, storage_only: bool = False
+) -> Settings:
+    """The settings of one run or command, scoped to ``tenant`` when ``TENANTS`` lists several.
+
+    ``storage_only`` reads only what the checkpoint store needs (:meth:`Settings.for_storage`).
+
+    Raises:
+        ConfigError: a bad setting (before any lock or network call).
+        ArgumentError: ``--tenant`` missing while ``TENANTS`` is set, given while it is not, or unknown.
+    """
+    settings = Settings.for_storage(env) if storage_only else Settings.from_env(env)
+    if tenant is None:
+        if settings.multi_tenant:
+            raise ArgumentError(
+                f"--tenant: this deployment reads several tenants (TENANTS): name one of "
+                f"{', '.join(settings.tenant_names())}"
+            )
+        return settings
+    if not settings.multi_tenant:
+        raise ArgumentError(
+            "--tenant: TENANTS is not set, so this deployment reads one tenant (TENANT_ID); leave it out"
+        )
+    try:
+        return settings.for_tenant(tenant)
+    except KeyError as err:
+        raise ArgumentError(f"--tenant: {err.args[0]}") from None
+
+
+def tenant_scopes(env: Mapping[str, str] | None = None, tenant: str | None = None) -> list[str | None]:
+    """The tenants a command that may cover all of them (``status``) covers: ``[None]`` for one tenant.
+
+    Raises:
+        ConfigError: a bad store setting.
+        ArgumentError: ``tenant`` is given but unknown, or ``TENANTS`` is not set.
+    """
+    settings = Settings.for_storage(env)
+    if tenant is not None:
+        load_settings(env, tenant, storage_only=True)  # checks the name
+        return [tenant]
+    return list(settings.tenant_names()) if settings.multi_tenant else [None]
 
 
 def build_store(settings: Settings) -> BlobCheckpointStore | FileCheckpointStore:
@@ -156,7 +201,7 @@ def build_quota_gate(
     sleep: Callable[[float], None] | None = None,
 ) -> QuotaGate:
     """The tenant's shared Graph quota budget, kept next to the checkpoints (``quota/<tenant>.json``)."""
-    tenant = settings.credentials.tenant_id
+    tenant = settings.graph_tenant_id
     budget: BudgetStore = (
         BlobBudgetStore(store.container, tenant)
         if isinstance(store, BlobCheckpointStore)
@@ -221,8 +266,13 @@ def build_connector(
             **retrying_options(settings, deadline),
         )
         resources.callback(query_client.close)
+        shared = settings.tenant is not None and not settings.tenant.own_destination
         verifier = LogAnalyticsVerifier(
-            query_client, workspace_id=settings.workspace_id, table=load_table_schema().table
+            query_client,
+            workspace_id=settings.workspace_id,
+            table=load_table_schema().table,
+            # A table several tenants share: only this tenant's rows settle its batches.
+            source_tenant_id=settings.source_tenant_id if shared else None,
         )
     lock = build_lock(store, settings)
     sync = FeedSync(
@@ -310,6 +360,7 @@ def write_health_row(report: RunReport, settings: Settings, *, clock: Clock = ut
 def run_feed(
     env: Mapping[str, str] | None = None,
     *,
+    tenant: str | None = None,
     backfill: BackfillRange | None = None,
     clock: Clock = utc_now,
     progress: ProgressCallback | None = None,
@@ -321,14 +372,37 @@ def run_feed(
     A backfill's range is checked against the store (read-only) before the lock is
     taken or Graph is called, so a bad range costs nothing and leaves nothing behind.
 
+    ``tenant`` names the ``TENANTS`` entry to run (required when it is set).
+
     Raises:
         ConfigError: a bad setting, before any lock or network call.
+        ArgumentError: ``tenant`` missing, unexpected or unknown (:func:`load_settings`).
         BackfillError: a range that overlaps another backfill or lies beyond retention.
         NothingToBackfill: a range in the future or inside the live feed.
     """
-    settings = Settings.from_env(env)
+    settings = load_settings(env, tenant)
     if backfill is not None:
         precheck_backfill(build_store(settings), backfill, now=clock(), settle_delay=settings.settle_delay)
+    return _run_scoped(
+        settings,
+        backfill=backfill,
+        clock=clock,
+        progress=progress,
+        stop_requested=stop_requested,
+        failure_level=failure_level,
+    )
+
+
+def _run_scoped(
+    settings: Settings,
+    *,
+    backfill: BackfillRange | None = None,
+    clock: Clock = utc_now,
+    progress: ProgressCallback | None = None,
+    stop_requested: Callable[[], bool] | None = None,
+    failure_level: int = logging.ERROR,
+) -> RunReport:
+    """Run the live feed or a backfill with settings already read (and scoped to a tenant)."""
     with ExitStack() as resources:
         connector = build_connector(
             settings,
@@ -357,13 +431,13 @@ class FeedStatus:
     lock: LockState
 
 
-def read_status(env: Mapping[str, str] | None = None) -> list[FeedStatus]:
-    """Load the live checkpoint and every backfill record, each with its lock's holder.
+def read_status(env: Mapping[str, str] | None = None, tenant: str | None = None) -> list[FeedStatus]:
+    """Load the live checkpoint and every backfill record (of ``tenant``), each with its lock's holder.
 
     Reads only the store's settings (:meth:`Settings.for_storage`): ``status`` never
     calls Graph or Logs Ingestion.
     """
-    settings = Settings.for_storage(env)
+    settings = load_settings(env, tenant, storage_only=True)
     store = build_store(settings)
     lock = build_lock(store, settings)
     found = (store.load(feed) for feed in [LIVE_FEED, *store.list_feeds(BACKFILL_PREFIX)])
@@ -386,6 +460,7 @@ def unlock(
     feed: str = LIVE_FEED,
     env: Mapping[str, str] | None = None,
     *,
+    tenant: str | None = None,
     force: bool = False,
     clock: Clock = utc_now,
 ) -> str:
@@ -397,7 +472,7 @@ def unlock(
             renewed within one renewal interval and ``force`` is not set (see :mod:`connector.unlocking`).
     """
     _check_feed(feed)
-    settings = Settings.for_storage(env)
+    settings = load_settings(env, tenant, storage_only=True)
     lock = build_lock(build_store(settings), settings)
     state = lock.inspect(feed)
     if not state.held:
@@ -408,7 +483,7 @@ def unlock(
     return f"lock on {feed} broken (was held by {describe_holder(state, now)})"
 
 
-def forget_backfill(feed: str, env: Mapping[str, str] | None = None) -> str:
+def forget_backfill(feed: str, env: Mapping[str, str] | None = None, *, tenant: str | None = None) -> str:
     """Delete the record of a backfill that stored nothing, so its range can be claimed again.
 
     Holds the feed's lock (no run of it may be going) and deletes only the version it
@@ -424,7 +499,7 @@ def forget_backfill(feed: str, env: Mapping[str, str] | None = None) -> str:
         raise ArgumentError(
             f"--feed: {feed} is not a backfill (backfill/<start>_<end>, as `status` names it)"
         )
-    settings = Settings.for_storage(env)
+    settings = load_settings(env, tenant, storage_only=True)
     store = build_store(settings)
     with build_lock(store, settings).hold(feed):
         stored = store.load(feed)
@@ -453,6 +528,7 @@ def purge_dead_letters(
     older_than: timedelta,
     env: Mapping[str, str] | None = None,
     *,
+    tenant: str | None = None,
     dry_run: bool = False,
     clock: Clock = utc_now,
 ) -> DeadLetterPurge:
@@ -463,7 +539,7 @@ def purge_dead_letters(
     """
     if older_than <= timedelta(0):
         raise ArgumentError("--older-than: must be more than 0 (like 30d or 12h)")
-    store = build_store(Settings.for_storage(env))
+    store = build_store(load_settings(env, tenant, storage_only=True))
     written_before = clock() - older_than
     return DeadLetterPurge(
         written_before=written_before,
@@ -492,6 +568,7 @@ def enqueue_backfill(
     slice_span: timedelta | None = None,
     env: Mapping[str, str] | None = None,
     *,
+    tenant: str | None = None,
     clock: Clock = utc_now,
 ) -> QueuedBackfill:
     """Claim ``request`` as a backfill run on Azure and enqueue one message per unfinished slice.
@@ -507,7 +584,7 @@ def enqueue_backfill(
         BackfillError: as a local backfill; or the range runs locally, or with another slice span.
         NothingToBackfill: the range lies in the future or inside the live feed.
     """
-    settings = Settings.for_storage(env)
+    settings = load_settings(env, tenant, storage_only=True)
     queue = build_slice_queue(settings)
     store = build_store(settings)
     try:
@@ -531,7 +608,7 @@ def enqueue_backfill(
             if window.end <= floor:
                 counts["beyond_retention"] += 1  # Graph cannot read it any more: nothing to queue
                 continue
-            message = SliceMessage(request.feed, window.start, window.end)
+            message = SliceMessage(request.feed, window.start, window.end, tenant=tenant)
             outcome = _prepare_slice(store, message, live_start)
             if outcome == "done":
                 counts["done"] += 1
@@ -605,7 +682,7 @@ def run_queued_slice(
     """
     message = decode_message(body)
     try:
-        settings = Settings.from_env(env)
+        settings = _slice_settings(message, env)
     except ConfigError as err:
         _record_outside(message, err, attempt=attempt, env=env, clock=clock)
         raise
@@ -657,6 +734,21 @@ def run_queued_slice(
     return report
 
 
+def _slice_settings(
+    message: SliceMessage, env: Mapping[str, str] | None, *, storage_only: bool = False
+) -> Settings:
+    """The settings of the tenant whose backfill the slice is (the deployment's own without TENANTS).
+
+    Raises:
+        ConfigError: a bad setting.
+        SliceMessageError: the message names a tenant ``TENANTS`` no longer lists, or none while it is set.
+    """
+    try:
+        return load_settings(env, message.tenant, storage_only=storage_only)
+    except ArgumentError as err:
+        raise SliceMessageError(f"{message.feed}: {str(err).removeprefix('--tenant: ')}") from None
+
+
 def _record_failure(
     store: BlobCheckpointStore | FileCheckpointStore,
     feed: str,
@@ -695,7 +787,7 @@ def _record_outside(
 ) -> None:
     """Best effort: record a failure that happened outside the slice's run, under the slice's lock."""
     try:
-        settings = Settings.for_storage(env)
+        settings = _slice_settings(message, env, storage_only=True)
         store = build_store(settings)
         with build_lock(store, settings).hold(message.feed):
             _record_failure(store, message.feed, error, attempt=attempt, now=clock())
@@ -714,3 +806,135 @@ def poison_messages(env: Mapping[str, str] | None = None) -> int | None:
         return queue.poison_count()
     finally:
         queue.close()
+
+
+@dataclass(frozen=True, slots=True)
+class TickFanOut:
+    """What one timer tick of a deployment with ``TENANTS`` did: the tenants whose run it enqueued."""
+
+    queue: str
+    tenants: tuple[str, ...]
+    disabled: tuple[str, ...]
+
+
+def run_tick(env: Mapping[str, str] | None = None, *, clock: Clock = utc_now) -> RunReport | TickFanOut:
+    """What the timer does each tick: run the live feed, or with ``TENANTS`` enqueue one run per tenant.
+
+    Raises:
+        ConfigError: a bad setting (the tick fails visibly; nothing is enqueued).
+        ConnectorError: the live feed's run failed (one tenant), or the tenant queue refused a message.
+    """
+    settings = Settings.from_env(env)
+    if not settings.multi_tenant:
+        report = _run_scoped(settings, clock=clock)
+        if report.error is not None:
+            raise report.error
+        return report
+    return fan_out_tick(settings, clock=clock)
+
+
+def fan_out_tick(settings: Settings, *, clock: Clock = utc_now) -> TickFanOut:
+    """Enqueue this tick's run of every enabled tenant on ``TENANT_QUEUE`` (:mod:`connector.fanout`).
+
+    Every tenant is enqueued before an error is raised: one message the queue refused
+    does not keep the tenants after it from running.
+
+    Raises:
+        ConnectorError: the queue refused at least one message (the first error; each one logged).
+    """
+    runs = tick_runs(settings.tenants, clock())
+    queue = build_tenant_queue(settings)
+    sent: list[str] = []
+    first_error: ConnectorError | None = None
+    try:
+        queue.ensure()
+        for run in runs:
+            try:
+                queue.send_tenant_run(run)
+                sent.append(run.tenant)
+            except ConnectorError as err:
+                logger.error("tenant %s: its run of this tick was not enqueued: %s", run.tenant, err)
+                first_error = first_error or err
+    finally:
+        queue.close()
+    result = TickFanOut(
+        queue=queue.name,
+        tenants=tuple(sent),
+        disabled=tuple(entry.name for entry in settings.tenants if not entry.enabled),
+    )
+    logger.info(
+        "tick enqueued the runs of %d tenants on %s%s",
+        len(sent),
+        result.queue,
+        f" ({len(result.disabled)} disabled)" if result.disabled else "",
+        extra={
+            "connector_tick": {
+                "queue": result.queue,
+                "tenants": list(sent),
+                "disabled": list(result.disabled),
+            }
+        },
+    )
+    if first_error is not None:
+        raise first_error
+    return result
+
+
+def run_tenant_message(
+    body: bytes | str,
+    *,
+    attempt: int,
+    env: Mapping[str, str] | None = None,
+    clock: Clock = utc_now,
+) -> RunReport | None:
+    """Run one tenant's live feed for a tick's message (the tenant queue trigger's whole work).
+
+    Ends at once, spending no Graph request, when the message has nothing left to do:
+    the tenant left ``TENANTS`` or was disabled since the tick, a run of its live feed
+    started after the tick (:func:`connector.fanout.superseded`), or another run holds
+    its lock (that run covers the tick).
+
+    A failed run is logged at ERROR with its reason and sends its health row, as a
+    single-tenant timer run does. It raises, so the host delivers the message again,
+    only while a retry can help: a transient failure (an unreachable or throttling
+    service) before the last delivery. Otherwise the message is consumed: the next tick
+    runs the tenant again anyway, and a poison message per tick would say nothing the
+    health row and the log line do not.
+
+    Raises:
+        TenantRunMessageError: the message is not a tenant run (the host poisons it).
+        ConfigError: a bad setting of the deployment.
+        ConnectorError: a transient failure of the run, for the host to retry.
+    """
+    run = decode_tenant_run(body)
+    settings = Settings.from_env(env)
+    try:
+        scoped = settings.for_tenant(run.tenant)
+    except KeyError:
+        logger.warning("tenant %s is no longer in TENANTS; its queued run ends here", run.tenant)
+        return None
+    if scoped.tenant is not None and not scoped.tenant.enabled:
+        logger.info("tenant %s is disabled in TENANTS; its queued run ends here", run.tenant)
+        return None
+    stored = build_store(scoped).load(LIVE_FEED)
+    if superseded(run, None if stored is None else last_run_started(stored.checkpoint.progress)):
+        logger.info("tenant %s: a run started after this tick's; this message ends here", run.tenant)
+        return None
+    try:
+        report = _run_scoped(scoped, clock=clock)
+    except RunLockedError:
+        logger.info("tenant %s: its live feed is being run; that run covers this tick", run.tenant)
+        return None
+    except ConnectorError as err:
+        # Failed before its run started (a credential, the store): reported like a failed run.
+        report = RunReport(
+            feed=LIVE_FEED, started=clock(), tenant=run.tenant, source_tenant_id=scoped.source_tenant_id
+        )
+        report.fail(err)
+        report.finished = clock()
+        write_health_row(report, scoped, clock=clock)
+        log_report(report)
+    error = report.error
+    if error is not None and error.kind is ErrorKind.TRANSIENT and attempt < MAX_DEQUEUE_COUNT:
+        raise error
+    return report

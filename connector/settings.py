@@ -14,11 +14,12 @@ hash key) are kept out of ``repr`` so a logged ``Settings`` never leaks them.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -46,6 +47,9 @@ class AuthMode(enum.Enum):
     CLIENT_SECRET = "client_secret"  # noqa: S105 - a mode name, not a secret
     CLIENT_CERTIFICATE = "client_certificate"
     DEVELOPER = "developer"  # your own `az login` (AzureCliCredential): storage, ingestion, query only
+    # Graph only: the managed identity's token for api://AzureADTokenExchange is the client assertion of the
+    # app registration CLIENT_ID (a federated credential), in whichever tenant the app is consented: no secret.
+    FEDERATED_IDENTITY = "federated_identity"
 
 
 class StoreKind(enum.Enum):
@@ -76,6 +80,34 @@ class CheckpointLocation:
     account_url: str | None = None
     connection_string: str | None = field(default=None, repr=False)
     directory: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TenantEntry:
+    """One customer tenant of a deployment that serves several (an entry of ``TENANTS``).
+
+    Only ``name`` and ``tenant_id`` are required; every other field left out falls back
+    to the deployment's own setting, except the local domains (the provider's domains are
+    not the customer's) and, with an own destination, the workspace (the deployment's
+    workspace does not hold this tenant's rows, so verifying there would resend them).
+    """
+
+    name: str
+    tenant_id: str
+    ingestion_endpoint: str | None = None
+    dcr_immutable_id: str | None = None
+    stream_name: str | None = None
+    health_stream_name: str | None = None
+    workspace_id: str | None = None
+    local_domains: tuple[str, ...] | None = None
+    graph_quota_requests: int | None = None
+    graph_quota_headroom: int | None = None
+    enabled: bool = True
+
+    @property
+    def own_destination(self) -> bool:
+        """The tenant's rows go to its own DCR (its own workspace), not the deployment's shared table."""
+        return self.dcr_immutable_id is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +160,75 @@ class Settings:
     """The tenant's shared Graph message trace budget (``GRAPH_QUOTA_*``, :mod:`connector.quota`)."""
     backfill_queue: str = "backfill-slices"
     """The Storage queue of backfills run on Azure (``BACKFILL_QUEUE``), beside the checkpoints."""
+    tenants: tuple[TenantEntry, ...] = ()
+    """The customer tenants this deployment serves (``TENANTS``); empty: the one tenant ``TENANT_ID``."""
+    tenant_queue: str = "tenant-runs"
+    """The Storage queue of the timer's per-tenant runs (``TENANT_QUEUE``), when ``TENANTS`` is set."""
+    tenant: TenantEntry | None = None
+    """The tenant these settings run, once :meth:`for_tenant` scoped them; None for a single-tenant deployment."""
+
+    @property
+    def graph_tenant_id(self) -> str:
+        """The tenant whose message trace is read: the scoped tenant's, else ``TENANT_ID``."""
+        return self.credentials.tenant_id if self.tenant is None else self.tenant.tenant_id
+
+    @property
+    def source_tenant_id(self) -> str:
+        """The ``SourceTenantId`` of every row: the GUID of the tenant read ("" when TENANT_ID is a domain)."""
+        return self.graph_tenant_id.lower() if _GUID.fullmatch(self.graph_tenant_id) else ""
+
+    @property
+    def multi_tenant(self) -> bool:
+        """True when the deployment serves the tenants of ``TENANTS`` (each run scoped to one of them)."""
+        return bool(self.tenants)
+
+    def tenant_names(self) -> tuple[str, ...]:
+        """The names of ``TENANTS``, in their order."""
+        return tuple(entry.name for entry in self.tenants)
+
+    def for_tenant(self, name: str) -> Settings:
+        """These settings scoped to the tenant ``name`` of ``TENANTS``.
+
+        The tenant gets its own checkpoint container (``<CHECKPOINT_CONTAINER>-<name>``;
+        file store: ``<CHECKPOINT_DIRECTORY>/tenants/<name>``), so its checkpoints, locks,
+        dead letters and Graph quota budget never mix with another's; Graph is read in its
+        tenant; its rows go to its destination. Storage, ingestion and query keep the
+        deployment's own identity.
+
+        Raises:
+            KeyError: no tenant of that name (the message names the ones there are).
+        """
+        entry = next((tenant for tenant in self.tenants if tenant.name == name), None)
+        if entry is None:
+            known = ", ".join(self.tenant_names()) or "none: TENANTS is not set"
+            raise KeyError(f"no tenant named {name!r} in TENANTS (there are: {known})")
+        location = self.checkpoint
+        if location.kind is StoreKind.BLOB:
+            location = replace(location, container=tenant_container(location.container, name))
+        else:
+            location = replace(
+                location, directory=os.path.join(location.directory or ".state", "tenants", name)
+            )
+        quota = self.graph_quota
+        quota = replace(
+            quota,
+            limit=quota.limit if entry.graph_quota_requests is None else entry.graph_quota_requests,
+            headroom=quota.headroom if entry.graph_quota_headroom is None else entry.graph_quota_headroom,
+        )
+        return replace(
+            self,
+            tenant=entry,
+            checkpoint=location,
+            ingestion_endpoint=entry.ingestion_endpoint or self.ingestion_endpoint,
+            dcr_immutable_id=entry.dcr_immutable_id or self.dcr_immutable_id,
+            dcr_stream_name=entry.stream_name or self.dcr_stream_name,
+            health_stream_name=entry.health_stream_name or self.health_stream_name,
+            workspace_id=entry.workspace_id
+            if entry.own_destination
+            else entry.workspace_id or self.workspace_id,
+            local_domains=entry.local_domains or (),
+            graph_quota=quota,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -168,8 +269,12 @@ class Settings:
         azure_mode = reader.optional("AZURE_AUTH_MODE", AuthMode.MANAGED_IDENTITY, _enum(AuthMode))
         if graph_mode is AuthMode.DEVELOPER:
             reader.problem("GRAPH_AUTH_MODE", DEVELOPER_GRAPH_REFUSAL)
+        if azure_mode is AuthMode.FEDERATED_IDENTITY:
+            reader.problem("AZURE_AUTH_MODE", FEDERATED_AZURE_REFUSAL)
         modes = {graph_mode, azure_mode}
-        needs_app = bool(modes & {AuthMode.CLIENT_SECRET, AuthMode.CLIENT_CERTIFICATE})
+        needs_app = bool(
+            modes & {AuthMode.CLIENT_SECRET, AuthMode.CLIENT_CERTIFICATE, AuthMode.FEDERATED_IDENTITY}
+        )
         client_id = (
             reader.required("CLIENT_ID", _non_empty)
             if needs_app
@@ -282,8 +387,11 @@ class Settings:
             full_reread=reader.optional("FULL_REREAD_MINUTES", timedelta(minutes=60), _minutes(5, 24 * 60)),
             graph_quota=_graph_quota(reader),
             backfill_queue=reader.optional("BACKFILL_QUEUE", "backfill-slices", _queue_name),
+            tenants=reader.optional("TENANTS", (), _tenant_list),
+            tenant_queue=reader.optional("TENANT_QUEUE", "tenant-runs", _queue_name),
         )
         _refuse_contradictions(reader, settings)
+        _refuse_bad_tenancy(reader, settings)
         _refuse_national_clouds(reader, settings)
         return settings
 
@@ -300,6 +408,8 @@ _STORE_SETTINGS = frozenset(
         "SSL_CERT_FILE",
         "HTTP_TIMEOUT_SECONDS",
         "BACKFILL_QUEUE",
+        "TENANTS",
+        "TENANT_QUEUE",
     }
 )
 _CREDENTIAL_SETTINGS = {
@@ -398,6 +508,171 @@ def _refuse_contradictions(reader: _Reader, settings: Settings) -> None:
             "stream (Custom-MessageTraceHealth), or set HEALTH_ROWS=off",
         )
 
+
+def _refuse_bad_tenancy(reader: _Reader, settings: Settings) -> None:
+    """``TENANTS`` entries that are each valid but cannot run with the deployment's other settings."""
+    if not settings.tenants:
+        return
+    if settings.graph_auth_mode is AuthMode.MANAGED_IDENTITY:
+        reader.problem(
+            "GRAPH_AUTH_MODE",
+            "managed_identity reads the message trace of its own tenant only; with TENANTS use a multi-tenant app "
+            "registration (CLIENT_ID) consented in each tenant: federated_identity (the managed identity as its "
+            "federated credential, no secret) or client_certificate",
+        )
+    if settings.tenant_queue == settings.backfill_queue:
+        reader.problem("TENANT_QUEUE", f"must differ from BACKFILL_QUEUE ({settings.backfill_queue})")
+    quota = settings.graph_quota
+    for entry in settings.tenants:
+        where = f"tenant {entry.name}"
+        if not settings.discover_domains and not entry.local_domains:
+            reader.problem(
+                "TENANTS",
+                f"{where}: needs localDomains, since DISCOVER_DOMAINS is off (or turn discovery on)",
+            )
+        limit = quota.limit if entry.graph_quota_requests is None else entry.graph_quota_requests
+        headroom = quota.headroom if entry.graph_quota_headroom is None else entry.graph_quota_headroom
+        if headroom >= limit:
+            reader.problem(
+                "TENANTS",
+                f"{where}: graphQuotaHeadroom ({headroom}) must be below its graphQuotaRequests ({limit})",
+            )
+        location = settings.checkpoint
+        if location.kind is StoreKind.BLOB and len(tenant_container(location.container, entry.name)) > 63:
+            reader.problem(
+                "TENANTS",
+                f"{where}: its checkpoint container {tenant_container(location.container, entry.name)!r} is longer "
+                "than 63 characters: shorten the name or CHECKPOINT_CONTAINER",
+            )
+
+
+def tenant_container(container: str, name: str) -> str:
+    """The checkpoint container of the tenant ``name`` of ``TENANTS``: ``<CHECKPOINT_CONTAINER>-<name>``."""
+    return f"{container}-{name}"
+
+
+_TENANT_KEYS = {
+    "name": "name",
+    "tenantId": "tenant_id",
+    "ingestionEndpoint": "ingestion_endpoint",
+    "dcrImmutableId": "dcr_immutable_id",
+    "streamName": "stream_name",
+    "healthStreamName": "health_stream_name",
+    "workspaceId": "workspace_id",
+    "localDomains": "local_domains",
+    "graphQuotaRequests": "graph_quota_requests",
+    "graphQuotaHeadroom": "graph_quota_headroom",
+    "enabled": "enabled",
+}
+TENANT_NAME = re.compile(r"[a-z0-9](?:(?!.*--)[a-z0-9-]{0,22}[a-z0-9])?")
+
+
+def _tenant_list(raw: str) -> tuple[TenantEntry, ...]:
+    """``TENANTS``: a JSON array of tenant entries (see :class:`TenantEntry`), each checked.
+
+    Raises:
+        ValueError: naming every bad entry and field, by position and name.
+    """
+    try:
+        document = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"must be a JSON array of tenants: {err.msg} at character {err.pos}") from None
+    if not isinstance(document, list):
+        raise ValueError('must be a JSON array of tenants like [{"name": "contoso", "tenantId": "<GUID>"}]')
+    entries: list[TenantEntry] = []
+    problems: list[str] = []
+    for index, item in enumerate(document, start=1):
+        try:
+            entries.append(_tenant_entry(item))
+        except ValueError as err:
+            label = item.get("name") if isinstance(item, dict) and isinstance(item.get("name"), str) else None
+            problems.append(f"entry {index}{f' ({label})' if label else ''}: {err}")
+    for field_name in ("name", "tenant_id"):
+        seen: set[str] = set()
+        for entry in entries:
+            value = getattr(entry, field_name).lower()
+            if value in seen:
+                problems.append(f"{'name' if field_name == 'name' else 'tenantId'} {value} appears twice")
+            seen.add(value)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return tuple(entries)
+
+
+def _tenant_entry(item: object) -> TenantEntry:
+    """One entry of ``TENANTS``; every problem of it in one ValueError."""
+    if not isinstance(item, dict):
+        raise ValueError("must be an object with name and tenantId")
+    problems: list[str] = []
+    unknown = sorted(set(item) - set(_TENANT_KEYS))
+    if unknown:
+        problems.append(f"unknown keys {', '.join(unknown)} (known: {', '.join(_TENANT_KEYS)})")
+    fields: dict[str, object] = {}
+
+    def take(key: str, parse: Callable[[str], object], *, required: bool = False) -> None:
+        value = item.get(key)
+        if value is None:
+            if required:
+                problems.append(f"{key} is required")
+            return
+        try:
+            if key == "localDomains":
+                if not isinstance(value, list) or not all(isinstance(part, str) for part in value):
+                    raise ValueError("must be an array of domains")
+                fields[_TENANT_KEYS[key]] = parse(",".join(value))
+            elif key == "enabled":
+                if not isinstance(value, bool):
+                    raise ValueError(f"must be true or false, got {value!r}")
+                fields[_TENANT_KEYS[key]] = value
+            elif key.startswith("graphQuota"):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(f"must be a whole number, got {value!r}")
+                fields[_TENANT_KEYS[key]] = parse(str(value))
+            else:
+                if not isinstance(value, str):
+                    raise ValueError(f"must be a string, got {value!r}")
+                fields[_TENANT_KEYS[key]] = parse(value.strip())
+        except ValueError as err:
+            problems.append(f"{key} {err}")
+
+    take("name", _tenant_name, required=True)
+    take("tenantId", _tenant_guid, required=True)
+    take("ingestionEndpoint", _https_url)
+    take("dcrImmutableId", _dcr_id)
+    take("streamName", _stream_name)
+    take("healthStreamName", _stream_name)
+    take("workspaceId", _guid)
+    take("localDomains", _domain_list)
+    take("graphQuotaRequests", _int(1, 10_000))
+    take("graphQuotaHeadroom", _int(0, 10_000))
+    take("enabled", _non_empty)
+    if ("ingestion_endpoint" in fields) != ("dcr_immutable_id" in fields):
+        problems.append(
+            "ingestionEndpoint and dcrImmutableId go together (the tenant's own DCR), or neither (the shared table)"
+        )
+    if problems:
+        raise ValueError("; ".join(problems))
+    return TenantEntry(**fields)  # type: ignore[arg-type]
+
+
+def _tenant_name(raw: str) -> str:
+    if not TENANT_NAME.fullmatch(raw):
+        raise ValueError(
+            f"must be 1-24 lower-case letters, digits and single '-' (it names the tenant's container), got {raw!r}"
+        )
+    return raw
+
+
+def _tenant_guid(raw: str) -> str:
+    if not _GUID.fullmatch(raw):
+        raise ValueError(f"must be the tenant's GUID (its directory id), got {raw!r}")
+    return raw.lower()
+
+
+FEDERATED_AZURE_REFUSAL = (
+    "federated_identity is for Graph only (the app registration signing in to each customer tenant); storage, "
+    "ingestion and query use the deployment's own identity: managed_identity in Azure"
+)
 
 DEVELOPER_GRAPH_REFUSAL = (
     "developer is for storage, ingestion and query only: Graph message trace needs the application "
@@ -532,8 +807,11 @@ def _non_empty(raw: str) -> str:
     return raw
 
 
+_GUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
 def _guid(raw: str) -> str:
-    if not re.fullmatch(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", raw):
+    if not _GUID.fullmatch(raw):
         raise ValueError(f"must be a GUID (the workspace id, not its name), got {raw!r}")
     return raw
 

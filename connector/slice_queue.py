@@ -1,4 +1,4 @@
-"""The Storage queue of backfills run on Azure: send slice messages, count the poison queue.
+"""The Storage queues of the function app: backfill slices and tenant runs; count a poison queue.
 
 The queue lives in the checkpoints' storage account: from ``STORAGE_CONNECTION_STRING``
 (its ``QueueEndpoint``, as Azurite's has) or, beside ``STORAGE_ACCOUNT_URL``, the
@@ -17,6 +17,7 @@ from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64E
 
 from connector.auth import azure_credential
 from connector.errors import ConfigError, ConnectorError, ErrorKind
+from connector.fanout import TENANT_RUN_TTL, TenantRun, encode_tenant_run
 from connector.queued import SliceMessage, encode_message
 from connector.redact import scrub
 from connector.settings import Settings, StoreKind
@@ -67,7 +68,7 @@ def queue_service_url(account_url: str) -> str:
 
 
 class SliceQueue:
-    """The backfill queue and its poison queue."""
+    """A queue of the function app (``BACKFILL_QUEUE`` or ``TENANT_QUEUE``) and its poison queue."""
 
     def __init__(self, queue: QueueClient, poison: QueueClient) -> None:
         self._queue = queue
@@ -75,7 +76,7 @@ class SliceQueue:
 
     @property
     def name(self) -> str:
-        """The queue's name (``BACKFILL_QUEUE``)."""
+        """The queue's name (``BACKFILL_QUEUE`` or ``TENANT_QUEUE``)."""
         return str(self._queue.queue_name)
 
     def ensure(self) -> None:
@@ -95,6 +96,13 @@ class SliceQueue:
             )
         except AzureError as err:
             raise queue_error(f"cannot enqueue {message.feed} on {self.name}", err) from err
+
+    def send_tenant_run(self, run: TenantRun) -> None:
+        """Enqueue one tenant's run of this tick; it expires after :data:`TENANT_RUN_TTL` unread."""
+        try:
+            self._queue.send_message(encode_tenant_run(run), time_to_live=int(TENANT_RUN_TTL.total_seconds()))
+        except AzureError as err:
+            raise queue_error(f"cannot enqueue the run of tenant {run.tenant} on {self.name}", err) from err
 
     def poison_count(self) -> int | None:
         """Messages in ``<queue>-poison`` (0 when the host made none); None when it cannot be read."""
@@ -118,13 +126,27 @@ def build_slice_queue(settings: Settings) -> SliceQueue:
     Raises:
         ConfigError: the file store (no account), or an account URL with no queue twin.
     """
+    return _build_queue(settings, settings.backfill_queue, "backfill on Azure")
+
+
+def build_tenant_queue(settings: Settings) -> SliceQueue:
+    """The queue ``TENANT_QUEUE`` names, in the checkpoints' storage account.
+
+    Raises:
+        ConfigError: the file store (no account), or an account URL with no queue twin.
+    """
+    return _build_queue(settings, settings.tenant_queue, "the timer's tenant runs (TENANTS)")
+
+
+def _build_queue(settings: Settings, name: str, purpose: str) -> SliceQueue:
+    """The queue ``name`` and its poison queue, in the checkpoints' storage account."""
     location = settings.checkpoint
     if location.kind is not StoreKind.BLOB:
         raise ConfigError(
             [
                 (
                     "CHECKPOINT_STORE",
-                    "backfill on Azure needs the blob store (its queue is in the same account)",
+                    f"{purpose} needs the blob store (its queue is in the same account)",
                 )
             ]
         )
@@ -147,7 +169,7 @@ def build_slice_queue(settings: Settings) -> SliceQueue:
                 (
                     "STORAGE_CONNECTION_STRING",
                     "names a BlobEndpoint but no QueueEndpoint: add the queue endpoint of the same account "
-                    "(Azurite: start azurite-queue too) for backfill on Azure",
+                    f"(Azurite: start azurite-queue too) for {purpose}",
                 )
             ]
         )
@@ -162,7 +184,7 @@ def build_slice_queue(settings: Settings) -> SliceQueue:
             **options,
         )
 
-    return SliceQueue(client(settings.backfill_queue), client(settings.backfill_queue + POISON_SUFFIX))
+    return SliceQueue(client(name), client(name + POISON_SUFFIX))
 
 
 def _names(connection_string: str, key: str) -> bool:

@@ -104,6 +104,10 @@ class SyncPolicy:
     """What every live run re-reads before its high-water mark; None: the whole overlap (no deep re-read)."""
     full_reread: timedelta = timedelta(minutes=60)
     """Feed progress one deep re-read of the overlap is spread over (:func:`connector.windows.deep_chunk`)."""
+    tenant: str | None = None
+    """The ``TENANTS`` entry read (named in the run's report); None for a single-tenant deployment."""
+    source_tenant_id: str = ""
+    """The directory id every row and the health row carry as ``SourceTenantId``."""
 
     @property
     def tiered(self) -> bool:
@@ -127,6 +131,8 @@ class SyncPolicy:
             discover_domains=settings.discover_domains,
             short_lookback=settings.short_lookback,
             full_reread=settings.full_reread,
+            tenant=None if settings.tenant is None else settings.tenant.name,
+            source_tenant_id=settings.source_tenant_id,
         )
 
     def commit_rules(self, keep_lookback: timedelta) -> CommitRules:
@@ -208,13 +214,22 @@ class FeedSync:
             ports.verifier, clock=clock, deadline=deadline, verify_delay=policy.verify_delay, sleep=sleep
         )
 
+    def _report(self, feed: str) -> RunReport:
+        """A new run's report, naming the feed and the tenant read."""
+        return RunReport(
+            feed=feed,
+            started=self._clock(),
+            tenant=self._policy.tenant,
+            source_tenant_id=self._policy.source_tenant_id,
+        )
+
     def run_live(self, lock: HeldLock | None = None) -> RunReport:
         """Read from the high-water mark (minus the short lookback) to now (minus the settle delay).
 
         Then, if the main window was read to its end, a chunk of the deep re-read
         (:mod:`connector.windows` says why the two together miss nothing).
         """
-        report = RunReport(feed=LIVE_FEED, started=self._clock())
+        report = self._report(LIVE_FEED)
         policy = self._policy
         try:
             run = self._start(report, LIVE_FEED, lock, keep_lookback=policy.overlap_lookback)
@@ -325,7 +340,7 @@ class FeedSync:
         (:mod:`connector.queued`): the slice keeps its own progress there and claims
         nothing, as its job claimed the whole range when it was queued.
         """
-        report = RunReport(feed=queued_slice or backfill_feed_name(start, end), started=self._clock())
+        report = self._report(queued_slice or backfill_feed_name(start, end))
         try:
             request = BackfillRange(start, end)
             stop_before = (
@@ -357,7 +372,11 @@ class FeedSync:
         stored = self._ports.store.load(feed)
         state = FeedState.new(feed) if stored is None else FeedState.resume(stored.checkpoint, stored.etag)
         run = _Run(report=report, state=state, rules=self._policy.commit_rules(keep_lookback), lock=lock)
-        self._mapper = RowMapper(self._local_domains(run), subjects=self._policy.subjects)
+        self._mapper = RowMapper(
+            self._local_domains(run),
+            subjects=self._policy.subjects,
+            source_tenant_id=self._policy.source_tenant_id,
+        )
         report.high_water_mark_before = state.progress.high_water_mark
         pending = state.progress.pending_batch
         if pending is None:

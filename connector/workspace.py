@@ -73,10 +73,15 @@ def queryable(trace_id: str) -> bool:
     return not has_lone_surrogate(trace_id)
 
 
-def stored_query(table: str, row_ids: Sequence[str]) -> str:
-    """KQL listing which of ``row_ids`` the table holds (what a batch in flight is resolved with)."""
+def stored_query(table: str, row_ids: Sequence[str], source_tenant_id: str | None = None) -> str:
+    """KQL listing which of ``row_ids`` the table holds (what a batch in flight is resolved with).
+
+    ``source_tenant_id`` keeps to that tenant's rows, for a table several tenants share:
+    a row of another tenant with the same identity must not count as this one's.
+    """
     ids = ", ".join(kql_string(row_id) for row_id in row_ids)
-    return f"{table}\n| where RowId in ({ids})\n| project RowId"
+    tenant = "" if source_tenant_id is None else f"\n| where SourceTenantId == {kql_string(source_tenant_id)}"
+    return f"{table}\n| where RowId in ({ids}){tenant}\n| project RowId"
 
 
 def presence_query(table: str, trace_ids: Sequence[str]) -> str:
@@ -91,16 +96,21 @@ def presence_query(table: str, trace_ids: Sequence[str]) -> str:
 class LogAnalyticsVerifier:
     """Implements :class:`connector.ports.WorkspaceVerifier` with ``LogsQueryClient``."""
 
-    def __init__(self, client: LogsQueryClient, *, workspace_id: str, table: str) -> None:
+    def __init__(
+        self, client: LogsQueryClient, *, workspace_id: str, table: str, source_tenant_id: str | None = None
+    ) -> None:
         self._client = client
         self._workspace_id = workspace_id
         self._table = table
+        self._source_tenant_id = source_tenant_id
 
     def rows_stored(self, row_ids: Sequence[str], since: datetime, until: datetime) -> set[str]:
         """The ``row_ids`` the table holds between ``since`` and ``until``."""
         stored: set[str] = set()
         for offset in range(0, len(row_ids), IDS_PER_QUERY):
-            query = stored_query(self._table, row_ids[offset : offset + IDS_PER_QUERY])
+            query = stored_query(
+                self._table, row_ids[offset : offset + IDS_PER_QUERY], self._source_tenant_id
+            )
             for values in self._rows(query, since, until):
                 stored.add(str(values["RowId"]))
         return stored

@@ -568,6 +568,10 @@ def connector_texts(path: Path) -> Iterator[KqlText]:
 def verification_texts(table: str) -> Iterator[KqlText]:
     """The queries workspace verification sends, built with odd ids."""
     yield KqlText("connector/workspace.py stored_query", stored_query(table, ODD_IDS))
+    yield KqlText(
+        "connector/workspace.py stored_query (shared table)",
+        stored_query(table, ODD_IDS, "72f988bf-86f1-41af-91ab-2d7cd011db47"),
+    )
     yield KqlText("connector/workspace.py presence_query", presence_query(table, ODD_IDS))
 
 

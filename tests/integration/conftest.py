@@ -18,6 +18,13 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def azurite_queues(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Azurite:
+    """Azurite with its queue service started too (backfill slices, tenant runs)."""
+    azurite.start_queues(tmp_path_factory.mktemp("azurite-queue"))
+    return azurite
+
+
 @pytest.fixture
 def container_name() -> str:
     return f"cp-{uuid.uuid4().hex[:12]}"

@@ -51,10 +51,12 @@ def host_message(message: Any, text: str) -> QueueMessage:
     )
 
 
-def queue_function(module: Any) -> Any:
-    """The app's one queue-triggered function."""
+def queue_function(module: Any, queue_setting: str = "%BACKFILL_QUEUE%") -> Any:
+    """The app's function triggered by the queue that ``queue_setting`` names (as the host resolves it)."""
     (function,) = [
-        f for f in module.app.get_functions() if any(b.type == "queueTrigger" for b in f.get_bindings())
+        f
+        for f in module.app.get_functions()
+        if any(b.type == "queueTrigger" and b.queue_name == queue_setting for b in f.get_bindings())
     ]
     return function
 

@@ -43,12 +43,6 @@ def assert_exactly_once(sim) -> None:
     }
 
 
-@pytest.fixture(scope="session")
-def azurite_queues(azurite, tmp_path_factory):
-    azurite.start_queues(tmp_path_factory.mktemp("azurite-queue"))
-    return azurite
-
-
 @pytest.fixture
 def queued(monkeypatch, sim, environment, azurite_queues):
     """The connector's settings with a queue endpoint and a queue of this test's own."""

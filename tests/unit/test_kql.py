@@ -58,7 +58,11 @@ def test_collector_finds_the_queries_that_must_be_checked():
     rules = [t.name for t in TEXTS if t.name.startswith("infra/sentinel/Analytic Rules/")]
     assert len(rules) >= 6
     verification = {t.name for t in TEXTS if t.name.startswith("connector/workspace.py")}
-    assert verification == {"connector/workspace.py stored_query", "connector/workspace.py presence_query"}
+    assert verification == {
+        "connector/workspace.py stored_query",
+        "connector/workspace.py stored_query (shared table)",
+        "connector/workspace.py presence_query",
+    }
 
 
 def test_unknown_column_is_reported(diagnostics):
