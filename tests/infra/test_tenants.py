@@ -21,11 +21,13 @@ from tests.infra.bicep import (
     MAIN,
     MODULES,
     ROOT,
+    SCHEMA_FILE,
     accessor_path,
     body,
     condition,
     declared_params,
     decorator,
+    evaluate,
     loop,
     module,
     parse,
@@ -405,6 +407,21 @@ def test_the_wrapper_refuses_a_workspace_of_another_entra_tenant():
     assert (
         "var publisher = subscription().tenantId == identityTenantId ? publisherPrincipalId : fail(" in text
     )
+
+
+def test_a_new_schema_column_reaches_the_customer_tables_and_dcr_unchanged():
+    """SourceTenantId (the spec's new column) comes from the schema files; no template lists columns."""
+    schema = json.loads(SCHEMA_FILE.read_text())
+    column = {"name": "SourceTenantId", "type": "string", "description": "tenant the row was read from"}
+    grown = {**schema, "columns": [*schema["columns"], column]}
+    table = evaluate(module("table")["variables"]["tableColumns"]["value"], {"schema": grown})
+    stream = evaluate(module("dcr")["variables"]["streamColumns"]["value"], {"schema": grown})
+    assert table[-1] == column
+    assert stream[-1] == {"name": "SourceTenantId", "type": "string"}
+    for name in ("tenant-workspace", "tenant-settings", "tenant-checks"):
+        text = (MODULES / f"{name}.bicep").read_text()
+        assert "loadJsonContent" not in text, f"{name} must get the schema from main.bicep"
+        assert "columns" not in text, name
 
 
 # ----------------------------------------------------------------------------- checks and auth modes
