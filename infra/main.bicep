@@ -94,15 +94,27 @@ param checkpointContainerName string = 'message-trace-connector'
 @maxLength(56)
 param backfillQueueName string = 'backfill-slices'
 
-@description('How the connector gets Graph tokens. managed_identity (default, no secret): grant ExchangeMessageTrace.Read.All to the managed identity (grantGraphPermission or infra/scripts). client_secret: an app registration (clientId) whose secret lives in Key Vault.')
+@description('How the connector gets Graph tokens. managed_identity (default, no secret): grant ExchangeMessageTrace.Read.All to the managed identity (grantGraphPermission or infra/scripts); reads only the home tenant, so it is refused with tenants. client_secret: an app registration (clientId) whose secret lives in Key Vault. federated_identity (no secret, for tenants): a multi-tenant app registration (clientId) with the managed identity as its federated credential (federatedAppUniqueName, or infra/README.md "Many tenants"), admin-consented in every customer tenant.')
 @allowed([
   'managed_identity'
   'client_secret'
+  'federated_identity'
 ])
 param graphAuthMode string = 'managed_identity'
 
-@description('Application (client) id of the app registration. Used only when graphAuthMode is client_secret.')
+@description('Application (client) id of the app registration (CLIENT_ID). Used when graphAuthMode is client_secret or federated_identity (then required).')
 param clientId string = ''
+
+@description('graphAuthMode federated_identity only: uniqueName of the app registration clientId as the Microsoft Graph Bicep extension knows it (an app created with a uniqueName, e.g. by Bicep). Set: this deployment adds the managed identity as a federated identity credential of that app (the deploying user needs Application.ReadWrite.All or ownership of the app). Empty: add the credential yourself (infra/README.md "Many tenants").')
+param federatedAppUniqueName string = ''
+
+@description('Customer tenants read by this one deployment (app setting TENANTS; empty = single tenant, as before). Each item: { name (1-24 of a-z 0-9 -, unique), tenantId (customer Entra tenant GUID, unique), workspaceResourceId? (the customer\'s own workspace, any subscription of this deployment\'s Entra tenant: both tables, a DCR and the roles are deployed there; omitted: the deployment\'s table, rows told apart by SourceTenantId), localDomains? (array of domains), graphQuotaRequests? (int), graphQuotaHeadroom? (int), enabled? (bool, default true) }. Other keys are refused. Needs graphAuthMode client_secret or federated_identity.')
+param tenants array = []
+
+@description('Storage queue of the per-tenant runs (TENANT_QUEUE): each timer tick queues one message per enabled tenant; the host moves messages that fail 5 times to <name>-poison. 3-56 lower-case letters, digits and hyphens.')
+@minLength(3)
+@maxLength(56)
+param tenantQueueName string = 'tenant-runs'
 
 @description('Secret of that app registration, written to Key Vault as secret "graph-client-secret". Pass it on the command line, never in a file; leave empty to set the secret in the vault yourself.')
 @secure()
@@ -199,11 +211,25 @@ var workspaceSubscriptionId = useExistingWorkspace ? split(existingWorkspaceReso
 var workspaceResourceGroupName = useExistingWorkspace ? split(existingWorkspaceResourceId, '/')[4] : resourceGroup().name
 var workspaceName = useExistingWorkspace ? last(split(existingWorkspaceResourceId, '/')) : names.workspace
 var isClientSecret = graphAuthMode == 'client_secret'
+var isFederated = graphAuthMode == 'federated_identity'
+var usesClientId = isClientSecret || isFederated
 var isSubjectHash = subjectMode == 'hash'
 var deployKeyVault = useKeyVault || isClientSecret || isSubjectHash
 var allTags = union(tags, {
   application: 'message-trace-connector'
 })
+
+// Many tenants (infra/README.md "Many tenants"). The managed identity lives in the Entra tenant of
+// this subscription: the issuer of its federated credential, and the only tenant whose resources it
+// can be granted roles on.
+var hasTenants = !empty(tenants)
+var identityTenantId = subscription().tenantId
+var mainWorkspaceResourceId = useExistingWorkspace ? existingWorkspaceResourceId : resourceId('Microsoft.OperationalInsights/workspaces', names.workspace)
+// Each tenant's own workspace, lower-case ('' = it shares the deployment's table and DCR; the same
+// expression as tenantWorkspaceKeys in modules/tenant-settings.bicep), and each distinct one once
+// (tenants sharing a customer workspace share its tables and DCR).
+var tenantWorkspaceKeys = [for t in tenants: contains(t, 'workspaceResourceId') ? toLower(t.workspaceResourceId) : '']
+var tenantWorkspaceList = filter(union(tenantWorkspaceKeys, []), key => !empty(key))
 
 // ----------------------------------------------------------------------------- resources
 
@@ -343,6 +369,8 @@ module storage 'modules/storage.bicep' = {
     queueNames: [
       backfillQueueName
       '${backfillQueueName}-poison'
+      tenantQueueName
+      '${tenantQueueName}-poison'
     ]
     principalId: identity.outputs.principalId
     skuName: storageSkuName
@@ -373,6 +401,61 @@ module keyVault 'modules/keyvault.bicep' = if (deployKeyVault) {
   }
 }
 
+// Refuses a tenants list (or graphAuthMode) a multi-tenant deployment cannot work with, with one
+// readable message, before the customer workspaces, the Graph credential and the function app.
+module tenantChecks 'modules/tenant-checks.bicep' = if (hasTenants || isFederated) {
+  name: 'mtc-${baseName}-tenantchecks'
+  params: {
+    tenants: tenants
+    graphAuthMode: graphAuthMode
+    clientId: clientId
+    mainWorkspaceResourceId: mainWorkspaceResourceId
+  }
+}
+
+// Each distinct customer workspace of tenants: both tables and a DCR (table.bicep and dcr.bicep,
+// the same schema files) and the identity's roles, deployed into that workspace's resource group.
+module tenantWorkspaces 'modules/tenant-workspace.bicep' = [for key in tenantWorkspaceList: {
+  name: 'mtc-${baseName}-${uniqueString(key)}-tenantws'
+  scope: resourceGroup(split(key, '/')[2], split(key, '/')[4])
+  dependsOn: [
+    tenantChecks
+  ]
+  params: {
+    workspaceName: last(split(key, '/'))
+    dcrName: 'dcr-${baseName}-${uniqueString(resourceGroup().id, baseName, key)}'
+    deploymentPrefix: 'mtc-${baseName}-${uniqueString(key)}'
+    tags: allTags
+    schema: schema
+    healthSchema: healthSchema
+    tablePlan: tablePlan
+    tableRetentionInDays: tableRetentionInDays
+    tableTotalRetentionInDays: tableTotalRetentionInDays
+    healthTableRetentionInDays: healthTableRetentionInDays
+    publisherPrincipalId: identity.outputs.principalId
+    readerPrincipalId: enableWorkspaceVerification ? identity.outputs.principalId : ''
+    identityTenantId: identityTenantId
+  }
+}]
+
+// The TENANTS entries (the spec's camelCase keys), from tenants and the workspaces' outputs.
+module tenantSettings 'modules/tenant-settings.bicep' = if (hasTenants) {
+  name: 'mtc-${baseName}-tenants'
+  dependsOn: [
+    tenantChecks
+  ]
+  params: {
+    tenants: tenants
+    workspaceKeys: tenantWorkspaceList
+    destinations: [for (key, i) in tenantWorkspaceList: {
+      ingestionEndpoint: tenantWorkspaces[i].outputs.ingestionEndpoint
+      dcrImmutableId: tenantWorkspaces[i].outputs.dcrImmutableId
+      workspaceId: tenantWorkspaces[i].outputs.workspaceId
+    }]
+    includeWorkspaceId: enableWorkspaceVerification
+  }
+}
+
 // Every setting the connector reads that this deployment decides (README "Settings").
 var connectorSettings = union(
   extraConnectorSettings,
@@ -390,15 +473,21 @@ var connectorSettings = union(
     STORAGE_ACCOUNT_URL: storage.outputs.blobEndpoint
     CHECKPOINT_CONTAINER: checkpointContainerName
     BACKFILL_QUEUE: backfillQueueName
+    TENANT_QUEUE: tenantQueueName
     TIMER_SCHEDULE: timerSchedule
     SUBJECT_MODE: subjectMode
   },
   enableWorkspaceVerification ? {
     WORKSPACE_ID: workspace.outputs.customerId
   } : {},
-  isClientSecret ? {
+  usesClientId ? {
     CLIENT_ID: clientId
+  } : {},
+  isClientSecret ? {
     CLIENT_SECRET: keyVault.outputs.clientCredentialReference
+  } : {},
+  hasTenants ? {
+    TENANTS: tenantSettings.outputs.json
   } : {},
   isSubjectHash ? {
     SUBJECT_HASH_KEY: keyVault.outputs.subjectHashKeyReference
@@ -409,6 +498,7 @@ module functionApp 'modules/functionapp.bicep' = {
   name: 'mtc-${baseName}-function'
   dependsOn: [
     storage
+    tenantChecks
   ]
   params: {
     name: names.functionApp
@@ -452,6 +542,22 @@ module graphPermission 'modules/graph-permission.bicep' = if (grantGraphPermissi
   }
 }
 
+// federated_identity: the managed identity as a federated credential of the app clientId (Graph
+// Bicep extension). Admin consent in each customer tenant stays a manual step (infra/README.md).
+module graphFederation 'modules/graph-federation.bicep' = if (isFederated && !empty(federatedAppUniqueName)) {
+  name: 'mtc-${baseName}-federation'
+  dependsOn: [
+    tenantChecks
+  ]
+  params: {
+    appUniqueName: federatedAppUniqueName
+    clientId: clientId
+    principalId: identity.outputs.principalId
+    identityTenantId: identityTenantId
+    credentialName: 'mtc-${baseName}-${token}'
+  }
+}
+
 // ----------------------------------------------------------------------------- outputs
 
 output AZURE_LOCATION string = location
@@ -470,5 +576,10 @@ output TABLE_RESOURCE_ID string = table.outputs.id
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output STORAGE_ACCOUNT_URL string = storage.outputs.blobEndpoint
 output BACKFILL_QUEUE string = backfillQueueName
+output TENANT_QUEUE string = tenantQueueName
+// The TENANTS entries (no secrets): per tenant its name and tenantId, and for a tenant with its own
+// workspace the DCR's ingestion endpoint and immutable id and the workspace id.
+output TENANTS array = hasTenants ? tenantSettings.outputs.entries : []
+output FEDERATED_CREDENTIAL_ISSUER string = '${environment().authentication.loginEndpoint}${identityTenantId}/v2.0'
 output APPINSIGHTS_WORKSPACE_RESOURCE_ID string = monitoring.outputs.workspaceResourceId
 output KEY_VAULT_NAME string = deployKeyVault ? names.keyVault : ''

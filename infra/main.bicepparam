@@ -48,3 +48,21 @@ param alertEmail = readEnvironmentVariable('ALERT_EMAIL', '')
 // command line, never in this file:
 //   -p subjectMode=hash -p subjectHashKey="$(openssl rand -base64 32)"
 // param subjectMode = 'hash'
+
+// Many customer tenants in one deployment (infra/README.md "Many tenants"): a multi-tenant app
+// registration, admin-consented in each customer tenant, with the managed identity as its
+// federated credential (federatedAppUniqueName: the deployment adds it; else az ad app
+// federated-credential create). A tenant with workspaceResourceId gets its own tables and DCR there
+// (a subscription of this deployment's Entra tenant); without it, it shares EmailEvents_CL.
+// param graphAuthMode = 'federated_identity'
+// param clientId = '00000000-0000-0000-0000-000000000000'
+// param federatedAppUniqueName = 'message-trace-connector'
+// param tenants = [
+//   { name: 'contoso', tenantId: '00000000-0000-0000-0000-000000000001' }
+//   {
+//     name: 'fabrikam'
+//     tenantId: '00000000-0000-0000-0000-000000000002'
+//     workspaceResourceId: '/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.OperationalInsights/workspaces/<name>'
+//     localDomains: [ 'fabrikam.com' ]
+//   }
+// ]

@@ -16,7 +16,7 @@ param tags object = {}
 @description('Blob containers to create (checkpoint container, deployment package container).')
 param containerNames array
 
-@description('Storage queues to create: the backfill queue (`backfill --on-azure`) and its poison queue.')
+@description('Storage queues to create: the backfill queue (`backfill --on-azure`), the per-tenant run queue (TENANT_QUEUE) and their poison queues.')
 param queueNames array = []
 
 @description('Principal (object) id of the function identity.')
@@ -34,9 +34,10 @@ param skuName string = 'Standard_LRS'
 // the connector's checkpoint, dead letters and run lease in the same account.
 var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 
-// Storage Queue Data Contributor: the host's queue trigger (identity-based AzureWebJobsStorage
-// reads, hides, deletes backfill slice messages and writes the poison queue) and the
-// connector's continuation messages.
+// Storage Queue Data Contributor: the host's queue triggers (identity-based AzureWebJobsStorage
+// reads, hides, deletes backfill slice and tenant run messages and writes the poison queues), the
+// connector's continuation messages and the timer's per-tenant run messages. One assignment on the
+// account covers every queue.
 var storageQueueDataContributorRoleId = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
@@ -117,7 +118,7 @@ resource queueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' =
     principalId: principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributorRoleId)
-    description: 'Message trace connector: backfill slice queue (queue trigger, continuations, poison queue)'
+    description: 'Message trace connector: backfill slice and tenant run queues (queue triggers, continuations, poison queues)'
   }
 }
 

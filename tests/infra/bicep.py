@@ -60,11 +60,19 @@ def module(name: str) -> dict[str, Any]:
 
 
 def body(declaration: Mapping[str, Any]) -> dict[str, Any]:
-    """The body of a resource or module, unwrapping ``= if (cond) { ... }``."""
+    """The body of a resource or module, unwrapping ``= if (cond) { ... }`` and ``= [for ...: { ... }]``."""
     config = declaration["config"]
-    if set(config) == {"condition", "config"}:
+    if set(config) == {"condition", "config"} or "loop_type" in config:
         return dict(config["config"])
     return dict(config)
+
+
+def loop(declaration: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``for`` of a resource or module collection (``loop_type``: type and detail), or None."""
+    config = declaration["config"]
+    if "loop_type" in config:
+        return dict(config["loop_type"])
+    return None
 
 
 def condition(declaration: Mapping[str, Any]) -> Any:

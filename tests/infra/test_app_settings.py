@@ -79,6 +79,27 @@ def _settings_read_by_code() -> set[str]:
     return set(re.findall(r'"([A-Z][A-Z0-9_]{3,})"', code))
 
 
+# The settings of "many tenants, one deployment" (issue 14 part 2; the shared spec names them).
+# The templates set them ahead of connector/settings.py, which reads them once the connector-side
+# change is merged: until then they count as read here, and test_connector_reads_the_tenant_settings
+# is an expected failure (it passes, unmarked, after the merge).
+TENANT_SETTINGS = frozenset({"TENANTS", "TENANT_QUEUE"})
+CONNECTOR_READS_TENANT_SETTINGS = _settings_read_by_code() >= TENANT_SETTINGS
+
+
+def _settings_the_connector_reads() -> set[str]:
+    return _settings_read_by_code() | TENANT_SETTINGS
+
+
+@pytest.mark.xfail(
+    not CONNECTOR_READS_TENANT_SETTINGS,
+    reason="connector/settings.py reads TENANTS and TENANT_QUEUE only after the connector-side change",
+    strict=True,
+)
+def test_connector_reads_the_tenant_settings():
+    assert _settings_read_by_code() >= TENANT_SETTINGS
+
+
 def _union_args() -> list:
     function = parse(MAIN)["variables"]["connectorSettings"]["value"]["function"]
     assert function["type"] == "union"
@@ -121,7 +142,7 @@ def test_app_settings_are_the_connector_settings_plus_the_platform_settings():
 
 
 def test_every_app_setting_is_a_connector_setting_or_a_platform_setting():
-    read = _settings_read_by_code()
+    read = _settings_the_connector_reads()
     connector = set(_connector_settings())
     assert connector <= read, f"not read by the connector: {sorted(connector - read)}"
     assert _platform_settings() == PLATFORM_SETTINGS
@@ -129,7 +150,7 @@ def test_every_app_setting_is_a_connector_setting_or_a_platform_setting():
 
 
 def test_every_connector_setting_is_set_or_deliberately_left_out():
-    read = _settings_read_by_code()
+    read = _settings_the_connector_reads()
     connector = set(_connector_settings())
     assert not connector & set(NOT_SET_BY_TEMPLATES)
     assert connector | set(NOT_SET_BY_TEMPLATES) == read, (
@@ -167,6 +188,7 @@ def test_resource_outputs_are_wired_not_hand_built():
         "WORKSPACE_ID": "workspace.outputs.customerId",
         "CLIENT_SECRET": "keyVault.outputs.clientCredentialReference",
         "SUBJECT_HASH_KEY": "keyVault.outputs.subjectHashKeyReference",
+        "TENANTS": "tenantSettings.outputs.json",
     }
     for name, expected in wired.items():
         assert _dotted(settings[name][0]) == expected, name
@@ -191,9 +213,10 @@ def test_resource_outputs_are_wired_not_hand_built():
 def test_conditional_settings():
     settings = _connector_settings()
     assert settings["WORKSPACE_ID"][1] == "enableWorkspaceVerification"
-    assert settings["CLIENT_ID"][1] == "isClientSecret"
+    assert settings["CLIENT_ID"][1] == "usesClientId"
     assert settings["CLIENT_SECRET"][1] == "isClientSecret"
     assert settings["SUBJECT_HASH_KEY"][1] == "isSubjectHash"
+    assert settings["TENANTS"][1] == "hasTenants"
     unconditional = {name for name, (_, cond) in settings.items() if cond is None}
     assert unconditional == {
         "TENANT_ID",
@@ -209,11 +232,18 @@ def test_conditional_settings():
         "STORAGE_ACCOUNT_URL",
         "CHECKPOINT_CONTAINER",
         "BACKFILL_QUEUE",
+        "TENANT_QUEUE",
         "TIMER_SCHEDULE",
         "SUBJECT_MODE",
     }
     main = parse(MAIN)
     assert main["variables"]["isClientSecret"]["value"]["operator"]["type"] == "equals"
+    assert main["variables"]["isFederated"]["value"]["operator"]["type"] == "equals"
+    uses = main["variables"]["usesClientId"]["value"]["operator"]
+    assert uses == {"type": "or", "operands": {"operand_1": "isClientSecret", "operand_2": "isFederated"}}
+    has_tenants = main["variables"]["hasTenants"]["value"]["operator"]
+    assert has_tenants["type"] == "not"
+    assert has_tenants["operands"]["bool_value"]["function"]["type"] == "empty"
     assert condition(main["modules"]["keyVault"]) == "deployKeyVault"
 
 
@@ -233,7 +263,13 @@ FAKE_OUTPUTS = {
 
 
 def _app_settings(
-    overrides: dict[str, object], *, verification: bool, client_secret: bool, subject_hash: bool = False
+    overrides: dict[str, object],
+    *,
+    verification: bool,
+    client_secret: bool,
+    subject_hash: bool = False,
+    federated: bool = False,
+    tenants_json: str | None = None,
 ) -> dict[str, str]:
     """The connector app settings a deployment produces, with fake resource outputs."""
     params = {name: default for name, default in declared_params(parse(MAIN)).items()}
@@ -244,7 +280,13 @@ def _app_settings(
             continue
         if cond == "isClientSecret" and not client_secret:
             continue
+        if cond == "usesClientId" and not (client_secret or federated):
+            continue
         if cond == "isSubjectHash" and not subject_hash:
+            continue
+        if cond == "hasTenants":
+            if tenants_json is not None:
+                env[name] = tenants_json
             continue
         if name in FAKE_OUTPUTS:
             env[name] = FAKE_OUTPUTS[name]

@@ -16,6 +16,7 @@ from tests.infra.bicep import (
     declared_params,
     decorator,
     leaves,
+    loop,
     parse,
 )
 
@@ -30,6 +31,7 @@ def test_infra_has_the_expected_templates():
         "modules/alert.bicep",
         "modules/dcr.bicep",
         "modules/functionapp.bicep",
+        "modules/graph-federation.bicep",
         "modules/graph-permission.bicep",
         "modules/identity.bicep",
         "modules/keyvault.bicep",
@@ -39,6 +41,9 @@ def test_infra_has_the_expected_templates():
         "modules/sentinel-connector.bicep",
         "modules/storage.bicep",
         "modules/table.bicep",
+        "modules/tenant-checks.bicep",
+        "modules/tenant-settings.bicep",
+        "modules/tenant-workspace.bicep",
         "modules/workspace.bicep",
     }
 
@@ -46,7 +51,10 @@ def test_infra_has_the_expected_templates():
 @pytest.mark.parametrize("path", BICEP_FILES, ids=lambda p: p.relative_to(INFRA).as_posix())
 def test_every_bicep_file_parses(path):
     parsed = parse(path)
-    assert parsed.get("resources") or parsed.get("modules"), f"{path.name} declares nothing"
+    # tenant-checks and tenant-settings create nothing: they compute (and refuse) with outputs only.
+    assert parsed.get("resources") or parsed.get("modules") or parsed.get("outputs"), (
+        f"{path.name} declares nothing"
+    )
 
 
 def test_main_is_resource_group_scoped():
@@ -120,7 +128,14 @@ def test_role_assignment_names_are_guids_of_scope_principal_and_role():
 def test_module_deployment_names_are_fixed():
     for name, declaration in parse(MAIN)["modules"].items():
         deployment_name = body(declaration)["name"]
-        assert deployment_name == f"mtc-${{baseName}}-{deployment_name.rsplit('-', 1)[1]}", name
+        suffix = deployment_name.rsplit("-", 1)[1]
+        collection = loop(declaration)
+        if collection is None:
+            assert deployment_name == f"mtc-${{baseName}}-{suffix}", name
+        else:
+            # One deployment per item, named by the item, not by its position in the list.
+            item = collection["detail"]["item_name"]
+            assert deployment_name == f"mtc-${{baseName}}-${{uniqueString({item})}}-{suffix}", name
 
 
 # ----------------------------------------------------------------------------- Graph extension
