@@ -646,7 +646,7 @@ def _tenant_entry(item: object) -> TenantEntry:
     take("graphQuotaRequests", _int(1, 10_000))
     take("graphQuotaHeadroom", _int(0, 10_000))
     take("enabled", _non_empty)
-    if ("ingestion_endpoint" in fields) != ("dcr_immutable_id" in fields):
+    if (item.get("ingestionEndpoint") is None) != (item.get("dcrImmutableId") is None):
         problems.append(
             "ingestionEndpoint and dcrImmutableId go together (the tenant's own DCR), or neither (the shared table)"
         )

@@ -79,27 +79,6 @@ def _settings_read_by_code() -> set[str]:
     return set(re.findall(r'"([A-Z][A-Z0-9_]{3,})"', code))
 
 
-# The settings of "many tenants, one deployment" (issue 14 part 2; the shared spec names them).
-# The templates set them ahead of connector/settings.py, which reads them once the connector-side
-# change is merged: until then they count as read here, and test_connector_reads_the_tenant_settings
-# is an expected failure (it passes, unmarked, after the merge).
-TENANT_SETTINGS = frozenset({"TENANTS", "TENANT_QUEUE"})
-CONNECTOR_READS_TENANT_SETTINGS = _settings_read_by_code() >= TENANT_SETTINGS
-
-
-def _settings_the_connector_reads() -> set[str]:
-    return _settings_read_by_code() | TENANT_SETTINGS
-
-
-@pytest.mark.xfail(
-    not CONNECTOR_READS_TENANT_SETTINGS,
-    reason="connector/settings.py reads TENANTS and TENANT_QUEUE only after the connector-side change",
-    strict=True,
-)
-def test_connector_reads_the_tenant_settings():
-    assert _settings_read_by_code() >= TENANT_SETTINGS
-
-
 def _union_args() -> list:
     function = parse(MAIN)["variables"]["connectorSettings"]["value"]["function"]
     assert function["type"] == "union"
@@ -142,7 +121,7 @@ def test_app_settings_are_the_connector_settings_plus_the_platform_settings():
 
 
 def test_every_app_setting_is_a_connector_setting_or_a_platform_setting():
-    read = _settings_the_connector_reads()
+    read = _settings_read_by_code()
     connector = set(_connector_settings())
     assert connector <= read, f"not read by the connector: {sorted(connector - read)}"
     assert _platform_settings() == PLATFORM_SETTINGS
@@ -150,7 +129,7 @@ def test_every_app_setting_is_a_connector_setting_or_a_platform_setting():
 
 
 def test_every_connector_setting_is_set_or_deliberately_left_out():
-    read = _settings_the_connector_reads()
+    read = _settings_read_by_code()
     connector = set(_connector_settings())
     assert not connector & set(NOT_SET_BY_TEMPLATES)
     assert connector | set(NOT_SET_BY_TEMPLATES) == read, (
