@@ -103,6 +103,9 @@ class TenantEntry:
     graph_quota_requests: int | None = None
     graph_quota_headroom: int | None = None
     enabled: bool = True
+    use_deployment_container: bool = False
+    """The tenant a single-tenant deployment read before ``TENANTS`` was set keeps that feed's state
+    (``CHECKPOINT_CONTAINER`` itself, or the checkpoint directory), so its feed continues where it stopped."""
 
     @property
     def own_destination(self) -> bool:
@@ -203,7 +206,9 @@ class Settings:
             known = ", ".join(self.tenant_names()) or "none: TENANTS is not set"
             raise KeyError(f"no tenant named {name!r} in TENANTS (there are: {known})")
         location = self.checkpoint
-        if location.kind is StoreKind.BLOB:
+        if entry.use_deployment_container:
+            pass  # the single-tenant feed's own state, continued
+        elif location.kind is StoreKind.BLOB:
             location = replace(location, container=tenant_container(location.container, name))
         else:
             location = replace(
@@ -538,7 +543,11 @@ def _refuse_bad_tenancy(reader: _Reader, settings: Settings) -> None:
                 f"{where}: graphQuotaHeadroom ({headroom}) must be below its graphQuotaRequests ({limit})",
             )
         location = settings.checkpoint
-        if location.kind is StoreKind.BLOB and len(tenant_container(location.container, entry.name)) > 63:
+        if (
+            location.kind is StoreKind.BLOB
+            and not entry.use_deployment_container
+            and len(tenant_container(location.container, entry.name)) > 63
+        ):
             reader.problem(
                 "TENANTS",
                 f"{where}: its checkpoint container {tenant_container(location.container, entry.name)!r} is longer "
@@ -563,6 +572,7 @@ _TENANT_KEYS = {
     "graphQuotaRequests": "graph_quota_requests",
     "graphQuotaHeadroom": "graph_quota_headroom",
     "enabled": "enabled",
+    "useDeploymentContainer": "use_deployment_container",
 }
 TENANT_NAME = re.compile(r"[a-z0-9](?:(?!.*--)[a-z0-9-]{0,22}[a-z0-9])?")
 
@@ -587,6 +597,12 @@ def _tenant_list(raw: str) -> tuple[TenantEntry, ...]:
         except ValueError as err:
             label = item.get("name") if isinstance(item, dict) and isinstance(item.get("name"), str) else None
             problems.append(f"entry {index}{f' ({label})' if label else ''}: {err}")
+    continuing = [entry.name for entry in entries if entry.use_deployment_container]
+    if len(continuing) > 1:
+        problems.append(
+            f"useDeploymentContainer is set for {', '.join(continuing)}: only the one tenant the deployment "
+            "read before TENANTS can continue its feed"
+        )
     for field_name in ("name", "tenant_id"):
         seen: set[str] = set()
         for entry in entries:
@@ -620,7 +636,7 @@ def _tenant_entry(item: object) -> TenantEntry:
                 if not isinstance(value, list) or not all(isinstance(part, str) for part in value):
                     raise ValueError("must be an array of domains")
                 fields[_TENANT_KEYS[key]] = parse(",".join(value))
-            elif key == "enabled":
+            elif key in ("enabled", "useDeploymentContainer"):
                 if not isinstance(value, bool):
                     raise ValueError(f"must be true or false, got {value!r}")
                 fields[_TENANT_KEYS[key]] = value
@@ -646,6 +662,7 @@ def _tenant_entry(item: object) -> TenantEntry:
     take("graphQuotaRequests", _int(1, 10_000))
     take("graphQuotaHeadroom", _int(0, 10_000))
     take("enabled", _non_empty)
+    take("useDeploymentContainer", _non_empty)
     if (item.get("ingestionEndpoint") is None) != (item.get("dcrImmutableId") is None):
         problems.append(
             "ingestionEndpoint and dcrImmutableId go together (the tenant's own DCR), or neither (the shared table)"

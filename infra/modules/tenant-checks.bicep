@@ -28,6 +28,7 @@ var allowedKeys = [
   'graphQuotaRequests'
   'graphQuotaHeadroom'
   'enabled'
+  'useDeploymentContainer'
 ]
 
 var names = map(tenants, t => toLower(string(t.?name ?? '')))

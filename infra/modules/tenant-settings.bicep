@@ -5,7 +5,7 @@
 //
 // Each entry: name, tenantId; for a tenant with its own workspace ingestionEndpoint, dcrImmutableId
 // and (with workspace verification) workspaceId, the workspace's customer id; localDomains,
-// graphQuotaRequests, graphQuotaHeadroom and enabled when the tenants item has them. A tenant
+// graphQuotaRequests, graphQuotaHeadroom, enabled and useDeploymentContainer when the tenants item has them. A tenant
 // without its own workspace gets no destination keys: the connector then uses the deployment's
 // INGESTION_ENDPOINT, DCR_IMMUTABLE_ID and WORKSPACE_ID (shared table, rows told apart by
 // SourceTenantId). No secret is in an entry.
@@ -46,6 +46,9 @@ var entries = [for (t, i) in tenants: union(
   } : {},
   contains(t, 'enabled') ? {
     enabled: t.enabled
+  } : {},
+  contains(t, 'useDeploymentContainer') ? {
+    useDeploymentContainer: t.useDeploymentContainer
   } : {},
   {
     name: t.name

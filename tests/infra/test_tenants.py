@@ -58,6 +58,7 @@ ITEM_KEYS = [
     "graphQuotaRequests",
     "graphQuotaHeadroom",
     "enabled",
+    "useDeploymentContainer",
 ]
 SPEC_NAME = re.compile(r"^(?!.*--)[a-z0-9](?:[a-z0-9-]{0,22}[a-z0-9])?$")
 GUID = re.compile(r"^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$")

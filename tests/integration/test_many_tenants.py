@@ -202,3 +202,20 @@ def test_a_backfill_on_azure_of_one_tenant_runs_in_that_tenant_s_container(sim, 
     code, status = run_cli("status", "--tenant", "one", "--all")
     assert code == 0
     assert "3 done" in status, status
+
+
+def test_a_single_tenant_feed_turned_into_a_tenant_of_the_list_continues_without_storing_twice(
+    sim, environment, monkeypatch
+):
+    add_mail(sim, hours=5, count=200)
+    assert run_cli("run")[0] == 0
+    before = len(sim.ingestion.rows())
+    monkeypatch.setenv(
+        "TENANTS", json.dumps([{"name": "home", "tenantId": sim.tenant_id, "useDeploymentContainer": True}])
+    )
+
+    code, out = run_cli("run", "--tenant", "home")
+
+    assert code == 0, out
+    assert len(sim.ingestion.rows()) == before  # the lookback re-read the same mail: nothing added
+    assert containers(environment) == {environment["CHECKPOINT_CONTAINER"]}

@@ -262,3 +262,28 @@ def test_a_slice_message_carries_its_tenant_and_an_old_message_has_none():
     assert decode_message(encode_message(untenanted)).tenant is None
     with pytest.raises(SliceMessageError, match="names no tenant"):
         decode_message(encode_message(message).replace('"contoso"', '"Not A Tenant"'))
+
+
+def test_the_tenant_a_single_tenant_deployment_read_continues_in_its_container():
+    settings = settings_with(
+        {"name": "home", "tenantId": HOME, "useDeploymentContainer": True},
+        {"name": "contoso", "tenantId": CONTOSO},
+    )
+
+    assert settings.for_tenant("home").checkpoint.container == "message-trace-connector"
+    assert settings.for_tenant("contoso").checkpoint.container == "message-trace-connector-contoso"
+    file_store = settings_with(
+        {"name": "home", "tenantId": HOME, "useDeploymentContainer": True},
+        CHECKPOINT_STORE="file",
+        CHECKPOINT_DIRECTORY="state",
+    )
+    assert file_store.for_tenant("home").checkpoint.directory == "state"
+
+
+def test_only_one_tenant_can_continue_the_deployment_feed():
+    text = problems(
+        {"name": "home", "tenantId": HOME, "useDeploymentContainer": True},
+        {"name": "contoso", "tenantId": CONTOSO, "useDeploymentContainer": True},
+    )
+
+    assert "useDeploymentContainer is set for home, contoso" in text
