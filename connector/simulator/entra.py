@@ -17,6 +17,24 @@ libraries call:
   a registered certificate (RS256 with ``x5t`` as azure-identity sends it, or
   PS256 with ``x5t#S256`` as msal sends it when given ``public_certificate``).
   An expired secret gets AADSTS7000222.
+* A ``client_assertion`` that is a managed identity's token for
+  ``api://AzureADTokenExchange`` (workload identity federation, "managed identity
+  as a federated identity credential"): accepted when one of the app's federated
+  credentials names its issuer (``https://login.microsoftonline.com/{home}/v2.0``,
+  here ``{url}/{home}/v2.0``), subject (the identity's object id, case-sensitive)
+  and audience; otherwise AADSTS70021 (the app has no federated credential) or
+  AADSTS700211 / 700212 / 700213 (no record for that issuer / audience / subject),
+  AADSTS700027 (signature) and AADSTS700024 (expired), as Entra answers.
+
+Several tenants (one multi-tenant app registration consented in customer tenants):
+the server starts with its home tenant and learns more with :meth:`EntraServer.add_tenant`.
+An app registration (client id, secret, certificates, federated credentials) is
+global; its service principal is per tenant (:meth:`EntraServer.consent`, created for
+the home tenant by :meth:`EntraServer.register_app`), with its own object id and app
+roles. Without one the token endpoint answers AADSTS700016 ("not found in the
+directory"), as Entra does for an app nobody consented to in that tenant
+(:meth:`EntraServer.withdraw_consent`). Tokens carry the tenant they were issued in
+(``tid``, issuer ``https://sts.windows.net/{tid}/``).
 * Errors in Entra's shape (``error``, ``error_description`` with the AADSTS
   code, ``error_codes``, ``timestamp``, ``trace_id``, ``correlation_id``).
 
@@ -59,6 +77,11 @@ MONITOR_RESOURCE = "https://monitor.azure.com"
 MESSAGE_TRACE_ROLE = "ExchangeMessageTrace.Read.All"
 DOMAIN_READ_ROLE = "Domain.Read.All"
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
+"""The audience of a federated identity credential that trusts a managed identity (Entra's public cloud)."""
+TOKEN_EXCHANGE_APP_ID = "fb60f99c-7a34-4190-8149-302f77469936"
+"""The app id of "AAD Token Exchange Endpoint": the ``aud`` a v2.0 token for ``api://AzureADTokenExchange`` carries."""
+WORKLOAD_IDENTITY_DOCS = "https://learn.microsoft.com/entra/workload-id/workload-identity-federation"
 ASSERTION_CLOCK_SKEW_SECONDS = 300
 NO_CACHE = {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"}
 
@@ -96,23 +119,71 @@ def default_roles() -> dict[str, tuple[str, ...]]:
     return {normalise_audience(GRAPH_RESOURCE): (MESSAGE_TRACE_ROLE, DOMAIN_READ_ROLE)}
 
 
+def is_token_exchange(resource: str) -> bool:
+    """Whether ``resource`` names the token exchange audience (URI or app id; ``/.default`` allowed)."""
+    wanted = normalise_audience(resource.strip().removesuffix("/.default"))
+    return wanted in (normalise_audience(TOKEN_EXCHANGE_AUDIENCE), TOKEN_EXCHANGE_APP_ID)
+
+
+@dataclass(frozen=True, slots=True)
+class FederatedCredential:
+    """A federated identity credential on an app registration (Graph ``federatedIdentityCredential``).
+
+    Matching is case-sensitive, as Entra's is: ``issuer`` against the assertion's ``iss``,
+    ``subject`` against its ``sub``; ``audiences`` (``api://AzureADTokenExchange``) against
+    its ``aud``, which Entra also accepts as the token exchange app id.
+    """
+
+    issuer: str
+    subject: str
+    audiences: tuple[str, ...] = (TOKEN_EXCHANGE_AUDIENCE,)
+    name: str = "managed-identity"
+
+    def accepts_audience(self, audience: object) -> bool:
+        values = audience if isinstance(audience, list) else [audience]
+        for value in values:
+            if not isinstance(value, str):
+                continue
+            for wanted in self.audiences:
+                if value == wanted or (is_token_exchange(wanted) and value == TOKEN_EXCHANGE_APP_ID):
+                    return True
+        return False
+
+
 @dataclass(slots=True)
 class RegisteredApp:
-    """An app registration + its service principal in the simulated tenant.
+    """An app registration + its service principal in the home tenant.
 
     Attributes:
         client_id: application (client) id.
         secret: client secret value, or ``None`` for certificate-only apps.
         secret_expired: answer AADSTS7000222 for the (correct) secret.
         certificates: registered public certificates.
-        object_id: the service principal's object id (``oid`` claim).
-        roles: app roles granted, by normalised resource (``roles`` claim).
+        object_id: the home tenant service principal's object id (``oid`` claim).
+        roles: app roles granted in the home tenant, by normalised resource (``roles`` claim).
+        federated_credentials: trusted external identities (e.g. a managed identity);
+            they hold for every tenant the app signs in to, as on a real app registration.
     """
 
     client_id: str
     secret: str | None = None
     secret_expired: bool = False
     certificates: list[x509.Certificate] = field(default_factory=list)
+    object_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    roles: dict[str, tuple[str, ...]] = field(default_factory=default_roles)
+    federated_credentials: list[FederatedCredential] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ServicePrincipal:
+    """An app's service principal in one tenant: what admin consent there created.
+
+    In the home tenant it is a view of the :class:`RegisteredApp` (same ``object_id``, same
+    ``roles`` dict); in another tenant it has its own object id and roles.
+    """
+
+    client_id: str
+    tenant_id: str
     object_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     roles: dict[str, tuple[str, ...]] = field(default_factory=default_roles)
 
@@ -138,11 +209,11 @@ class TokenRequestRecord:
 
 
 class EntraServer(SimulatedHttpServer):
-    """Fake ``login.microsoftonline.com`` for one tenant.
+    """Fake ``login.microsoftonline.com`` for a home tenant and any tenants added later.
 
     Args:
         ssl_context: server TLS context (from :class:`TestCertificateAuthority`).
-        tenant_id: the tenant GUID.
+        tenant_id: the home tenant GUID (apps and managed identities live there).
         token_lifetime: access token lifetime in seconds (``expires_in``).
     """
 
@@ -153,6 +224,9 @@ class EntraServer(SimulatedHttpServer):
         self.tenant_id = tenant_id
         self.token_lifetime = token_lifetime
         self._signing_key = secrets.token_bytes(32)
+        self._tenants: dict[str, str] = {tenant_id.lower(): tenant_id}
+        self._principals: dict[tuple[str, str], ServicePrincipal] = {}
+        self._home_withdrawn: set[str] = set()
         self._apps: dict[str, RegisteredApp] = {}
         self._managed_identities: dict[str, ManagedIdentity] = {}
         self._generation = 0
@@ -183,6 +257,102 @@ class EntraServer(SimulatedHttpServer):
         """The registered app ``client_id`` (KeyError if unknown)."""
         with self._state_lock:
             return self._apps[client_id]
+
+    def add_federated_credential(
+        self,
+        client_id: str,
+        *,
+        issuer: str,
+        subject: str,
+        audiences: tuple[str, ...] = (TOKEN_EXCHANGE_AUDIENCE,),
+        name: str = "managed-identity",
+    ) -> FederatedCredential:
+        """Trust tokens of ``issuer`` about ``subject`` as credentials of app ``client_id``.
+
+        For a managed identity: ``issuer=entra.exchange_issuer()``, ``subject`` = its object id.
+        """
+        credential = FederatedCredential(issuer, subject, tuple(audiences), name)
+        with self._state_lock:
+            self._apps[client_id].federated_credentials.append(credential)
+        return credential
+
+    # ---------------------------------------------------------------- tenants
+    def add_tenant(self, tenant_id: str) -> None:
+        """Make ``tenant_id`` a known tenant (discovery and token endpoint answer for it)."""
+        with self._state_lock:
+            self._tenants[tenant_id.lower()] = tenant_id
+
+    def remove_tenant(self, tenant_id: str) -> None:
+        """Forget an added tenant and its service principals (the home tenant stays)."""
+        key = tenant_id.lower()
+        if key == self.tenant_id.lower():
+            raise ValueError("the home tenant cannot be removed")
+        with self._state_lock:
+            self._tenants.pop(key, None)
+            for principal in [k for k in self._principals if k[0] == key]:
+                del self._principals[principal]
+
+    @property
+    def tenants(self) -> tuple[str, ...]:
+        """Every known tenant id, the home tenant first."""
+        with self._state_lock:
+            return tuple(self._tenants.values())
+
+    def known_tenant(self, tenant: str) -> str | None:
+        """The tenant id as registered for ``tenant`` (any case), or ``None`` if unknown."""
+        with self._state_lock:
+            return self._tenants.get(tenant.lower())
+
+    def consent(
+        self, tenant_id: str, client_id: str, roles: dict[str, tuple[str, ...]] | None = None
+    ) -> ServicePrincipal:
+        """Admin consent to app ``client_id`` in ``tenant_id``: its service principal there.
+
+        In the home tenant this undoes :meth:`withdraw_consent` (the app keeps its object id
+        and roles). Elsewhere it creates a service principal with a new object id and
+        ``roles`` (default: the connector's Graph roles), replacing any earlier one.
+        """
+        canonical = self.known_tenant(tenant_id)
+        if canonical is None:
+            raise KeyError(f"unknown tenant {tenant_id}")
+        if canonical.lower() == self.tenant_id.lower():
+            with self._state_lock:
+                self._home_withdrawn.discard(client_id)
+            principal = self.service_principal(canonical, client_id)
+            if principal is None:
+                raise KeyError(f"no app {client_id} is registered")
+            return principal
+        principal = ServicePrincipal(
+            client_id, canonical, roles=dict(roles) if roles is not None else default_roles()
+        )
+        with self._state_lock:
+            self._principals[(canonical.lower(), client_id)] = principal
+        return principal
+
+    def withdraw_consent(self, tenant_id: str, client_id: str) -> None:
+        """Delete app ``client_id``'s service principal in ``tenant_id``: AADSTS700016 there from now on.
+
+        Tokens already issued stay valid until they expire, as real access tokens do.
+        """
+        key = tenant_id.lower()
+        with self._state_lock:
+            if key == self.tenant_id.lower():
+                self._home_withdrawn.add(client_id)
+            else:
+                self._principals.pop((key, client_id), None)
+
+    def service_principal(self, tenant_id: str, client_id: str) -> ServicePrincipal | None:
+        """App ``client_id``'s service principal in ``tenant_id``, or ``None`` (unknown app, no consent)."""
+        key = tenant_id.lower()
+        with self._state_lock:
+            app = self._apps.get(client_id)
+            if app is None or key not in self._tenants:
+                return None
+            if key == self.tenant_id.lower():
+                if client_id in self._home_withdrawn:
+                    return None
+                return ServicePrincipal(client_id, self.tenant_id, app.object_id, app.roles)
+            return self._principals.get((key, client_id))
 
     def register_managed_identity(self, client_id: str | None = None) -> ManagedIdentity:
         """Register a managed identity; the first one is the system-assigned default."""
@@ -226,8 +396,22 @@ class EntraServer(SimulatedHttpServer):
     # ----------------------------------------------------------------- tokens
     @property
     def issuer(self) -> str:
-        """The v1 issuer that Graph and Azure Monitor tokens carry."""
-        return f"https://sts.windows.net/{self.tenant_id}/"
+        """The v1 issuer that the home tenant's Graph and Azure Monitor tokens carry."""
+        return self.issuer_for(self.tenant_id)
+
+    @staticmethod
+    def issuer_for(tenant_id: str) -> str:
+        """The v1 issuer of a tenant's access tokens: ``https://sts.windows.net/{tid}/``."""
+        return f"https://sts.windows.net/{tenant_id}/"
+
+    def exchange_issuer(self, tenant_id: str | None = None) -> str:
+        """The v2.0 issuer of a tenant (``{url}/{tid}/v2.0``, discovery's ``issuer``).
+
+        What a managed identity's token for ``api://AzureADTokenExchange`` carries, so what
+        a federated credential trusting that identity names as its issuer. Needs the server
+        started (the URL holds the port).
+        """
+        return f"{self.url}/{tenant_id or self.tenant_id}/v2.0"
 
     def issue_token(
         self,
@@ -238,18 +422,20 @@ class EntraServer(SimulatedHttpServer):
         roles: tuple[str, ...] = (),
         lifetime: int | None = None,
         appidacr: str = "1",
+        tenant_id: str | None = None,
     ) -> tuple[str, int]:
-        """Sign an access token; returns ``(jwt, expires_in)``.
+        """Sign an access token (of the home tenant unless ``tenant_id``); returns ``(jwt, expires_in)``.
 
         Tests may call this directly to talk to Graph/ingestion without msal.
         """
+        tid = tenant_id or self.tenant_id
         life = self.token_lifetime if lifetime is None else lifetime
         now = int(time.time())
         with self._state_lock:
             generation = self._generation
         claims: dict[str, Any] = {
             "aud": resource,
-            "iss": self.issuer,
+            "iss": self.issuer_for(tid),
             "iat": now,
             "nbf": now,
             "exp": now + life,
@@ -259,14 +445,44 @@ class EntraServer(SimulatedHttpServer):
             "oid": object_id or client_id,
             "roles": list(roles),
             "sub": object_id or client_id,
-            "tid": self.tenant_id,
+            "tid": tid,
             "ver": "1.0",
             "xms_sim_gen": generation,
         }
         return jwt.encode(claims, self._signing_key, algorithm="HS256"), life
 
+    def issue_exchange_token(
+        self, client_id: str, object_id: str, *, lifetime: int | None = None
+    ) -> tuple[str, int]:
+        """A managed identity's v2.0 token for ``api://AzureADTokenExchange``; returns ``(jwt, expires_in)``.
+
+        Claims as Entra issues them: ``aud`` the token exchange app id, ``iss``
+        :meth:`exchange_issuer` of the home tenant, ``sub``/``oid`` the identity's object id,
+        ``azp`` its client id. Only the token endpoint takes it (as a client assertion).
+        """
+        life = self.token_lifetime if lifetime is None else lifetime
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "aud": TOKEN_EXCHANGE_APP_ID,
+            "iss": self.exchange_issuer(),
+            "iat": now,
+            "nbf": now,
+            "exp": now + life,
+            "azp": client_id,
+            "azpacr": "2",
+            "idtyp": "app",
+            "oid": object_id,
+            "sub": object_id,
+            "tid": self.tenant_id,
+            "ver": "2.0",
+        }
+        return jwt.encode(claims, self._signing_key, algorithm="HS256"), life
+
     def validate_bearer(self, authorization: str | None, expected_audience: str) -> Claims | str:
         """Validate an ``Authorization`` header value for a resource.
+
+        Tokens of every known tenant are valid; ``Claims.tid`` says which (Graph picks the
+        tenant's data by it). A token of a removed tenant is ``wrong_issuer``.
 
         Returns:
             :class:`Claims` when valid, otherwise a reason string: ``missing``,
@@ -292,7 +508,9 @@ class EntraServer(SimulatedHttpServer):
         now = time.time()
         with self._state_lock:
             generation = self._generation
-        if raw.get("iss") != self.issuer or raw.get("tid") != self.tenant_id:
+        tid = raw.get("tid")
+        known = self.known_tenant(tid) if isinstance(tid, str) else None
+        if known is None or known != tid or raw.get("iss") != self.issuer_for(known):
             return REASON_WRONG_ISSUER
         exp, nbf = raw.get("exp"), raw.get("nbf")
         if not isinstance(exp, int) or not isinstance(nbf, int):
@@ -309,10 +527,10 @@ class EntraServer(SimulatedHttpServer):
     # --------------------------------------------------------------- routes
     def _openid_configuration(self, request: Request) -> Response:
         """The part of the v2.0 discovery document msal reads."""
-        problem = self._check_tenant(request.params["tenant"])
-        if problem is not None:
-            return problem
-        base = f"{self.url}/{self.tenant_id}"
+        tenant = self.known_tenant(request.params["tenant"])
+        if tenant is None:
+            return self._unknown_tenant(request.params["tenant"])
+        base = f"{self.url}/{tenant}"
         return Response.json(
             200,
             {
@@ -322,9 +540,7 @@ class EntraServer(SimulatedHttpServer):
             },
         )
 
-    def _check_tenant(self, tenant: str) -> Response | None:
-        if tenant.lower() == self.tenant_id.lower():
-            return None
+    def _unknown_tenant(self, tenant: str) -> Response:
         return self._error(
             400,
             "invalid_tenant",
@@ -385,10 +601,9 @@ class EntraServer(SimulatedHttpServer):
         return response
 
     def _token_response(self, request: Request, form: Mapping[str, str], secret: str | None) -> Response:
-        tenant = request.params["tenant"]
-        problem = self._check_tenant(tenant)
-        if problem is not None:
-            return problem
+        tenant = self.known_tenant(request.params["tenant"])
+        if tenant is None:
+            return self._unknown_tenant(request.params["tenant"])
         grant_type = form.get("grant_type", "")
         if grant_type and grant_type != "client_credentials":
             return self._error(
@@ -416,7 +631,8 @@ class EntraServer(SimulatedHttpServer):
             )
         with self._state_lock:
             app = self._apps.get(client_id)
-        if app is None:
+        principal = self.service_principal(tenant, client_id)
+        if app is None or principal is None:
             return self._error(
                 400,
                 "unauthorized_client",
@@ -426,7 +642,7 @@ class EntraServer(SimulatedHttpServer):
                 "to by any user in the tenant. You may have sent your authentication request to the wrong tenant.",
             )
         if form.get("client_assertion"):
-            problem = self._check_assertion(app, form)
+            problem = self._check_assertion(app, form, tenant)
             if problem is not None:
                 return problem
             appidacr = "2"
@@ -457,14 +673,19 @@ class EntraServer(SimulatedHttpServer):
                 "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
             )
         resource = scope.removesuffix("/.default")
-        roles = app.roles.get(normalise_audience(resource), ())
+        roles = principal.roles.get(normalise_audience(resource), ())
         token, life = self.issue_token(
-            client_id, resource, object_id=app.object_id, roles=roles, appidacr=appidacr
+            client_id,
+            resource,
+            object_id=principal.object_id,
+            roles=roles,
+            appidacr=appidacr,
+            tenant_id=tenant,
         )
         body = {"token_type": "Bearer", "expires_in": life, "ext_expires_in": life, "access_token": token}
         return Response.json(200, body, headers=NO_CACHE)
 
-    def _check_assertion(self, app: RegisteredApp, form: Mapping[str, str]) -> Response | None:
+    def _check_assertion(self, app: RegisteredApp, form: Mapping[str, str], tenant: str) -> Response | None:
         if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
             return self._error(
                 400,
@@ -475,8 +696,12 @@ class EntraServer(SimulatedHttpServer):
         assertion = form["client_assertion"]
         try:
             header = jwt.get_unverified_header(assertion)
+            unverified: dict[str, Any] = jwt.decode(assertion, options={"verify_signature": False})
         except jwt.PyJWTError:
             return self._error(401, "invalid_client", 50027, "JWT token is invalid or malformed.")
+        if unverified.get("iss") != unverified.get("sub"):
+            # Not self-issued by a client: a token of another issuer, for workload identity federation.
+            return self._check_federated(app, assertion, unverified)
         x5t, x5t256 = header.get("x5t"), header.get("x5t#S256")
         certificate = next(
             (
@@ -522,7 +747,7 @@ class EntraServer(SimulatedHttpServer):
                 "Client assertion application identifier doesn't match 'client_id' parameter.",
             )
         # msal and azure-identity sign for the token endpoint from the discovery document.
-        token_endpoint = normalise_audience(f"{self.url}/{self.tenant_id}/oauth2/v2.0/token")
+        token_endpoint = normalise_audience(f"{self.url}/{tenant}/oauth2/v2.0/token")
         audience = claims.get("aud")
         audiences = audience if isinstance(audience, list) else [audience]
         if not any(isinstance(a, str) and normalise_audience(a) == token_endpoint for a in audiences):
@@ -543,6 +768,85 @@ class EntraServer(SimulatedHttpServer):
                 401, "invalid_client", 700024, "Client assertion is not within its valid time range."
             )
         return None
+
+    def _check_federated(
+        self, app: RegisteredApp, assertion: str, unverified: Mapping[str, Any]
+    ) -> Response | None:
+        """Workload identity federation: match a federated credential, then check the token."""
+        issuer, subject, audience = unverified.get("iss"), unverified.get("sub"), unverified.get("aud")
+        with self._state_lock:
+            credentials = list(app.federated_credentials)
+        if not credentials:
+            return self._error(
+                400,
+                "invalid_request",
+                70021,
+                f"No matching federated identity record found for presented assertion. Assertion Issuer: '{issuer}'. "
+                f"Assertion Subject: '{subject}'. Assertion Audience: '{audience}'. {WORKLOAD_IDENTITY_DOCS}",
+            )
+        check = (
+            "Check your federated identity credential Subject, Audience and Issuer against the presented "
+            f"assertion. {WORKLOAD_IDENTITY_DOCS}"
+        )
+        by_issuer = [c for c in credentials if c.issuer == issuer]
+        if not by_issuer:
+            return self._error(
+                401,
+                "invalid_client",
+                700211,
+                f"No matching federated identity record found for presented assertion issuer '{issuer}'. {check}",
+            )
+        # The issuer is trusted: its keys verify the signature (here: this server's own key).
+        if issuer != self.exchange_issuer():
+            return self._error(
+                401,
+                "invalid_client",
+                700027,
+                "Client assertion failed signature validation: the issuer's keys are unknown.",
+            )
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                assertion,
+                self._signing_key,
+                algorithms=["HS256"],
+                options={"verify_aud": False, "verify_exp": False, "verify_nbf": False, "verify_iat": False},
+            )
+        except jwt.PyJWTError:
+            return self._error(401, "invalid_client", 700027, "Client assertion failed signature validation.")
+        now = time.time()
+        exp, nbf = claims.get("exp"), claims.get("nbf", claims.get("iat"))
+        if (
+            not isinstance(exp, int | float)
+            or exp < now - ASSERTION_CLOCK_SKEW_SECONDS
+            or (isinstance(nbf, int | float) and nbf > now + ASSERTION_CLOCK_SKEW_SECONDS)
+        ):
+            return self._error(
+                401,
+                "invalid_client",
+                700024,
+                f"Client assertion is not within its valid time range. Current time: {_stamp(now)}, "
+                f"expiry time of assertion {_stamp(exp) if isinstance(exp, int | float) else 'unknown'}.",
+            )
+        by_audience = [c for c in by_issuer if c.accepts_audience(audience)]
+        if not by_audience:
+            return self._error(
+                401,
+                "invalid_client",
+                700212,
+                f"No matching federated identity record found for presented assertion audience '{audience}'. {check}",
+            )
+        if not any(c.subject == subject for c in by_audience):
+            return self._error(
+                401,
+                "invalid_client",
+                700213,
+                f"No matching federated identity record found for presented assertion subject '{subject}'. {check}",
+            )
+        return None
+
+
+def _stamp(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
 
 
 def _b64url_equals(text: object, digest: bytes) -> bool:
@@ -621,10 +925,14 @@ class ManagedIdentityServer(SimulatedHttpServer):
                 400,
                 "No User Assigned or Delegated Managed Identity found for specified ClientId/ResourceId/PrincipalId.",
             )
-        roles = identity.roles.get(normalise_audience(resource), ())
-        token, life = self.entra.issue_token(
-            identity.client_id, resource, object_id=identity.object_id, roles=roles, appidacr="2"
-        )
+        if is_token_exchange(resource):
+            # The token an app's federated credential trusts ("managed identity as a credential").
+            token, life = self.entra.issue_exchange_token(identity.client_id, identity.object_id)
+        else:
+            roles = identity.roles.get(normalise_audience(resource), ())
+            token, life = self.entra.issue_token(
+                identity.client_id, resource, object_id=identity.object_id, roles=roles, appidacr="2"
+            )
         return Response.json(
             200,
             {

@@ -141,6 +141,9 @@ class RequestRecord:
             ``"hook"`` for an ``on_request`` drop), if any.
         body: the request body as sent (gzip-compressed if the client compressed it), so
             a test can check what left the client, refused requests included.
+        scope: the part of a multi-part service the request was for (Graph: an added
+            tenant, by its token; ingestion: an added DCR; logs query: an added workspace);
+            ``None`` for the default part and for requests no part claims.
     """
 
     method: str
@@ -152,6 +155,7 @@ class RequestRecord:
     time: float
     fault: str | None = None
     body: bytes = b""
+    scope: str | None = None
 
 
 @dataclass(slots=True)
@@ -190,6 +194,86 @@ class Fault:
 Handler = Callable[[Request], Response]
 
 
+def build_fault(
+    status: int | str = 500,
+    *,
+    times: int | None = 1,
+    headers: Mapping[str, str] | None = None,
+    body: bytes | str | Mapping[str, Any] | None = None,
+    seconds: float = 30.0,
+    path: str | None = None,
+    after: int = 0,
+) -> Fault:
+    """A :class:`Fault` from :meth:`SimulatedHttpServer.inject`'s arguments (validated)."""
+    if isinstance(status, str) and status not in SPECIAL_FAULTS:
+        raise ValueError(f"unknown fault {status!r}; use a status code or one of {sorted(SPECIAL_FAULTS)}")
+    if times is not None and times < 1:
+        raise ValueError("times must be >= 1 or None")
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    elif body is not None and not isinstance(body, bytes):
+        body = json.dumps(body).encode("utf-8")
+    return Fault(
+        kind=status if isinstance(status, str) else "status",  # type: ignore[arg-type]
+        status=200 if isinstance(status, str) else int(status),
+        remaining=times,
+        headers=dict(headers or {}),
+        body=body,
+        seconds=seconds,
+        path=path,
+        after=after,
+    )
+
+
+class FaultQueue:
+    """Thread-safe FIFO of :class:`Fault` s; a server has one, and one per extra part (tenant, DCR)."""
+
+    def __init__(self) -> None:
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+
+    def add(self, fault: Fault) -> Fault:
+        """Queue ``fault`` behind the others."""
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        """Drop every queued fault."""
+        with self._lock:
+            self._faults.clear()
+
+    def pending(self) -> list[Fault]:
+        """Faults not used up yet (head first)."""
+        with self._lock:
+            return list(self._faults)
+
+    def take(self, path: str) -> Fault | None:
+        """The first queued fault whose path matches; counts it down (or its ``after``)."""
+        with self._lock:
+            for index, fault in enumerate(self._faults):
+                if fault.path is not None and not re.search(fault.path, path):
+                    continue
+                if fault.after > 0:
+                    fault.after -= 1
+                    return None
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        del self._faults[index]
+                return fault
+        return None
+
+
+def filter_records(records: list[RequestRecord], path: str | None, method: str | None) -> list[RequestRecord]:
+    """``records`` whose path matches the regex ``path`` (search) and whose method is ``method``."""
+    return [
+        r
+        for r in records
+        if (path is None or re.search(path, r.path)) and (method is None or r.method == method.upper())
+    ]
+
+
 class SimulatedHttpServer:
     """Base class of every simulated service: routes, request log, faults.
 
@@ -210,7 +294,7 @@ class SimulatedHttpServer:
         self._host = host
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._log: list[RequestRecord] = []
-        self._faults: list[Fault] = []
+        self._faults = FaultQueue()
         # Called with every request before faults and routing; returning True drops the
         # connection without an answer (the crash harness kills the client here).
         self.on_request: Callable[[Request], bool] | None = None
@@ -290,14 +374,24 @@ class SimulatedHttpServer:
 
     # ------------------------------------------------------------- request log
     def requests(self, path: str | None = None, method: str | None = None) -> list[RequestRecord]:
-        """Logged requests, oldest first, optionally filtered by path regex (search) and method."""
+        """Logged requests of the default part, oldest first, optionally filtered by path regex (search) and method.
+
+        On a server with several parts (Graph tenants, DCRs, workspaces) this leaves out the
+        requests an added part claimed (``scope`` set); :meth:`all_requests` has every one.
+        """
+        return [r for r in self.all_requests(path, method) if r.scope is None]
+
+    def all_requests(self, path: str | None = None, method: str | None = None) -> list[RequestRecord]:
+        """Every logged request, whichever part it was for."""
         with self._lock:
             records = list(self._log)
-        return [
-            r
-            for r in records
-            if (path is None or re.search(path, r.path)) and (method is None or r.method == method.upper())
-        ]
+        return filter_records(records, path, method)
+
+    def scoped_requests(
+        self, scope: str, path: str | None = None, method: str | None = None
+    ) -> list[RequestRecord]:
+        """The logged requests of one added part (``scope`` as :meth:`scope_of` names it)."""
+        return [r for r in self.all_requests(path, method) if r.scope == scope]
 
     def clear_requests(self) -> None:
         """Forget every logged request."""
@@ -318,6 +412,7 @@ class SimulatedHttpServer:
             time.monotonic(),
             fault,
             request.body,
+            self.scope_of(request),
         )
         with self._lock:
             self._log.append(record)
@@ -351,55 +446,23 @@ class SimulatedHttpServer:
         Returns:
             The queued :class:`Fault` (mutable; ``remaining`` counts down).
         """
-        if isinstance(status, str) and status not in SPECIAL_FAULTS:
-            raise ValueError(
-                f"unknown fault {status!r}; use a status code or one of {sorted(SPECIAL_FAULTS)}"
+        return self._faults.add(
+            build_fault(
+                status, times=times, headers=headers, body=body, seconds=seconds, path=path, after=after
             )
-        if times is not None and times < 1:
-            raise ValueError("times must be >= 1 or None")
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        elif body is not None and not isinstance(body, bytes):
-            body = json.dumps(body).encode("utf-8")
-        fault = Fault(
-            kind=status if isinstance(status, str) else "status",  # type: ignore[arg-type]
-            status=200 if isinstance(status, str) else int(status),
-            remaining=times,
-            headers=dict(headers or {}),
-            body=body,
-            seconds=seconds,
-            path=path,
-            after=after,
         )
-        with self._lock:
-            self._faults.append(fault)
-        return fault
 
     def clear_faults(self) -> None:
         """Drop every queued fault."""
-        with self._lock:
-            self._faults.clear()
+        self._faults.clear()
 
     def pending_faults(self) -> list[Fault]:
         """Faults not used up yet (head first)."""
-        with self._lock:
-            return list(self._faults)
+        return self._faults.pending()
 
     def _take_fault(self, path: str) -> Fault | None:
         """The first queued fault whose path matches; counts it down (or its ``after``)."""
-        with self._lock:
-            for index, fault in enumerate(self._faults):
-                if fault.path is not None and not re.search(fault.path, path):
-                    continue
-                if fault.after > 0:
-                    fault.after -= 1
-                    return None
-                if fault.remaining is not None:
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        del self._faults[index]
-                return fault
-        return None
+        return self._faults.take(path)
 
     def reset(self) -> None:
         """Clear the request log, faults and hook; subclasses also clear their state."""
@@ -422,12 +485,24 @@ class SimulatedHttpServer:
         """Add service-wide headers to every response (default: none)."""
         return response
 
+    def scope_of(self, request: Request) -> str | None:
+        """The added part (tenant, DCR, workspace) ``request`` is for, or ``None`` for the default part.
+
+        A request's faults come from that part's queue (:meth:`fault_queue_for`) and its log
+        record carries it (:attr:`RequestRecord.scope`). Default: one part only.
+        """
+        return None
+
+    def fault_queue_for(self, request: Request) -> FaultQueue:
+        """The fault queue that applies to ``request`` (default: the server's own)."""
+        return self._faults
+
     # ----------------------------------------------------------------- dispatch
     def dispatch(self, request: Request) -> tuple[Response, str | None]:
         """Apply the hook, faults and routing; returns the response and the fault used."""
         if self.on_request is not None and self.on_request(request):
             return Response(0, abort=True), "hook"
-        fault = self._take_fault(request.path)
+        fault = self.fault_queue_for(request).take(request.path)
         if fault is None:
             return self.decorate(request, self._route(request)), None
         name = str(fault.status) if fault.kind == "status" else fault.kind
