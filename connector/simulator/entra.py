@@ -119,6 +119,19 @@ def default_roles() -> dict[str, tuple[str, ...]]:
     return {normalise_audience(GRAPH_RESOURCE): (MESSAGE_TRACE_ROLE, DOMAIN_READ_ROLE)}
 
 
+def unverified_tenant(authorization: str | None) -> str | None:
+    """The ``tid`` of a ``Bearer`` header's token, not verified (to route a request before checking it)."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    try:
+        claims = jwt.decode(token.strip(), options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    tid = claims.get("tid") if isinstance(claims, dict) else None
+    return tid if isinstance(tid, str) else None
+
+
 def is_token_exchange(resource: str) -> bool:
     """Whether ``resource`` names the token exchange audience (URI or app id; ``/.default`` allowed)."""
     wanted = normalise_audience(resource.strip().removesuffix("/.default"))

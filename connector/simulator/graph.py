@@ -19,6 +19,11 @@ pages:
 * the per-tenant rolling quota (100 requests / 5 min) with 429 + Retry-After,
   the missing-service-principal 401 and missing-permission 403, all in Graph's
   error shape (``error.code``, ``error.message``, ``error.innerError``);
+* several tenants behind one URL, as ``graph.microsoft.com`` is: the bearer token's
+  ``tid`` picks the tenant (:class:`GraphTenant`: its records, quota, domains,
+  publication delay, permission flags and faults); one tenant's 429s, outages or
+  missing permissions never touch another's. The server's own data attributes
+  (``add``, ``rows``, ``quota``, ``inject``, ...) are those of its default tenant;
 * scripted faults (5xx, 429, dropped connections, slow answers, cut JSON, HTML,
   a nextLink loop, a corrupt ``$skiptoken``).
 
@@ -61,9 +66,10 @@ from .entra import (
     REASON_NOT_YET_VALID,
     Claims,
     TokenValidator,
+    unverified_tenant,
 )
 from .entra import REASON_WRONG_AUDIENCE as _WRONG_AUDIENCE
-from .http import Fault, Request, Response, SimulatedHttpServer
+from .http import Fault, FaultQueue, Request, RequestRecord, Response, SimulatedHttpServer, build_fault
 
 StatusCase = Literal["camel", "pascal", "mixed"]
 Clock = Callable[[], datetime]
@@ -399,20 +405,134 @@ class GraphError(Exception):
         self.headers = dict(headers or {})
 
 
+class GraphTenant:
+    """One tenant's side of Graph: its message traces, quota, domains, flags and faults.
+
+    Args:
+        server: the Graph server it belongs to.
+        tenant_id: the tenant GUID (tokens with this ``tid`` read this data).
+        clock: the data clock.
+        quota_limit, quota_window_seconds: the tenant's rolling quota.
+        publication_delay: default delay before added rows become visible.
+        domains: the tenant's own domain names (the first is the default one).
+        initial_domain: its ``<name>.onmicrosoft.com`` domain.
+        faults: the queue of faults for this tenant's requests.
+
+    Attributes (settable at any time):
+        store, quota, domains, service_principal_missing, permission_granted,
+        domains_permission_granted, domains_page_size: as on :class:`GraphServer`.
+    """
+
+    def __init__(
+        self,
+        server: GraphServer,
+        tenant_id: str,
+        clock: Clock,
+        *,
+        quota_limit: int = 100,
+        quota_window_seconds: float = 300.0,
+        publication_delay: timedelta = timedelta(0),
+        domains: tuple[str, ...] = DEFAULT_LOCAL_DOMAINS,
+        initial_domain: str | None = None,
+        faults: FaultQueue | None = None,
+    ) -> None:
+        self._server = server
+        self.tenant_id = tenant_id
+        self.local_domains = tuple(domains)
+        self.initial_domain = initial_domain or INITIAL_DOMAIN
+        self.store = MessageTraceStore(clock, publication_delay)
+        self.quota = SlidingWindowQuota(quota_limit, quota_window_seconds)
+        self.faults = faults or FaultQueue()
+        self._defaults = (quota_limit, quota_window_seconds, publication_delay)
+        self.domains: list[dict[str, Any]] = tenant_domains(self.local_domains, self.initial_domain)
+        self.service_principal_missing = False
+        self.permission_granted = True
+        self.domains_permission_granted = True
+        self.domains_page_size = DOMAINS_PAGE_SIZE
+
+    @property
+    def is_default(self) -> bool:
+        """Whether this is the server's default tenant (whose requests are ``server.requests()``)."""
+        return self is self._server.default_tenant
+
+    # ------------------------------------------------------------ data API
+    def add(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        visible_at: datetime | Callable[[Mapping[str, Any]], datetime] | None = None,
+    ) -> int:
+        """Add rows (see :meth:`MessageTraceStore.add`)."""
+        return self.store.add(rows, visible_at)
+
+    def set_status(self, trace_id: str, recipient: str, status: str, at: datetime | None = None) -> None:
+        """Change a row's status from ``at`` (default now) on."""
+        self.store.set_status(trace_id, recipient, status, at)
+
+    def schedule(self, changes: Iterable[StatusChange]) -> int:
+        """Apply scheduled status changes."""
+        return self.store.schedule(changes)
+
+    def publish_all(self) -> None:
+        """Make every row visible now."""
+        self.store.publish_all()
+
+    def rows(self, visible_only: bool = False) -> list[dict[str, Any]]:
+        """Copies of stored rows with their current status."""
+        return self.store.rows(visible_only)
+
+    def inject(self, status: int | str = 500, *, path: str | None = None, **kwargs: Any) -> Fault:
+        """Queue a fault for this tenant's requests (as :meth:`GraphServer.inject`: message trace unless ``path``)."""
+        return self.faults.add(
+            build_fault(status, path=re.escape(MESSAGE_TRACES_PATH) if path is None else path, **kwargs)
+        )
+
+    def clear_faults(self) -> None:
+        """Drop this tenant's queued faults."""
+        self.faults.clear()
+
+    def pending_faults(self) -> list[Fault]:
+        """This tenant's faults not used up yet."""
+        return self.faults.pending()
+
+    def requests(self, path: str | None = None, method: str | None = None) -> list[RequestRecord]:
+        """Requests made with this tenant's tokens (the default tenant's: also those without a usable token)."""
+        if self.is_default:
+            return self._server.requests(path, method)
+        return self._server.scoped_requests(self.tenant_id.lower(), path, method)
+
+    def reset(self) -> None:
+        """Clear rows, faults, quota and flags back to this tenant's defaults."""
+        limit, window, delay = self._defaults
+        self.store.clear()
+        self.store.publication_delay = delay
+        self.quota.reset()
+        self.quota.limit, self.quota.window_seconds = limit, window
+        self.faults.clear()
+        self.domains = tenant_domains(self.local_domains, self.initial_domain)
+        self.service_principal_missing = False
+        self.permission_granted = True
+        self.domains_permission_granted = True
+        self.domains_page_size = DOMAINS_PAGE_SIZE
+
+
 class GraphServer(SimulatedHttpServer):
     """Fake Graph serving ``GET /v1.0/admin/exchange/tracing/messageTraces``.
 
     Args:
         ssl_context: server TLS context.
         validate_token: ``EntraServer.validate_bearer``.
-        tenant_id: tokens from other tenants are rejected.
+        tenant_id: the default tenant; tokens of tenants Graph does not know
+            (:meth:`add_tenant`) are rejected.
         clock: the data clock (aware UTC ``datetime``).
         status_case: ``"camel"``, ``"pascal"`` or ``"mixed"`` (alternates per response).
         quota_limit, quota_window_seconds: rolling quota per tenant.
 
-    Attributes (settable at any time):
-        status_case, service_principal_missing, permission_granted,
-        send_retry_after, quota (``SlidingWindowQuota``), store (``MessageTraceStore``),
+    Attributes (settable at any time; the per-tenant ones act on the default tenant,
+    :attr:`default_tenant`; :meth:`tenant` has the others):
+        status_case, send_retry_after, max_page_size, page_latency: server-wide.
+        service_principal_missing, permission_granted, quota (``SlidingWindowQuota``),
+        store (``MessageTraceStore``), domains, domains_permission_granted, domains_page_size:
+        per tenant.
         max_page_size: the server's own page limit (``None``: ``$top`` decides); Graph, like
             any OData service, may send fewer records per page than ``$top`` asks for.
         domains: the tenant's domains ``GET /v1.0/domains`` lists, as Graph's ``domain``
@@ -439,23 +559,145 @@ class GraphServer(SimulatedHttpServer):
         self._validate = validate_token
         self.tenant_id = tenant_id
         self._clock = clock
+        self.default_tenant = GraphTenant(
+            self,
+            tenant_id,
+            clock,
+            quota_limit=quota_limit,
+            quota_window_seconds=quota_window_seconds,
+            publication_delay=publication_delay,
+            faults=self._faults,
+        )
+        self._tenants: dict[str, GraphTenant] = {tenant_id.lower(): self.default_tenant}
+        self._tenants_lock = threading.Lock()
         self.status_case: StatusCase = status_case
-        self.service_principal_missing = False
-        self.permission_granted = True
         self.send_retry_after = True
         self.max_page_size: int | None = None
         self.page_latency = 0.0
         """Seconds each message trace page takes to answer, after the quota counted it (benchmarks)."""
-        self.quota = SlidingWindowQuota(quota_limit, quota_window_seconds)
-        self.store = MessageTraceStore(clock, publication_delay)
         self._responses = 0
         self._counter_lock = threading.Lock()
         self._local = threading.local()
         self.route("GET", re.escape(MESSAGE_TRACES_PATH), self._list)
-        self.domains: list[dict[str, Any]] = default_domains()
-        self.domains_permission_granted = True
-        self.domains_page_size = DOMAINS_PAGE_SIZE
         self.route("GET", re.escape(DOMAINS_PATH), self._list_domains)
+
+    # ------------------------------------------------------------- tenants
+    def add_tenant(
+        self,
+        tenant_id: str,
+        *,
+        quota: tuple[int, float] = (100, 300.0),
+        publication_delay: timedelta = timedelta(0),
+        domains: tuple[str, ...] = DEFAULT_LOCAL_DOMAINS,
+        initial_domain: str | None = None,
+    ) -> GraphTenant:
+        """Serve ``tenant_id`` too (its own data, quota and faults); returns its :class:`GraphTenant`."""
+        tenant = GraphTenant(
+            self,
+            tenant_id,
+            self._clock,
+            quota_limit=quota[0],
+            quota_window_seconds=quota[1],
+            publication_delay=publication_delay,
+            domains=domains,
+            initial_domain=initial_domain,
+        )
+        with self._tenants_lock:
+            if tenant_id.lower() in self._tenants:
+                raise ValueError(f"Graph already serves tenant {tenant_id}")
+            self._tenants[tenant_id.lower()] = tenant
+        return tenant
+
+    def remove_tenant(self, tenant_id: str) -> None:
+        """Stop serving an added tenant (its tokens get 401 invalid issuer)."""
+        if tenant_id.lower() == self.tenant_id.lower():
+            raise ValueError("the default tenant cannot be removed")
+        with self._tenants_lock:
+            self._tenants.pop(tenant_id.lower(), None)
+
+    def tenant(self, tenant_id: str) -> GraphTenant:
+        """The served tenant ``tenant_id`` (KeyError if Graph does not serve it)."""
+        with self._tenants_lock:
+            return self._tenants[tenant_id.lower()]
+
+    @property
+    def tenants(self) -> tuple[GraphTenant, ...]:
+        """Every served tenant, the default first."""
+        with self._tenants_lock:
+            return tuple(self._tenants.values())
+
+    def _tenant_of(self, request: Request) -> GraphTenant | None:
+        tid = unverified_tenant(request.header("authorization"))
+        if tid is None:
+            return None
+        with self._tenants_lock:
+            return self._tenants.get(tid.lower())
+
+    def scope_of(self, request: Request) -> str | None:
+        """An added tenant's id (lower case) when the request's token is one of its; else ``None``."""
+        tenant = self._tenant_of(request)
+        return None if tenant is None or tenant.is_default else tenant.tenant_id.lower()
+
+    def fault_queue_for(self, request: Request) -> FaultQueue:
+        """The faults of the tenant whose token the request carries (the default tenant's otherwise)."""
+        tenant = self._tenant_of(request)
+        return self._faults if tenant is None else tenant.faults
+
+    # ----------------------------------------- the default tenant's state
+    @property
+    def store(self) -> MessageTraceStore:
+        """The default tenant's rows."""
+        return self.default_tenant.store
+
+    @property
+    def quota(self) -> SlidingWindowQuota:
+        """The default tenant's quota."""
+        return self.default_tenant.quota
+
+    @property
+    def domains(self) -> list[dict[str, Any]]:
+        """The default tenant's domain objects."""
+        return self.default_tenant.domains
+
+    @domains.setter
+    def domains(self, value: list[dict[str, Any]]) -> None:
+        self.default_tenant.domains = value
+
+    @property
+    def service_principal_missing(self) -> bool:
+        """The default tenant lacks the Transport Data Platform service principal (401)."""
+        return self.default_tenant.service_principal_missing
+
+    @service_principal_missing.setter
+    def service_principal_missing(self, value: bool) -> None:
+        self.default_tenant.service_principal_missing = value
+
+    @property
+    def permission_granted(self) -> bool:
+        """False: the default tenant answers 403 (no ExchangeMessageTrace.Read.All)."""
+        return self.default_tenant.permission_granted
+
+    @permission_granted.setter
+    def permission_granted(self, value: bool) -> None:
+        self.default_tenant.permission_granted = value
+
+    @property
+    def domains_permission_granted(self) -> bool:
+        """False: the default tenant answers ``/domains`` with 403."""
+        return self.default_tenant.domains_permission_granted
+
+    @domains_permission_granted.setter
+    def domains_permission_granted(self, value: bool) -> None:
+        self.default_tenant.domains_permission_granted = value
+
+    @property
+    def domains_page_size(self) -> int:
+        """Domain objects per ``/domains`` page of the default tenant."""
+        return self.default_tenant.domains_page_size
+
+    @domains_page_size.setter
+    def domains_page_size(self, value: int) -> None:
+        self.default_tenant.domains_page_size = value
 
     def inject(self, status: int | str = 500, *, path: str | None = None, **kwargs: Any) -> Fault:
         """Queue a fault (see :meth:`SimulatedHttpServer.inject`); without ``path`` it hits message trace only.
@@ -491,18 +733,13 @@ class GraphServer(SimulatedHttpServer):
         return self.store.rows(visible_only)
 
     def reset(self) -> None:
-        """Clear rows, faults, logs, quota and flags back to defaults."""
+        """Clear rows, faults, logs, quota and flags of every tenant back to defaults (tenants stay)."""
         super().reset()
-        self.store.clear()
-        self.quota.reset()
-        self.service_principal_missing = False
-        self.permission_granted = True
+        for tenant in self.tenants:
+            tenant.reset()
         self.send_retry_after = True
         self.max_page_size = None
         self.page_latency = 0.0
-        self.domains = default_domains()
-        self.domains_permission_granted = True
-        self.domains_page_size = DOMAINS_PAGE_SIZE
         with self._counter_lock:
             self._responses = 0
 
@@ -553,7 +790,7 @@ class GraphServer(SimulatedHttpServer):
         except GraphError as error:
             return self._error(error)
 
-    def _authorise(self, request: Request) -> Claims:
+    def _authorise(self, request: Request) -> tuple[Claims, GraphTenant]:
         result = self._validate(request.header("authorization") or None, GRAPH_RESOURCE)
         www = {
             "WWW-Authenticate": 'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/'
@@ -572,33 +809,36 @@ class GraphServer(SimulatedHttpServer):
                 messages.get(result, "Access token validation failure."),
                 www,
             )
-        if result.tid != self.tenant_id:
+        with self._tenants_lock:
+            tenant = self._tenants.get(result.tid.lower())
+        if tenant is None:
             raise GraphError(
                 401, "InvalidAuthenticationToken", "Access token validation failure. Invalid issuer.", www
             )
-        return result
+        return result, tenant
 
     def _list_or_raise(self, request: Request) -> Response:
-        claims = self._authorise(request)
-        if self.service_principal_missing:
+        claims, tenant = self._authorise(request)
+        if tenant.service_principal_missing:
             # Exactly the body seen in the wild: no innerError.
             return Response.json(401, {"error": {"code": "Unauthorized", "message": SP_MISSING_MESSAGE}})
-        if not self.permission_granted or MESSAGE_TRACE_ROLE not in claims.roles:
+        if not tenant.permission_granted or MESSAGE_TRACE_ROLE not in claims.roles:
             raise GraphError(
                 403,
                 "Forbidden",
                 f"Missing application permission {MESSAGE_TRACE_ROLE}. Grant the application permission and admin "
                 "consent, then acquire a new access token.",
             )
-        wait = self.quota.try_acquire(claims.tid)
+        quota = tenant.quota
+        wait = quota.try_acquire(claims.tid.lower())
         if wait is not None:
             retry_after = max(1, math.ceil(wait))
             headers = {"Retry-After": str(retry_after)} if self.send_retry_after else {}
             raise GraphError(
                 429,
                 "TooManyRequests",
-                f"Too many requests. The message trace API allows {self.quota.limit} requests per "
-                f"{self.quota.window_seconds:g} seconds per tenant. Please retry after {retry_after} seconds.",
+                f"Too many requests. The message trace API allows {quota.limit} requests per "
+                f"{quota.window_seconds:g} seconds per tenant. Please retry after {retry_after} seconds.",
                 headers,
             )
         if self.page_latency > 0:
@@ -617,7 +857,7 @@ class GraphServer(SimulatedHttpServer):
             use_pascal = self.status_case == "pascal" or (
                 self.status_case == "mixed" and self._responses % 2 == 0
             )
-        hits, total = self.store.page(start, end, now, offset=offset, top=top)
+        hits, total = tenant.store.page(start, end, now, offset=offset, top=top)
         values: list[dict[str, Any]] = []
         for data, status in hits:
             shown = status if (status != "recalled" or include_unknown) else "unknownFutureValue"
@@ -643,8 +883,8 @@ class GraphServer(SimulatedHttpServer):
     def _list_domains(self, request: Request) -> Response:
         """``GET /v1.0/domains``: every domain object, ``domains_page_size`` per page, ``$skiptoken`` after."""
         try:
-            claims = self._authorise(request)
-            if not self.domains_permission_granted or DOMAIN_READ_ROLE not in claims.roles:
+            claims, tenant = self._authorise(request)
+            if not tenant.domains_permission_granted or DOMAIN_READ_ROLE not in claims.roles:
                 raise GraphError(
                     403,
                     "Authorization_RequestDenied",
@@ -653,14 +893,14 @@ class GraphServer(SimulatedHttpServer):
             raw = request.query_ci("$skiptoken") or "0"
             if not raw.isdigit():
                 raise GraphError(400, "BadRequest", "Invalid $skiptoken.")
-            offset, size = int(raw), max(1, self.domains_page_size)
+            offset, size = int(raw), max(1, tenant.domains_page_size)
         except GraphError as error:
             return self._error(error)
         body: dict[str, Any] = {
             "@odata.context": f"{self.url}/v1.0/$metadata#domains",
-            "value": [dict(domain) for domain in self.domains[offset : offset + size]],
+            "value": [dict(domain) for domain in tenant.domains[offset : offset + size]],
         }
-        if offset + size < len(self.domains):
+        if offset + size < len(tenant.domains):
             body["@odata.nextLink"] = f"{self.url}{DOMAINS_PATH}?$skiptoken={offset + size}"
         return Response.json(200, body, headers={"Content-Type": GRAPH_CONTENT_TYPE})
 
@@ -788,9 +1028,14 @@ def domain_object(
 
 def default_domains() -> list[dict[str, Any]]:
     """The tenant's domains: the traffic generator's local domains (the first is the default) and the initial one."""
+    return tenant_domains(DEFAULT_LOCAL_DOMAINS, INITIAL_DOMAIN)
+
+
+def tenant_domains(local_domains: Iterable[str], initial_domain: str) -> list[dict[str, Any]]:
+    """A tenant's domain objects: its own domains (the first is the default) and its initial one."""
     return [
-        *(domain_object(name, default=index == 0) for index, name in enumerate(DEFAULT_LOCAL_DOMAINS)),
-        domain_object(INITIAL_DOMAIN, initial=True),
+        *(domain_object(name, default=index == 0) for index, name in enumerate(local_domains)),
+        domain_object(initial_domain, initial=True),
     ]
 
 
