@@ -11,6 +11,12 @@ the mail table, ``rows(table)`` any other.
 (The real DCR silently drops undeclared columns and usually stores badly typed
 values as empty; the simulator deliberately rejects both.)
 
+Several DCRs (one per tenant with its own destination) share one endpoint, as DCRs
+behind one data collection endpoint do: :meth:`IngestionServer.add_dcr` returns a
+:class:`DataCollectionRule` with its own rows, batches, counters, flags and faults and
+the same streams. The server's own data attributes (``rows``, ``batches``,
+``role_assigned``, ``inject``, ...) are its default DCR's.
+
 Size limit: the documented limit is "1 MB"; the service's own 413 says
 ``Maximum allowed content length: 1048576 bytes (1 MB)`` and applies to the
 body as sent. azure-monitor-ingestion 1.1.0 cuts lists into chunks whose
@@ -40,7 +46,7 @@ from typing import Any
 from connector.schema import TableSchema
 
 from .entra import MONITOR_RESOURCE, REASON_EXPIRED, REASON_MISSING, TokenValidator
-from .http import Request, Response, SimulatedHttpServer
+from .http import Fault, FaultQueue, Request, RequestRecord, Response, SimulatedHttpServer, build_fault
 
 SUPPORTED_API_VERSIONS: frozenset[str] = frozenset({"2021-11-01-preview", "2023-01-01"})
 MAX_CONTENT_LENGTH = 1_048_576
@@ -65,6 +71,11 @@ class IngestedBatch:
     time: float
     stream: str = ""
     """The DCR stream the request named."""
+    dcr: str = ""
+    """The immutable id of the DCR the request named."""
+
+
+_DCR_IN_PATH = re.compile(r"/dataCollectionRules/(?P<dcr>[^/]+)/")
 
 
 class IngestionError(Exception):
@@ -77,17 +88,111 @@ class IngestionError(Exception):
         self.message = message
 
 
+class DataCollectionRule:
+    """One DCR on the ingestion endpoint: what its streams accepted, its flags and its faults.
+
+    Attributes (settable at any time):
+        role_assigned, on_accepted, accept_status, refuse_row: as on :class:`IngestionServer`.
+    """
+
+    def __init__(
+        self, server: IngestionServer, dcr_immutable_id: str, faults: FaultQueue | None = None
+    ) -> None:
+        self._server = server
+        self.dcr_immutable_id = dcr_immutable_id
+        self.faults = faults or FaultQueue()
+        self.role_assigned = True
+        self.on_accepted: Callable[[IngestedBatch], None] | None = None
+        self.refuse_row: Callable[[dict[str, Any]], str | None] | None = None
+        self.accept_status = 204
+        self._rows: list[dict[str, Any]] = []
+        self._other_rows: dict[str, list[dict[str, Any]]] = {
+            each.table: [] for each in server.schemas.values() if each is not server.schema
+        }
+        self._batches: list[IngestedBatch] = []
+        self._request_count = 0
+        self._lock = threading.Lock()
+
+    @property
+    def is_default(self) -> bool:
+        """Whether this is the server's default DCR."""
+        return self is self._server.default_dcr
+
+    def rows(self, table: str | None = None) -> list[dict[str, Any]]:
+        """Copies of every accepted row of ``table`` (the mail table unless named), in arrival order."""
+        with self._lock:
+            stored = (
+                self._rows if table in (None, self._server.schema.table) else self._other_rows[table or ""]
+            )
+            return [dict(row) for row in stored]
+
+    def batches(self) -> list[IngestedBatch]:
+        """Every accepted request to the mail stream, in arrival order."""
+        with self._lock:
+            return list(self._batches)
+
+    @property
+    def request_count(self) -> int:
+        """POSTs to this DCR's mail stream (any outcome, faults included); health rows not counted."""
+        with self._lock:
+            return self._request_count
+
+    def inject(self, status: int | str = 500, **kwargs: Any) -> Fault:
+        """Queue a fault for requests to this DCR (arguments of :meth:`SimulatedHttpServer.inject`)."""
+        return self.faults.add(build_fault(status, **kwargs))
+
+    def clear_faults(self) -> None:
+        """Drop this DCR's queued faults."""
+        self.faults.clear()
+
+    def pending_faults(self) -> list[Fault]:
+        """This DCR's faults not used up yet."""
+        return self.faults.pending()
+
+    def requests(self, path: str | None = None, method: str | None = None) -> list[RequestRecord]:
+        """Requests to this DCR (the default DCR's: also those to no known DCR, e.g. ``/admin/rows``)."""
+        if self.is_default:
+            return self._server.requests(path, method)
+        return self._server.scoped_requests(self.dcr_immutable_id, path, method)
+
+    def reset(self) -> None:
+        """Clear rows, batches, counters, faults and flags."""
+        with self._lock:
+            self._rows.clear()
+            for stored in self._other_rows.values():
+                stored.clear()
+            self._batches.clear()
+            self._request_count = 0
+        self.faults.clear()
+        self.role_assigned = True
+        self.on_accepted = None
+        self.refuse_row = None
+        self.accept_status = 204
+
+    def _count_request(self) -> None:
+        with self._lock:
+            self._request_count += 1
+
+    def _store(self, schema: TableSchema, batch: IngestedBatch, document: list[dict[str, Any]]) -> None:
+        with self._lock:
+            if schema is self._server.schema:
+                self._rows.extend(dict(r) for r in document)
+                self._batches.append(batch)
+            else:
+                self._other_rows[schema.table].extend(dict(r) for r in document)
+
+
 class IngestionServer(SimulatedHttpServer):
-    """Fake DCR ingestion endpoint for one DCR and one stream.
+    """Fake DCR ingestion endpoint for a default DCR (and any added ones) with one mail stream.
 
     Args:
         ssl_context: server TLS context.
         validate_token: ``EntraServer.validate_bearer``.
-        dcr_immutable_id: the only known DCR.
+        dcr_immutable_id: the default DCR (:meth:`add_dcr` adds more).
         schema: the mail table's schema (``rows()`` and ``/admin/rows`` serve it).
         other_schemas: further tables, each fed by its own stream of the same DCR (the health rows).
 
-    Attributes (settable at any time):
+    Attributes (settable at any time; those of the default DCR, :attr:`default_dcr`):
         role_assigned: ``False`` answers 403 (no Monitoring Metrics Publisher).
         on_accepted: called with each accepted batch before the success status is sent.
         accept_status: the status an accepted request is answered with: the documented 204, or
@@ -112,59 +217,123 @@ class IngestionServer(SimulatedHttpServer):
         self._validate = validate_token
         self.schema = schema
         self.schemas = {each.stream: each for each in (schema, *other_schemas)}
-        self._other_rows: dict[str, list[dict[str, Any]]] = {each.table: [] for each in other_schemas}
         self.dcr_immutable_id = dcr_immutable_id
         self.stream_name = schema.stream
-        self.role_assigned = True
-        self.on_accepted: Callable[[IngestedBatch], None] | None = None
-        self.refuse_row: Callable[[dict[str, Any]], str | None] | None = None
-        self.accept_status = 204
-        self._rows: list[dict[str, Any]] = []
-        self._batches: list[IngestedBatch] = []
-        self._request_count = 0
-        self._data_lock = threading.Lock()
+        self.default_dcr = DataCollectionRule(self, dcr_immutable_id, self._faults)
+        self._dcrs: dict[str, DataCollectionRule] = {dcr_immutable_id: self.default_dcr}
+        self._dcrs_lock = threading.Lock()
         self.admin_token = secrets.token_urlsafe(24)
         self.route("POST", r"/dataCollectionRules/(?P<dcr>[^/]+)/streams/(?P<stream>[^/]+)", self._ingest)
         self.route("GET", r"/admin/rows", self._admin_rows)
 
+    # ------------------------------------------------------------------ DCRs
+    def add_dcr(self, dcr_immutable_id: str | None = None) -> DataCollectionRule:
+        """Add a DCR with the same streams (default id: a new ``dcr-<hex>``); returns it."""
+        dcr = DataCollectionRule(self, dcr_immutable_id or "dcr-" + uuid.uuid4().hex)
+        with self._dcrs_lock:
+            if dcr.dcr_immutable_id in self._dcrs:
+                raise ValueError(f"DCR {dcr.dcr_immutable_id} exists already")
+            self._dcrs[dcr.dcr_immutable_id] = dcr
+        return dcr
+
+    def remove_dcr(self, dcr_immutable_id: str) -> None:
+        """Delete an added DCR (requests to it get 404)."""
+        if dcr_immutable_id == self.dcr_immutable_id:
+            raise ValueError("the default DCR cannot be removed")
+        with self._dcrs_lock:
+            self._dcrs.pop(dcr_immutable_id, None)
+
+    def dcr(self, dcr_immutable_id: str) -> DataCollectionRule:
+        """The DCR ``dcr_immutable_id`` (KeyError if unknown)."""
+        with self._dcrs_lock:
+            return self._dcrs[dcr_immutable_id]
+
+    @property
+    def dcrs(self) -> tuple[DataCollectionRule, ...]:
+        """Every DCR, the default first."""
+        with self._dcrs_lock:
+            return tuple(self._dcrs.values())
+
+    def _dcr_of(self, request: Request) -> DataCollectionRule | None:
+        match = _DCR_IN_PATH.match(request.path)
+        if match is None:
+            return None
+        with self._dcrs_lock:
+            return self._dcrs.get(match["dcr"])
+
+    def scope_of(self, request: Request) -> str | None:
+        """An added DCR's immutable id when the request names it; else ``None``."""
+        dcr = self._dcr_of(request)
+        return None if dcr is None or dcr.is_default else dcr.dcr_immutable_id
+
+    def fault_queue_for(self, request: Request) -> FaultQueue:
+        """The faults of the DCR the request names (the default DCR's otherwise)."""
+        dcr = self._dcr_of(request)
+        return self._faults if dcr is None else dcr.faults
+
     # ---------------------------------------------------------------- results
     def rows(self, table: str | None = None) -> list[dict[str, Any]]:
-        """Copies of every accepted row of ``table`` (the mail table unless named), in arrival order."""
-        with self._data_lock:
-            stored = self._rows if table in (None, self.schema.table) else self._other_rows[table or ""]
-            return [dict(row) for row in stored]
+        """Copies of every row the default DCR accepted for ``table`` (the mail table unless named)."""
+        return self.default_dcr.rows(table)
 
     def batches(self) -> list[IngestedBatch]:
-        """Every accepted request to the mail stream, in arrival order."""
-        with self._data_lock:
-            return list(self._batches)
+        """Every request the default DCR's mail stream accepted, in arrival order."""
+        return self.default_dcr.batches()
 
     @property
     def request_count(self) -> int:
-        """POSTs to the mail stream's ingestion route (any outcome, faults included); health rows not counted."""
-        with self._data_lock:
-            return self._request_count
+        """POSTs to the default DCR's mail stream (any outcome, faults included); health rows not counted."""
+        return self.default_dcr.request_count
+
+    @property
+    def role_assigned(self) -> bool:
+        """False: the default DCR answers 403 (no Monitoring Metrics Publisher)."""
+        return self.default_dcr.role_assigned
+
+    @role_assigned.setter
+    def role_assigned(self, value: bool) -> None:
+        self.default_dcr.role_assigned = value
+
+    @property
+    def on_accepted(self) -> Callable[[IngestedBatch], None] | None:
+        """Called with each batch the default DCR accepted, before the success status is sent."""
+        return self.default_dcr.on_accepted
+
+    @on_accepted.setter
+    def on_accepted(self, value: Callable[[IngestedBatch], None] | None) -> None:
+        self.default_dcr.on_accepted = value
+
+    @property
+    def refuse_row(self) -> Callable[[dict[str, Any]], str | None] | None:
+        """The default DCR's rule for rows it will not take."""
+        return self.default_dcr.refuse_row
+
+    @refuse_row.setter
+    def refuse_row(self, value: Callable[[dict[str, Any]], str | None] | None) -> None:
+        self.default_dcr.refuse_row = value
+
+    @property
+    def accept_status(self) -> int:
+        """The status the default DCR answers an accepted request with."""
+        return self.default_dcr.accept_status
+
+    @accept_status.setter
+    def accept_status(self, value: int) -> None:
+        self.default_dcr.accept_status = value
 
     def reset(self) -> None:
-        """Clear rows, batches, counters, faults, logs and flags."""
+        """Clear rows, batches, counters, faults, logs and flags of every DCR (DCRs stay)."""
         super().reset()
-        with self._data_lock:
-            self._rows.clear()
-            for stored in self._other_rows.values():
-                stored.clear()
-            self._batches.clear()
-            self._request_count = 0
-        self.role_assigned = True
-        self.on_accepted = None
-        self.refuse_row = None
-        self.accept_status = 204
+        for dcr in self.dcrs:
+            dcr.reset()
 
     # -------------------------------------------------------------- plumbing
     def dispatch(self, request: Request) -> tuple[Response, str | None]:
-        """Count every request to the mail stream, including those answered by an injected fault."""
+        """Count every request to a mail stream, including those answered by an injected fault."""
         if request.method == "POST" and request.path.endswith(f"/streams/{self.schema.stream}"):
-            with self._data_lock:
-                self._request_count += 1
+            dcr = self._dcr_of(request)
+            if dcr is not None:
+                dcr._count_request()
         return super().dispatch(request)
 
     def error_response(self, status: int, message: str) -> Response:
@@ -191,10 +360,15 @@ class IngestionServer(SimulatedHttpServer):
 
     # ---------------------------------------------------------------- handler
     def _admin_rows(self, request: Request) -> Response:
-        """Every stored row as JSON lines, in arrival order (not a real service route)."""
+        """Every row a DCR stored (``?dcr=<id>``, default: the default DCR) as JSON lines (not a real service route)."""
         if not hmac.compare_digest(request.header(ADMIN_TOKEN_HEADER).encode(), self.admin_token.encode()):
             return self.error_response(403, f"{ADMIN_TOKEN_HEADER} is missing or wrong.")
-        lines = [json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in self.rows()]
+        wanted = request.query.get("dcr")
+        try:
+            dcr = self.default_dcr if wanted is None else self.dcr(wanted)
+        except KeyError:
+            return self.error_response(404, f"Data collection rule with immutable Id '{wanted}' not found.")
+        lines = [json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in dcr.rows()]
         body = "".join(lines).encode("utf-8", "backslashreplace")
         return Response(200, body, {"Content-Type": "application/x-ndjson; charset=utf-8"})
 
@@ -233,7 +407,9 @@ class IngestionServer(SimulatedHttpServer):
                 messages.get(claims, f"The provided authentication token is not valid ({claims})."),
             )
         dcr = request.params["dcr"]
-        if dcr != self.dcr_immutable_id:
+        with self._dcrs_lock:
+            rule = self._dcrs.get(dcr)
+        if rule is None:
             raise IngestionError(
                 404, "NotFound", f"Data collection rule with immutable Id '{dcr}' not found."
             )
@@ -245,7 +421,7 @@ class IngestionServer(SimulatedHttpServer):
                 "InvalidStream",
                 f"Stream '{stream}' is not declared in data collection rule with immutable Id '{dcr}'.",
             )
-        if not self.role_assigned:
+        if not rule.role_assigned:
             raise IngestionError(
                 403,
                 "OperationFailed",
@@ -300,7 +476,7 @@ class IngestionServer(SimulatedHttpServer):
         if not document:
             raise IngestionError(400, "InvalidPayload", "The request body contains no records.")
         for index, record in enumerate(document):
-            self._check_record(index, record, schema)
+            self._check_record(index, record, schema, rule)
         batch = IngestedBatch(
             rows=tuple(dict(r) for r in document),
             content_encoding=encoding or "identity",
@@ -308,19 +484,16 @@ class IngestionServer(SimulatedHttpServer):
             uncompressed_bytes=len(raw),
             time=time.monotonic(),
             stream=stream,
+            dcr=dcr,
         )
-        with self._data_lock:
-            if schema is self.schema:
-                self._rows.extend(dict(r) for r in document)
-                self._batches.append(batch)
-            else:
-                self._other_rows[schema.table].extend(dict(r) for r in document)
-        if self.on_accepted is not None:
+        rule._store(schema, batch, document)
+        on_accepted = rule.on_accepted
+        if on_accepted is not None:
             # e.g. kill the client now: the service has the rows, the client never hears 204
-            self.on_accepted(batch)
-        return Response(self.accept_status)
+            on_accepted(batch)
+        return Response(rule.accept_status)
 
-    def _check_record(self, index: int, record: Any, schema: TableSchema) -> None:
+    def _check_record(self, index: int, record: Any, schema: TableSchema, rule: DataCollectionRule) -> None:
         if not isinstance(record, dict):
             raise IngestionError(400, "InvalidPayload", f"Record {index} is not a JSON object.")
         for name, value in record.items():
@@ -340,7 +513,8 @@ class IngestionServer(SimulatedHttpServer):
                     "InvalidPayload",
                     f"Record {index}: column '{name}' of type '{column_type}' {problem}: {value!r:.80}.",
                 )
-        reason = None if self.refuse_row is None or schema is not self.schema else self.refuse_row(record)
+        refuse_row = rule.refuse_row
+        reason = None if refuse_row is None or schema is not self.schema else refuse_row(record)
         if reason is not None:
             raise IngestionError(400, "InvalidPayload", f"Record {index}: {reason}")
 

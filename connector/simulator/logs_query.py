@@ -10,7 +10,13 @@ minutes in Azure). Only the query shape the connector sends is understood::
     | project RowId
 
 or, for a batch recorded before RowId existed, ``where MessageTraceId in (...)`` and
-``project MessageTraceId, RecipientAddress, Status, StatusRevision``.
+``project MessageTraceId, RecipientAddress, Status, StatusRevision``. Equality filters
+on other columns may come with it, in their own ``| where`` or joined by ``and``
+(``| where SourceTenantId == "…"``, a shared table's per-tenant verification); an
+unknown column there is a 400 ``SemanticError``.
+
+Each workspace answers from one DCR's rows: the default workspace from the default
+DCR, any added one (:meth:`LogsQueryServer.add_workspace`) from its own DCR.
 
 Anything else is a 400 (``BadArgumentError``), as a real workspace would answer a
 query it cannot run. ``TimeGenerated`` older than two days at arrival is replaced
@@ -39,11 +45,15 @@ from typing import Any, NamedTuple
 from connector.schema import TableSchema
 
 from .entra import TokenValidator
-from .http import Request, Response, SimulatedHttpServer
-from .ingestion import IngestionServer
+from .http import FaultQueue, Request, RequestRecord, Response, SimulatedHttpServer
+from .ingestion import DataCollectionRule, IngestionServer
 
 LOGS_QUERY_RESOURCE = "https://api.loganalytics.io"
-_QUERY_HEAD = re.compile(r"\s*(?P<table>\w+)\s*\|\s*where\s+(?P<column>MessageTraceId|RowId)\s+in\s*\(")
+_QUERY_TABLE = re.compile(r"\s*(?P<table>\w+)\s*")
+_WHERE = re.compile(r"\|\s*where\s+")
+_CONDITION = re.compile(r"(?P<column>\w+)\s*(?:(?P<in>in)\s*\(|==\s*)")
+_AND = re.compile(r"\s*and\s+")
+_PRESENCE_COLUMNS = ("MessageTraceId", "RowId")
 _QUERY_TAIL = re.compile(r"\s*\|\s*project\s+(?P<columns>[\w\s,]+?)\s*", re.DOTALL)
 _SIMPLE_ESCAPES = {
     "\\": "\\",
@@ -174,25 +184,49 @@ class PresenceQuery(NamedTuple):
     values: list[str]
     projected: list[str]
     column: str = "MessageTraceId"
+    filters: tuple[tuple[str, str], ...] = ()
+    """Further ``column == "value"`` conditions, all of which a row must meet."""
 
 
 def parse_presence_query(query: object) -> PresenceQuery | None:
     """The presence query (by RowId, or by trace id for an intent from before RowId); None for another shape.
 
     Raises:
-        KqlSyntaxError: a string literal in the id list is malformed.
+        KqlSyntaxError: a string literal in the id list or a filter is malformed.
     """
     if not isinstance(query, str):
         return None
-    head = _QUERY_HEAD.match(query)
+    head = _QUERY_TABLE.match(query)
     if head is None:
         return None
-    ids, after = parse_string_list(query, head.end())
-    tail = _QUERY_TAIL.fullmatch(query, after)
-    if tail is None:
+    pos = head.end()
+    presence: tuple[str, list[str]] | None = None
+    filters: list[tuple[str, str]] = []
+    while (where := _WHERE.match(query, pos)) is not None:
+        pos = where.end()
+        while True:
+            condition = _CONDITION.match(query, pos)
+            if condition is None:
+                return None
+            column = condition.group("column")
+            if condition.group("in"):
+                if presence is not None or column not in _PRESENCE_COLUMNS:
+                    return None
+                ids, pos = parse_string_list(query, condition.end())
+                presence = (column, ids)
+            else:
+                value, pos = _scan_literal(query, condition.end())
+                filters.append((column, value))
+            pos = _skip_space(query, pos)
+            joined = _AND.match(query, pos)
+            if joined is None:
+                break
+            pos = joined.end()
+    tail = _QUERY_TAIL.fullmatch(query, pos)
+    if tail is None or presence is None:
         return None
     projected = [column.strip() for column in tail.group("columns").split(",")]
-    return PresenceQuery(head.group("table"), ids, projected, head.group("column"))
+    return PresenceQuery(head.group("table"), presence[1], projected, presence[0], tuple(filters))
 
 
 def _parse_time(text: str) -> datetime:
@@ -200,8 +234,23 @@ def _parse_time(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+class Workspace(NamedTuple):
+    """A Log Analytics workspace the query API answers for: its id, the DCR feeding it, its faults."""
+
+    workspace_id: str
+    dcr: DataCollectionRule
+    faults: FaultQueue
+
+
+_WORKSPACE_IN_PATH = re.compile(r"/v1/workspaces/(?P<workspace>[^/]+)/")
+
+
 class LogsQueryServer(SimulatedHttpServer):
-    """``POST /v1/workspaces/{id}/query`` answering from ``IngestionServer`` batches."""
+    """``POST /v1/workspaces/{id}/query`` answering from ``IngestionServer`` batches.
+
+    The default workspace (``workspace_id``) shows the default DCR's rows; :meth:`add_workspace`
+    adds one showing another DCR's. Its ``inject``/``requests`` act on the default workspace.
+    """
 
     def __init__(
         self,
@@ -218,13 +267,54 @@ class LogsQueryServer(SimulatedHttpServer):
         self._schema = schema
         self._clock = clock
         self.workspace_id = workspace_id
+        self._workspaces: dict[str, Workspace] = {
+            workspace_id.lower(): Workspace(workspace_id, ingestion.default_dcr, self._faults)
+        }
         self.latency_seconds = 0.0
         self.read_access = True
         self.route("POST", r"/v1/workspaces/(?P<workspace>[^/]+)/query", self._query)
 
+    def add_workspace(self, workspace_id: str, dcr: DataCollectionRule) -> Workspace:
+        """Answer for ``workspace_id`` too, from the rows ``dcr`` accepted."""
+        workspace = Workspace(workspace_id, dcr, FaultQueue())
+        self._workspaces[workspace_id.lower()] = workspace
+        return workspace
+
+    def remove_workspace(self, workspace_id: str) -> None:
+        """Stop answering for an added workspace (404 WorkspaceNotFoundError)."""
+        if workspace_id.lower() == self.workspace_id.lower():
+            raise ValueError("the default workspace cannot be removed")
+        self._workspaces.pop(workspace_id.lower(), None)
+
+    def workspace_requests(
+        self, workspace_id: str, path: str | None = None, method: str | None = None
+    ) -> list[RequestRecord]:
+        """The requests to one workspace (the default one's: ``requests()``)."""
+        if workspace_id.lower() == self.workspace_id.lower():
+            return self.requests(path, method)
+        return self.scoped_requests(workspace_id.lower(), path, method)
+
+    def _workspace_of(self, request: Request) -> Workspace | None:
+        match = _WORKSPACE_IN_PATH.match(request.path)
+        return None if match is None else self._workspaces.get(match["workspace"].lower())
+
+    def scope_of(self, request: Request) -> str | None:
+        """An added workspace's id (lower case) when the request names it; else ``None``."""
+        workspace = self._workspace_of(request)
+        if workspace is None or workspace.faults is self._faults:
+            return None
+        return workspace.workspace_id.lower()
+
+    def fault_queue_for(self, request: Request) -> FaultQueue:
+        """The faults of the workspace the request names (the default workspace's otherwise)."""
+        workspace = self._workspace_of(request)
+        return self._faults if workspace is None else workspace.faults
+
     def reset(self) -> None:
-        """Clear faults and logs; restore latency and access."""
+        """Clear faults and logs; restore latency and access (workspaces stay)."""
         super().reset()
+        for workspace in list(self._workspaces.values()):
+            workspace.faults.clear()
         self.latency_seconds = 0.0
         self.read_access = True
 
@@ -243,7 +333,8 @@ class LogsQueryServer(SimulatedHttpServer):
             return self._error(
                 401, "InvalidTokenError", f"The provided authentication is not valid ({claims})."
             )
-        if request.params["workspace"] != self.workspace_id:
+        workspace = self._workspaces.get(request.params["workspace"].lower())
+        if workspace is None:
             return self._error(404, "WorkspaceNotFoundError", "The workspace could not be found")
         if not self.read_access:
             return self._error(
@@ -261,17 +352,20 @@ class LogsQueryServer(SimulatedHttpServer):
         if parsed is None or parsed[0] != self._schema.table:
             return self._error(400, "BadArgumentError", "The request had some invalid properties")
         ids, columns, match_column = set(parsed.values), parsed.projected, parsed.column
-        if any(c not in self._schema.column_names for c in columns):
+        filters = parsed.filters
+        if any(c not in self._schema.column_names for c in (*columns, *(name for name, _ in filters))):
             return self._error(400, "SemanticError", "A semantic error occurred.")
         start, end = self._timespan(body.get("timespan"))
         now_mono = time.monotonic()
         rows: list[list[Any]] = []
-        for batch in self._ingestion.batches():
+        for batch in workspace.dcr.batches():
             if batch.time + self.latency_seconds > now_mono:
                 continue  # not queryable yet
             arrived = self._clock() - timedelta(seconds=now_mono - batch.time)
             for row in batch.rows:
                 if row.get(match_column) not in ids:
+                    continue
+                if any(row.get(name) != value for name, value in filters):
                     continue
                 generated = _parse_time(str(row["TimeGenerated"]))
                 if generated < arrived - timedelta(days=2):

@@ -18,7 +18,12 @@ from azure.monitor.ingestion import LogsIngestionClient
 from azure.monitor.query import LogsQueryClient
 
 from connector.simulator import Simulator
-from connector.simulator.logs_query import KqlSyntaxError, parse_presence_query, parse_string_list
+from connector.simulator.logs_query import (
+    KqlSyntaxError,
+    PresenceQuery,
+    parse_presence_query,
+    parse_string_list,
+)
 from connector.workspace import presence_query, stored_query
 
 pytestmark = pytest.mark.integration
@@ -79,13 +84,15 @@ def test_malformed_literals_are_syntax_errors(text):
 
 
 def test_only_the_presence_query_shape_is_understood():
-    assert parse_presence_query(presence_query("T", ["a"])) == (
+    assert parse_presence_query(presence_query("T", ["a"])) == PresenceQuery(
         "T",
         ["a"],
         ["MessageTraceId", "RecipientAddress", "Status", "StatusRevision"],
         "MessageTraceId",
     )
-    assert parse_presence_query(stored_query("T", ["f00d"])) == ("T", ["f00d"], ["RowId"], "RowId")
+    assert parse_presence_query(stored_query("T", ["f00d"])) == PresenceQuery(
+        "T", ["f00d"], ["RowId"], "RowId"
+    )
     assert parse_presence_query('T | where MessageTraceId in ("a") | summarize count()') is None
     assert parse_presence_query("T | take 10") is None
     assert parse_presence_query(42) is None
