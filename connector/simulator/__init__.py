@@ -14,6 +14,19 @@ throw-away CA and one shared data clock:
 
 and hands out the environment the connector reads. Every server has the fault
 injection, ``on_request`` hook and request log of :mod:`.http`.
+
+Many tenants, one deployment: :meth:`Simulator.add_tenant` adds a customer tenant
+(:class:`SimulatedTenant`) served by the same servers: Entra knows it and has the
+default apps consented there, Graph keeps its own records, quota, domains, flags and
+faults (chosen by the token's ``tid``), ingestion gets its own DCR and the query API its
+own workspace. The simulator's own attributes (``sim.graph.add``, ``sim.ingestion.rows``,
+...) stay those of the default tenant (:attr:`Simulator.default_tenant`).
+:meth:`SimulatedTenant.tenant_entry` is its entry of the connector's ``TENANTS`` setting.
+
+Federated identity credential: the managed identity endpoint issues a token for
+``api://AzureADTokenExchange``, and the multi-tenant app (``client_id``, also
+``federated_client_id``) has a federated credential trusting that identity, so
+``client_assertion`` = that token signs the app in to any tenant it is consented in.
 :mod:`.traffic` generates realistic rows; :mod:`.azurite` starts Azurite for blob state.
 :mod:`.local` and ``python -m connector.simulator`` run it for a local trial.
 
@@ -28,20 +41,29 @@ Example::
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
 import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 from connector.schema import TableSchema, load_health_schema, load_table_schema
 
-from .entra import GRAPH_RESOURCE, MONITOR_RESOURCE, Claims, EntraServer, ManagedIdentityServer
-from .graph import DEFAULT_LOCAL_DOMAINS, GraphServer, MessageTraceStore, StatusCase
+from .entra import (
+    GRAPH_RESOURCE,
+    MONITOR_RESOURCE,
+    TOKEN_EXCHANGE_AUDIENCE,
+    Claims,
+    EntraServer,
+    ManagedIdentityServer,
+)
+from .graph import DEFAULT_LOCAL_DOMAINS, GraphServer, GraphTenant, MessageTraceStore, StatusCase
 from .http import Request, Response, SimulatedHttpServer
-from .ingestion import IngestionServer
+from .ingestion import DataCollectionRule, IngestionServer
 from .logs_query import LogsQueryServer
 from .tls import ClientCertificate, TestCertificateAuthority
 from .traffic import generate_traffic, plan_status_changes, realistic_visibility
@@ -54,6 +76,7 @@ __all__ = [
     "Request",
     "Response",
     "SimulatedHttpServer",
+    "SimulatedTenant",
     "Simulator",
     "TestCertificateAuthority",
     "generate_traffic",
@@ -67,6 +90,86 @@ DEFAULT_TENANT_ID = "4f1c3a6e-8d2b-4c7a-9e5f-1b2d3c4e5f60"
 DEFAULT_CLIENT_ID = "0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c6d"
 DEFAULT_CERT_CLIENT_ID = "5e4d3c2b-1a09-4f8e-b7d6-c5b4a3928170"
 DEFAULT_MI_CLIENT_ID = "9c8b7a69-5847-4362-a514-0f1e2d3c4b5a"
+TOKEN_EXCHANGE_SCOPE = f"{TOKEN_EXCHANGE_AUDIENCE}/.default"
+"""What ``ManagedIdentityCredential.get_token`` is asked for to get a federated client assertion."""
+_TENANT_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,22}[a-z0-9])?")
+
+
+def tenant_name_for(tenant_id: str) -> str:
+    """The default ``TENANTS`` name of a tenant: ``t-`` and the first 8 hex digits of its id."""
+    return "t-" + re.sub(r"[^0-9a-f]", "", tenant_id.lower())[:8]
+
+
+class SimulatedTenant:
+    """One customer tenant of a :class:`Simulator`: its Entra tenant, Graph data, DCR and workspace.
+
+    Attributes:
+        tenant_id: the tenant GUID (tokens issued for it carry it as ``tid``).
+        name: its ``TENANTS`` name.
+        graph: its side of Graph (:class:`~.graph.GraphTenant`: ``add``, ``rows``, ``quota``,
+            ``inject``, ``requests``, ``permission_granted``, ``domains``, ...).
+        ingestion: its DCR (:class:`~.ingestion.DataCollectionRule`: ``rows``, ``batches``,
+            ``request_count``, ``inject``, ``requests``, ``role_assigned``, ...).
+        dcr_immutable_id, workspace_id: its own destination and the workspace showing it.
+        local_domains: its own mail domains (Graph ``/domains`` lists them; give them to
+            ``generate_traffic(local_domains=...)``).
+    """
+
+    def __init__(
+        self,
+        sim: Simulator,
+        tenant_id: str,
+        name: str,
+        graph: GraphTenant,
+        ingestion: DataCollectionRule,
+        workspace_id: str,
+        local_domains: tuple[str, ...],
+    ) -> None:
+        self._sim = sim
+        self.tenant_id = tenant_id
+        self.name = name
+        self.graph = graph
+        self.ingestion = ingestion
+        self.dcr_immutable_id = ingestion.dcr_immutable_id
+        self.workspace_id = workspace_id
+        self.local_domains = local_domains
+
+    def __repr__(self) -> str:
+        return f"SimulatedTenant(name={self.name!r}, tenant_id={self.tenant_id!r})"
+
+    @property
+    def authority(self) -> str:
+        """msal authority URL of this tenant: ``{entra}/{tenant}``."""
+        return f"{self._sim.entra.url}/{self.tenant_id}"
+
+    def withdraw_consent(self, client_id: str | None = None) -> None:
+        """Delete the app's service principal here (default: both default apps): AADSTS700016 from now on."""
+        for app in (client_id,) if client_id else (self._sim.client_id, self._sim.cert_client_id):
+            self._sim.entra.withdraw_consent(self.tenant_id, app)
+
+    def grant_consent(self, client_id: str | None = None) -> None:
+        """Consent (again) to the app here (default: both default apps)."""
+        for app in (client_id,) if client_id else (self._sim.client_id, self._sim.cert_client_id):
+            self._sim.entra.consent(self.tenant_id, app)
+
+    def tenant_entry(self, own_destination: bool = True) -> dict[str, Any]:
+        """This tenant's entry of the connector's ``TENANTS`` setting.
+
+        Args:
+            own_destination: with ``ingestionEndpoint``, ``dcrImmutableId`` and ``workspaceId``
+                of its own DCR and workspace; ``False``: the deployment's table (shared).
+        """
+        entry: dict[str, Any] = {"name": self.name, "tenantId": self.tenant_id}
+        if own_destination:
+            entry.update(
+                {
+                    "ingestionEndpoint": self._sim.ingestion.url,
+                    "dcrImmutableId": self.dcr_immutable_id,
+                    "workspaceId": self.workspace_id,
+                }
+            )
+        entry["localDomains"] = list(self.local_domains)
+        return entry
 
 
 class ManualClock:
@@ -124,11 +227,14 @@ class Simulator:
 
     Attributes:
         ca, entra, managed_identity, graph, ingestion, logs_query: the parts.
-        client_id, client_secret: the confidential app (secret credential).
-        cert_client_id, client_certificate: an app using a certificate.
-        managed_identity_client_id: the system-assigned managed identity.
+        client_id, client_secret: the confidential app (secret credential); multi-tenant,
+            consented in every tenant, and with a federated credential trusting the managed
+            identity (so ``federated_client_id`` is the same app).
+        cert_client_id, client_certificate: an app using a certificate (consented everywhere too).
+        managed_identity_client_id: the system-assigned managed identity (home tenant).
         dcr_immutable_id, stream_name, schema: the ingestion target.
         workspace_id: the workspace the logs query API answers for.
+        default_tenant: the home tenant as a :class:`SimulatedTenant`.
     """
 
     def __init__(
@@ -187,12 +293,141 @@ class Simulator:
             self.ca.close()
             raise
         self._defaults = (token_lifetime, status_case, graph_quota, publication_delay)
+        self.default_tenant = SimulatedTenant(
+            self,
+            tenant_id,
+            tenant_name_for(tenant_id),
+            self.graph.default_tenant,
+            self.ingestion.default_dcr,
+            self.workspace_id,
+            LOCAL_DOMAINS,
+        )
+        self._added: dict[str, SimulatedTenant] = {}
+        self._tenants_lock = threading.Lock()
 
     def _register_default_identities(self) -> None:
         """(Re-)register the secret app, the certificate app and the managed identity."""
         self.entra.register_app(self.client_id, secret=self.client_secret)
         self.entra.register_app(self.cert_client_id, certificate_pem=self.client_certificate.certificate_pem)
         self.entra.register_managed_identity(self.managed_identity_client_id)
+        if self._started:
+            self._register_federation()
+
+    def _register_federation(self) -> None:
+        """The multi-tenant app trusts the managed identity (needs Entra's URL: after start)."""
+        self.entra.add_federated_credential(
+            self.federated_client_id,
+            issuer=self.entra.exchange_issuer(),
+            subject=self.managed_identity_object_id,
+        )
+
+    @property
+    def federated_client_id(self) -> str:
+        """The app whose federated credential trusts the managed identity: ``client_id`` itself."""
+        return self.client_id
+
+    @property
+    def managed_identity_object_id(self) -> str:
+        """The managed identity's object (principal) id: the subject of its exchange token."""
+        identity = self.entra.managed_identity(self.managed_identity_client_id)
+        if identity is None:
+            raise RuntimeError("the default managed identity is not registered")
+        return identity.object_id
+
+    # ---------------------------------------------------------------- tenants
+    def add_tenant(
+        self,
+        tenant_id: str | None = None,
+        *,
+        name: str | None = None,
+        domains: tuple[str, ...] | None = None,
+        graph_quota: tuple[int, float] | None = None,
+        publication_delay: timedelta | None = None,
+    ) -> SimulatedTenant:
+        """Add a customer tenant served by the same servers; returns it.
+
+        Entra learns the tenant and both default apps get its admin consent (own service
+        principals, same client ids, secret and certificate); Graph serves its records
+        (empty), quota, domains and flags; ingestion gets a new DCR with the same streams
+        and the query API a new workspace showing that DCR's rows.
+
+        Args:
+            tenant_id: its GUID (default: a new one).
+            name: its ``TENANTS`` name (default ``t-`` + the id's first 8 hex digits).
+            domains: its mail domains (default ``<name>.example.com`` and ``<name>.example.net``).
+            graph_quota: ``(requests, seconds)`` of its Graph quota (default: the simulator's).
+            publication_delay: its Graph publication delay (default: the simulator's).
+
+        Raises:
+            ValueError: the id or name is taken, or the name breaks the ``TENANTS`` rules.
+        """
+        tid = tenant_id or str(uuid.uuid4())
+        label = name or tenant_name_for(tid)
+        if not _TENANT_NAME.fullmatch(label) or "--" in label:
+            raise ValueError(f"tenant name {label!r} breaks the TENANTS rules ([a-z0-9-], 1-24, no --)")
+        own_domains = (
+            tuple(domains) if domains is not None else (f"{label}.example.com", f"{label}.example.net")
+        )
+        _, _, default_quota, default_delay = self._defaults
+        with self._tenants_lock:
+            taken = [self.default_tenant, *self._added.values()]
+            if any(t.tenant_id.lower() == tid.lower() for t in taken):
+                raise ValueError(f"tenant {tid} exists already")
+            if any(t.name == label for t in taken):
+                raise ValueError(f"a tenant is named {label!r} already")
+            self.entra.add_tenant(tid)
+            for client_id in (self.client_id, self.cert_client_id):
+                self.entra.consent(tid, client_id)
+            graph = self.graph.add_tenant(
+                tid,
+                quota=graph_quota or default_quota,
+                publication_delay=default_delay if publication_delay is None else publication_delay,
+                domains=own_domains,
+                initial_domain=f"{label}.onmicrosoft.com",
+            )
+            dcr = self.ingestion.add_dcr()
+            workspace_id = str(uuid.uuid4())
+            self.logs_query.add_workspace(workspace_id, dcr)
+            tenant = SimulatedTenant(self, tid, label, graph, dcr, workspace_id, own_domains)
+            self._added[tid.lower()] = tenant
+        return tenant
+
+    def remove_tenant(self, tenant: SimulatedTenant | str) -> None:
+        """Forget an added tenant everywhere (Entra, Graph, its DCR and workspace)."""
+        tid = tenant.tenant_id if isinstance(tenant, SimulatedTenant) else tenant
+        with self._tenants_lock:
+            removed = self._added.pop(tid.lower(), None)
+        if removed is None:
+            raise KeyError(f"no added tenant {tid}")
+        self.entra.remove_tenant(removed.tenant_id)
+        self.graph.remove_tenant(removed.tenant_id)
+        self.ingestion.remove_dcr(removed.dcr_immutable_id)
+        self.logs_query.remove_workspace(removed.workspace_id)
+
+    @property
+    def tenants(self) -> tuple[SimulatedTenant, ...]:
+        """Every tenant, the default one first."""
+        with self._tenants_lock:
+            return (self.default_tenant, *self._added.values())
+
+    def tenant(self, key: str) -> SimulatedTenant:
+        """A tenant by id (any case) or name (KeyError if none)."""
+        for tenant in self.tenants:
+            if key.lower() in (tenant.tenant_id.lower(), tenant.name):
+                return tenant
+        raise KeyError(key)
+
+    def tenants_setting(self, own_destination: bool = True) -> str:
+        """The ``TENANTS`` value (JSON) listing every tenant, the default one first.
+
+        Args:
+            own_destination: each added tenant with its own DCR and workspace; ``False``:
+                every tenant writes to the deployment's table (shared). The default tenant's
+                entry never names a destination (it is the deployment's own).
+        """
+        entries = [self.default_tenant.tenant_entry(own_destination=False)]
+        entries += [tenant.tenant_entry(own_destination) for tenant in self.tenants[1:]]
+        return json.dumps(entries, separators=(",", ":"))
 
     # -------------------------------------------------------------- lifecycle
     @property
@@ -212,6 +447,7 @@ class Simulator:
                 self.stop()
                 raise
             self._started = True
+            self._register_federation()
         return self
 
     def stop(self) -> None:
@@ -304,9 +540,12 @@ class Simulator:
         """Clear data, faults, logs, counters and quota; restore default flags.
 
         Registered apps, secrets, the CA, URLs and the clock are kept, so one
-        running simulator can serve many tests.
+        running simulator can serve many tests. Tenants added with :meth:`add_tenant`
+        are removed; the default tenant's consent is restored.
         """
         token_lifetime, status_case, graph_quota, publication_delay = self._defaults
+        for tenant in self.tenants[1:]:
+            self.remove_tenant(tenant)
         for server in self.servers:
             server.reset()
         self.entra.token_lifetime = token_lifetime

@@ -264,6 +264,11 @@ class EntraServer(SimulatedHttpServer):
             app.certificates.append(x509.load_pem_x509_certificate(certificate_pem))
         with self._state_lock:
             self._apps[app.client_id] = app
+            self._home_withdrawn.discard(app.client_id)
+            for key in [k for k in self._principals if k[1] == app.client_id]:
+                # A new registration's object ids are new: keep the consents, with fresh principals.
+                old = self._principals[key]
+                self._principals[key] = ServicePrincipal(app.client_id, old.tenant_id)
         return app
 
     def app(self, client_id: str) -> RegisteredApp:
