@@ -428,6 +428,7 @@ def _stored(
     result = client.query_workspace(
         workspace, query or stored_query("EmailEvents_CL", row_ids), timespan=window
     )
+    assert isinstance(result, LogsQueryResult)
     return {str(row[0]) for table in result.tables for row in table.rows}
 
 
