@@ -34,7 +34,7 @@ def _rows(rng: random.Random, count: int) -> list[dict[str, Any]]:
 
 def _scan(
     rows: list[dict[str, Any]], visible: dict[str, datetime], start: datetime, end: datetime, now: datetime
-):
+) -> list[str]:
     """The answer by definition: visible rows in range, newest first, ties by (id, recipient lower-cased)."""
 
     def received(row: dict[str, Any]) -> datetime:
