@@ -7,6 +7,11 @@ clock reaches it, 5-10 minutes late, like the real service), prints the complete
 connector environment as ``export K=V`` lines (also written to ``STATE_DIR/env.sh``),
 and serves until Ctrl-C. ``rows`` prints what the simulated workspace stored, as JSON
 lines, with a summary (rows, distinct RowId, duplicates, per status) on stderr.
+
+``serve --tenants N`` adds N-1 customer tenants, each with its own traffic (its own
+domains), DCR and workspace, and puts the connector's ``TENANTS`` setting listing all N
+in the environment (``--shared-table``: every tenant writes to the deployment's table).
+``rows --dcr ID`` shows what one tenant's own DCR stored.
 """
 
 from __future__ import annotations
@@ -70,15 +75,29 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--env-file", type=Path, help="also write the environment to this .env file (K='V' lines)"
     )
+    serve.add_argument(
+        "--tenants",
+        type=_positive,
+        default=1,
+        help="customer tenants, each with its own traffic; more than 1 sets TENANTS (default 1)",
+    )
+    serve.add_argument(
+        "--shared-table",
+        action="store_true",
+        help="with --tenants: every tenant writes to the deployment's DCR (default: each its own DCR)",
+    )
     _state_dir_option(serve)
     rows = commands.add_parser(
         "rows", help="the rows the running simulator's workspace stored, as JSON lines"
     )
     rows.add_argument("--output", type=Path, help="write the JSON lines to this file (default stdout)")
+    rows.add_argument(
+        "--dcr", help="the rows of this DCR (a tenant's dcrImmutableId; default: the deployment's)"
+    )
     _state_dir_option(rows)
     args = parser.parse_args(argv)
     if args.command == "rows":
-        return _rows(args.state_dir, args.output)
+        return _rows(args.state_dir, args.output, args.dcr)
     return _serve(args)
 
 
@@ -141,6 +160,14 @@ def _serve(args: argparse.Namespace) -> int:
         with Simulator() as sim:
             sim.graph.add(rows, visible_at=realistic_visibility(args.seed))
             sim.graph.schedule(plan_status_changes(rows, seed=args.seed))
+            for index in range(1, args.tenants):
+                tenant = sim.add_tenant()
+                seed = args.seed + index
+                traffic = generate_traffic(
+                    start, end, messages, seed=seed, local_domains=tenant.local_domains
+                )
+                tenant.graph.add(traffic, visible_at=realistic_visibility(seed))
+                tenant.graph.schedule(plan_status_changes(traffic, seed=seed))
             bundle = write_ca_bundle(state_dir, Path(sim.ca_bundle_path).read_text(encoding="utf-8"))
             env = local_environment(
                 sim.connector_env(),
@@ -149,6 +176,8 @@ def _serve(args: argparse.Namespace) -> int:
                 storage=storage,
                 initial_lookback_hours=48,
             )
+            if args.tenants > 1:
+                env["TENANTS"] = sim.tenants_setting(own_destination=not args.shared_table)
             write_private(state_dir / ENV_SCRIPT_NAME, shell_exports(env))
             if args.env_file is not None:
                 write_private(args.env_file.resolve(), dotenv(env))
@@ -156,7 +185,10 @@ def _serve(args: argparse.Namespace) -> int:
                 state_dir
             )
             sys.stdout.write(shell_exports(env))
-            sys.stdout.write(f"# ready: {len(rows)} trace rows, state in {state_dir}\n")
+            total = sum(len(tenant.graph.rows()) for tenant in sim.tenants)
+            sys.stdout.write(
+                f"# ready: {total} trace rows in {len(sim.tenants)} tenant(s), state in {state_dir}\n"
+            )
             sys.stdout.flush()
             print(
                 f"# {len(rows)} trace rows from {start:%Y-%m-%d %H:%M}Z to {end:%Y-%m-%d %H:%M}Z; "
@@ -179,7 +211,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rows(state_dir: Path, output: Path | None) -> int:
+def _rows(state_dir: Path, output: Path | None, dcr: str | None = None) -> int:
     """Fetch the stored rows from the running simulator; JSON lines out, summary on stderr."""
     running = RunningSimulator.load(state_dir)
     if running is None:
@@ -192,6 +224,7 @@ def _rows(state_dir: Path, output: Path | None) -> int:
     try:
         response = requests.get(
             running.admin_url,
+            params={"dcr": dcr} if dcr else None,
             headers={ADMIN_TOKEN_HEADER: running.admin_token},
             verify=str(state_dir / CA_BUNDLE_NAME),
             timeout=60,

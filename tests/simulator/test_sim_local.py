@@ -210,3 +210,69 @@ def test_admin_rows_route_wants_the_admin_token(sim: Simulator) -> None:
     assert answer.status_code == 200
     assert answer.text == ""
     assert all(ADMIN_TOKEN_HEADER.lower() not in r.headers for r in sim.ingestion.requests())
+
+
+def test_serve_with_tenants_sets_tenants_and_gives_each_tenant_its_own_traffic(tmp_path: Path) -> None:
+    import msal
+
+    state = tmp_path / "state"
+    with serving(state, "--no-azurite", "--tenants", "3") as (exports, _):
+        tenants = json.loads(exports["TENANTS"])
+        assert [entry["tenantId"] for entry in tenants][0] == exports["TENANT_ID"]
+        assert len({entry["name"] for entry in tenants}) == len({entry["tenantId"] for entry in tenants}) == 3
+        assert set(tenants[0]) == {"name", "tenantId", "localDomains"}  # the deployment's own destination
+        for entry in tenants[1:]:
+            assert entry["ingestionEndpoint"] == exports["INGESTION_ENDPOINT"]
+            assert entry["dcrImmutableId"] not in (
+                exports["DCR_IMMUTABLE_ID"],
+                tenants[0].get("dcrImmutableId"),
+            )
+            assert entry["workspaceId"] != exports["WORKSPACE_ID"]
+        seen: list[set[str]] = []
+        session = requests.Session()
+        session.verify = exports["REQUESTS_CA_BUNDLE"]
+        session.trust_env = False  # else this process's own REQUESTS_CA_BUNDLE (if any) wins over verify
+        for entry in tenants:
+            app = msal.ConfidentialClientApplication(
+                exports["CLIENT_ID"],
+                client_credential=exports["CLIENT_SECRET"],
+                authority=f"{exports['AUTHORITY_HOST']}/{entry['tenantId']}",
+                instance_discovery=False,
+                http_client=session,
+            )
+            token = app.acquire_token_for_client([exports["GRAPH_SCOPE"]])["access_token"]
+            page = session.get(
+                exports["GRAPH_BASE_URL"] + "/v1.0/admin/exchange/tracing/messageTraces",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10,
+            )
+            assert page.status_code == 200, page.text
+            rows = page.json()["value"]
+            assert rows
+            addresses = {row[key].lower() for row in rows for key in ("senderAddress", "recipientAddress")}
+            own_domains = tuple("@" + domain for domain in entry["localDomains"])
+            theirs = tuple("@" + d for other in tenants if other is not entry for d in other["localDomains"])
+            assert any(address.endswith(own_domains) for address in addresses)
+            assert not any(address.endswith(theirs) for address in addresses)
+            seen.append({row["id"] for row in rows})
+        assert not seen[0] & seen[1]  # each tenant its own mail
+        assert not seen[1] & seen[2]
+        rows_cmd = [sys.executable, "-m", "connector.simulator", "rows", "--state-dir", str(state)]
+        own = subprocess.run(
+            [*rows_cmd, "--dcr", tenants[1]["dcrImmutableId"]],
+            cwd=tmp_path,
+            env=_base_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert own.returncode == 0, own.stderr
+        assert own.stdout == ""
+        assert own.stderr.startswith("rows 0,")
+
+
+def test_serve_with_a_shared_table_lists_no_destinations(tmp_path: Path) -> None:
+    with serving(tmp_path / "state", "--no-azurite", "--tenants", "2", "--shared-table") as (exports, _):
+        tenants = json.loads(exports["TENANTS"])
+        assert [set(entry) for entry in tenants] == [{"name", "tenantId", "localDomains"}] * 2
