@@ -184,22 +184,22 @@ def _serve(args: argparse.Namespace) -> int:
             RunningSimulator(f"{sim.ingestion.url}/admin/rows", sim.ingestion.admin_token, os.getpid()).save(
                 state_dir
             )
-            sys.stdout.write(shell_exports(env))
-            total = sum(len(tenant.graph.rows()) for tenant in sim.tenants)
-            sys.stdout.write(
-                f"# ready: {total} trace rows in {len(sim.tenants)} tenant(s), state in {state_dir}\n"
-            )
-            sys.stdout.flush()
-            print(
-                f"# {len(rows)} trace rows from {start:%Y-%m-%d %H:%M}Z to {end:%Y-%m-%d %H:%M}Z; "
-                f"storage: {'file store' if azurite is None else 'Azurite'}. In another shell:\n"
-                f"#   . {state_dir / ENV_SCRIPT_NAME} && python -m connector run\n"
-                f"#   python -m connector.simulator rows --state-dir {state_dir} --output rows.jsonl\n"
-                "# Ctrl-C to stop (the CA bundle and env.sh stay)",
-                file=sys.stderr,
-            )
             signal.signal(signal.SIGTERM, on_signal)
-            try:
+            try:  # Ctrl-C may come as soon as the ready line is out, even before it is all written
+                sys.stdout.write(shell_exports(env))
+                total = sum(len(tenant.graph.rows()) for tenant in sim.tenants)
+                sys.stdout.write(
+                    f"# ready: {total} trace rows in {len(sim.tenants)} tenant(s), state in {state_dir}\n"
+                )
+                sys.stdout.flush()
+                print(
+                    f"# {len(rows)} trace rows from {start:%Y-%m-%d %H:%M}Z to {end:%Y-%m-%d %H:%M}Z; "
+                    f"storage: {'file store' if azurite is None else 'Azurite'}. In another shell:\n"
+                    f"#   . {state_dir / ENV_SCRIPT_NAME} && python -m connector run\n"
+                    f"#   python -m connector.simulator rows --state-dir {state_dir} --output rows.jsonl\n"
+                    "# Ctrl-C to stop (the CA bundle and env.sh stay)",
+                    file=sys.stderr,
+                )
                 while not stop.wait(0.5):
                     pass
             except KeyboardInterrupt:
