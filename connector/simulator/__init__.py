@@ -19,8 +19,10 @@ Many tenants, one deployment: :meth:`Simulator.add_tenant` adds a customer tenan
 (:class:`SimulatedTenant`) served by the same servers: Entra knows it and has the
 default apps consented there, Graph keeps its own records, quota, domains, flags and
 faults (chosen by the token's ``tid``), ingestion gets its own DCR and the query API its
-own workspace. The simulator's own attributes (``sim.graph.add``, ``sim.ingestion.rows``,
-...) stay those of the default tenant (:attr:`Simulator.default_tenant`).
+own workspace. Those (like the default ones) belong to the deployment's Azure tenant: they
+take the home tenant's tokens only, the deployment identity's. The simulator's own
+attributes (``sim.graph.add``, ``sim.ingestion.rows``, ...) stay those of the default
+tenant (:attr:`Simulator.default_tenant`).
 :meth:`SimulatedTenant.tenant_entry` is its entry of the connector's ``TENANTS`` setting.
 
 Federated identity credential: the managed identity endpoint issues a token for
@@ -284,10 +286,17 @@ class Simulator:
                 self.dcr_immutable_id,
                 self.schema,
                 (self.health_schema,),
+                tenant_id=tenant_id,
             )
             self.workspace_id = str(uuid.uuid4())
             self.logs_query = LogsQueryServer(
-                context, self.entra.validate_bearer, self.ingestion, self.schema, self.workspace_id, self.now
+                context,
+                self.entra.validate_bearer,
+                self.ingestion,
+                self.schema,
+                self.workspace_id,
+                self.now,
+                tenant_id=tenant_id,
             )
         except BaseException:
             self.ca.close()

@@ -191,6 +191,8 @@ class IngestionServer(SimulatedHttpServer):
         dcr_immutable_id: the default DCR (:meth:`add_dcr` adds more).
         schema: the mail table's schema (``rows()`` and ``/admin/rows`` serve it).
         other_schemas: further tables, each fed by its own stream of the same DCR (the health rows).
+        tenant_id: the Azure tenant the DCRs belong to: a token of another tenant (a customer
+            tenant's Graph credential used by mistake) is refused 401; ``None`` takes any.
 
     Attributes (settable at any time; those of the default DCR, :attr:`default_dcr`):
         role_assigned: ``False`` answers 403 (no Monitoring Metrics Publisher).
@@ -212,9 +214,11 @@ class IngestionServer(SimulatedHttpServer):
         dcr_immutable_id: str,
         schema: TableSchema,
         other_schemas: tuple[TableSchema, ...] = (),
+        tenant_id: str | None = None,
     ) -> None:
         super().__init__("ingestion", ssl_context)
         self._validate = validate_token
+        self.tenant_id = tenant_id
         self.schema = schema
         self.schemas = {each.stream: each for each in (schema, *other_schemas)}
         self.dcr_immutable_id = dcr_immutable_id
@@ -405,6 +409,13 @@ class IngestionServer(SimulatedHttpServer):
                 401,
                 "InvalidToken",
                 messages.get(claims, f"The provided authentication token is not valid ({claims})."),
+            )
+        if self.tenant_id is not None and claims.tid.lower() != self.tenant_id.lower():
+            raise IngestionError(
+                401,
+                "InvalidToken",
+                f"The provided authentication token was issued by tenant '{claims.tid}', not by the tenant "
+                f"'{self.tenant_id}' of the data collection rule.",
             )
         dcr = request.params["dcr"]
         with self._dcrs_lock:

@@ -260,9 +260,12 @@ class LogsQueryServer(SimulatedHttpServer):
         schema: TableSchema,
         workspace_id: str,
         clock: Callable[[], datetime],
+        tenant_id: str | None = None,
     ) -> None:
         super().__init__("logs-query", ssl_context)
         self._validate = validate_token
+        self.tenant_id = tenant_id
+        """The workspaces' Azure tenant: tokens of other tenants are refused (``None``: any)."""
         self._ingestion = ingestion
         self._schema = schema
         self._clock = clock
@@ -332,6 +335,12 @@ class LogsQueryServer(SimulatedHttpServer):
         if isinstance(claims, str):
             return self._error(
                 401, "InvalidTokenError", f"The provided authentication is not valid ({claims})."
+            )
+        if self.tenant_id is not None and claims.tid.lower() != self.tenant_id.lower():
+            return self._error(
+                401,
+                "InvalidTokenError",
+                f"The provided authentication is not valid for this resource: issued by tenant '{claims.tid}'.",
             )
         workspace = self._workspaces.get(request.params["workspace"].lower())
         if workspace is None:

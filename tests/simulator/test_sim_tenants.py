@@ -547,3 +547,32 @@ def test_names_and_ids_are_checked(sim: Simulator, other: SimulatedTenant) -> No
         sim.add_tenant(name="fabrikam-eu")
     with pytest.raises(ValueError, match="exists"):
         sim.add_tenant(other.tenant_id)
+
+
+def test_dcrs_and_workspaces_refuse_a_customer_tenants_token(
+    sim: Simulator, other: SimulatedTenant, query_client: LogsQueryClient
+) -> None:
+    # The deployment identity (home tenant) writes everywhere; a customer tenant's credential must not.
+    customer = ClientSecretCredential(
+        other.tenant_id,
+        sim.client_id,
+        sim.client_secret,
+        authority=sim.entra.url,
+        disable_instance_discovery=True,
+    )
+    for dcr in (sim.dcr_immutable_id, other.dcr_immutable_id):
+        with pytest.raises(HttpResponseError) as refused:
+            _upload(sim, customer, dcr, [_mail_row(sim, "x")])
+        assert refused.value.status_code == 401
+    assert other.ingestion.rows() == []
+    with (
+        LogsQueryClient(
+            customer,
+            endpoint=sim.logs_query.url,
+            credential_scopes=["https://api.loganalytics.io/.default"],
+            connection_verify=sim.ca_bundle_path,
+            retry_total=0,
+        ) as client,
+        pytest.raises(HttpResponseError, match="InvalidTokenError"),
+    ):
+        _stored(client, other.workspace_id, ["x"])
