@@ -219,6 +219,8 @@ class TokenRequestRecord:
     scope: str
     credential: str  # "secret", "assertion", "none"
     status: int
+    tenant: str = ""
+    """The tenant in the request's path, as sent."""
 
 
 class EntraServer(SimulatedHttpServer):
@@ -401,9 +403,13 @@ class EntraServer(SimulatedHttpServer):
         with self._state_lock:
             return list(self._token_log)
 
-    def token_request_count(self, client_id: str | None = None) -> int:
-        """Token endpoint calls (any outcome), for one client or all."""
-        return sum(1 for r in self.token_requests() if client_id in (None, r.client_id))
+    def token_request_count(self, client_id: str | None = None, tenant: str | None = None) -> int:
+        """Token endpoint calls (any outcome), for one client or all, in one tenant or all."""
+        return sum(
+            1
+            for r in self.token_requests()
+            if client_id in (None, r.client_id) and (tenant is None or r.tenant.lower() == tenant.lower())
+        )
 
     def reset(self) -> None:
         """Clear logs and faults (apps and keys stay registered)."""
@@ -613,6 +619,7 @@ class EntraServer(SimulatedHttpServer):
             scope=form.get("scope", ""),
             credential="assertion" if form.get("client_assertion") else ("secret" if secret else "none"),
             status=response.status,
+            tenant=request.params["tenant"],
         )
         with self._state_lock:
             self._token_log.append(record)

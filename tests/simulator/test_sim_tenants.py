@@ -142,6 +142,8 @@ def test_withdrawn_consent_refuses_one_tenant_only(sim: Simulator, other: Simula
 
     other.grant_consent()
     assert "access_token" in _secret_app(sim, other).acquire_token_for_client([GRAPH_SCOPE])
+    assert sim.entra.token_request_count(sim.client_id, tenant=other.tenant_id) == 2
+    assert sim.entra.token_request_count(sim.client_id, tenant=sim.tenant_id) == 1
 
 
 def test_the_home_tenant_can_lose_consent_too_and_reset_restores_it(sim: Simulator) -> None:
