@@ -80,7 +80,8 @@ from connector.transport import (
 logger = logging.getLogger(__name__)
 
 _CACHE: dict[tuple[object, ...], object] = {}
-_CACHE_LOCK = threading.Lock()
+# Re-entrant: building the Graph credential of federated_identity builds the managed identity credential.
+_CACHE_LOCK = threading.RLock()
 
 # The longest a run waits between two calls to Entra ID. The session lives as long as the
 # cached msal app or credential (many runs), so it cannot see a run's Deadline; a small

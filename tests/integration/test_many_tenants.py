@@ -6,6 +6,7 @@ The timer and the tenant queue's function are called the way the host calls them
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from collections import Counter
@@ -219,3 +220,134 @@ def test_a_single_tenant_feed_turned_into_a_tenant_of_the_list_continues_without
     assert code == 0, out
     assert len(sim.ingestion.rows()) == before  # the lookback re-read the same mail: nothing added
     assert containers(environment) == {environment["CHECKPOINT_CONTAINER"]}
+
+
+# ---- done when: three tenants and a 90-day backfill, beside the timer -----------------------------
+
+
+def _keys(rows) -> Counter:
+    return Counter((r["MessageTraceId"], r["RecipientAddress"].lower(), r["Status"]) for r in rows)
+
+
+def _graph_keys(tenant) -> set[tuple[str, str]]:
+    return {(r["id"], r["recipientAddress"].lower()) for r in tenant.graph.rows()}
+
+
+def _live_marks(names) -> dict[str, str]:
+    code, out = run_cli("status", "--json")
+    assert code == 0, out
+    return {
+        f["tenant"]: f["high_water_mark"]
+        for f in json.loads(out)
+        if f["feed"] == "live" and f["tenant"] in names
+    }
+
+
+def test_three_tenants_and_a_ninety_day_backfill_beside_the_timer_store_everything_once(
+    sim, environment, azurite_queues, monkeypatch
+):
+    """Two tenants share the deployment's table, one has its own DCR; Graph is read with the managed
+    identity as the multi-tenant app's federated credential; a 90-day backfill of one tenant runs
+    on the backfill queue while the timer keeps fanning out every tenant's live run."""
+    fabrikam = sim.add_tenant(name="fabrikam")
+    northwind = sim.add_tenant(name="northwind")
+    home = sim.default_tenant
+    tenants = (home, fabrikam, northwind)
+    entries = [home.tenant_entry(False), fabrikam.tenant_entry(True), northwind.tenant_entry(False)]
+    values = {
+        "STORAGE_CONNECTION_STRING": azurite_queues.connection_string,
+        "TENANT_QUEUE": f"tr-{uuid.uuid4().hex[:12]}",
+        "BACKFILL_QUEUE": f"bf-{uuid.uuid4().hex[:12]}",
+        "TENANTS": json.dumps(entries),
+        "GRAPH_AUTH_MODE": "federated_identity",
+        "CLIENT_ID": sim.federated_client_id,
+        "GRAPH_QUOTA_REQUESTS": "10000",  # pacing is the quota tests' subject; here: exactly once
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    env = {**environment, **values}
+    now = sim.now()
+    # Fabrikam has 90 days of history for its backfill; the others only what their live feeds read.
+    history = {
+        fabrikam: timedelta(days=89, hours=12),
+        home: timedelta(hours=5),
+        northwind: timedelta(hours=5),
+    }
+    for seed, tenant in enumerate(tenants, start=40):
+        tenant.graph.quota.limit = 10_000
+        tenant.graph.add(
+            generate_traffic(
+                now - history[tenant], now - timedelta(minutes=5), 900, tenant.local_domains, seed
+            )
+        )
+    functions = {
+        f.get_function_name(): f.get_user_function() for f in load_function_app().app.get_functions()
+    }
+    timer = functions["message_trace_sync"]
+    tenant_host = QueueHost(env["STORAGE_CONNECTION_STRING"], env["TENANT_QUEUE"], functions["tenant_feed"])
+    slice_host = QueueHost(
+        env["STORAGE_CONNECTION_STRING"], env["BACKFILL_QUEUE"], functions["backfill_slice"]
+    )
+    names = {tenant.name for tenant in tenants}
+
+    timer(TimerRequest())
+    assert [d.error for d in tenant_host.drain()] == [None, None, None]
+    start = now - timedelta(days=89, hours=18)
+    code, out = run_cli(
+        "backfill",
+        "--tenant",
+        "fabrikam",
+        "--start",
+        f"{start:%Y-%m-%dT%H:%M:%SZ}",
+        "--end",
+        f"{now:%Y-%m-%dT%H:%M:%SZ}",
+        "--on-azure",
+        "--slice-hours",
+        "24",
+    )
+    assert code == 0, out
+    marks = [_live_marks(names)]
+    ticks = 0
+    while True:
+        batch = []
+        for _ in range(15):
+            message = slice_host.receive()
+            if message is None:
+                break
+            batch.append(slice_host.process(message))
+        assert [d.error for d in batch if d.error] == []
+        for seed, tenant in enumerate(
+            tenants, start=100 + 3 * ticks
+        ):  # live mail keeps arriving, some of it late
+            moment = sim.now()
+            tenant.graph.add(
+                generate_traffic(
+                    moment - timedelta(minutes=4),
+                    moment - timedelta(seconds=70),
+                    8,
+                    tenant.local_domains,
+                    seed,
+                )
+            )
+        timer(TimerRequest())
+        assert [d.error for d in tenant_host.drain()] == [None, None, None]
+        ticks += 1
+        marks.append(_live_marks(names))
+        if not batch:
+            break
+
+    assert ticks >= 6
+    for before, after in itertools.pairwise(marks):  # no live feed stalled while the backfill ran
+        assert all(after[name] > before[name] for name in names), (before, after)
+    own = fabrikam.ingestion.rows()
+    shared = sim.ingestion.rows()
+    assert max(_keys(own).values()) == 1
+    assert max(_keys(shared).values()) == 1
+    assert {r["SourceTenantId"] for r in own} == {fabrikam.tenant_id}
+    for tenant in (home, northwind):
+        mine = [r for r in shared if r["SourceTenantId"] == tenant.tenant_id]
+        assert {(i, r) for i, r, _ in _keys(mine)} == _graph_keys(tenant), tenant.name
+    assert {(i, r) for i, r, _ in _keys(own)} == _graph_keys(fabrikam)
+    assert {r["SourceTenantId"] for r in shared} == {home.tenant_id, northwind.tenant_id}
+    assert slice_host.poison.get_queue_properties().approximate_message_count == 0
+    assert tenant_host.poison.get_queue_properties().approximate_message_count == 0

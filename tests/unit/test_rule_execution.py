@@ -673,6 +673,31 @@ def test_health_rule_alerts_on_dead_letters_and_possible_duplicates_once():
     assert later == []  # the next rule run does not count the same runs again
 
 
+def test_health_rule_judges_each_tenant_s_feed_on_its_own_when_several_share_the_table():
+    tenants = ("11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222")
+    rows = [{**row, "SourceTenantId": tenants[0]} for row in healthy_feed()]
+    failing = [{**row, "SourceTenantId": tenants[1]} for row in healthy_feed()]
+    for index in range(3):  # the second tenant's last three runs failed; the first's keep succeeding
+        failing[index] = {
+            **health_run(
+                timedelta(minutes=5 * index), Outcome="failed", Error="AADSTS700016", ErrorKind="permission"
+            ),
+            "SourceTenantId": tenants[1],
+        }
+
+    (alert,) = HealthWorkspace(rows + failing).run()
+
+    assert alert["Feed"] == f"live (tenant {tenants[1]})"
+    assert "3 failed runs in a row" in alert["Reasons"]
+
+
+def test_health_rule_keeps_the_plain_feed_name_for_one_tenant_across_the_upgrade_to_source_tenant_id():
+    rows = healthy_feed()
+    upgraded = [{**row, "SourceTenantId": "11111111-1111-1111-1111-111111111111"} for row in rows[:12]]
+
+    assert HealthWorkspace(upgraded + rows[12:]).run() == []
+
+
 def test_health_rule_alerts_on_a_streak_of_failed_runs_not_on_one():
     def failing(count: int) -> list[dict[str, Any]]:
         rows = healthy_feed()
