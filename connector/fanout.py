@@ -17,6 +17,7 @@ and end at once, spending no Graph request. A message that waits longer than
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -98,18 +99,23 @@ def decode_tenant_run(body: bytes | str) -> TenantRun:
         ) from None
 
 
-def superseded(run: TenantRun, last_run_started: datetime | None) -> bool:
-    """True when a run of the tenant's live feed started at or after the message's tick.
+def superseded(run: TenantRun, progress: FeedProgress | None) -> bool:
+    """True when a run of the tenant's live feed that did not fail started at or after the message's tick.
 
     That run read everything the message asked for (a live run reads up to its own
-    start), so this one would only spend the tenant's Graph quota again.
+    start), so this one would only spend the tenant's Graph quota again. A run that
+    failed supersedes nothing: the host's retry of a transient failure runs again.
     """
-    return last_run_started is not None and last_run_started >= run.tick
+    last = None if progress is None else progress.last_run
+    if last is None or last.get("outcome") == "failed":
+        return False
+    started = last_run_started(last)
+    return started is not None and started >= run.tick
 
 
-def last_run_started(progress: FeedProgress) -> datetime | None:
-    """When the feed's last recorded run started (None: never ran, or the record has no start)."""
-    started = None if progress.last_run is None else progress.last_run.get("started")
+def last_run_started(last_run: Mapping[str, object]) -> datetime | None:
+    """When the feed's last recorded run started (None: the record has no readable start)."""
+    started = last_run.get("started")
     if not isinstance(started, str):
         return None
     try:

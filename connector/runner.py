@@ -34,7 +34,7 @@ from connector.errors import (
     RunLockedError,
     SinkError,
 )
-from connector.fanout import decode_tenant_run, last_run_started, superseded, tick_runs
+from connector.fanout import decode_tenant_run, superseded, tick_runs
 from connector.graph import GraphMessageTraceSource
 from connector.ingestion import LogsIngestionSink
 from connector.locks import BlobRunLock, FileRunLock, process_alive, this_host
@@ -917,7 +917,7 @@ def run_tenant_message(
         logger.info("tenant %s is disabled in TENANTS; its queued run ends here", run.tenant)
         return None
     stored = build_store(scoped).load(LIVE_FEED)
-    if superseded(run, None if stored is None else last_run_started(stored.checkpoint.progress)):
+    if superseded(run, None if stored is None else stored.checkpoint.progress):
         logger.info("tenant %s: a run started after this tick's; this message ends here", run.tenant)
         return None
     try:

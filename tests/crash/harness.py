@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import random
 import signal
@@ -236,11 +237,17 @@ DRAIN_SECONDS = 300.0
 """How long the final drain waits for the queue to empty (a deferred slice's continuation waits a minute)."""
 
 
+def _connector_argv(env: dict[str, str], command: list[str]) -> list[str]:
+    """The connector process's command line; with ``--tenants``, every command names the one tenant."""
+    tenant = ["--tenant", json.loads(env["TENANTS"])[0]["name"]] if "TENANTS" in env else []
+    return [sys.executable, "-m", "connector", "--no-progress", *command, *tenant]
+
+
 def _started_together(env: dict[str, str], commands: list[list[str]]) -> list[tuple[int, str]]:
     """Start one connector process per command at the same moment; (exit code, stderr + stdout) of each."""
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "connector", "--no-progress", *command],
+            _connector_argv(env, command),
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -286,6 +293,7 @@ def run_harness(
     log: bool = False,
     big_tenant: bool = False,
     queue: bool = False,
+    tenants: bool = False,
 ) -> HarnessResult:
     rng = random.Random(seed)
     workdir = Path(tempfile.mkdtemp(prefix="crash-harness-"))
@@ -375,6 +383,11 @@ def run_harness(
                 env["BACKFILL_QUEUE"] = QUEUE
             if verification:
                 env |= {"WORKSPACE_ID": sim.workspace_id, "VERIFY_INGESTION_DELAY_MINUTES": "0.02"}
+            if tenants:
+                # The simulator's tenant as a tenant of TENANTS in the shared table (verification keeps to its
+                # SourceTenantId), continuing in the deployment's container where the kill points are armed.
+                entry = {"name": "home", "tenantId": sim.tenant_id, "useDeploymentContainer": True}
+                env["TENANTS"] = json.dumps([entry])
             container = ContainerClient.from_connection_string(azurite.connection_string, CONTAINER)
             store = BlobCheckpointStore(container)
             lock = BlobRunLock(container)
@@ -450,7 +463,7 @@ def run_harness(
                 )
                 timer = None if delay is None else threading.Timer(delay, child.kill)
                 child.process = subprocess.Popen(
-                    [sys.executable, "-m", "connector", "--no-progress", "run"],
+                    _connector_argv(env, ["run"]),
                     cwd=ROOT,
                     env=env,
                     stdout=subprocess.PIPE,
@@ -750,6 +763,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--queue", action="store_true", help="a backfill on Azure whose queue workers are killed too"
     )
+    parser.add_argument(
+        "--tenants",
+        action="store_true",
+        help="the tenant as an entry of TENANTS (every command with --tenant)",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     result = run_harness(
@@ -759,6 +777,7 @@ def main(argv: list[str] | None = None) -> int:
         log=args.verbose,
         big_tenant=args.big_tenant,
         queue=args.queue,
+        tenants=args.tenants,
     )
     print(
         f"attempts={result.attempts} phases={dict(result.phases)} hwm_regressions={result.hwm_regressions}"

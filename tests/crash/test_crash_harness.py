@@ -50,3 +50,13 @@ def test_queue_workers_killed_mid_slice_and_before_the_delete_store_every_backfi
     assert result.caught_up
     assert result.concurrency_faults == []
     assert (result.lost, result.duplicated) == (0, 0), result.summary
+
+
+def test_a_tenant_of_tenants_in_the_shared_table_is_settled_by_its_own_rows_through_kills():
+    # Every command runs with --tenant; verification keeps to the tenant's SourceTenantId.
+    result = run_harness(kills=6, seed=2041, verification=True, tenants=True)
+
+    assert result.caught_up
+    assert result.concurrency_faults == []
+    assert result.hwm_regressions == 0
+    assert (result.lost, result.duplicated) == (0, 0), result.summary

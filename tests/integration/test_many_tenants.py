@@ -351,3 +351,17 @@ def test_three_tenants_and_a_ninety_day_backfill_beside_the_timer_store_everythi
     assert {r["SourceTenantId"] for r in shared} == {home.tenant_id, northwind.tenant_id}
     assert slice_host.poison.get_queue_properties().approximate_message_count == 0
     assert tenant_host.poison.get_queue_properties().approximate_message_count == 0
+
+
+def test_a_tenant_run_that_failed_on_an_unreachable_service_is_retried_by_the_host(sim, tenants, tenant_host):
+    add_mail(sim)
+    sim.graph.inject(503, times=4, path="messageTraces")  # more than HTTP_MAX_RETRIES (3) allows one run
+
+    timer_function(load_function_app())(TimerRequest())
+    first = tenant_host.process(tenant_host.receive())
+    second = tenant_host.process(tenant_host.receive())
+
+    assert first.error is not None  # transient: the invocation fails and the host delivers it again
+    assert (second.dequeue_count, second.error) == (2, None)  # a failed run supersedes nothing
+    stored = {(r["MessageTraceId"], r["RecipientAddress"].lower()) for r in sim.ingestion.rows()}
+    assert stored == {(r["id"], r["recipientAddress"].lower()) for r in sim.graph.rows()}

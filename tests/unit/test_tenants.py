@@ -233,21 +233,27 @@ def test_anything_else_on_the_tenant_queue_fails_for_good_without_quoting_it(bod
     assert "yesterday" not in str(caught.value)
 
 
-def test_a_run_that_started_at_or_after_the_tick_supersedes_its_message():
+def live(started: str | None, outcome: str = "completed") -> FeedProgress:
+    return FeedProgress(
+        feed="live", last_run=None if started is None else {"started": started, "outcome": outcome}
+    )
+
+
+def test_a_run_that_started_at_or_after_the_tick_and_did_not_fail_supersedes_its_message():
     run = TenantRun("contoso", TICK)
 
-    assert superseded(run, TICK)
-    assert superseded(run, TICK + timedelta(seconds=1))
-    assert not superseded(run, TICK - timedelta(seconds=1))
+    assert superseded(run, live("2026-11-25T10:05:00Z"))
+    assert superseded(run, live("2026-11-25T10:05:01Z", "throttled"))
+    assert not superseded(run, live("2026-11-25T10:04:59Z"))
+    assert not superseded(run, live("2026-11-25T10:06:00Z", "failed"))  # the host's retry runs again
+    assert not superseded(run, live(None))
     assert not superseded(run, None)
+    assert not superseded(run, live("garbled"))
 
 
-def test_the_last_run_start_is_read_from_the_checkpoint_and_a_bad_one_counts_as_none():
-    progress = FeedProgress(feed="live", last_run={"started": "2026-11-25T10:06:00Z"})
-
-    assert last_run_started(progress) == TICK + timedelta(minutes=1)
-    assert last_run_started(FeedProgress(feed="live")) is None
-    assert last_run_started(FeedProgress(feed="live", last_run={"started": "garbled"})) is None
+def test_the_last_run_start_is_read_from_the_checkpoint():
+    assert last_run_started({"started": "2026-11-25T10:06:00Z"}) == TICK + timedelta(minutes=1)
+    assert last_run_started({}) is None
 
 
 def test_a_slice_message_carries_its_tenant_and_an_old_message_has_none():
