@@ -16,7 +16,7 @@ import pytest
 from azure.monitor.query import LogsQueryStatus
 
 from connector.simulator.logs_query import parse_presence_query, parse_string_list
-from connector.workspace import LogAnalyticsVerifier, kql_string, presence_query
+from connector.workspace import LogAnalyticsVerifier, kql_string, presence_query, stored_query
 
 ODD_IDS = [
     "plain-3f2a",
@@ -95,6 +95,7 @@ def test_the_whole_query_parses_and_lists_every_id():
         ODD_IDS,
         ["MessageTraceId", "RecipientAddress", "Status", "StatusRevision"],
         "MessageTraceId",
+        (),
     )
     json.dumps({"query": query}, ensure_ascii=False).encode("utf-8")
 
@@ -116,6 +117,18 @@ class RecordingClient:
         return SimpleNamespace(status=LogsQueryStatus.SUCCESS, tables=[])
 
 
+def test_the_shared_table_query_keeps_to_the_tenant_and_still_parses():
+    query = stored_query("EmailEvents_CL", ODD_IDS, "72f988bf-86f1-41af-91ab-2d7cd011db47")
+
+    parsed = parse_presence_query(query)
+
+    assert parsed is not None
+    assert (parsed.values, parsed.filters) == (
+        ODD_IDS,
+        (("SourceTenantId", "72f988bf-86f1-41af-91ab-2d7cd011db47"),),
+    )
+
+
 def test_ids_with_an_unpaired_surrogate_are_left_out_and_the_rest_still_verified(caplog):
     client = RecordingClient()
     verifier = LogAnalyticsVerifier(client, workspace_id="ws", table="EmailEvents_CL")  # type: ignore[arg-type]
@@ -130,6 +143,7 @@ def test_ids_with_an_unpaired_surrogate_are_left_out_and_the_rest_still_verified
         ["ok-1", "ok-\r\n"],
         ["MessageTraceId", "RecipientAddress", "Status", "StatusRevision"],
         "MessageTraceId",
+        (),
     )
     client.queries[0].encode("utf-8")
     assert "1 trace ids hold an unpaired UTF-16 surrogate" in caplog.text
