@@ -30,6 +30,7 @@ from tqdm import tqdm
 from connector.backfill import BackfillRange, NothingToBackfill
 from connector.checkpoint import check_feed_name
 from connector.deadletter import parse_age
+from connector.detail import render_events
 from connector.domains import local_domain
 from connector.errors import SERVICE_PRINCIPAL_WAIT, ArgumentError, ConfigError, ConnectorError, ErrorKind
 from connector.mapping import parse_datetime
@@ -54,6 +55,7 @@ from connector.runner import (
     enqueue_backfill,
     forget_backfill,
     load_settings,
+    message_detail,
     poison_messages,
     purge_dead_letters,
     quiet_sdk_loggers,
@@ -262,6 +264,21 @@ def _add_check(commands: _Commands) -> None:
     _add_tenant(check)
 
 
+def _add_detail(commands: _Commands) -> None:
+    detail = commands.add_parser(
+        "detail",
+        help="print one message's journey to one recipient (Graph getDetailsByRecipient)",
+        description="Print the events Exchange Online recorded for one message and one recipient "
+        "(received, spam-filter verdicts, transport rules, delivered, quarantined, failed), as "
+        "Get-MessageTraceDetail does. One request (more if Graph pages the answer) from the tenant's "
+        "Graph quota budget, never from the live feed's reserve.",
+    )
+    detail.add_argument("--trace-id", required=True, help="the MessageTraceId of the row")
+    detail.add_argument("--recipient", required=True, help="the RecipientAddress of the row")
+    detail.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_tenant(detail)
+
+
 def _domain(text: str) -> str:
     try:
         return local_domain(text)
@@ -334,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_unlock(commands)
     _add_purge(commands)
     _add_check(commands)
+    _add_detail(commands)
     _add_lookalikes(commands)
     _add_subject_hash(commands)
     return parser
@@ -543,6 +561,15 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     )
 
 
+def _detail(args: argparse.Namespace, out: TextIO) -> int:
+    detail = message_detail(args.trace_id, args.recipient, tenant=args.tenant)
+    if args.json:
+        out.write(json.dumps([event.fields() for event in detail.events], indent=2) + "\n")
+    else:
+        out.write("\n".join(render_events(detail.trace_id, detail.recipient, detail.events)) + "\n")
+    return 0
+
+
 def _lookalikes(args: argparse.Namespace, out: TextIO) -> int:
     from connector.lookalikes_command import lookalikes_command  # dnstwist loads only for this command
 
@@ -634,6 +661,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
     "unlock": _unlock,
     "purge-dead-letters": _purge,
     "check": _check,
+    "detail": _detail,
     "lookalikes": _lookalikes,
     "subject-hash": _subject_hash,
 }

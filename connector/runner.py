@@ -22,6 +22,7 @@ from azure.storage.blob import ContainerClient
 from connector.auth import azure_credential, graph_token_provider
 from connector.backfill import BackfillRange, check_forgettable, claim_backfill, precheck_backfill
 from connector.checkpoint import BACKFILL_PREFIX, LIVE_FEED, check_feed_name
+from connector.detail import TraceEvent, check_detail_request, parse_events
 from connector.errors import (
     ArgumentError,
     AuthenticationError,
@@ -938,3 +939,58 @@ def run_tenant_message(
     if error is not None and error.kind is ErrorKind.TRANSIENT and attempt < MAX_DEQUEUE_COUNT:
         raise error
     return report
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDetail:
+    """What ``detail`` read: one message's events for one recipient."""
+
+    trace_id: str
+    recipient: str
+    events: list[TraceEvent]
+
+
+def message_detail(
+    trace_id: str,
+    recipient: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    tenant: str | None = None,
+    clock: Clock = utc_now,
+) -> MessageDetail:
+    """Read the detail events of one (trace id, recipient) from Graph (``detail``).
+
+    The request passes the tenant's Graph quota budget as a backfill's do (the live
+    feed's reserve is left alone): Graph counts detail calls against the same 100
+    requests per 5 minutes as the list.
+
+    Raises:
+        ArgumentError: a trace id that is not a GUID or a recipient that is not an address
+            (before settings are read), or a bad ``--tenant``.
+        ConfigError: a bad setting.
+        ConnectorError: Graph refused or failed, as for a run (its kind is the exit code).
+    """
+    del clock  # the run clock is not needed: the quota gate keeps its own time
+    try:
+        trace_id, recipient = check_detail_request(trace_id, recipient)
+    except ValueError as err:
+        raise ArgumentError(str(err)) from None
+    settings = load_settings(env, tenant)
+    with ExitStack() as resources:
+        session = ConnectorSession(
+            ca_bundle=settings.ca_bundle, timeout_seconds=settings.http_timeout_seconds, connection_retries=0
+        )
+        resources.callback(session.close)
+        source = GraphMessageTraceSource(
+            base_url=settings.graph_base_url,
+            tokens=graph_token_provider(settings),
+            session=session,
+            timeout_seconds=settings.http_timeout_seconds,
+            max_retries=settings.http_max_retries,
+            backoff_seconds=settings.http_retry_backoff_seconds,
+            deadline=Deadline(settings.run_time_budget),
+            gate=build_quota_gate(build_store(settings), settings, Caller.OTHER),
+        )
+        resources.callback(source.close)
+        events = parse_events(source.details(trace_id, recipient))
+    return MessageDetail(trace_id=trace_id, recipient=recipient, events=events)
