@@ -1,4 +1,9 @@
-"""Fake Microsoft Graph ``GET /v1.0/admin/exchange/tracing/messageTraces``.
+"""Fake Microsoft Graph ``GET /v1.0/admin/exchange/tracing/messageTraces`` and its details function.
+
+``GET .../messageTraces/{id}/getDetailsByRecipient(recipientAddress='...')`` answers the
+``exchangeMessageTraceDetail`` events the simulator derives from the stored record
+(:func:`detail_events`), under the same auth, permission flags, faults, request log and
+per-tenant quota as the list (the two share the tenant's 100 requests / 5 minutes).
 
 Why it is this detailed: the hard parts of the connector are exactly the
 service's edges, so the simulator reproduces them instead of returning canned
@@ -56,6 +61,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
+from xml.sax.saxutils import escape as _xml_escape
 
 from .entra import (
     DOMAIN_READ_ROLE,
@@ -152,6 +158,157 @@ def normalise_status(status: str) -> str:
 def pascal(status: str) -> str:
     """``filteredAsSpam`` -> ``FilteredAsSpam``."""
     return status[:1].upper() + status[1:]
+
+
+DETAILS_FUNCTION = "getDetailsByRecipient"
+DETAILS_CONTEXT = "$metadata#Collection(microsoft.graph.exchangeMessageTraceDetail)"
+# ``{MESSAGE_TRACES_PATH}/{id}/getDetailsByRecipient...``: the function name matched case-insensitively, the
+# rest of the (already percent-decoded) segment parsed by :func:`parse_details_arguments`.
+_DETAILS_ROUTE = (
+    re.escape(MESSAGE_TRACES_PATH) + r"/(?P<trace_id>[^/]+)/(?i:getDetailsByRecipient)(?P<args>(?s:.*))"
+)
+_DETAILS_ARGS = re.compile(r"\(\s*recipientAddress\s*=\s*'(?P<value>(?:[^']|'')*)'\s*\)", re.IGNORECASE)
+
+# After the Receive event, by the status the record has at the request: (event, action, description, data).
+_RECIPIENT_COUNT = '<root><MEP Name="RecipientCount" Integer="1"/></root>'
+_FOLLOW_UP_EVENTS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
+    "gettingStatus": (),
+    "unknownFutureValue": (),
+    "pending": (
+        (
+            "Pending",
+            "",
+            "The message is waiting to be delivered; the next delivery attempt is scheduled.",
+            '<root><MEP Name="DeferReason" String="TransientFailure"/></root>',
+        ),
+    ),
+    "delivered": (("Deliver", "", "The message was successfully delivered.", _RECIPIENT_COUNT),),
+    "failed": (
+        (
+            "Fail",
+            "",
+            "Reason: [{LED=550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address "
+            "lookup};{MSG=};{FQDN=};{IP=};{LRT=}].",
+            '<root><MEP Name="ErrorCode" String="550 5.1.10"/></root>',
+        ),
+    ),
+    "expanded": (
+        (
+            "Expand",
+            "",
+            "The message was sent to a distribution group, which was expanded to its members.",
+            _RECIPIENT_COUNT,
+        ),
+    ),
+    "quarantined": (
+        (
+            "Quarantine",
+            "Quarantine",
+            "The message was quarantined.",
+            '<root><MEP Name="FilteringAgent" String="SpamFilter"/></root>',
+        ),
+    ),
+    "filteredAsSpam": (
+        (
+            "Spam",
+            "MoveToJmf",
+            "The message was marked as spam and moved to the Junk Email folder.",
+            '<root><MEP Name="FilteringAgent" String="SpamFilter"/></root>',
+        ),
+        ("Deliver", "", "The message was successfully delivered to the Junk Email folder.", _RECIPIENT_COUNT),
+    ),
+    "recalled": (
+        ("Deliver", "", "The message was successfully delivered.", _RECIPIENT_COUNT),
+        ("Recall", "", "The message was recalled by its sender.", "<root/>"),
+    ),
+}
+_SERVER_PREFIXES = ("MN2", "BY5", "CH3", "SN6", "DM6", "PH0")
+
+
+def parse_details_arguments(args: str) -> str:
+    """The recipient of ``getDetailsByRecipient``'s (percent-decoded) argument list, e.g. ``(recipientAddress='a@b')``.
+
+    Accepted: exactly one parameter, ``recipientAddress`` (name matched case-insensitively, spaces allowed
+    around ``=`` and inside the parentheses), an OData string literal in single quotes with a quote inside
+    doubled (``'o''brien@contoso.com'`` is ``o'brien@contoso.com``), not empty. Not accepted: a missing or
+    unquoted value, other or extra parameters, parameter aliases (``=@p``), anything after the ``)``.
+
+    Raises:
+        ValueError: the segment is malformed (the server answers 400).
+    """
+    match = _DETAILS_ARGS.fullmatch(args)
+    if match is None:
+        raise ValueError(
+            f"The segment '{DETAILS_FUNCTION}{args}' is malformed: expected "
+            f"{DETAILS_FUNCTION}(recipientAddress='{{address}}') with the address as a single-quoted string "
+            "literal (a quote inside doubled)."
+        )
+    value = match["value"].replace("''", "'")
+    if not value.strip():
+        raise ValueError("The parameter 'recipientAddress' of getDetailsByRecipient must not be empty.")
+    return value
+
+
+def _detail_time(value: datetime, fraction: bool) -> str:
+    utc = value.astimezone(UTC)
+    return format_graph_datetime(utc) if fraction else utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def detail_events(
+    data: Mapping[str, Any], status: str, since: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The ``exchangeMessageTraceDetail`` objects the simulator derives for one record (deterministic).
+
+    Args:
+        data: the record's Graph properties (``id``, ``messageId``, ``receivedDateTime``, ``senderAddress``,
+            ``recipientAddress``, ``fromIP``).
+        status: its status (any casing) as of the request.
+        since: when that status took effect (default: ``receivedDateTime``).
+
+    A ``Receive`` event at ``receivedDateTime`` comes first, then the events of the status (``Deliver``,
+    ``Fail``, ``Pending``, ``Expand``, ``Quarantine``, ``Spam`` + ``Deliver``, ``Deliver`` + ``Recall``;
+    none for ``gettingStatus`` / ``unknownFutureValue``), ``step`` (1..4, from a hash of the trace id) seconds
+    apart and never before ``since``. ``dateTime`` keeps milliseconds only when ``receivedDateTime`` has a
+    fraction. The receiving server name also comes from the trace id's hash.
+    """
+    raw_received = str(data["receivedDateTime"])
+    received = parse_graph_datetime(raw_received)
+    fraction = "." in raw_received
+    digest = hashlib.sha256(str(data["id"]).lower().encode("utf-8")).digest()
+    step = timedelta(seconds=1 + digest[0] % 4)
+    server = (
+        f"{_SERVER_PREFIXES[digest[1] % len(_SERVER_PREFIXES)]}PR{digest[2] % 100:02d}MB"
+        f"{int.from_bytes(digest[3:5], 'big') % 10000:04d}"
+    )
+    fqdn = f"{server}.namprd{digest[5] % 100:02d}.prod.outlook.com"
+    receive_data = (
+        f'<root><MEP Name="Connector" String="Default {server}"/>'
+        f'<MEP Name="ReturnPath" String="{_xml_escape(str(data["senderAddress"]), {chr(34): "&quot;"})}"/>'
+    )
+    if data.get("fromIP"):
+        receive_data += (
+            f'<MEP Name="ClientIP" String="{_xml_escape(str(data["fromIP"]), {chr(34): "&quot;"})}"/>'
+        )
+    receive_data += "</root>"
+    events = [("Receive", "", f"Message received by: {fqdn}", receive_data, received)]
+    start = max(received, since or received)
+    for index, (event, action, description, detail) in enumerate(
+        _FOLLOW_UP_EVENTS[normalise_status(status)], start=1
+    ):
+        at = max(received + step * index, start + step * (index - 1))
+        events.append((event, action, description, detail, at))
+    return [
+        {
+            "id": data["id"],
+            "messageId": data["messageId"],
+            "dateTime": _detail_time(at, fraction),
+            "event": event,
+            "action": action,
+            "description": description,
+            "data": detail,
+        }
+        for event, action, description, detail, at in events
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +474,27 @@ class MessageTraceStore:
                 if not visible_only or trace.visible_at <= now
             ]
 
+    def visible_row(
+        self, trace_id: str, recipient: str, now: datetime
+    ) -> tuple[dict[str, Any], str, datetime] | None:
+        """One row (matched case-insensitively) if it is visible at ``now``: its data, status then and since when.
+
+        The "since when" is the time its current status took effect (its ``receivedDateTime`` for the status
+        it was added with).
+        """
+        with self._lock:
+            trace = self._rows.get(_key(trace_id, recipient))
+            if trace is None or trace.visible_at > now:
+                return None
+            since = trace.received
+            status = trace.history[0][1]
+            for effective, later in trace.history:
+                if effective > now:
+                    break
+                if later != status:
+                    status, since = later, max(effective, trace.received)
+            return dict(trace.data), status, since
+
     def clear(self) -> None:
         """Remove every row."""
         with self._lock:
@@ -437,6 +615,7 @@ class GraphTenant:
         faults: FaultQueue | None = None,
     ) -> None:
         self._server = server
+        self._clock = clock
         self.tenant_id = tenant_id
         self.local_domains = tuple(domains)
         self.initial_domain = initial_domain or INITIAL_DOMAIN
@@ -479,6 +658,17 @@ class GraphTenant:
     def rows(self, visible_only: bool = False) -> list[dict[str, Any]]:
         """Copies of stored rows with their current status."""
         return self.store.rows(visible_only)
+
+    def details(self, trace_id: str, recipient: str, now: datetime | None = None) -> list[dict[str, Any]]:
+        """What ``getDetailsByRecipient`` answers for (trace id, recipient) at ``now`` (default: the clock's now).
+
+        ``[]`` when the tenant has no such record or it is not visible yet (see :func:`detail_events`).
+        """
+        found = self.store.visible_row(trace_id, recipient, now if now is not None else self._clock())
+        if found is None:
+            return []
+        data, status, since = found
+        return detail_events(data, status, since)
 
     def inject(self, status: int | str = 500, *, path: str | None = None, **kwargs: Any) -> Fault:
         """Queue a fault for this tenant's requests (as :meth:`GraphServer.inject`: message trace unless ``path``)."""
@@ -579,6 +769,7 @@ class GraphServer(SimulatedHttpServer):
         self._counter_lock = threading.Lock()
         self._local = threading.local()
         self.route("GET", re.escape(MESSAGE_TRACES_PATH), self._list)
+        self.route("GET", _DETAILS_ROUTE, self._details)
         self.route("GET", re.escape(DOMAINS_PATH), self._list_domains)
 
     # ------------------------------------------------------------- tenants
@@ -704,6 +895,9 @@ class GraphServer(SimulatedHttpServer):
 
         The connector also reads ``/v1.0/domains`` once a day; a fault meant for message
         trace must not be spent on it. Give ``path=DOMAINS_PATH`` to fault domain discovery.
+        "Message trace" is the list and its details calls (the path regex is searched); give
+        ``path="getDetailsByRecipient"`` for details only, or ``path=re.escape(MESSAGE_TRACES_PATH) + "$"``
+        for the list only.
         """
         return super().inject(status, path=re.escape(MESSAGE_TRACES_PATH) if path is None else path, **kwargs)
 
@@ -731,6 +925,10 @@ class GraphServer(SimulatedHttpServer):
     def rows(self, visible_only: bool = False) -> list[dict[str, Any]]:
         """Copies of stored rows with their current status."""
         return self.store.rows(visible_only)
+
+    def details(self, trace_id: str, recipient: str, now: datetime | None = None) -> list[dict[str, Any]]:
+        """The default tenant's detail events for (trace id, recipient) (see :meth:`GraphTenant.details`)."""
+        return self.default_tenant.details(trace_id, recipient, now)
 
     def reset(self) -> None:
         """Clear rows, faults, logs, quota and flags of every tenant back to defaults (tenants stay)."""
@@ -817,7 +1015,11 @@ class GraphServer(SimulatedHttpServer):
             )
         return result, tenant
 
-    def _list_or_raise(self, request: Request) -> Response:
+    def _admit(self, request: Request) -> GraphTenant | Response:
+        """Auth, service principal, permission and the tenant's quota, shared by list and details.
+
+        Returns the caller's tenant, or the service principal 401 (sent as is); raises the other refusals.
+        """
         claims, tenant = self._authorise(request)
         if tenant.service_principal_missing:
             # Exactly the body seen in the wild: no innerError.
@@ -841,6 +1043,13 @@ class GraphServer(SimulatedHttpServer):
                 f"{quota.window_seconds:g} seconds per tenant. Please retry after {retry_after} seconds.",
                 headers,
             )
+        return tenant
+
+    def _list_or_raise(self, request: Request) -> Response:
+        admitted = self._admit(request)
+        if isinstance(admitted, Response):
+            return admitted
+        tenant = admitted
         if self.page_latency > 0:
             time.sleep(
                 self.page_latency
@@ -879,6 +1088,33 @@ class GraphServer(SimulatedHttpServer):
         if include_unknown:
             headers["Preference-Applied"] = "include-unknown-enum-members"
         return Response.json(200, body, headers=headers)
+
+    def _details(self, request: Request) -> Response:
+        """``GET .../messageTraces/{id}/getDetailsByRecipient(recipientAddress='...')``.
+
+        Admission is the list's (:meth:`_admit`): same 401/403, and the call takes a slot of the tenant's
+        rolling quota, which list and details share (429 + Retry-After when it is used up). A malformed
+        argument list is a 400 (after the quota counted the call, as a bad ``$filter`` is). The answer is
+        200 with :func:`detail_events` for the (trace id, recipient) of the caller's tenant, or an empty
+        ``value`` when the tenant has no such record or it is not visible yet. Real Graph's answer for an
+        unknown (trace id, recipient) is not documented (an empty collection or a 404 are both possible);
+        the simulator picks the empty collection. ``page_latency`` does not apply.
+        """
+        try:
+            admitted = self._admit(request)
+            if isinstance(admitted, Response):
+                return admitted
+            try:
+                recipient = parse_details_arguments(request.params["args"])
+            except ValueError as error:
+                raise GraphError(400, "BadRequest", str(error)) from None
+        except GraphError as error:
+            return self._error(error)
+        body = {
+            "@odata.context": f"{self.url}/v1.0/{DETAILS_CONTEXT}",
+            "value": admitted.details(request.params["trace_id"], recipient, self._clock()),
+        }
+        return Response.json(200, body, headers={"Content-Type": GRAPH_CONTENT_TYPE})
 
     def _list_domains(self, request: Request) -> Response:
         """``GET /v1.0/domains``: every domain object, ``domains_page_size`` per page, ``$skiptoken`` after."""
