@@ -941,6 +941,10 @@ def run_tenant_message(
     return report
 
 
+DETAIL_TIME_BUDGET = timedelta(seconds=60)
+"""How long ``detail`` may wait (for the quota budget, or Graph's Retry-After) before it says when to try again."""
+
+
 @dataclass(frozen=True, slots=True)
 class MessageDetail:
     """What ``detail`` read: one message's events for one recipient."""
@@ -988,7 +992,7 @@ def message_detail(
             timeout_seconds=settings.http_timeout_seconds,
             max_retries=settings.http_max_retries,
             backoff_seconds=settings.http_retry_backoff_seconds,
-            deadline=Deadline(settings.run_time_budget),
+            deadline=Deadline(min(settings.run_time_budget, DETAIL_TIME_BUDGET)),
             gate=build_quota_gate(build_store(settings), settings, Caller.OTHER),
         )
         resources.callback(source.close)
