@@ -960,7 +960,6 @@ def message_detail(
     env: Mapping[str, str] | None = None,
     *,
     tenant: str | None = None,
-    clock: Clock = utc_now,
 ) -> MessageDetail:
     """Read the detail events of one (trace id, recipient) from Graph (``detail``).
 
@@ -974,7 +973,6 @@ def message_detail(
         ConfigError: a bad setting.
         ConnectorError: Graph refused or failed, as for a run (its kind is the exit code).
     """
-    del clock  # the run clock is not needed: the quota gate keeps its own time
     try:
         trace_id, recipient = check_detail_request(trace_id, recipient)
     except ValueError as err:
