@@ -213,6 +213,37 @@ def build_quota_gate(
     return QuotaGate(budget, settings.graph_quota, caller, sleep=sleep)
 
 
+def build_graph_source(
+    settings: Settings,
+    store: BlobCheckpointStore | FileCheckpointStore,
+    deadline: Deadline,
+    resources: ExitStack,
+    *,
+    caller: Caller,
+    sleep: Callable[[float], None] | None = None,
+    prefetch: bool = False,
+) -> GraphMessageTraceSource:
+    """Graph message trace behind the tenant's quota budget (as ``caller``); ``resources`` closes it."""
+    session = ConnectorSession(
+        ca_bundle=settings.ca_bundle, timeout_seconds=settings.http_timeout_seconds, connection_retries=0
+    )
+    resources.callback(session.close)
+    source = GraphMessageTraceSource(
+        base_url=settings.graph_base_url,
+        tokens=graph_token_provider(settings),
+        session=session,
+        timeout_seconds=settings.http_timeout_seconds,
+        max_retries=settings.http_max_retries,
+        backoff_seconds=settings.http_retry_backoff_seconds,
+        deadline=deadline,
+        **({} if sleep is None else {"sleep": sleep}),
+        gate=build_quota_gate(store, settings, caller, sleep),
+        prefetch=prefetch,
+    )
+    resources.callback(source.close)
+    return source
+
+
 @dataclass(frozen=True, slots=True)
 class Connector:
     """The wired connector for one run: the loop and the lock it runs under."""
@@ -238,24 +269,10 @@ def build_connector(
     budget: the live feed, or a backfill (which leaves the live reserve alone).
     """
     deadline = Deadline(settings.run_time_budget, stop_requested=stop_requested)
-    session = ConnectorSession(
-        ca_bundle=settings.ca_bundle, timeout_seconds=settings.http_timeout_seconds, connection_retries=0
-    )
-    resources.callback(session.close)
     store = build_store(settings)
-    source = GraphMessageTraceSource(
-        base_url=settings.graph_base_url,
-        tokens=graph_token_provider(settings),
-        session=session,
-        timeout_seconds=settings.http_timeout_seconds,
-        max_retries=settings.http_max_retries,
-        backoff_seconds=settings.http_retry_backoff_seconds,
-        deadline=deadline,
-        **({} if sleep is None else {"sleep": sleep}),
-        gate=build_quota_gate(store, settings, caller, sleep),
-        prefetch=True,
+    source = build_graph_source(
+        settings, store, deadline, resources, caller=caller, sleep=sleep, prefetch=True
     )
-    resources.callback(source.close)
 
     sink = build_sink(settings, deadline, resources)
     verifier: LogAnalyticsVerifier | None = None
@@ -979,20 +996,7 @@ def message_detail(
         raise ArgumentError(str(err)) from None
     settings = load_settings(env, tenant)
     with ExitStack() as resources:
-        session = ConnectorSession(
-            ca_bundle=settings.ca_bundle, timeout_seconds=settings.http_timeout_seconds, connection_retries=0
-        )
-        resources.callback(session.close)
-        source = GraphMessageTraceSource(
-            base_url=settings.graph_base_url,
-            tokens=graph_token_provider(settings),
-            session=session,
-            timeout_seconds=settings.http_timeout_seconds,
-            max_retries=settings.http_max_retries,
-            backoff_seconds=settings.http_retry_backoff_seconds,
-            deadline=Deadline(min(settings.run_time_budget, DETAIL_TIME_BUDGET)),
-            gate=build_quota_gate(build_store(settings), settings, Caller.OTHER),
-        )
-        resources.callback(source.close)
+        deadline = Deadline(min(settings.run_time_budget, DETAIL_TIME_BUDGET))
+        source = build_graph_source(settings, build_store(settings), deadline, resources, caller=Caller.OTHER)
         events = parse_events(source.details(trace_id, recipient))
     return MessageDetail(trace_id=trace_id, recipient=recipient, events=events)
