@@ -33,9 +33,10 @@ from connector.deadletter import parse_age
 from connector.detail import render_events
 from connector.domains import local_domain
 from connector.errors import SERVICE_PRINCIPAL_WAIT, ArgumentError, ConfigError, ConnectorError, ErrorKind
-from connector.mapping import parse_datetime
+from connector.mapping import format_datetime, parse_datetime
 from connector.ports import LockState, ProgressCallback
 from connector.queued import DEFAULT_SLICE_HOURS, MAX_SLICE_HOURS, JobStatus, job_status
+from connector.reconcile import render_piece
 from connector.redact import scrub
 from connector.report import (
     STATUS_LABEL_WIDTH,
@@ -123,6 +124,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 if TYPE_CHECKING:
+    from connector.reconcile_command import Announcement, Reconciliation
+
     _Commands = argparse._SubParsersAction[_Parser]
 
 
@@ -279,6 +282,39 @@ def _add_detail(commands: _Commands) -> None:
     _add_tenant(detail)
 
 
+def _requests(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of requests (1 or more)")
+    return int(text)
+
+
+def _add_reconcile(commands: _Commands) -> None:
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="compare Graph with the table for a range, hour by hour; --repair sends exactly what is missing",
+        description="Read message trace of [start, end) from Graph again and compare it, one clock hour at a "
+        "time, with what EmailEvents_CL holds (through the workspace query, WORKSPACE_ID): per hour, rows "
+        "missing (Graph's current status not stored) and rows duplicated (the same RowId more than once). "
+        "Says how many Graph requests it will spend before the first one; they come from the tenant's "
+        "quota budget, never from the live feed's reserve. With --repair, sends exactly the missing rows "
+        "through the live feed's ledger and intent, holding its lock. Exit 0 when nothing is missing "
+        "(after a repair), 1 when rows are still missing.",
+    )
+    reconcile.add_argument("--start", required=True, type=_timestamp, help="inclusive, ISO 8601 UTC")
+    reconcile.add_argument("--end", required=True, type=_timestamp, help="exclusive, ISO 8601 UTC")
+    reconcile.add_argument(
+        "--repair", action="store_true", help="send the missing rows (duplicates cannot be deleted)"
+    )
+    reconcile.add_argument(
+        "--max-requests",
+        type=_requests,
+        metavar="N",
+        help="refuse to start when the range needs more Graph requests than this",
+    )
+    reconcile.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_tenant(reconcile)
+
+
 def _domain(text: str) -> str:
     try:
         return local_domain(text)
@@ -352,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_purge(commands)
     _add_check(commands)
     _add_detail(commands)
+    _add_reconcile(commands)
     _add_lookalikes(commands)
     _add_subject_hash(commands)
     return parser
@@ -653,6 +690,85 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if report.error is None else report.error.exit_code
 
 
+def _reconcile(args: argparse.Namespace, out: TextIO) -> int:
+    """``reconcile``: the plan first (on standard error), then each hour with a difference and the totals."""
+    from connector.reconcile_command import NothingToReconcile, reconcile  # loads only for this command
+
+    def announce(announcement: Announcement) -> None:
+        for note in announcement.plan.notes:
+            sys.stderr.write(f"note: {note}\n")
+        sys.stderr.write(announcement.text() + "\n")
+        sys.stderr.flush()
+
+    try:
+        with _stop_on_ctrl_c(sys.stderr) as stop_requested:
+            outcome = reconcile(
+                args.start,
+                args.end,
+                tenant=args.tenant,
+                repair=args.repair,
+                max_requests=args.max_requests,
+                announce=announce,
+                stop_requested=stop_requested,
+            )
+    except NothingToReconcile as nothing:
+        out.write(f"{nothing}\n")
+        return 0
+    if args.json:
+        out.write(json.dumps(outcome.fields(), indent=2) + "\n")
+    else:
+        out.write("\n".join(render_reconciliation(outcome)) + "\n")
+    if outcome.outcome == "interrupted":
+        return INTERRUPTED
+    if outcome.repair is not None and outcome.repair.error is not None:
+        return outcome.repair.error.exit_code
+    if outcome.outcome == "throttled":
+        return ErrorKind.TRANSIENT.exit_code
+    return 1 if outcome.totals.missing_left else 0
+
+
+def render_reconciliation(outcome: Reconciliation) -> list[str]:
+    """Each hour with a difference, then the totals and what to do."""
+    totals = outcome.totals
+    lines = [
+        render_piece(result) for result in outcome.results if not result.clean or result.unknown_to_graph
+    ]
+    window = outcome.plan.window
+    lines.append(
+        f"{totals.pieces} of {len(outcome.plan.pieces)} hours compared ({outcome.graph_requests} Graph requests): "
+        f"graph {totals.graph_keys:,} rows, table {totals.table_rows:,}; missing {totals.missing:,} "
+        f"({totals.stale:,} stale), duplicated {totals.duplicated:,}, unknown to Graph {totals.unknown_to_graph:,}, "
+        f"unreadable {totals.unreadable:,}"
+    )
+    if outcome.stopped_at is not None:
+        why = "Ctrl-C or the time budget" if outcome.outcome == "interrupted" else "Graph's quota"
+        lines.append(
+            f"stopped at {format_datetime(outcome.stopped_at)} ({why}): run again with --start "
+            f"{format_datetime(outcome.stopped_at)} for the rest"
+        )
+    repair = outcome.repair
+    if repair is not None:
+        lines.append(
+            f"repair: {totals.repaired:,} rows stored, {totals.repair_skipped:,} stored or changed by the live feed "
+            f"meanwhile (left to it), {repair.dead_lettered:,} refused and dead-lettered"
+            + ("" if repair.error is None else f"; stopped: {repair.error}")
+        )
+    if totals.missing_left:
+        lines.append(
+            f"{totals.missing_left:,} rows missing in {format_datetime(window.start)}..{format_datetime(window.end)}"
+            + ("" if repair is not None else ": run again with --repair to send exactly those")
+        )
+    elif totals.pieces == len(outcome.plan.pieces):
+        lines.append(
+            f"the table holds every row Graph holds for {format_datetime(window.start)}..{format_datetime(window.end)}"
+        )
+    if totals.duplicated:
+        lines.append(
+            f"{totals.duplicated:,} duplicated rows cannot be deleted; the MessageTrace parser drops them by RowId"
+        )
+    return lines
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
     "run": _run,
     "backfill": _run,
@@ -662,6 +778,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
     "purge-dead-letters": _purge,
     "check": _check,
     "detail": _detail,
+    "reconcile": _reconcile,
     "lookalikes": _lookalikes,
     "subject-hash": _subject_hash,
 }

@@ -25,6 +25,8 @@ The classes, by where the error comes from (their messages say what to fix)::
     ConnectorError                 base: ``str(err)`` is the one message a run ends with; ``err.kind``
     ├── ConfigError                SETTING: a setting is missing or bad (names every one)
     ├── BackfillError              SETTING: a backfill request that would lose or duplicate rows
+    ├── ReconcileError             SETTING: a reconcile that cannot run now (TRANSIENT: the live
+    │                              feed's last batch is not confirmed yet)
     ├── ArgumentError              SETTING: a command's argument is bad (the message names it)
     ├── AuthenticationError        a token could not be had (PERMISSION; TRANSIENT if unreachable)
     ├── SourceError                Microsoft Graph message trace
@@ -114,6 +116,12 @@ class ConfigError(ConnectorError):
         super().__init__("; ".join(f"setting {name}: {problem}" for name, problem in problems))
         self.problems = problems
         self.setting = problems[0][0]
+
+
+class ReconcileError(ConnectorError):
+    """A reconcile that cannot run now (SETTING: a backfill still writes the range; the message says)."""
+
+    default_kind = ErrorKind.SETTING
 
 
 class BackfillError(ConnectorError):

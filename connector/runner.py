@@ -244,6 +244,27 @@ def build_graph_source(
     return source
 
 
+def build_query_client(settings: Settings, deadline: Deadline, resources: ExitStack) -> LogsQueryClient:
+    """The Log Analytics query client of ``WORKSPACE_ID``'s API; ``resources`` closes it."""
+    client = LogsQueryClient(
+        azure_credential(settings),
+        credential_scopes=[settings.logs_query_scope],
+        endpoint=settings.logs_query_endpoint,
+        **retrying_options(settings, deadline),
+    )
+    resources.callback(client.close)
+    return client
+
+
+def shared_table_tenant(settings: Settings) -> str | None:
+    """The tenant id a query must keep to when several tenants share the table; None otherwise.
+
+    In a shared table, a row of another tenant with the same identity is not this tenant's.
+    """
+    shared = settings.tenant is not None and not settings.tenant.own_destination
+    return settings.source_tenant_id if shared else None
+
+
 @dataclass(frozen=True, slots=True)
 class Connector:
     """The wired connector for one run: the loop and the lock it runs under."""
@@ -277,20 +298,11 @@ def build_connector(
     sink = build_sink(settings, deadline, resources)
     verifier: LogAnalyticsVerifier | None = None
     if settings.workspace_id is not None:
-        query_client = LogsQueryClient(
-            azure_credential(settings),
-            credential_scopes=[settings.logs_query_scope],
-            endpoint=settings.logs_query_endpoint,
-            **retrying_options(settings, deadline),
-        )
-        resources.callback(query_client.close)
-        shared = settings.tenant is not None and not settings.tenant.own_destination
         verifier = LogAnalyticsVerifier(
-            query_client,
+            build_query_client(settings, deadline, resources),
             workspace_id=settings.workspace_id,
             table=load_table_schema().table,
-            # A table several tenants share: only this tenant's rows settle its batches.
-            source_tenant_id=settings.source_tenant_id if shared else None,
+            source_tenant_id=shared_table_tenant(settings),
         )
     lock = build_lock(store, settings)
     sync = FeedSync(

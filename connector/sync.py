@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -47,19 +47,22 @@ from connector.errors import (
     CheckpointError,
     ConfigError,
     ConnectorError,
+    ErrorKind,
     FeedStalledError,
     PermissionWaitExpiredError,
+    ReconcileError,
     RecordError,
     ServicePrincipalMissingError,
     SinkError,
     ThrottledError,
     service_principal_advice,
 )
-from connector.intent import IntentResolver, intent_for
+from connector.intent import IntentResolver, Resolution, intent_for
 from connector.ledger import Decision, key_state
 from connector.mapping import RowMapper, TraceRecord, format_datetime, parse_trace_record
 from connector.ports import Clock, Deadline, FeedPorts, HeldLock, ProgressCallback, UploadResult
 from connector.precedence import SliceObservations
+from connector.reconcile import Missing, repair_decision
 from connector.redact import hide_addresses
 from connector.refusal import Refusal, RowIsolation, classify_refusal, deployment_refused
 from connector.report import RunReport, last_run_summary
@@ -187,6 +190,13 @@ _tuple_new = tuple.__new__
 
 # Records outside their slice are each logged at WARNING up to this many per run, then counted only.
 MAX_OUTSIDE_WARNINGS = 20
+
+
+def _note_resolution(report: RunReport, resolution: Resolution) -> None:
+    """Count what settling an unconfirmed batch found (stored, sent again, possibly duplicated)."""
+    report.possible_duplicates += resolution.possible_duplicates
+    report.intent_rows_found += len(resolution.found)
+    report.intent_rows_resent += resolution.resent
 
 
 class FeedSync:
@@ -363,6 +373,94 @@ class FeedSync:
             report.fail(err)
         return report
 
+    def repair(
+        self, pieces: Sequence[tuple[Window, Sequence[Missing]]], lock: HeldLock | None = None
+    ) -> tuple[RunReport, list[int]]:
+        """Send the rows reconcile found missing through the live feed's ledger and intent.
+
+        The caller holds the live feed's lock. Each row gets the revision the feed would
+        give it (:func:`connector.reconcile.repair_decision`), is recorded as intent before
+        it is sent and committed to the live ledger once accepted, so a crash mid-repair is
+        settled by the next run like any batch, and the feed's later re-reads of the range
+        find the rows stored. A row the service refuses on its own is dead-lettered, as in
+        a run. The live feed's high-water mark, slices and run summary are left as they are.
+
+        Returns:
+            The report (rows uploaded, batches, dead letters) and each piece's rows stored.
+        """
+        report = self._report(LIVE_FEED)
+        stored_per_piece: list[int] = []
+        try:
+            stored = self._ports.store.load(LIVE_FEED)
+            if stored is None:
+                raise ReconcileError("the live feed has no checkpoint yet: run it once before repairing")
+            state = FeedState.resume(stored.checkpoint, stored.etag)
+            run = _Run(
+                report=report,
+                state=state,
+                # Nothing here finishes a slice, so nothing is pruned whatever the lookback.
+                rules=self._policy.commit_rules(self._policy.overlap_lookback),
+                lock=lock,
+            )
+            self._mapper = RowMapper(
+                self._local_domains(run),
+                subjects=self._policy.subjects,
+                source_tenant_id=self._policy.source_tenant_id,
+            )
+            if run.graph_refused is not None:
+                raise run.graph_refused  # no domains to classify the rows' direction with
+            self._settle_before_repair(run)
+            for piece, missing in pieces:
+                before = report.rows_uploaded
+                self._repair_piece(run, piece, missing)
+                stored_per_piece.append(report.rows_uploaded - before)
+            report.outcome = "completed"
+        except ConnectorError as err:
+            report.fail(err)
+        finally:
+            report.finished = self._clock()
+        stored_per_piece += [0] * (len(pieces) - len(stored_per_piece))
+        return report, stored_per_piece
+
+    def _settle_before_repair(self, run: _Run) -> None:
+        """Resolve a batch the live feed left unconfirmed: a repair's intent must not replace it."""
+        pending = run.state.progress.pending_batch
+        if pending is None:
+            return
+        resolution = self._intents.resolve(pending)
+        if resolution.deferred:
+            raise ReconcileError(
+                "the live feed's last batch is not confirmed yet (it is younger than "
+                "VERIFY_INGESTION_DELAY_MINUTES): run reconcile --repair again in a few minutes",
+                kind=ErrorKind.TRANSIENT,
+            )
+        _note_resolution(run.report, resolution)
+        run.state.apply(resolution.committed(), run.rules)
+        self._save(run)
+
+    def _repair_piece(self, run: _Run, piece: Window, missing: Sequence[Missing]) -> None:
+        batcher: Batcher[_Staged] = Batcher(self._policy.batch_budget_bytes)
+        committed = run.state.ledger.committed
+        for row_missing in missing:
+            graph = row_missing.graph
+            decision = repair_decision(row_missing, committed.get(graph.key))
+            row = self._mapper.to_row(
+                graph.record,
+                revision=decision.entry.revision,
+                previous_status=decision.previous_status,
+                key_state=key_state(graph.record.trace_id, graph.record.recipient),
+            )
+            try:
+                full = batcher.add(row, _tuple_new(_Staged, (decision, graph.raw)))
+            except RecordError as err:
+                self._dead_letter(run, graph.raw, err.problem, piece)
+                continue
+            if full is not None:
+                self._upload(run, full, piece)
+        last = batcher.flush()
+        if last is not None:
+            self._upload(run, last, piece)
+
     # ------------------------------------------------------------------ a run's steps
 
     def _start(
@@ -387,9 +485,7 @@ class FeedSync:
             report.finished = self._clock()
             self._save_summary(run)
             return None
-        report.possible_duplicates += resolution.possible_duplicates
-        report.intent_rows_found += len(resolution.found)
-        report.intent_rows_resent += resolution.resent
+        _note_resolution(report, resolution)
         state.apply(resolution.committed(), run.rules)
         self._save(run)
         return run

@@ -22,20 +22,24 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 
 from azure.core.exceptions import AzureError, HttpResponseError
 from azure.monitor.query import LogsQueryClient, LogsQueryStatus
 
 from connector.errors import VerificationError, kind_for_status
 from connector.ledger import ledger_key
-from connector.mapping import has_lone_surrogate, normalise_status
+from connector.mapping import format_datetime, has_lone_surrogate, normalise_status, parse_datetime
+from connector.reconcile import TableRow
 from connector.transport import WaitBeyondDeadline, describe_failure
+from connector.windows import Window
 
 logger = logging.getLogger(__name__)
 
 IDS_PER_QUERY = 200
+VERIFY_MARGIN = timedelta(hours=1)
+"""How far before a range a reconcile query's time span starts (clocks differ)."""
 
 
 # Only escapes the Learn page "The string data type" documents: \\ \" \t \n by name and
@@ -139,34 +143,56 @@ class LogAnalyticsVerifier:
 
     def _rows(self, query: str, since: datetime, until: datetime) -> list[dict[str, object]]:
         """The result rows of ``query`` over ``[since, until]`` as column → value."""
-        try:
-            result = self._client.query_workspace(self._workspace_id, query, timespan=(since, until))
-        except AzureError as err:
-            raise _query_failed(err) from err
-        except WaitBeyondDeadline as err:
-            raise _query_cut_short(err) from err
-        if result.status != LogsQueryStatus.SUCCESS:
-            raise VerificationError(f"workspace verification query returned {result.status}")
-        rows: list[dict[str, object]] = []
-        for table in result.tables:
-            names = list(table.columns)
-            rows.extend(dict(zip(names, row, strict=False)) for row in table.rows)
-        return rows
+        return query_rows(self._client, self._workspace_id, query, since, until)
 
 
-def _query_failed(err: AzureError) -> VerificationError:
+def query_rows(
+    client: LogsQueryClient,
+    workspace_id: str,
+    query: str,
+    since: datetime,
+    until: datetime,
+    *,
+    what: str = "workspace verification query",
+    advice: str = "or unset WORKSPACE_ID",
+    then: str = "The unconfirmed batch stays recorded; the next run verifies it",
+) -> list[dict[str, object]]:
+    """The result rows of ``query`` over ``[since, until]`` as column → value.
+
+    Raises:
+        VerificationError: the query failed or answered only part (``what`` names it in the message).
+    """
+    try:
+        result = client.query_workspace(workspace_id, query, timespan=(since, until))
+    except AzureError as err:
+        raise _query_failed(err, what, advice) from err
+    except WaitBeyondDeadline as err:
+        raise _query_cut_short(err, what, then) from err
+    if result.status != LogsQueryStatus.SUCCESS:
+        raise VerificationError(
+            f"{what} returned {result.status}: Log Analytics answered only part of it (its limits are "
+            "500,000 rows and 64 MB per query)"
+        )
+    rows: list[dict[str, object]] = []
+    for table in result.tables:
+        names = list(table.columns)
+        rows.extend(dict(zip(names, row, strict=False)) for row in table.rows)
+    return rows
+
+
+def _query_failed(err: AzureError, what: str, advice: str) -> VerificationError:
     kind, detail = describe_failure(err)
     status = err.status_code if isinstance(err, HttpResponseError) else None
     if status is not None:
         return VerificationError(
-            f"workspace verification query failed ({status}): {detail}. Give the connector's "
-            "identity read access to EmailEvents_CL (Log Analytics Reader), or unset WORKSPACE_ID",
+            f"{what} failed ({status}): {detail}. Give the connector's "
+            f"identity read access to EmailEvents_CL (Log Analytics Reader), {advice}",
             kind=kind,
         )
-    return VerificationError(f"workspace verification query failed: {detail}", kind=kind)
+    return VerificationError(f"{what} failed: {detail}", kind=kind)
 
 
-def _query_cut_short(err: WaitBeyondDeadline) -> VerificationError:
+def _query_cut_short(err: WaitBeyondDeadline, what: str, then: str) -> VerificationError:
     """Log Analytics asked for a wait longer than the run has left; the batch stays recorded.
 
     The kind is the status's (429 and 5xx: TRANSIENT). Even a 429 fails the run here: the
@@ -175,8 +201,103 @@ def _query_cut_short(err: WaitBeyondDeadline) -> VerificationError:
     """
     answered = "" if err.status is None else f" ({err.status})"
     return VerificationError(
-        f"workspace verification query failed{answered}: Log Analytics {err.waiting}, more than this run "
-        f"has left ({max(err.remaining, 0):.0f} s): {err.detail.rstrip('.')}. The unconfirmed batch stays recorded; "
-        "the next run verifies it",
+        f"{what} failed{answered}: Log Analytics {err.waiting}, more than this run "
+        f"has left ({max(err.remaining, 0):.0f} s): {err.detail.rstrip('.')}. {then}",
         kind=kind_for_status(err.status),
     )
+
+
+# ---------------------------------------------------------------------- reconcile
+
+RECONCILE_QUERY = "reconcile's workspace query"
+_RECONCILE_ADVICE = "then run reconcile again"
+_RECONCILE_THEN = "Nothing was repaired from this hour on; run reconcile again for the rest of the range"
+
+
+def kql_datetime(moment: datetime) -> str:
+    """A KQL ``datetime(...)`` literal of ``moment`` (UTC, microseconds)."""
+    return f"datetime({format_datetime(moment)})"
+
+
+def _received_in(piece: Window, source_tenant_id: str | None) -> str:
+    tenant = "" if source_tenant_id is None else f"\n| where SourceTenantId == {kql_string(source_tenant_id)}"
+    return (
+        f"\n| where Received >= {kql_datetime(piece.start)} and Received < {kql_datetime(piece.end)}{tenant}"
+    )
+
+
+def piece_rows_query(table: str, piece: Window, source_tenant_id: str | None = None) -> str:
+    """KQL counting the table's rows of ``piece`` by identity (trace id, recipient, status, revision).
+
+    Grouped, so an hour of 200,000 rows comes back as at most that many small rows and a
+    row stored twice shows as ``Copies`` 2 (one pass, under Log Analytics' limits).
+    """
+    return (
+        f"{table}{_received_in(piece, source_tenant_id)}"
+        "\n| summarize Copies = count() by MessageTraceId, RecipientAddress, Status, StatusRevision"
+    )
+
+
+def hourly_rows_query(table: str, window: Window, source_tenant_id: str | None = None) -> str:
+    """KQL counting the table's rows of ``window`` per clock hour (what the request estimate reads)."""
+    return f"{table}{_received_in(window, source_tenant_id)}\n| summarize Rows = count() by Hour = bin(Received, 1h)"
+
+
+class TableReader:
+    """What ``EmailEvents_CL`` holds of a range, for :mod:`connector.reconcile`.
+
+    Rows are selected on ``Received`` (the record's time), not ``TimeGenerated``: Log
+    Analytics replaces a ``TimeGenerated`` older than two days with the arrival time, so a
+    backfilled or repaired row's ``TimeGenerated`` is later than its hour. The query's time
+    span therefore runs from the hour (less a margin for clocks) to now.
+    """
+
+    def __init__(
+        self,
+        client: LogsQueryClient,
+        *,
+        workspace_id: str,
+        table: str,
+        source_tenant_id: str | None,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._client = client
+        self._workspace_id = workspace_id
+        self._table = table
+        self._source_tenant_id = source_tenant_id
+        self._clock = clock
+
+    def piece_rows(self, piece: Window) -> list[TableRow]:
+        """The table's rows of ``piece``, one per identity with its number of copies."""
+        query = piece_rows_query(self._table, piece, self._source_tenant_id)
+        return [
+            TableRow(
+                trace_id=str(values["MessageTraceId"]),
+                recipient=str(values["RecipientAddress"]),
+                status=str(values["Status"]),
+                revision=int(str(values["StatusRevision"] or 0)),
+                copies=int(str(values["Copies"])),
+            )
+            for values in self._run(query, piece.start)
+        ]
+
+    def rows_per_hour(self, window: Window) -> dict[datetime, int]:
+        """The table's rows of ``window`` per clock hour (its start, UTC)."""
+        counts: dict[datetime, int] = {}
+        for values in self._run(hourly_rows_query(self._table, window, self._source_tenant_id), window.start):
+            hour = values["Hour"]
+            moment = hour if isinstance(hour, datetime) else parse_datetime(str(hour))
+            counts[moment.astimezone(UTC)] = int(str(values["Rows"]))
+        return counts
+
+    def _run(self, query: str, since: datetime) -> list[dict[str, object]]:
+        return query_rows(
+            self._client,
+            self._workspace_id,
+            query,
+            since - VERIFY_MARGIN,
+            self._clock() + VERIFY_MARGIN,
+            what=RECONCILE_QUERY,
+            advice=_RECONCILE_ADVICE,
+            then=_RECONCILE_THEN,
+        )

@@ -32,13 +32,15 @@ import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from connector.schema import TableSchema, parse_table_schema
-from connector.workspace import presence_query, stored_query
+from connector.windows import Window
+from connector.workspace import hourly_rows_query, piece_rows_query, presence_query, stored_query
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKER = ROOT / "scripts" / "kql_check.mjs"
@@ -573,6 +575,17 @@ def verification_texts(table: str) -> Iterator[KqlText]:
         stored_query(table, ODD_IDS, "72f988bf-86f1-41af-91ab-2d7cd011db47"),
     )
     yield KqlText("connector/workspace.py presence_query", presence_query(table, ODD_IDS))
+    piece = Window(datetime(2026, 11, 20, 10, 30, tzinfo=UTC), datetime(2026, 11, 20, 11, tzinfo=UTC))
+    yield KqlText("connector/workspace.py piece_rows_query", piece_rows_query(table, piece))
+    yield KqlText(
+        "connector/workspace.py piece_rows_query (shared table)",
+        piece_rows_query(table, piece, "72f988bf-86f1-41af-91ab-2d7cd011db47"),
+    )
+    yield KqlText("connector/workspace.py hourly_rows_query", hourly_rows_query(table, piece))
+    yield KqlText(
+        "connector/workspace.py hourly_rows_query (shared table)",
+        hourly_rows_query(table, piece, "72f988bf-86f1-41af-91ab-2d7cd011db47"),
+    )
 
 
 def collect() -> list[KqlText]:

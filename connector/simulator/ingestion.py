@@ -40,7 +40,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from connector.schema import TableSchema
@@ -168,6 +168,41 @@ class DataCollectionRule:
         self.on_accepted = None
         self.refuse_row = None
         self.accept_status = 204
+
+    def drop_rows(self, predicate: Callable[[dict[str, Any]], bool]) -> int:
+        """Remove the mail rows ``predicate`` picks, as if they never arrived (a planted gap); return how many."""
+        with self._lock:
+            dropped = 0
+            kept_batches: list[IngestedBatch] = []
+            for batch in self._batches:
+                kept = tuple(row for row in batch.rows if not predicate(row))
+                dropped += len(batch.rows) - len(kept)
+                kept_batches.append(replace(batch, rows=kept))
+            self._batches = kept_batches
+            self._rows = [row for row in self._rows if not predicate(row)]
+            return dropped
+
+    def duplicate_rows(self, predicate: Callable[[dict[str, Any]], bool], *, age_seconds: float = 0.0) -> int:
+        """Store another copy of the mail rows ``predicate`` picks (a planted duplicate).
+
+        The copies arrive now, or ``age_seconds`` ago (queryable at once, past the latency).
+        """
+        with self._lock:
+            copies = [dict(row) for row in self._rows if predicate(row)]
+            if copies:
+                self._rows.extend(dict(row) for row in copies)
+                self._batches.append(
+                    IngestedBatch(
+                        rows=tuple(copies),
+                        content_encoding="",
+                        body_bytes=0,
+                        uncompressed_bytes=0,
+                        time=time.monotonic() - age_seconds,
+                        stream=self._server.schema.stream,
+                        dcr=self.dcr_immutable_id,
+                    )
+                )
+            return len(copies)
 
     def _count_request(self) -> None:
         with self._lock:

@@ -10,7 +10,14 @@ minutes in Azure). Only the query shape the connector sends is understood::
     | project RowId
 
 or, for a batch recorded before RowId existed, ``where MessageTraceId in (...)`` and
-``project MessageTraceId, RecipientAddress, Status, StatusRevision``. Equality filters
+``project MessageTraceId, RecipientAddress, Status, StatusRevision``; and reconcile's range
+counts (:func:`parse_range_query`)::
+
+    EmailEvents_CL
+    | where Received >= datetime(2026-11-20T10:00:00.000000Z) and Received < datetime(…)
+    | summarize Copies = count() by MessageTraceId, RecipientAddress, Status, StatusRevision
+
+or ``| summarize Rows = count() by Hour = bin(Received, 1h)``. Equality filters
 on other columns may come with it, in their own ``| where`` or joined by ``and``
 (``| where SourceTenantId == "…"``, a shared table's per-tenant verification); an
 unknown column there is a 400 ``SemanticError``.
@@ -229,6 +236,73 @@ def parse_presence_query(query: object) -> PresenceQuery | None:
     return PresenceQuery(head.group("table"), presence[1], projected, presence[0], tuple(filters))
 
 
+class RangeQuery(NamedTuple):
+    """Reconcile's shape: rows whose ``column`` lies in ``[start, end)``, counted by identity or by hour."""
+
+    table: str
+    column: str
+    start: datetime
+    end: datetime
+    filters: tuple[tuple[str, str], ...]
+    count_name: str
+    group_by: tuple[str, ...]
+    """The grouping columns; empty when the rows are counted per hour of ``column`` (``bin(column, 1h)``)."""
+    hour_name: str = ""
+
+
+_RANGE_HEAD = re.compile(
+    r"\s*(?P<table>\w+)\s*\|\s*where\s+(?P<column>\w+)\s*>=\s*datetime\((?P<start>[^()]+)\)\s+and\s+"
+    r"(?P<again>\w+)\s*<\s*datetime\((?P<end>[^()]+)\)\s*"
+)
+_EQUALS_FILTER = re.compile(r"\|\s*where\s+(?P<column>\w+)\s*==\s*")
+_SUMMARIZE_BY = re.compile(
+    r"\|\s*summarize\s+(?P<count>\w+)\s*=\s*count\(\)\s+by\s+"
+    r"(?:(?P<hour>\w+)\s*=\s*bin\(\s*(?P<binned>\w+)\s*,\s*1h\s*\)|(?P<columns>\w+(?:\s*,\s*\w+)*))\s*"
+)
+
+
+def parse_range_query(query: object) -> RangeQuery | None:
+    """Reconcile's range query (see :func:`connector.workspace.piece_rows_query`); None for another shape.
+
+    Raises:
+        KqlSyntaxError: a string literal in a filter is malformed.
+    """
+    if not isinstance(query, str):
+        return None
+    head = _RANGE_HEAD.match(query)
+    if head is None or head.group("again") != head.group("column"):
+        return None
+    try:
+        start, end = _parse_time(head.group("start")), _parse_time(head.group("end"))
+    except ValueError:
+        return None
+    pos = head.end()
+    filters: list[tuple[str, str]] = []
+    while (condition := _EQUALS_FILTER.match(query, pos)) is not None:
+        value, pos = _scan_literal(query, condition.end())
+        filters.append((condition.group("column"), value))
+        pos = _skip_space(query, pos)
+    tail = _SUMMARIZE_BY.fullmatch(query, pos)
+    if tail is None:
+        return None
+    column = head.group("column")
+    if tail.group("hour") is not None:
+        if tail.group("binned") != column:
+            return None
+        return RangeQuery(
+            head.group("table"),
+            column,
+            start,
+            end,
+            tuple(filters),
+            tail.group("count"),
+            (),
+            tail.group("hour"),
+        )
+    group_by = tuple(name.strip() for name in tail.group("columns").split(","))
+    return RangeQuery(head.group("table"), column, start, end, tuple(filters), tail.group("count"), group_by)
+
+
 def _parse_time(text: str) -> datetime:
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -353,6 +427,9 @@ class LogsQueryServer(SimulatedHttpServer):
             )
         try:
             body = json.loads(request.body)
+            ranged = parse_range_query(body["query"])
+            if ranged is not None:
+                return self._answer_range(workspace, ranged, body.get("timespan"))
             parsed = parse_presence_query(body["query"])
         except KqlSyntaxError as err:
             return self._error(400, "BadArgumentError", "The request had some invalid properties", str(err))
@@ -386,6 +463,60 @@ class LogsQueryServer(SimulatedHttpServer):
             "name": "PrimaryResult",
             "columns": [{"name": c, "type": self._schema.type_of(c)} for c in columns],
             "rows": rows,
+        }
+        return Response.json(200, {"tables": [table]})
+
+    def _queryable_rows(self, workspace: Workspace, timespan: object) -> list[dict[str, Any]]:
+        """The rows a query sees now: arrived longer than the latency ago, ``TimeGenerated`` in its span."""
+        start, end = self._timespan(timespan)
+        now_mono = time.monotonic()
+        rows: list[dict[str, Any]] = []
+        for batch in workspace.dcr.batches():
+            if batch.time + self.latency_seconds > now_mono:
+                continue  # not queryable yet
+            arrived = self._clock() - timedelta(seconds=now_mono - batch.time)
+            for row in batch.rows:
+                generated = _parse_time(str(row["TimeGenerated"]))
+                if generated < arrived - timedelta(days=2):
+                    generated = arrived
+                if (start and generated < start) or (end and generated > end):
+                    continue
+                rows.append(row)
+        return rows
+
+    def _answer_range(self, workspace: Workspace, query: RangeQuery, timespan: object) -> Response:
+        """Count the rows of ``query``'s range by its columns, or per hour (what reconcile asks)."""
+        schema = self._schema
+        if query.table != schema.table:
+            return self._error(400, "BadArgumentError", "The request had some invalid properties")
+        named = (query.column, *query.group_by, *(name for name, _ in query.filters))
+        if (
+            any(name not in schema.column_names for name in named)
+            or schema.type_of(query.column) != "datetime"
+        ):
+            return self._error(400, "SemanticError", "A semantic error occurred.")
+        counts: dict[tuple[Any, ...], int] = {}
+        for row in self._queryable_rows(workspace, timespan):
+            if any(row.get(name) != value for name, value in query.filters):
+                continue
+            moment = _parse_time(str(row[query.column]))
+            if not query.start <= moment < query.end:
+                continue
+            if query.group_by:
+                group = tuple(row.get(name) for name in query.group_by)
+            else:
+                hour = moment.replace(minute=0, second=0, microsecond=0)
+                group = (hour.strftime("%Y-%m-%dT%H:%M:%SZ"),)
+            counts[group] = counts.get(group, 0) + 1
+        if query.group_by:
+            columns = [{"name": name, "type": schema.type_of(name)} for name in query.group_by]
+        else:
+            columns = [{"name": query.hour_name, "type": "datetime"}]
+        columns.append({"name": query.count_name, "type": "long"})
+        table = {
+            "name": "PrimaryResult",
+            "columns": columns,
+            "rows": [[*group, count] for group, count in counts.items()],
         }
         return Response.json(200, {"tables": [table]})
 

@@ -62,6 +62,10 @@ def test_collector_finds_the_queries_that_must_be_checked():
         "connector/workspace.py stored_query",
         "connector/workspace.py stored_query (shared table)",
         "connector/workspace.py presence_query",
+        "connector/workspace.py piece_rows_query",
+        "connector/workspace.py piece_rows_query (shared table)",
+        "connector/workspace.py hourly_rows_query",
+        "connector/workspace.py hourly_rows_query (shared table)",
     }
 
 
