@@ -8,7 +8,7 @@ decodes, and a 400 for a literal the service cannot parse.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,9 +22,11 @@ from connector.simulator.logs_query import (
     KqlSyntaxError,
     PresenceQuery,
     parse_presence_query,
+    parse_range_query,
     parse_string_list,
 )
-from connector.workspace import presence_query, stored_query
+from connector.windows import Window
+from connector.workspace import hourly_rows_query, piece_rows_query, presence_query, stored_query
 
 pytestmark = pytest.mark.integration
 
@@ -180,3 +182,67 @@ def test_a_malformed_literal_is_answered_400_like_the_service(sim, query_client,
 
     assert raised.value.status_code == 400
     assert "SyntaxError" in str(raised.value)
+
+
+# --------------------------------------------------------------------------- reconcile's range counts
+
+
+def _window(sim: Simulator) -> Window:
+    hour = sim.now().replace(minute=0, second=0, microsecond=0)
+    return Window(hour - timedelta(hours=1), hour + timedelta(hours=1))
+
+
+def test_the_range_query_shapes_reconcile_sends_are_understood():
+    piece = Window(datetime(2026, 11, 25, 9, tzinfo=UTC), datetime(2026, 11, 25, 10, tzinfo=UTC))
+
+    by_identity = parse_range_query(piece_rows_query("EmailEvents_CL", piece, "t'1"))
+    per_hour = parse_range_query(hourly_rows_query("EmailEvents_CL", piece))
+
+    assert by_identity is not None
+    assert (by_identity.column, by_identity.start, by_identity.end) == ("Received", piece.start, piece.end)
+    assert by_identity.filters == (("SourceTenantId", "t'1"),)
+    assert by_identity.group_by == ("MessageTraceId", "RecipientAddress", "Status", "StatusRevision")
+    assert per_hour is not None
+    assert (per_hour.group_by, per_hour.hour_name, per_hour.count_name) == ((), "Hour", "Rows")
+    assert parse_range_query(stored_query("EmailEvents_CL", ["x"])) is None
+
+
+def test_rows_are_counted_by_identity_and_per_hour_over_https(sim, query_client, stored):
+    sim.ingestion.default_dcr.duplicate_rows(lambda row: row["MessageTraceId"] == "plain", age_seconds=60)
+    window = _window(sim)
+    span = (window.start - timedelta(hours=1), sim.now() + timedelta(hours=1))
+
+    identities = query_client.query_workspace(
+        sim.workspace_id, piece_rows_query("EmailEvents_CL", window), timespan=span
+    )
+    hours = query_client.query_workspace(
+        sim.workspace_id, hourly_rows_query("EmailEvents_CL", window), timespan=span
+    )
+
+    copies = {tuple(r)[0]: tuple(r)[-1] for table in identities.tables for r in table.rows}
+    assert copies == {**{trace_id: 1 for trace_id in ODD_IDS}, "plain": 2}
+    (hour_rows,) = [list(r) for table in hours.tables for r in table.rows]
+    assert hour_rows[1] == len(ODD_IDS) + 2
+
+
+def test_a_dropped_row_is_gone_from_every_answer(sim, query_client, stored):
+    assert sim.ingestion.default_dcr.drop_rows(lambda row: row["MessageTraceId"] == "plain") == 1
+    window = _window(sim)
+
+    result = query_client.query_workspace(
+        sim.workspace_id,
+        piece_rows_query("EmailEvents_CL", window),
+        timespan=(window.start, sim.now() + timedelta(hours=1)),
+    )
+
+    assert "plain" not in {tuple(r)[0] for table in result.tables for r in table.rows}
+    assert all(row["MessageTraceId"] != "plain" for row in sim.ingestion.rows())
+
+
+def test_a_range_over_an_unknown_column_is_a_semantic_error(sim, query_client):
+    query = piece_rows_query("EmailEvents_CL", _window(sim)).replace("Received", "Arrived")
+
+    with pytest.raises(HttpResponseError) as raised:
+        query_client.query_workspace(sim.workspace_id, query, timespan=timedelta(hours=1))
+
+    assert raised.value.status_code == 400
