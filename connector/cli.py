@@ -762,6 +762,11 @@ def render_reconciliation(outcome: Reconciliation) -> list[str]:
         lines.append(
             f"the table holds every row Graph holds for {format_datetime(window.start)}..{format_datetime(window.end)}"
         )
+    for gap in outcome.never_loaded:
+        lines.append(
+            f"{format_datetime(gap.start)}..{format_datetime(gap.end)} was never loaded by the live feed or a "
+            "backfill: its rows count as missing; `backfill` loads it (--repair does not)"
+        )
     if totals.duplicated:
         lines.append(
             f"{totals.duplicated:,} duplicated rows cannot be deleted; the MessageTrace parser drops them by RowId"

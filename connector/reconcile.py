@@ -169,6 +169,34 @@ def unfinished_backfills(checkpoints: Sequence[Checkpoint], window: Window) -> l
     return busy
 
 
+def never_loaded(checkpoints: Sequence[Checkpoint], window: Window) -> list[Window]:
+    """The parts of ``window`` neither the live feed (from its coverage start) nor any backfill's claim covers.
+
+    Reconcile reports them (every row there is missing), but ``--repair`` must not fill
+    them: no feed's record claims them, so a backfill run over them later would store
+    the repaired rows again. A backfill is the tool for a range never loaded.
+    """
+    claimed: list[Window] = []
+    for checkpoint in checkpoints:
+        progress = checkpoint.progress
+        if progress.range_start is None:
+            if progress.coverage_start is not None:
+                claimed.append(Window(progress.coverage_start, max(window.end, progress.coverage_start)))
+        elif progress.range_end is not None and progress.feed.count("/") < 2:
+            claimed.append(Window(progress.range_start, progress.range_end))
+    gaps: list[Window] = []
+    cursor = window.start
+    for covered in sorted(claimed, key=lambda w: w.start):
+        if covered.start > cursor:
+            gaps.append(Window(cursor, min(covered.start, window.end)))
+        cursor = max(cursor, covered.end)
+        if cursor >= window.end:
+            break
+    if cursor < window.end:
+        gaps.append(Window(cursor, window.end))
+    return [gap for gap in gaps if gap.start < gap.end]
+
+
 def estimate_requests(pieces: Sequence[Window], rows_by_hour: Mapping[datetime, int]) -> int:
     """Graph requests reading ``pieces`` takes: one per piece, more where an hour fills pages.
 

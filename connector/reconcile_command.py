@@ -40,6 +40,7 @@ from connector.reconcile import (
     Totals,
     compare_piece,
     estimate_requests,
+    never_loaded,
     plan_reconcile,
     still_missing,
     unfinished_backfills,
@@ -109,6 +110,8 @@ class Reconciliation:
     stopped_at: datetime | None = None
     """Where the comparison stopped early (the rest of the range was not compared)."""
     repair: RunReport | None = None
+    never_loaded: list[Window] = field(default_factory=list)
+    """Parts of the range no feed loaded (a backfill fills them; ``--repair`` refuses them)."""
 
     @property
     def totals(self) -> Totals:
@@ -122,6 +125,10 @@ class Reconciliation:
             "start": format_datetime(window.start),
             "end": format_datetime(window.end),
             "notes": list(self.plan.notes),
+            "neverLoaded": [
+                {"start": format_datetime(gap.start), "end": format_datetime(gap.end)}
+                for gap in self.never_loaded
+            ],
             "outcome": self.outcome,
             "stoppedAt": None if self.stopped_at is None else format_datetime(self.stopped_at),
             "graphRequestsEstimated": self.announcement.graph_requests,
@@ -194,6 +201,14 @@ def reconcile(
         settle_delay=settings.settle_delay,
         live_high_water_mark=None if live is None else live.progress.high_water_mark,
     )
+    unloaded = never_loaded(checkpoints, plan.window)
+    if repair and unloaded:
+        spans = ", ".join(f"{format_datetime(gap.start)}..{format_datetime(gap.end)}" for gap in unloaded[:3])
+        raise ReconcileError(
+            f"--repair: {spans} {'was' if len(unloaded) == 1 else 'were'} never loaded by the live feed or a "
+            "backfill, so a backfill could store a repaired row again later: run `backfill` for that range "
+            "instead, or reconcile --repair a range the feed has loaded"
+        )
     busy = unfinished_backfills(checkpoints, plan.window)
     if busy:
         raise ReconcileError(
@@ -224,7 +239,7 @@ def reconcile(
             )
         if announce is not None:
             announce(announcement)
-        outcome = Reconciliation(plan=plan, announcement=announcement)
+        outcome = Reconciliation(plan=plan, announcement=announcement, never_loaded=unloaded)
         source = build_graph_source(settings, store, deadline, resources, caller=Caller.OTHER, sleep=sleep)
         unconfirmed = _compare(outcome, source, reader, deadline, progress, clock=clock)
         _confirm(outcome, unconfirmed, reader, store, settings.verify_delay, clock=clock, sleep=sleep)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from connector.errors import ReconcileError
 from connector.ledger import row_id
 from connector.reconcile import floor_hour
 from connector.reconcile_command import reconcile
@@ -343,3 +344,20 @@ def test_a_repair_killed_after_the_service_took_its_rows_leaves_no_duplicate_and
     counts = stored(sim)
     assert sum(count - 1 for count in counts.values() if count > 1) == 4  # the planted ones only
     assert set().union(*dropped.values()) <= {row["RowId"] for row in sim.ingestion.rows()}
+
+
+def test_repair_refuses_a_range_no_feed_loaded_before_any_graph_request(sim, env, fed):
+    now = sim.now()
+    coverage_start = now - timedelta(hours=6, minutes=30)
+    graph_calls = len(sim.graph.requests())
+
+    with pytest.raises(ReconcileError, match="never loaded") as refused:
+        reconcile(coverage_start - timedelta(hours=2), now, env, repair=True)
+
+    assert refused.value.exit_code == 2
+    assert "backfill" in str(refused.value)
+    assert len(sim.graph.requests()) == graph_calls
+    # Without --repair the range is compared and the unloaded part named.
+    outcome = reconcile(coverage_start - timedelta(hours=2), now, env)
+    assert outcome.never_loaded
+    assert outcome.never_loaded[0].start == coverage_start - timedelta(hours=2)

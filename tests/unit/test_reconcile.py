@@ -17,6 +17,7 @@ from connector.reconcile import (
     compare_piece,
     estimate_requests,
     hour_pieces,
+    never_loaded,
     plan_reconcile,
     render_piece,
     repair_decision,
@@ -322,3 +323,18 @@ def test_the_json_of_an_hour_names_rows_by_identity_never_by_subject():
 
     (shown,) = result.fields()["missingRows"]  # type: ignore[misc]
     assert set(shown) == {"messageTraceId", "recipient", "received", "graphStatus", "tableStatus"}
+
+
+def test_a_range_before_the_live_feed_s_start_that_no_backfill_claimed_was_never_loaded():
+    assert never_loaded([LIVE], Window(at(3), at(9))) == [Window(at(3), at(6))]
+    assert never_loaded([LIVE], Window(at(7), at(9))) == []
+
+
+def test_a_backfill_s_claim_counts_as_loaded_and_only_the_rest_is_named():
+    claimed = backfill(at(1), at(4), at(4))
+
+    assert never_loaded([LIVE, claimed], Window(at(0), at(9))) == [Window(at(0), at(1)), Window(at(4), at(6))]
+
+
+def test_without_a_live_feed_everything_outside_backfills_was_never_loaded():
+    assert never_loaded([], Window(at(0), at(2))) == [Window(at(0), at(2))]
