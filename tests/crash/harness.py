@@ -31,6 +31,12 @@ quota allows one run (small server pages, a small quota that refills between run
 five minutes would), and also counts the unkilled runs after which the high-water
 mark did not move although data was due (``hwm_stalls``; must be 0).
 
+``--reconcile`` makes every third attempt an operator's repair: a few stored rows (inside the
+live feed's coverage, over 30 minutes old) are dropped from the table, as a lost batch would
+leave them, and ``reconcile --repair`` runs instead of ``run``, armed with the same kill points
+(its Graph reads, its uploads, its live-checkpoint writes). A last, unkilled repair runs before
+the final check, which must then find every planted row back, once.
+
 ``--queue`` adds a backfill on Azure: ``backfill --on-azure --slice-hours 2`` (a real
 CLI process) queues a band of history older than the live feed's coverage start on
 Azurite's queue service, and about half of the attempts are then queue workers
@@ -75,7 +81,7 @@ from azure.storage.queue import QueueClient
 
 from connector.checkpoint import slice_feed_name
 from connector.locks import BlobRunLock
-from connector.mapping import normalise_status
+from connector.mapping import format_datetime, normalise_status
 from connector.queued import job_slices, slice_state
 from connector.quota_store import quota_blob_name
 from connector.simulator import Simulator, generate_traffic
@@ -149,6 +155,14 @@ class HarnessResult:
     """Queued slices whose document does not say done at the end (must be empty)."""
     queue_faults: list[str] = field(default_factory=list)
     """What the queue did not do as it must (a poison streak that did not poison, say)."""
+    planted_gaps: int = 0
+    """Rows dropped from the table before ``reconcile --repair`` attempts (``--reconcile`` only)."""
+    reconcile_runs: int = 0
+    """``reconcile --repair`` attempts (killed or not)."""
+    reconcile_kills: int = 0
+    """``reconcile --repair`` attempts that were killed."""
+    reconcile_faults: list[str] = field(default_factory=list)
+    """What reconcile did not do as it must (the last, unkilled one left rows missing, say)."""
 
     @property
     def summary(self) -> str:
@@ -237,6 +251,10 @@ DRAIN_SECONDS = 300.0
 """How long the final drain waits for the queue to empty (a deferred slice's continuation waits a minute)."""
 
 
+RECONCILE_SPAN = timedelta(hours=6)
+"""``--reconcile``: how far back from the harness's start reconcile compares (the live feed's coverage: 7 h)."""
+
+
 def _connector_argv(env: dict[str, str], command: list[str]) -> list[str]:
     """The connector process's command line; with ``--tenants``, every command names the one tenant."""
     tenant = ["--tenant", json.loads(env["TENANTS"])[0]["name"]] if "TENANTS" in env else []
@@ -294,6 +312,7 @@ def run_harness(
     big_tenant: bool = False,
     queue: bool = False,
     tenants: bool = False,
+    reconcile: bool = False,
 ) -> HarnessResult:
     rng = random.Random(seed)
     workdir = Path(tempfile.mkdtemp(prefix="crash-harness-"))
@@ -448,8 +467,8 @@ def run_harness(
                 ):  # and a 429's Retry-After in the budget is over
                     container.delete_blob(quota_blob_name(env["TENANT_ID"]))
 
-            def attempt(phase: str | None) -> bool:
-                """One run of the connector; True if it was killed."""
+            def attempt(phase: str | None, command: list[str] | None = None) -> bool:
+                """One run of the connector (or ``command``); True if it was killed."""
                 nonlocal last_hwm
                 child = _Child()
                 occurrence = rng.randint(1, 3)
@@ -463,7 +482,7 @@ def run_harness(
                 )
                 timer = None if delay is None else threading.Timer(delay, child.kill)
                 child.process = subprocess.Popen(
-                    _connector_argv(env, ["run"]),
+                    _connector_argv(env, command or ["run"]),
                     cwd=ROOT,
                     env=env,
                     stdout=subprocess.PIPE,
@@ -648,6 +667,32 @@ def run_harness(
                     result.phases[f"worker {phase}"] += 1
                 return ended
 
+            def plant_gap() -> None:
+                """Drop up to three stored rows more than 30 minutes old, as a lost batch would leave them.
+
+                Only rows inside what reconcile compares: not the history only backfills store.
+                """
+                oldest, newest = now - RECONCILE_SPAN, sim.now() - timedelta(minutes=30)
+                candidates = sorted(
+                    str(row["RowId"])
+                    for row in sim.ingestion.rows()
+                    if oldest <= datetime.fromisoformat(str(row["Received"]).replace("Z", "+00:00")) < newest
+                )
+                chosen = set(rng.sample(candidates, min(3, len(candidates))))
+                result.planted_gaps += sim.ingestion.default_dcr.drop_rows(lambda row: row["RowId"] in chosen)
+
+            def reconcile_command() -> list[str]:
+                # Inside the live feed's coverage (INITIAL_LOOKBACK_HOURS=7 from the first run) up to now.
+                start, end = now - RECONCILE_SPAN, sim.now()
+                return [
+                    "reconcile",
+                    "--start",
+                    format_datetime(start),
+                    "--end",
+                    format_datetime(end),
+                    "--repair",
+                ]
+
             while result.kills < kills:
                 if queue and not queued_commands and store.load("live") is not None:
                     # History older than the live feed's coverage start, queued once the feed has started.
@@ -666,8 +711,15 @@ def run_harness(
                 phase = (
                     PHASES[result.kills % len(PHASES)] if result.kills < len(PHASES) else rng.choice(PHASES)
                 )
-                if attempt(phase):
+                command = None
+                if reconcile and result.attempts % 3 == 2 and store.load("live") is not None:
+                    # An operator's repair instead of a timer run, after an outage dropped a few rows.
+                    plant_gap()
+                    command = reconcile_command()
+                    result.reconcile_runs += 1
+                if attempt(phase, command):
                     result.kills += 1
+                    result.reconcile_kills += command is not None
                     result.phases[phase] += 1
                 # Attempts follow each other in seconds, not the five minutes between timer runs, so new
                 # mail piles up near "now"; with the big tenant's tiny pages it is kept light, so the
@@ -720,6 +772,16 @@ def run_harness(
                 last = None if stored is None else stored.checkpoint.progress.last_run
                 if last is not None and last["outcome"] == "completed" and last["rows_uploaded"] == 0:
                     break
+            if reconcile:
+                # The last repair runs without a kill: every planted gap (and any still open) is filled.
+                plant_gap()
+                child_env_command = reconcile_command()
+                ((code, output),) = _started_together(env, [child_env_command])
+                result.reconcile_runs += 1
+                if code != 0:
+                    result.reconcile_faults.append(
+                        f"the last reconcile --repair exited {code}: {output[-400:]}"
+                    )
             stored = store.load("live")
             assert stored is not None
             last_run = stored.checkpoint.progress.last_run
@@ -739,11 +801,21 @@ def run_harness(
                 for r in sim.graph.rows()
                 if datetime.fromisoformat(r["receivedDateTime"].replace("Z", "+00:00")) <= window_end
             ]
-            result.lost = sum(
-                1
+            missing = [
+                r
                 for r in due
                 if (r["id"], r["recipientAddress"].lower(), normalise_status(r["status"])) not in per_status
-            )
+            ]
+            result.lost = len(missing)
+            if log:
+                for r in missing:
+                    held = [
+                        (row["Status"], row["StatusRevision"])
+                        for row in rows
+                        if row["MessageTraceId"] == r["id"]
+                        and row["RecipientAddress"].lower() == r["recipientAddress"].lower()
+                    ]
+                    print(f"lost: {r['id']} {r['receivedDateTime']} graph={r['status']} table={held}")
             result.duplicated = sum(count - 1 for count in per_row.values())
             return result
     finally:
@@ -768,6 +840,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the tenant as an entry of TENANTS (every command with --tenant)",
     )
+    parser.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="every third attempt drops rows from the table and runs reconcile --repair instead of run",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     result = run_harness(
@@ -778,6 +855,7 @@ def main(argv: list[str] | None = None) -> int:
         big_tenant=args.big_tenant,
         queue=args.queue,
         tenants=args.tenants,
+        reconcile=args.reconcile,
     )
     print(
         f"attempts={result.attempts} phases={dict(result.phases)} hwm_regressions={result.hwm_regressions}"
@@ -793,6 +871,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     for fault in result.queue_faults:
         print(f"queue fault: {fault}")
+    if args.reconcile:
+        print(
+            f"reconcile_runs={result.reconcile_runs} reconcile_kills={result.reconcile_kills} "
+            f"planted_gaps={result.planted_gaps}"
+        )
+    for fault in result.reconcile_faults:
+        print(f"reconcile fault: {fault}")
     print(f"possible duplicates reported by the connector: {result.possible_duplicates_reported}")
     print(f"elapsed {time.monotonic() - started:.0f} s")
     print(result.summary)
@@ -802,6 +887,7 @@ def main(argv: list[str] | None = None) -> int:
         and result.caught_up
         and not result.concurrency_faults
         and not result.queue_faults
+        and not result.reconcile_faults
         and result.queue_left == 0
         and not result.slices_not_done
         and result.poison_messages == result.poisoned

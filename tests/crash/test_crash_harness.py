@@ -60,3 +60,17 @@ def test_a_tenant_of_tenants_in_the_shared_table_is_settled_by_its_own_rows_thro
     assert result.concurrency_faults == []
     assert result.hwm_regressions == 0
     assert (result.lost, result.duplicated) == (0, 0), result.summary
+
+
+def test_repairs_killed_at_every_point_fill_every_planted_gap_once():
+    # Every third attempt drops rows from the table and runs `reconcile --repair` instead of a live
+    # run; kills land in its Graph reads, its uploads and its checkpoint writes alike.
+    result = run_harness(kills=9, seed=2050, verification=True, reconcile=True)
+
+    assert result.reconcile_runs >= 3
+    assert result.reconcile_kills >= 1
+    assert result.planted_gaps >= 6
+    assert result.reconcile_faults == []
+    assert result.caught_up
+    assert result.hwm_regressions == 0
+    assert (result.lost, result.duplicated) == (0, 0), result.summary
