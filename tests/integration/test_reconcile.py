@@ -361,3 +361,35 @@ def test_repair_refuses_a_range_no_feed_loaded_before_any_graph_request(sim, env
     outcome = reconcile(coverage_start - timedelta(hours=2), now, env)
     assert outcome.never_loaded
     assert outcome.never_loaded[0].start == coverage_start - timedelta(hours=2)
+
+
+def test_in_a_table_tenants_share_each_tenant_is_reconciled_on_its_own_rows(sim, env):
+    northwind = sim.add_tenant(name="northwind")
+    home = {"name": "home", "tenantId": sim.tenant_id}
+    env = {**env, "TENANTS": json.dumps([home, northwind.tenant_entry(own_destination=False)])}
+    now = sim.now()
+    sim.graph.add(generate_traffic(now - timedelta(hours=3), now - timedelta(minutes=5), 200, seed=61))
+    northwind.graph.add(
+        generate_traffic(
+            now - timedelta(hours=3), now - timedelta(minutes=5), 200, northwind.local_domains, seed=62
+        )
+    )
+    for name in ("home", "northwind"):
+        assert run_feed(env, tenant=name).ok
+    theirs = sorted(r["RowId"] for r in sim.ingestion.rows() if r["SourceTenantId"] == northwind.tenant_id)
+    assert sim.ingestion.default_dcr.drop_rows(lambda row: row["RowId"] in set(theirs[:2])) == 2
+
+    mine = reconcile(now - timedelta(hours=4), now, env, tenant="home")
+    repaired = reconcile(now - timedelta(hours=4), now, env, tenant="northwind", repair=True)
+
+    assert (mine.totals.missing, mine.totals.unknown_to_graph) == (
+        0,
+        0,
+    )  # the other tenant's rows are not its
+    assert (repaired.totals.missing, repaired.totals.repaired, repaired.totals.unknown_to_graph) == (2, 2, 0)
+    assert set(theirs) <= {r["RowId"] for r in sim.ingestion.rows()}
+    assert all(
+        r["SourceTenantId"] == northwind.tenant_id
+        for r in sim.ingestion.rows()
+        if r["RowId"] in set(theirs[:2])
+    )
