@@ -373,6 +373,28 @@ def still_missing(result: PieceResult, fresh_rows: Sequence[TableRow]) -> list[M
     return left
 
 
+def confirm_piece(
+    result: PieceResult, finals: Iterable[GraphFinal], fresh_rows: Sequence[TableRow]
+) -> PieceResult:
+    """``result`` read again: the table's counts as they are now, and only the missing rows still missing.
+
+    The second read may only clear a row, never add or change one: Graph was read before
+    it, so a key the feed stored a newer status of in between would look "stale" against
+    Graph's older answer. A key whose newest revision moved is left to the feed.
+    """
+    fresh = compare_piece(result.piece, finals, fresh_rows, unreadable=result.unreadable)
+    newest = _newest(fresh_rows)
+    still = {missing.graph.key for missing in fresh.missing}
+    fresh.missing = [
+        missing
+        for missing in result.missing
+        if missing.graph.key in still
+        and (None if (held := newest.get(missing.graph.key)) is None else held.newest_revision)
+        == missing.table_revision
+    ]
+    return fresh
+
+
 def repair_decision(missing: Missing, entry: LedgerEntry | None) -> Decision:
     """The ledger decision of a repaired row: the revision the feed would give it.
 

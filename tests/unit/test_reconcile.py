@@ -15,6 +15,7 @@ from connector.reconcile import (
     TableRow,
     Totals,
     compare_piece,
+    confirm_piece,
     estimate_requests,
     hour_pieces,
     never_loaded,
@@ -338,3 +339,29 @@ def test_a_backfill_s_claim_counts_as_loaded_and_only_the_rest_is_named():
 
 def test_without_a_live_feed_everything_outside_backfills_was_never_loaded():
     assert never_loaded([], Window(at(0), at(2))) == [Window(at(0), at(2))]
+
+
+def test_the_second_read_clears_a_row_the_feed_stored_since_and_adds_nothing():
+    finals = [final("a@contoso.com", "Delivered"), final("b@contoso.com", "Pending")]
+    first = compare_piece(PIECE, finals, [row("b@contoso.com", "Pending")])
+
+    again = confirm_piece(first, finals, [row("a@contoso.com", "Delivered"), row("b@contoso.com", "Pending")])
+
+    assert again.missing == []
+    assert again.table_rows == 2
+
+
+def test_the_second_read_never_turns_a_newer_table_row_into_a_stale_one():
+    finals = [final("b@contoso.com", "Pending")]
+    first = compare_piece(PIECE, finals, [row("b@contoso.com", "Pending")])
+    # The feed stored Delivered after Graph's (older) answer was read: not a row to repair.
+    fresh = [row("b@contoso.com", "Pending"), row("b@contoso.com", "Delivered", 1)]
+
+    assert confirm_piece(first, finals, fresh).missing == []
+
+
+def test_the_second_read_keeps_a_row_still_missing():
+    finals = [final("a@contoso.com", "Delivered")]
+    first = compare_piece(PIECE, finals, [])
+
+    assert len(confirm_piece(first, finals, []).missing) == 1
