@@ -30,6 +30,7 @@ from connector.detail import parse_events
 from connector.enrich_store import ENRICH_LOCK, MARGIN, BlobPendingStore, DetailWorkspace, FilePendingStore
 from connector.enrichment import (
     REQUESTED,
+    EnrichRequest,
     PendingDetail,
     PendingPair,
     Target,
@@ -56,19 +57,6 @@ from connector.store import BlobCheckpointStore, FileCheckpointStore
 from connector.transport import retrying_options
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class EnrichRequest:
-    """What to enrich, checked before any setting is read or network call made."""
-
-    pairs: tuple[tuple[str, str | None], ...] = ()
-    """(trace id, recipient); a None recipient means every recipient EmailEvents_CL holds for it."""
-    statuses: tuple[str, ...] = ()
-    start: datetime | None = None
-    end: datetime | None = None
-    max_requests: int | None = None
-    """None: ``DETAIL_MAX_REQUESTS``."""
 
 
 @dataclass(slots=True)

@@ -81,6 +81,19 @@ class Target:
         return ledger_key(self.trace_id, self.recipient)
 
 
+@dataclass(frozen=True, slots=True)
+class EnrichRequest:
+    """What to enrich, checked before any setting is read or network call made."""
+
+    pairs: tuple[tuple[str, str | None], ...] = ()
+    """(trace id, recipient); a None recipient means every recipient EmailEvents_CL holds for it."""
+    statuses: tuple[str, ...] = ()
+    start: datetime | None = None
+    end: datetime | None = None
+    max_requests: int | None = None
+    """None: ``DETAIL_MAX_REQUESTS``."""
+
+
 def check_trace_id(text: str, where: str = "--trace-id") -> str:
     """A message trace id (a GUID), lower-cased; a ValueError names ``where``."""
     value = text.strip()
