@@ -137,7 +137,8 @@ class DetailWorkspace(LogAnalyticsVerifier):
     def recipients(self, trace_ids: Sequence[str]) -> dict[str, list[str]]:
         """Every recipient of each trace id in ``EmailEvents_CL`` (each address once, without case)."""
         found: dict[str, dict[str, str]] = {}
-        ids = sorted(set(trace_ids))
+        # Graph writes trace ids in lower case; the upper-case spelling too, should a row hold one.
+        ids = sorted({spelling for trace_id in trace_ids for spelling in (trace_id, trace_id.upper())})
         for offset in range(0, len(ids), IDS_PER_QUERY):
             query = recipients_query(self._mail_table, ids[offset : offset + IDS_PER_QUERY], self._tenant)
             for values in self._rows(query, self._since, self._until):
