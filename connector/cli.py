@@ -32,6 +32,14 @@ from connector.checkpoint import check_feed_name
 from connector.deadletter import parse_age
 from connector.detail import render_events
 from connector.domains import local_domain
+from connector.enrichment import (
+    FINAL_STATUSES,
+    EnrichRequest,
+    check_recipient,
+    check_trace_id,
+    parse_ids_file,
+    parse_statuses,
+)
 from connector.errors import SERVICE_PRINCIPAL_WAIT, ArgumentError, ConfigError, ConnectorError, ErrorKind
 from connector.mapping import format_datetime, parse_datetime
 from connector.ports import LockState, ProgressCallback
@@ -369,6 +377,76 @@ def _add_lookalikes(commands: _Commands) -> None:
     )
 
 
+class _PairAction(argparse.Action):
+    """``--trace-id`` and ``--recipient`` in their command-line order: a recipient belongs to the trace id before it."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        order: list[tuple[str, str]] = list(getattr(namespace, "pair_order", None) or [])
+        order.append((self.dest, str(values)))
+        namespace.pair_order = order
+
+
+def _max_requests(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of requests from 1 to 100")
+    return int(text)
+
+
+def _add_enrich(commands: _Commands) -> None:
+    enrich = commands.add_parser(
+        "enrich",
+        help="store chosen messages' journeys (detail events) in MessageTraceDetail_CL",
+        description="Read the detail events (Graph getDetailsByRecipient) of chosen messages and store one row "
+        "per event in MessageTraceDetail_CL: pairs named by --trace-id/--recipient, an --ids-file a playbook "
+        "wrote, or the messages whose newest status in EmailEvents_CL is one of --status within --start/--end. "
+        "One Graph request per pair from the tenant's quota budget (never the live feed's reserve), at most "
+        "--max-requests; pairs stored already are skipped, so running again adds nothing twice. Needs "
+        "WORKSPACE_ID.",
+    )
+    enrich.add_argument(
+        "--trace-id",
+        dest="trace_id",
+        action=_PairAction,
+        metavar="GUID",
+        help="a MessageTraceId (repeatable); followed by --recipient for one recipient, else every recipient "
+        "EmailEvents_CL holds for it",
+    )
+    enrich.add_argument(
+        "--recipient",
+        dest="recipient",
+        action=_PairAction,
+        metavar="ADDR",
+        help="the recipient of the --trace-id before it",
+    )
+    enrich.add_argument(
+        "--ids-file",
+        type=Path,
+        metavar="PATH",
+        help="lines of 'trace id[,recipient]', or a CSV whose header names MessageTraceId (and RecipientAddress)",
+    )
+    enrich.add_argument(
+        "--status",
+        metavar="S[,S]",
+        help=f"newest statuses to choose ({', '.join(FINAL_STATUSES)}), with --start and --end",
+    )
+    enrich.add_argument("--start", type=_timestamp, help="with --status: received at or after, ISO 8601 UTC")
+    enrich.add_argument("--end", type=_timestamp, help="with --status: received before, ISO 8601 UTC")
+    enrich.add_argument(
+        "--max-requests",
+        type=_max_requests,
+        metavar="N",
+        help="Graph requests this run may spend at most (1-100; default DETAIL_MAX_REQUESTS, 50)",
+    )
+    enrich.add_argument("--json", action="store_true", help="machine-readable counts")
+    _add_tenant(enrich)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used to document the commands in the README)."""
     parser = _Parser(
@@ -389,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check(commands)
     _add_detail(commands)
     _add_reconcile(commands)
+    _add_enrich(commands)
     _add_lookalikes(commands)
     _add_subject_hash(commands)
     return parser
@@ -607,6 +686,62 @@ def _detail(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _enrich_request(args: argparse.Namespace) -> EnrichRequest:
+    """The command's selection, checked before any setting is read or network call made (exit 2, one line)."""
+    pairs: list[tuple[str, str | None]] = []
+    try:
+        for option, value in getattr(args, "pair_order", None) or []:
+            if option == "trace_id":
+                pairs.append((check_trace_id(value), None))
+            elif not pairs or pairs[-1][1] is not None:
+                raise ValueError("--recipient: must follow the --trace-id it belongs to")
+            else:
+                pairs[-1] = (pairs[-1][0], check_recipient(value))
+        if args.ids_file is not None:
+            try:
+                text = args.ids_file.read_text(encoding="utf-8", errors="surrogateescape")
+            except OSError as err:
+                raise ValueError(f"--ids-file: cannot read {args.ids_file}: {err.strerror or err}") from None
+            pairs.extend(parse_ids_file(text))
+        statuses = parse_statuses(args.status or "")
+    except ValueError as err:
+        raise ArgumentError(str(err)) from None
+    if statuses and (args.start is None or args.end is None):
+        raise ArgumentError("--status: needs --start and --end (the receive-time range to choose from)")
+    if not statuses and (args.start is not None or args.end is not None or args.status is not None):
+        raise ArgumentError("--start/--end: only with --status (name at least one status)")
+    if statuses and args.end <= args.start:
+        raise ArgumentError("--end: must be after --start")
+    if not pairs and not statuses:
+        raise ArgumentError("enrich: choose messages with --trace-id, --ids-file or --status")
+    return EnrichRequest(
+        pairs=tuple(pairs),
+        statuses=statuses,
+        start=None if args.start is None else args.start.astimezone(UTC),
+        end=None if args.end is None else args.end.astimezone(UTC),
+        max_requests=args.max_requests,
+    )
+
+
+def _enrich(args: argparse.Namespace, out: TextIO) -> int:
+    request = _enrich_request(args)
+    from connector.enrich_command import enrich  # the enrichment's wiring loads only for this command
+
+    def announce(text: str) -> None:
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    report = enrich(request, tenant=args.tenant, announce=announce)
+    if args.json:
+        out.write(json.dumps(report.fields(), indent=2) + "\n")
+    else:
+        out.write("\n".join(report.lines()) + "\n")
+    if report.error is not None:
+        sys.stderr.write(f"error: {scrub(str(report.error))}\n")
+        return report.error.exit_code
+    return 0
+
+
 def _lookalikes(args: argparse.Namespace, out: TextIO) -> int:
     from connector.lookalikes_command import lookalikes_command  # dnstwist loads only for this command
 
@@ -784,6 +919,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
     "check": _check,
     "detail": _detail,
     "reconcile": _reconcile,
+    "enrich": _enrich,
     "lookalikes": _lookalikes,
     "subject-hash": _subject_hash,
 }

@@ -107,3 +107,11 @@ def load_table_schema(resource: str = SCHEMA_RESOURCE) -> TableSchema:
 def load_health_schema() -> TableSchema:
     """The ``MessageTraceHealth_CL`` schema: one summary row per run."""
     return load_table_schema(HEALTH_SCHEMA_RESOURCE)
+
+
+DETAIL_SCHEMA_RESOURCE = "MessageTraceDetail_CL.json"
+
+
+def load_detail_schema() -> TableSchema:
+    """The ``MessageTraceDetail_CL`` schema: one row per event of an enriched message's journey."""
+    return load_table_schema(DETAIL_SCHEMA_RESOURCE)

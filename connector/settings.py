@@ -995,3 +995,34 @@ def _ca_bundle(reader: _Reader) -> str | None:
                 return None
             return raw
     return None
+
+
+# ---- enrichment (``python -m connector enrich``: MessageTraceDetail_CL) ----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EnrichmentSettings:
+    """What ``enrich`` reads besides a run's settings: the detail stream and the request cap."""
+
+    detail_stream_name: str = "Custom-MessageTraceDetail"
+    """The DCR stream of the detail rows (``DETAIL_STREAM_NAME``)."""
+    max_requests: int = 50
+    """Graph requests one enrich run may spend at most (``DETAIL_MAX_REQUESTS``), from the quota budget."""
+
+
+def read_enrichment_settings(env: Mapping[str, str] | None = None) -> EnrichmentSettings:
+    """Read ``DETAIL_STREAM_NAME`` and ``DETAIL_MAX_REQUESTS``.
+
+    Kept apart from :class:`Settings` (a run never needs them). The cap is at most the
+    Graph quota (100 requests per 5 minutes): a larger one could only wait.
+
+    Raises:
+        ConfigError: naming each bad setting.
+    """
+    reader = _Reader(os.environ if env is None else env)
+    settings = EnrichmentSettings(
+        detail_stream_name=reader.optional("DETAIL_STREAM_NAME", "Custom-MessageTraceDetail", _stream_name),
+        max_requests=reader.optional("DETAIL_MAX_REQUESTS", 50, _int(1, 100)),
+    )
+    reader.raise_if_problems()
+    return settings

@@ -55,6 +55,11 @@ param tableTotalRetentionInDays int = 0
 @maxValue(730)
 param healthTableRetentionInDays int = 90
 
+@description('Interactive retention of MessageTraceDetail_CL (one row per event of a message enriched by `python -m connector enrich`) in days; the table is always on the Analytics plan.')
+@minValue(4)
+@maxValue(730)
+param detailTableRetentionInDays int = 90
+
 @description('Send the workspace Audit category (table LAQueryLogs) to the workspace itself, so every query of EmailEvents_CL is logged. Default: on for a new workspace, off for an existing one (a Sentinel workspace usually routes Audit to itself already, and Azure refuses a second setting with the same category and destination: "Data sink ... is already used").')
 param enableQueryAudit bool = empty(existingWorkspaceResourceId)
 
@@ -188,6 +193,8 @@ param extraConnectorSettings object = {}
 var schema = loadJsonContent('../connector/data/EmailEvents_CL.json')
 // The health table (one summary row per run) and its stream, from its own schema file.
 var healthSchema = loadJsonContent('../connector/data/MessageTraceHealth_CL.json')
+// The detail table (one row per event of an enriched message's journey) and its stream.
+var detailSchema = loadJsonContent('../connector/data/MessageTraceDetail_CL.json')
 
 var token = toLower(uniqueString(resourceGroup().id, baseName))
 var compactBase = toLower(replace(baseName, '-', ''))
@@ -290,6 +297,26 @@ module healthTable 'modules/table.bicep' = {
   }
 }
 
+// The detail table: a third instance, always Analytics (the hunting query and the workbook's
+// drill-down join it). With workspace verification the identity reads it too (enrich skips the
+// pairs it holds): after the mail table's instance, whose workspace query role it shares.
+module detailTable 'modules/table.bicep' = {
+  name: 'mtc-${baseName}-detailtable'
+  scope: resourceGroup(workspaceSubscriptionId, workspaceResourceGroupName)
+  dependsOn: [
+    workspace
+    table
+  ]
+  params: {
+    workspaceName: workspaceName
+    schema: detailSchema
+    plan: 'Analytics'
+    retentionInDays: detailTableRetentionInDays
+    enableQueryAudit: false
+    readerPrincipalId: enableWorkspaceVerification ? identity.outputs.principalId : ''
+  }
+}
+
 // Sentinel on the workspace (its own module: it lives where the workspace lives).
 module sentinel 'modules/sentinel.bicep' = if (enableSentinel) {
   name: 'mtc-${baseName}-sentinel'
@@ -311,6 +338,7 @@ module sentinelContent 'modules/sentinel-content.bicep' = if (deployParsers || d
   dependsOn: [
     table
     healthTable
+    detailTable
     sentinel
   ]
   params: {
@@ -344,6 +372,7 @@ module dcr 'modules/dcr.bicep' = {
   dependsOn: [
     table
     healthTable
+    detailTable
   ]
   params: {
     name: names.dcr
@@ -352,6 +381,7 @@ module dcr 'modules/dcr.bicep' = {
     workspaceResourceId: workspace.outputs.id
     schema: schema
     healthSchema: healthSchema
+    detailSchema: detailSchema
     publisherPrincipalId: identity.outputs.principalId
   }
 }
@@ -428,10 +458,12 @@ module tenantWorkspaces 'modules/tenant-workspace.bicep' = [for key in tenantWor
     tags: allTags
     schema: schema
     healthSchema: healthSchema
+    detailSchema: detailSchema
     tablePlan: tablePlan
     tableRetentionInDays: tableRetentionInDays
     tableTotalRetentionInDays: tableTotalRetentionInDays
     healthTableRetentionInDays: healthTableRetentionInDays
+    detailTableRetentionInDays: detailTableRetentionInDays
     publisherPrincipalId: identity.outputs.principalId
     readerPrincipalId: enableWorkspaceVerification ? identity.outputs.principalId : ''
     identityTenantId: identityTenantId
@@ -469,6 +501,7 @@ var connectorSettings = union(
     DCR_IMMUTABLE_ID: dcr.outputs.immutableId
     DCR_STREAM_NAME: schema.stream
     HEALTH_STREAM_NAME: healthSchema.stream
+    DETAIL_STREAM_NAME: detailSchema.stream
     CHECKPOINT_STORE: 'blob'
     STORAGE_ACCOUNT_URL: storage.outputs.blobEndpoint
     CHECKPOINT_CONTAINER: checkpointContainerName
@@ -570,6 +603,7 @@ output INGESTION_ENDPOINT string = dcr.outputs.logsIngestionEndpoint
 output DCR_IMMUTABLE_ID string = dcr.outputs.immutableId
 output DCR_STREAM_NAME string = schema.stream
 output HEALTH_STREAM_NAME string = healthSchema.stream
+output DETAIL_STREAM_NAME string = detailSchema.stream
 output WORKSPACE_RESOURCE_ID string = workspace.outputs.id
 output WORKSPACE_CUSTOMER_ID string = workspace.outputs.customerId
 output TABLE_RESOURCE_ID string = table.outputs.id

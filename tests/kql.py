@@ -588,6 +588,30 @@ def verification_texts(table: str) -> Iterator[KqlText]:
     )
 
 
+def enrichment_texts() -> Iterator[KqlText]:
+    """The queries ``enrich`` sends (``connector/enrich_store.py``), built with odd ids."""
+    from datetime import UTC, datetime
+
+    from connector.enrich_store import enriched_pairs_query, recipients_query, status_query
+    from connector.schema import load_detail_schema
+
+    detail, mail, tenant = (
+        load_detail_schema().table,
+        connector_schema().table,
+        "72f988bf-86f1-41af-91ab-2d7cd011db47",
+    )
+    start, end = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 8, 12, 30, 15, 250000, tzinfo=UTC)
+    where = "connector/enrich_store.py"
+    yield KqlText(f"{where} enriched_pairs_query", enriched_pairs_query(detail, ODD_IDS))
+    yield KqlText(
+        f"{where} enriched_pairs_query (shared table)", enriched_pairs_query(detail, ODD_IDS, tenant)
+    )
+    yield KqlText(f"{where} recipients_query", recipients_query(mail, ODD_IDS, tenant))
+    yield KqlText(f"{where} status_query", status_query(mail, ("Quarantined", "Failed"), start, end))
+    yield KqlText(f"{where} status_query (shared table)", status_query(mail, ("Failed",), start, end, tenant))
+    yield KqlText(f"{where} stored_query (detail table)", stored_query(detail, ODD_IDS, tenant))
+
+
 def collect() -> list[KqlText]:
     """Every KQL text in the repository, each named by where it was found."""
     known = tables()
@@ -608,6 +632,7 @@ def collect() -> list[KqlText]:
     for path in _files("*.json", SENTINEL / "Data Connectors"):
         texts.extend(connector_texts(path))
     texts.extend(verification_texts(connector_schema().table))
+    texts.extend(enrichment_texts())
     names = [text.name for text in texts]
     duplicates = {name for name in names if names.count(name) > 1}
     if duplicates:

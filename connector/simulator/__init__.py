@@ -53,7 +53,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal
 
-from connector.schema import TableSchema, load_health_schema, load_table_schema
+from connector.schema import TableSchema, load_detail_schema, load_health_schema, load_table_schema
 
 from .entra import (
     GRAPH_RESOURCE,
@@ -257,6 +257,7 @@ class Simulator:
         self.managed_identity_client_id = DEFAULT_MI_CLIENT_ID
         self.schema: TableSchema = load_table_schema()
         self.health_schema: TableSchema = load_health_schema()
+        self.detail_schema: TableSchema = load_detail_schema()
         self.stream_name = self.schema.stream
         self.dcr_immutable_id = "dcr-" + uuid.uuid4().hex
         self.ca = TestCertificateAuthority()
@@ -285,7 +286,7 @@ class Simulator:
                 self.entra.validate_bearer,
                 self.dcr_immutable_id,
                 self.schema,
-                (self.health_schema,),
+                (self.health_schema, self.detail_schema),
                 tenant_id=tenant_id,
             )
             self.workspace_id = str(uuid.uuid4())
@@ -515,6 +516,7 @@ class Simulator:
             "DCR_IMMUTABLE_ID": self.dcr_immutable_id,
             "DCR_STREAM_NAME": self.stream_name,
             "HEALTH_STREAM_NAME": self.health_schema.stream,
+            "DETAIL_STREAM_NAME": self.detail_schema.stream,
             "INGESTION_SCOPE": f"{MONITOR_RESOURCE}/.default",
             "LOGS_QUERY_ENDPOINT": self.logs_query.url,
             "REQUESTS_CA_BUNDLE": self.ca_bundle_path,

@@ -110,6 +110,7 @@ class DataCollectionRule:
             each.table: [] for each in server.schemas.values() if each is not server.schema
         }
         self._batches: list[IngestedBatch] = []
+        self._other_batches: dict[str, list[IngestedBatch]] = {table: [] for table in self._other_rows}
         self._request_count = 0
         self._lock = threading.Lock()
 
@@ -130,6 +131,11 @@ class DataCollectionRule:
         """Every accepted request to the mail stream, in arrival order."""
         with self._lock:
             return list(self._batches)
+
+    def table_batches(self, table: str) -> list[IngestedBatch]:
+        """Every accepted request to the stream of another table (the detail rows'), in arrival order."""
+        with self._lock:
+            return list(self._other_batches[table])
 
     @property
     def request_count(self) -> int:
@@ -162,6 +168,8 @@ class DataCollectionRule:
             for stored in self._other_rows.values():
                 stored.clear()
             self._batches.clear()
+            for batches in self._other_batches.values():
+                batches.clear()
             self._request_count = 0
         self.faults.clear()
         self.role_assigned = True
@@ -215,6 +223,7 @@ class DataCollectionRule:
                 self._batches.append(batch)
             else:
                 self._other_rows[schema.table].extend(dict(r) for r in document)
+                self._other_batches[schema.table].append(batch)
 
 
 class IngestionServer(SimulatedHttpServer):

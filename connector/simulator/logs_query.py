@@ -425,6 +425,9 @@ class LogsQueryServer(SimulatedHttpServer):
                 "InsufficientAccessError",
                 "The provided credentials have insufficient access to perform the requested operation",
             )
+        enrichment = self._enrichment_query(request, workspace)
+        if enrichment is not None:
+            return enrichment
         try:
             body = json.loads(request.body)
             ranged = parse_range_query(body["query"])
@@ -529,3 +532,148 @@ class LogsQueryServer(SimulatedHttpServer):
             return _parse_time(first), _parse_time(second)
         except ValueError:
             return None, None
+
+    def _enrichment_query(self, request: Request, workspace: Workspace) -> Response | None:
+        """Answer enrichment's queries: presence queries on another table (the detail table), the status query.
+
+        None for any other query (the mail table's presence queries are answered as before).
+        """
+        try:
+            body = json.loads(request.body)
+            query = body["query"]
+            status = parse_status_query(query)
+            presence = None if status is not None else parse_presence_query(query)
+        except KqlSyntaxError as err:
+            return self._error(400, "BadArgumentError", "The request had some invalid properties", str(err))
+        except (ValueError, KeyError, TypeError):
+            return None
+        timespan = self._timespan(body.get("timespan"))
+        if status is not None:
+            if status.table != self._schema.table:
+                return self._error(400, "SemanticError", "A semantic error occurred.")
+            newest: dict[tuple[str, str], tuple[int, str]] = {}
+            for row in _queryable_rows(workspace.dcr.batches(), self.latency_seconds, self._clock, timespan):
+                received = _parse_time(str(row["Received"]))
+                if not status.start <= received < status.end:
+                    continue
+                if status.tenant is not None and row.get("SourceTenantId") != status.tenant:
+                    continue
+                key = (str(row["MessageTraceId"]), str(row["RecipientAddress"]).lower())
+                revision = int(row.get("StatusRevision") or 0)
+                if key not in newest or revision >= newest[key][0]:
+                    newest[key] = (revision, str(row["Status"]))
+            chosen = [
+                [trace_id, recipient, found]
+                for (trace_id, recipient), (_, found) in newest.items()
+                if found in status.statuses
+            ]
+            return _table(
+                ["MessageTraceId", "RecipientAddress", "Status"], self._schema, chosen[: status.take]
+            )
+        other = {schema.table: schema for schema in self._ingestion.schemas.values()}
+        if presence is None or presence.table == self._schema.table or presence.table not in other:
+            return None
+        schema = other[presence.table]
+        names = (*presence.projected, presence.column, *(name for name, _ in presence.filters))
+        if any(name not in schema.column_names for name in names):
+            return self._error(400, "SemanticError", "A semantic error occurred.")
+        values = set(presence.values)
+        rows = [
+            [row.get(column) for column in presence.projected]
+            for row in _queryable_rows(
+                workspace.dcr.table_batches(presence.table), self.latency_seconds, self._clock, timespan
+            )
+            if row.get(presence.column) in values
+            and all(row.get(name) == value for name, value in presence.filters)
+        ]
+        return _table(presence.projected, schema, rows)
+
+
+# ---- enrichment's queries (``connector/enrich_store.py``) -------------------------------------------
+
+_STATUS_HEAD = re.compile(
+    r"\s*(?P<table>\w+)\s*\|\s*where\s+Received\s*>=\s*datetime\((?P<start>[^()]+)\)\s+and\s+"
+    r"Received\s*<\s*datetime\((?P<end>[^()]+)\)\s*"
+)
+_TENANT_FILTER = re.compile(r"\|\s*where\s+SourceTenantId\s*==\s*")
+_STATUS_GROUP = re.compile(
+    r"\|\s*summarize\s+arg_max\(StatusRevision,\s*Status\)\s+by\s+MessageTraceId,\s*"
+    r"RecipientAddress\s*=\s*tolower\(RecipientAddress\)\s*\|\s*where\s+Status\s+in\s*\("
+)
+_STATUS_TAIL = re.compile(
+    r"\s*\|\s*project\s+MessageTraceId,\s*RecipientAddress,\s*Status\s*\|\s*take\s+(?P<take>\d+)\s*"
+)
+
+
+class StatusQuery(NamedTuple):
+    """Enrichment's ``--status`` query: newest status per (trace id, lower-cased recipient) in a receive range."""
+
+    table: str
+    start: datetime
+    end: datetime
+    statuses: list[str]
+    take: int
+    tenant: str | None
+
+
+def parse_status_query(query: object) -> StatusQuery | None:
+    """The ``--status`` query shape (:func:`connector.enrich_store.status_query`); None for another.
+
+    Raises:
+        KqlSyntaxError: a string literal in it is malformed.
+    """
+    if not isinstance(query, str):
+        return None
+    head = _STATUS_HEAD.match(query)
+    if head is None:
+        return None
+    try:
+        start, end = _parse_time(head["start"]), _parse_time(head["end"])
+    except ValueError:
+        return None
+    pos, tenant = head.end(), None
+    tenant_filter = _TENANT_FILTER.match(query, pos)
+    if tenant_filter is not None:
+        tenant, pos = _scan_literal(query, tenant_filter.end())
+        pos = _skip_space(query, pos)
+    group = _STATUS_GROUP.match(query, pos)
+    if group is None:
+        return None
+    statuses, pos = parse_string_list(query, group.end())
+    tail = _STATUS_TAIL.fullmatch(query, pos)
+    if tail is None:
+        return None
+    return StatusQuery(head["table"], start, end, statuses, int(tail["take"]), tenant)
+
+
+def _queryable_rows(
+    batches: list[Any],
+    latency: float,
+    clock: Callable[[], datetime],
+    timespan: tuple[datetime | None, datetime | None],
+) -> list[dict[str, Any]]:
+    """The rows of ``batches`` a query sees: arrived longer than ``latency`` ago, ``TimeGenerated`` in the timespan."""
+    start, end = timespan
+    now_mono = time.monotonic()
+    rows: list[dict[str, Any]] = []
+    for batch in batches:
+        if batch.time + latency > now_mono:
+            continue
+        arrived = clock() - timedelta(seconds=now_mono - batch.time)
+        for row in batch.rows:
+            generated = _parse_time(str(row["TimeGenerated"]))
+            if generated < arrived - timedelta(days=2):
+                generated = arrived
+            if (start and generated < start) or (end and generated > end):
+                continue
+            rows.append(row)
+    return rows
+
+
+def _table(columns: list[str], schema: TableSchema, rows: list[list[Any]]) -> Response:
+    table = {
+        "name": "PrimaryResult",
+        "columns": [{"name": c, "type": schema.type_of(c)} for c in columns],
+        "rows": rows,
+    }
+    return Response.json(200, {"tables": [table]})

@@ -21,6 +21,9 @@ param schema object
 @description('Parsed connector/data/MessageTraceHealth_CL.json: the health rows\' table and stream.')
 param healthSchema object
 
+@description('Parsed connector/data/MessageTraceDetail_CL.json: the detail rows\' table and stream (enrich).')
+param detailSchema object
+
 @description('Principal (object) id allowed to send rows through this DCR.')
 param publisherPrincipalId string
 
@@ -33,6 +36,11 @@ var streamColumns = [for column in schema.columns: {
 }]
 
 var healthStreamColumns = [for column in healthSchema.columns: {
+  name: column.name
+  type: column.type
+}]
+
+var detailStreamColumns = [for column in detailSchema.columns: {
   name: column.name
   type: column.type
 }]
@@ -50,6 +58,9 @@ resource dcr 'Microsoft.Insights/dataCollectionRules@2023-03-11' = {
       }
       '${healthSchema.stream}': {
         columns: healthStreamColumns
+      }
+      '${detailSchema.stream}': {
+        columns: detailStreamColumns
       }
     }
     destinations: {
@@ -80,6 +91,16 @@ resource dcr 'Microsoft.Insights/dataCollectionRules@2023-03-11' = {
         ]
         transformKql: 'source'
         outputStream: 'Custom-${healthSchema.table}'
+      }
+      {
+        streams: [
+          detailSchema.stream
+        ]
+        destinations: [
+          'workspace'
+        ]
+        transformKql: 'source'
+        outputStream: 'Custom-${detailSchema.table}'
       }
     ]
   }

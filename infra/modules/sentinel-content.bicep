@@ -71,6 +71,7 @@ var huntingQueries = [
   any(loadYamlContent('../sentinel/Hunting Queries/FirstSeenExternalSenderDomains.yaml'))
   any(loadYamlContent('../sentinel/Hunting Queries/BounceStorms.yaml'))
   any(loadYamlContent('../sentinel/Hunting Queries/WhoReadMessageTrace.yaml'))
+  any(loadYamlContent('../sentinel/Hunting Queries/MessageJourney.yaml'))
 ]
 
 var workbookData = loadJsonContent('../sentinel/Workbooks/MessageTrace.json')

@@ -122,7 +122,7 @@ resource tableReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (
     principalId: readerPrincipalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', readerRoleId)
-    description: 'Message trace connector: workspace verification reads EmailEvents_CL only'
+    description: 'Message trace connector: workspace queries read ${schema.table} only'
   }
 }
 

@@ -1,6 +1,6 @@
 // One customer's own workspace (a `tenants` entry of main.bicep with workspaceResourceId),
 // deployed by main.bicep into that workspace's resource group (scope: resourceGroup(sub, rg)):
-// the same two tables (EmailEvents_CL, MessageTraceHealth_CL) and the same Direct DCR as the
+// the same three tables (EmailEvents_CL, MessageTraceHealth_CL, MessageTraceDetail_CL) and the same Direct DCR as the
 // deployment's own workspace, from the same schema files (table.bicep, dcr.bicep), with
 // Monitoring Metrics Publisher for the function's identity on the DCR and, with workspace
 // verification, the same table-level read access (custom query role + Reader on the table).
@@ -36,6 +36,9 @@ param schema object
 @description('Parsed connector/data/MessageTraceHealth_CL.json.')
 param healthSchema object
 
+@description('Parsed connector/data/MessageTraceDetail_CL.json.')
+param detailSchema object
+
 @description('Plan of EmailEvents_CL.')
 @allowed([
   'Analytics'
@@ -51,6 +54,9 @@ param tableTotalRetentionInDays int = 0
 
 @description('Interactive retention of MessageTraceHealth_CL in days.')
 param healthTableRetentionInDays int = 90
+
+@description('Interactive retention of MessageTraceDetail_CL in days.')
+param detailTableRetentionInDays int = 90
 
 @description('Principal (object) id of the function\'s managed identity: sends rows through the DCR.')
 param publisherPrincipalId string
@@ -94,11 +100,28 @@ module healthTable 'table.bicep' = {
   }
 }
 
+// After the mail table's instance: with workspace verification both grant the same workspace query role.
+module detailTable 'table.bicep' = {
+  name: '${deploymentPrefix}-detailtable'
+  dependsOn: [
+    table
+  ]
+  params: {
+    workspaceName: workspace.name
+    schema: detailSchema
+    plan: 'Analytics'
+    retentionInDays: detailTableRetentionInDays
+    enableQueryAudit: false
+    readerPrincipalId: readerPrincipalId
+  }
+}
+
 module dcr 'dcr.bicep' = {
   name: '${deploymentPrefix}-dcr'
   dependsOn: [
     table
     healthTable
+    detailTable
   ]
   params: {
     name: dcrName
@@ -107,6 +130,7 @@ module dcr 'dcr.bicep' = {
     workspaceResourceId: workspace.id
     schema: schema
     healthSchema: healthSchema
+    detailSchema: detailSchema
     publisherPrincipalId: publisher
   }
 }

@@ -19,6 +19,7 @@ from tests.infra.bicep import (
 
 SCHEMA = json.loads(SCHEMA_FILE.read_text())
 HEALTH_SCHEMA = json.loads(HEALTH_SCHEMA_FILE.read_text())
+DETAIL_SCHEMA = json.loads((SCHEMA_FILE.parent / "MessageTraceDetail_CL.json").read_text())
 TABLE_COLUMN_TYPES = {"string", "int", "long", "real", "boolean", "dateTime", "dynamic"}
 
 
@@ -88,7 +89,7 @@ def test_row_id_reaches_the_table_and_the_dcr_stream_from_the_schema_file():
     assert stream["RowId"] == {"name": "RowId", "type": "string"}
     # The transform passes every declared column on; one that projected columns would drop RowId.
     flows = body(module("dcr")["resources"]["dcr"])["properties"]["dataFlows"]
-    assert [flow["transformKql"] for flow in flows] == ["source", "source"]
+    assert [flow["transformKql"] for flow in flows] == ["source", "source", "source"]
 
 
 def test_table_resource_uses_the_generated_columns_and_the_schema_name():
@@ -104,19 +105,25 @@ def test_dcr_is_direct_and_flows_the_schema_stream_into_the_table():
     dcr = module("dcr")["resources"]["dcr"]
     config = body(dcr)
     assert config["kind"] == "Direct"
-    properties = evaluate(config["properties"], {"schema": SCHEMA, "healthSchema": HEALTH_SCHEMA})
+    properties = evaluate(
+        config["properties"], {"schema": SCHEMA, "healthSchema": HEALTH_SCHEMA, "detailSchema": DETAIL_SCHEMA}
+    )
     assert properties["streamDeclarations"] == {
         "Custom-EmailEvents": {"columns": "streamColumns"},
         "Custom-MessageTraceHealth": {"columns": "healthStreamColumns"},
+        "Custom-MessageTraceDetail": {"columns": "detailStreamColumns"},
     }
     assert config["properties"]["streamDeclarations"]["'${schema.stream}'"]["columns"] == "streamColumns"
-    flow, health = properties["dataFlows"]
+    flow, health, detail = properties["dataFlows"]
     assert flow["streams"] == [SCHEMA["stream"]] == ["Custom-EmailEvents"]
     assert flow["outputStream"] == "Custom-EmailEvents_CL"
     assert health["streams"] == [HEALTH_SCHEMA["stream"]] == ["Custom-MessageTraceHealth"]
     assert health["outputStream"] == "Custom-MessageTraceHealth_CL"
     workspace = properties["destinations"]["logAnalytics"][0]["name"]
     assert flow["destinations"] == health["destinations"] == [workspace]
+    assert detail["streams"] == [DETAIL_SCHEMA["stream"]] == ["Custom-MessageTraceDetail"]
+    assert detail["outputStream"] == "Custom-MessageTraceDetail_CL"
+    assert detail["destinations"] == [workspace]
 
 
 def test_health_schema_is_loaded_once_and_feeds_its_own_table_instance_and_the_dcr_stream():
@@ -153,3 +160,30 @@ def test_table_plan_is_analytics_by_default_basic_allowed():
 
 def test_dcr_waits_for_the_table():
     assert "table" in body(parse(MAIN)["modules"]["dcr"])["dependsOn"]
+
+
+def test_detail_schema_is_loaded_once_and_feeds_its_own_table_instance_the_dcr_stream_and_the_app_setting():
+    loads = [path.name for path in bicep_files() if "MessageTraceDetail_CL.json')" in path.read_text()]
+    assert loads == ["main.bicep"]
+    modules = parse(MAIN)["modules"]
+    assert modules["detailTable"]["detail"]["path"] == "modules/table.bicep"
+    detail_table = body(modules["detailTable"])
+    assert detail_table["params"]["schema"] == "detailSchema"
+    assert (detail_table["params"]["plan"], detail_table["params"]["enableQueryAudit"]) == (
+        "Analytics",
+        False,
+    )
+    # the identity reads the detail table with workspace verification, after the mail table's role exists
+    assert set(detail_table["dependsOn"]) == {"workspace", "table"}
+    assert body(modules["dcr"])["params"]["detailSchema"] == "detailSchema"
+    assert {"table", "healthTable", "detailTable"} <= set(body(modules["dcr"])["dependsOn"])
+    assert body(modules["tenantWorkspaces"])["params"]["detailSchema"] == "detailSchema"
+    table = evaluate(module("table")["variables"]["tableColumns"]["value"], {"schema": DETAIL_SCHEMA})
+    stream = evaluate(
+        module("dcr")["variables"]["detailStreamColumns"]["value"], {"detailSchema": DETAIL_SCHEMA}
+    )
+    names = [c["name"] for c in DETAIL_SCHEMA["columns"]]
+    assert [c["name"] for c in table] == [c["name"] for c in stream] == names
+    assert {c["name"]: c["type"] for c in stream} == {c["name"]: c["type"] for c in DETAIL_SCHEMA["columns"]}
+    assert {c["name"]: c["type"] for c in table}["Data"] == "dynamic"
+    assert {c["name"]: c["type"] for c in table}["EventTime"] == "dateTime"

@@ -691,7 +691,7 @@ def test_main_gates_the_content_on_sentinel_and_the_rules_on_the_analytics_plan(
         assert term in rules_gate, term
     assert params["deploySentinelItems"] == "deploySentinelContent"
     # The health rule and the workbook's health tab read MessageTraceHealth_CL: it must exist first.
-    assert set(config["dependsOn"]) == {"table", "healthTable", "sentinel"}
+    assert set(config["dependsOn"]) == {"table", "healthTable", "detailTable", "sentinel"}
     table_scope = body(parse(MAIN)["modules"]["table"])["scope"]
     assert config["scope"] == table_scope, "content lives where the workspace lives"
     defaults = {name: spec.get("default") for name, spec in parse(MAIN)["parameters"].items()}

@@ -340,6 +340,7 @@ def test_each_customer_workspace_is_deployed_into_its_own_resource_group():
     assert _evaluate(params["workspaceName"], env) == "law-fabrikam"
     assert params["schema"] == "schema"
     assert params["healthSchema"] == "healthSchema"
+    assert params["detailSchema"] == "detailSchema"
     assert accessor_path(params["publisherPrincipalId"]) == ["identity", "outputs", "principalId"]
     reader = params["readerPrincipalId"]["operator"]["operands"]
     assert reader["condition"] == "enableWorkspaceVerification"
@@ -374,6 +375,7 @@ def test_the_wrapper_reuses_table_and_dcr_in_the_customer_resource_group():
     assert {name: m["detail"]["path"] for name, m in modules.items()} == {
         "table": "table.bicep",
         "healthTable": "table.bicep",
+        "detailTable": "table.bicep",
         "dcr": "dcr.bicep",
     }
     for name, declaration in modules.items():
@@ -392,7 +394,13 @@ def test_the_wrapper_reuses_table_and_dcr_in_the_customer_resource_group():
     assert health["enableQueryAudit"] is False
     assert table["readerPrincipalId"] == "readerPrincipalId"
     assert health["readerPrincipalId"] == ""
-    assert set(body(modules["dcr"])["dependsOn"]) == {"table", "healthTable"}
+    assert set(body(modules["dcr"])["dependsOn"]) == {"table", "healthTable", "detailTable"}
+    detail = body(modules["detailTable"])
+    assert detail["params"]["schema"] == dcr["detailSchema"] == "detailSchema"
+    assert (detail["params"]["plan"], detail["params"]["enableQueryAudit"]) == ("Analytics", False)
+    # enrich reads the detail table too; after the mail table, whose workspace query role it shares
+    assert detail["params"]["readerPrincipalId"] == "readerPrincipalId"
+    assert detail["dependsOn"] == ["table"]
     assert accessor_path(dcr["location"]) == ["workspace", "location"]
     assert accessor_path(dcr["workspaceResourceId"]) == ["workspace", "id"]
     existing = wrapper["resources"]["workspace"]

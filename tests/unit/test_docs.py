@@ -42,3 +42,17 @@ def test_readme_latest_status_query_works_on_rows_and_tables_without_row_id():
     assert "isempty(RowId)" in query
     assert "by RowId" in query
     assert "tolower(RecipientAddress)" in query
+
+
+def test_readme_detail_column_table_lists_exactly_the_detail_schema_columns_and_types():
+    from connector.schema import load_detail_schema
+
+    documented = dict(
+        re.findall(
+            r"^\| ([A-Z]\w*) \| (\w+) \|",
+            _section("Enrichment: message journeys into `MessageTraceDetail_CL`"),
+            re.M,
+        )
+    )
+
+    assert documented == {column.name: column.type for column in load_detail_schema().columns}

@@ -369,3 +369,17 @@ def test_collector_checks_every_query_of_the_data_connector_card():
     fields = {t.name.removeprefix(prefix).split("[", 1)[0] for t in TEXTS if t.name.startswith(prefix)}
 
     assert fields == {"graphQueries", "sampleQueries", "dataTypes", "connectivityCriteria"}
+
+
+def test_collector_checks_every_query_enrich_sends():
+    """The queries of ``connector/enrich_store.py`` are among the checked texts (with odd ids and a tenant)."""
+    names = {t.name for t in TEXTS if t.name.startswith("connector/enrich_store.py")}
+
+    assert names == {
+        "connector/enrich_store.py enriched_pairs_query",
+        "connector/enrich_store.py enriched_pairs_query (shared table)",
+        "connector/enrich_store.py recipients_query",
+        "connector/enrich_store.py status_query",
+        "connector/enrich_store.py status_query (shared table)",
+        "connector/enrich_store.py stored_query (detail table)",
+    }

@@ -46,6 +46,7 @@ def test_the_hunting_queries_the_issue_names_are_all_there():
         "FirstSeenExternalSenderDomains",
         "BounceStorms",
         "WhoReadMessageTrace",
+        "MessageJourney",
     }
 
 
@@ -241,3 +242,23 @@ def test_workbook_explains_received_and_revisions(workbook):
     assert "Received" in texts
     assert "TimeGenerated" in texts
     assert "revision" in texts.lower()
+
+
+def test_the_journey_query_and_the_drill_down_read_the_detail_table_each_row_once():
+    """Both join MessageTraceDetail_CL to the message's trace ids and drop crash copies by RowId."""
+    hunting = _load(HUNTING / "MessageJourney.yaml")["query"]
+    workbook = json.loads(WORKBOOK.read_text(encoding="utf-8"))
+    drill_down = next(
+        item for item in workbook["items"] if item.get("name") == "group - message id drill-down"
+    )
+    (journey,) = [
+        item["content"]["query"]
+        for item in drill_down["content"]["items"]
+        if item.get("name") == "query - message journey"
+    ]
+
+    for query in (hunting, journey):
+        assert "MessageTraceDetail_CL" in query
+        assert "summarize arg_min(Ingested, *) by RowId" in query
+        assert "MessageTraceId in (" in query
+    assert "join kind=leftouter Journeys on MessageTraceId, RecipientKey" in hunting
