@@ -23,9 +23,6 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from azure.monitor.query import LogsQueryClient
-
-from connector.auth import azure_credential
 from connector.detail import parse_events
 from connector.enrich_store import ENRICH_LOCK, MARGIN, BlobPendingStore, DetailWorkspace, FilePendingStore
 from connector.enrichment import (
@@ -46,15 +43,16 @@ from connector.quota import Caller
 from connector.runner import (
     build_graph_source,
     build_lock,
+    build_query_client,
     build_sink,
     build_store,
     load_settings,
+    shared_table_tenant,
     utc_now,
 )
 from connector.schema import load_detail_schema, load_table_schema
 from connector.settings import Settings, read_enrichment_settings
 from connector.store import BlobCheckpointStore, FileCheckpointStore
-from connector.transport import retrying_options
 
 logger = logging.getLogger(__name__)
 
@@ -153,21 +151,12 @@ def _check_settings(settings: Settings, stream: str) -> None:
 def _workspace(
     settings: Settings, deadline: Deadline, resources: ExitStack, now: datetime
 ) -> DetailWorkspace:
-    client = LogsQueryClient(
-        azure_credential(settings),
-        credential_scopes=[settings.logs_query_scope],
-        endpoint=settings.logs_query_endpoint,
-        **retrying_options(settings, deadline),
-    )
-    resources.callback(client.close)
-    shared = settings.tenant is not None and not settings.tenant.own_destination
     return DetailWorkspace(
-        client,
+        build_query_client(settings, deadline, resources),
         workspace_id=settings.workspace_id or "",
         detail_table=load_detail_schema().table,
         mail_table=load_table_schema().table,
-        # A table several tenants share: only this tenant's rows count.
-        source_tenant_id=settings.source_tenant_id if shared else None,
+        source_tenant_id=shared_table_tenant(settings),
         now=now,
     )
 

@@ -57,7 +57,7 @@ MAX_PROPERTY_VALUE_BYTES = 1_000
 
 MAX_IDS_FILE_LINES = 100_000
 FINAL_STATUSES = ("Delivered", "Failed", "Quarantined", "FilteredAsSpam", "Expanded", "Recalled", "Pending")
-"""Statuses ``--status`` and ``DETAIL_STATUSES`` accept (a message's newest status in EmailEvents_CL)."""
+"""Statuses ``--status`` accepts (a message's newest status in EmailEvents_CL)."""
 
 _GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
