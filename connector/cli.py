@@ -290,9 +290,11 @@ def _add_detail(commands: _Commands) -> None:
     _add_tenant(detail)
 
 
-def _requests(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of requests (1 or more)")
+def _requests(text: str, *, most: int | None = None) -> int:
+    """A number of Graph requests: 1 or more, at most ``most`` when given."""
+    if not text.isdigit() or int(text) < 1 or (most is not None and int(text) > most):
+        upper = "1 or more" if most is None else f"from 1 to {most}"
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of requests {upper}")
     return int(text)
 
 
@@ -393,9 +395,7 @@ class _PairAction(argparse.Action):
 
 
 def _max_requests(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 100:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of requests from 1 to 100")
-    return int(text)
+    return _requests(text, most=100)
 
 
 def _add_enrich(commands: _Commands) -> None:

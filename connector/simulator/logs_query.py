@@ -469,24 +469,6 @@ class LogsQueryServer(SimulatedHttpServer):
         }
         return Response.json(200, {"tables": [table]})
 
-    def _queryable_rows(self, workspace: Workspace, timespan: object) -> list[dict[str, Any]]:
-        """The rows a query sees now: arrived longer than the latency ago, ``TimeGenerated`` in its span."""
-        start, end = self._timespan(timespan)
-        now_mono = time.monotonic()
-        rows: list[dict[str, Any]] = []
-        for batch in workspace.dcr.batches():
-            if batch.time + self.latency_seconds > now_mono:
-                continue  # not queryable yet
-            arrived = self._clock() - timedelta(seconds=now_mono - batch.time)
-            for row in batch.rows:
-                generated = _parse_time(str(row["TimeGenerated"]))
-                if generated < arrived - timedelta(days=2):
-                    generated = arrived
-                if (start and generated < start) or (end and generated > end):
-                    continue
-                rows.append(row)
-        return rows
-
     def _answer_range(self, workspace: Workspace, query: RangeQuery, timespan: object) -> Response:
         """Count the rows of ``query``'s range by its columns, or per hour (what reconcile asks)."""
         schema = self._schema
@@ -499,7 +481,10 @@ class LogsQueryServer(SimulatedHttpServer):
         ):
             return self._error(400, "SemanticError", "A semantic error occurred.")
         counts: dict[tuple[Any, ...], int] = {}
-        for row in self._queryable_rows(workspace, timespan):
+        visible = _queryable_rows(
+            workspace.dcr.batches(), self.latency_seconds, self._clock, self._timespan(timespan)
+        )
+        for row in visible:
             if any(row.get(name) != value for name, value in query.filters):
                 continue
             moment = _parse_time(str(row[query.column]))
