@@ -220,6 +220,8 @@ class TableRow(NamedTuple):
     status: str
     revision: int
     copies: int
+    ingested: datetime | None = None
+    """When the newest of them arrived in the workspace (``ingestion_time()``); None when not known."""
 
 
 class GraphFinal(NamedTuple):
@@ -275,6 +277,8 @@ class PieceResult:
     repaired: int = 0
     repair_skipped: int = 0
     """Missing rows the table gained, or whose key changed, between the comparison and the repair."""
+    graph_read_at: datetime | None = None
+    """When Graph's answer for the piece was asked for (rows that arrived after it may be newer than it)."""
 
     @property
     def stale(self) -> int:
@@ -307,6 +311,7 @@ class PieceResult:
 class _KeyView(NamedTuple):
     newest_status: str
     newest_revision: int
+    ingested: datetime | None
 
 
 def _newest(rows: Iterable[TableRow]) -> dict[str, _KeyView]:
@@ -321,7 +326,7 @@ def _newest(rows: Iterable[TableRow]) -> dict[str, _KeyView]:
             or row.revision > held.newest_revision
             or (row.revision == held.newest_revision and supersedes(status, held.newest_status))
         ):
-            newest[key] = _KeyView(status, row.revision)
+            newest[key] = _KeyView(status, row.revision, row.ingested)
     return newest
 
 
@@ -351,48 +356,57 @@ def compare_piece(
     return result
 
 
-def still_missing(result: PieceResult, fresh_rows: Sequence[TableRow]) -> list[Missing]:
-    """The missing rows of ``result`` that the table still lacks, its key unchanged since the comparison.
+INGESTION_CLOCK_MARGIN = timedelta(minutes=1)
+"""How much earlier than Graph's answer a row's arrival must be to be judged against it (clocks differ)."""
 
-    Read again under the live feed's lock, after the ingestion latency: a row the feed
-    stored in between is no longer missing, and a key whose newest revision moved on (the
-    feed stored a newer status) is left to the feed, which knows more than this
-    comparison did. Each one not returned is counted in ``result.repair_skipped``.
+
+def _judged(result: PieceResult, fresh_rows: Sequence[TableRow], finals: Iterable[GraphFinal]) -> PieceResult:
+    """``result``'s piece compared again on ``fresh_rows``, leaving out keys the feed wrote after Graph answered.
+
+    A key whose newest row arrived after Graph's answer was asked for (less a margin for
+    clocks) may hold a status newer than that answer: the feed read Graph after this
+    comparison did. It is neither missing nor stale by this comparison, so it is left to
+    the feed, which re-reads recent hours anyway.
     """
-    newest = _newest(fresh_rows)
-    left: list[Missing] = []
-    for missing in result.missing:
-        held = newest.get(missing.graph.key)
-        now_revision = None if held is None else held.newest_revision
-        if now_revision != missing.table_revision or (
-            held is not None and held.newest_status == missing.graph.status
-        ):
-            result.repair_skipped += 1
-            continue
-        left.append(missing)
-    return left
+    fresh = compare_piece(result.piece, finals, fresh_rows, unreadable=result.unreadable)
+    fresh.graph_read_at = result.graph_read_at
+    if result.graph_read_at is not None:
+        cutoff = result.graph_read_at - INGESTION_CLOCK_MARGIN
+        newest = _newest(fresh_rows)
+
+        def written_since(key: str) -> bool:
+            held = newest.get(key)
+            return held is not None and held.ingested is not None and held.ingested >= cutoff
+
+        fresh.missing = [missing for missing in fresh.missing if not written_since(missing.graph.key)]
+    return fresh
 
 
 def confirm_piece(
     result: PieceResult, finals: Iterable[GraphFinal], fresh_rows: Sequence[TableRow]
 ) -> PieceResult:
-    """``result`` read again: the table's counts as they are now, and only the missing rows still missing.
+    """``result`` read again once what the feed sent before Graph's answer is queryable.
 
-    The second read may only clear a row, never add or change one: Graph was read before
-    it, so a key the feed stored a newer status of in between would look "stale" against
-    Graph's older answer. A key whose newest revision moved is left to the feed.
+    The first read may have missed rows the feed sent moments before (the ingestion
+    latency); this one sees them, so a key is judged on what the table held when Graph
+    answered. Keys written after that are left out (see :func:`_judged`).
     """
-    fresh = compare_piece(result.piece, finals, fresh_rows, unreadable=result.unreadable)
-    newest = _newest(fresh_rows)
-    still = {missing.graph.key for missing in fresh.missing}
-    fresh.missing = [
-        missing
-        for missing in result.missing
-        if missing.graph.key in still
-        and (None if (held := newest.get(missing.graph.key)) is None else held.newest_revision)
-        == missing.table_revision
-    ]
-    return fresh
+    return _judged(result, fresh_rows, finals)
+
+
+def still_missing(result: PieceResult, fresh_rows: Sequence[TableRow]) -> list[Missing]:
+    """The missing rows of ``result`` the table still lacks, read again under the live feed's lock.
+
+    After the ingestion latency: a row the feed stored in between is no longer missing,
+    and a key the feed wrote after Graph's answer is left to it (see :func:`_judged`).
+    Only keys ``result`` reported are returned (with what the table holds of them now);
+    each one not returned is counted in ``result.repair_skipped``.
+    """
+    reported = {missing.graph.key for missing in result.missing}
+    fresh = _judged(result, fresh_rows, (missing.graph for missing in result.missing))
+    left = [missing for missing in fresh.missing if missing.graph.key in reported]
+    result.repair_skipped += len(result.missing) - len(left)
+    return left
 
 
 def repair_decision(missing: Missing, entry: LedgerEntry | None) -> Decision:

@@ -297,6 +297,7 @@ def _compare(
         # by the second read) rather than the table looking newer than Graph's answer.
         read_at = clock()
         rows = reader.piece_rows(piece)
+        asked_at = clock()
         try:
             finals, unreadable, pages = _read_graph(source, piece)
         except ThrottledError as err:
@@ -305,6 +306,7 @@ def _compare(
             break
         outcome.graph_requests += pages
         result = compare_piece(piece, finals, rows, unreadable=unreadable)
+        result.graph_read_at = asked_at
         if result.missing:
             unconfirmed.append(_Unconfirmed(len(outcome.results), finals, read_at))
         outcome.results.append(result)
@@ -336,7 +338,9 @@ def _confirm(
     updated = None if stored is None else stored.checkpoint.progress.updated
     if updated is None or updated < unconfirmed[0].read_at - delay:
         return
-    wait = (unconfirmed[-1].read_at + delay - clock()).total_seconds()
+    # Everything sent before Graph answered the last such piece is queryable after this wait.
+    last = outcome.results[unconfirmed[-1].position].graph_read_at or unconfirmed[-1].read_at
+    wait = (last + delay - clock()).total_seconds()
     if wait > 0:
         logger.info(
             "waiting %.0f s for rows the live feed just sent to become queryable, then reading again", wait

@@ -230,17 +230,28 @@ def piece_rows_query(table: str, piece: Window, source_tenant_id: str | None = N
     """KQL counting the table's rows of ``piece`` by identity (trace id, recipient, status, revision).
 
     Grouped, so an hour of 200,000 rows comes back as at most that many small rows and a
-    row stored twice shows as ``Copies`` 2 (one pass, under Log Analytics' limits).
+    row stored twice shows as ``Copies`` 2 (one pass, under Log Analytics' limits);
+    ``Ingested`` (the newest copy's arrival) tells a row the feed wrote after Graph's
+    answer for the hour from one it wrote before.
     """
     return (
         f"{table}{_received_in(piece, source_tenant_id)}"
-        "\n| summarize Copies = count() by MessageTraceId, RecipientAddress, Status, StatusRevision"
+        "\n| summarize Copies = count(), Ingested = max(ingestion_time())"
+        " by MessageTraceId, RecipientAddress, Status, StatusRevision"
     )
 
 
 def hourly_rows_query(table: str, window: Window, source_tenant_id: str | None = None) -> str:
     """KQL counting the table's rows of ``window`` per clock hour (what the request estimate reads)."""
     return f"{table}{_received_in(window, source_tenant_id)}\n| summarize Rows = count() by Hour = bin(Received, 1h)"
+
+
+def _moment(value: object) -> datetime | None:
+    """A datetime column's value as an aware UTC datetime (the SDK parses them; text is read too)."""
+    if value is None or value == "":
+        return None
+    moment = value if isinstance(value, datetime) else parse_datetime(str(value))
+    return moment.astimezone(UTC)
 
 
 class TableReader:
@@ -277,6 +288,7 @@ class TableReader:
                 status=str(values["Status"]),
                 revision=int(str(values["StatusRevision"] or 0)),
                 copies=int(str(values["Copies"])),
+                ingested=_moment(values.get("Ingested")),
             )
             for values in self._run(query, piece.start)
         ]
@@ -285,9 +297,9 @@ class TableReader:
         """The table's rows of ``window`` per clock hour (its start, UTC)."""
         counts: dict[datetime, int] = {}
         for values in self._run(hourly_rows_query(self._table, window, self._source_tenant_id), window.start):
-            hour = values["Hour"]
-            moment = hour if isinstance(hour, datetime) else parse_datetime(str(hour))
-            counts[moment.astimezone(UTC)] = int(str(values["Rows"]))
+            moment = _moment(values["Hour"])
+            if moment is not None:
+                counts[moment] = int(str(values["Rows"]))
         return counts
 
     def _run(self, query: str, since: datetime) -> list[dict[str, object]]:

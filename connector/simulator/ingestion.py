@@ -190,6 +190,11 @@ class DataCollectionRule:
             self._rows = [row for row in self._rows if not predicate(row)]
             return dropped
 
+    def age(self, seconds: float) -> None:
+        """Make every mail row stored so far look as if it arrived ``seconds`` earlier (time passing)."""
+        with self._lock:
+            self._batches = [replace(batch, time=batch.time - seconds) for batch in self._batches]
+
     def duplicate_rows(self, predicate: Callable[[dict[str, Any]], bool], *, age_seconds: float = 0.0) -> int:
         """Store another copy of the mail rows ``predicate`` picks (a planted duplicate).
 

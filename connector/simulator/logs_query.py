@@ -248,6 +248,8 @@ class RangeQuery(NamedTuple):
     group_by: tuple[str, ...]
     """The grouping columns; empty when the rows are counted per hour of ``column`` (``bin(column, 1h)``)."""
     hour_name: str = ""
+    ingested_name: str = ""
+    """The column of each group's newest arrival (``max(ingestion_time())``); empty when not asked."""
 
 
 _RANGE_HEAD = re.compile(
@@ -256,7 +258,8 @@ _RANGE_HEAD = re.compile(
 )
 _EQUALS_FILTER = re.compile(r"\|\s*where\s+(?P<column>\w+)\s*==\s*")
 _SUMMARIZE_BY = re.compile(
-    r"\|\s*summarize\s+(?P<count>\w+)\s*=\s*count\(\)\s+by\s+"
+    r"\|\s*summarize\s+(?P<count>\w+)\s*=\s*count\(\)"
+    r"(?:\s*,\s*(?P<ingested>\w+)\s*=\s*max\(\s*ingestion_time\(\)\s*\))?\s+by\s+"
     r"(?:(?P<hour>\w+)\s*=\s*bin\(\s*(?P<binned>\w+)\s*,\s*1h\s*\)|(?P<columns>\w+(?:\s*,\s*\w+)*))\s*"
 )
 
@@ -300,7 +303,16 @@ def parse_range_query(query: object) -> RangeQuery | None:
             tail.group("hour"),
         )
     group_by = tuple(name.strip() for name in tail.group("columns").split(","))
-    return RangeQuery(head.group("table"), column, start, end, tuple(filters), tail.group("count"), group_by)
+    return RangeQuery(
+        head.group("table"),
+        column,
+        start,
+        end,
+        tuple(filters),
+        tail.group("count"),
+        group_by,
+        ingested_name=tail.group("ingested") or "",
+    )
 
 
 def _parse_time(text: str) -> datetime:
@@ -481,10 +493,11 @@ class LogsQueryServer(SimulatedHttpServer):
         ):
             return self._error(400, "SemanticError", "A semantic error occurred.")
         counts: dict[tuple[Any, ...], int] = {}
-        visible = _queryable_rows(
+        newest: dict[tuple[Any, ...], datetime] = {}
+        visible = _arrived_rows(
             workspace.dcr.batches(), self.latency_seconds, self._clock, self._timespan(timespan)
         )
-        for row in visible:
+        for row, arrived in visible:
             if any(row.get(name) != value for name, value in query.filters):
                 continue
             moment = _parse_time(str(row[query.column]))
@@ -496,15 +509,25 @@ class LogsQueryServer(SimulatedHttpServer):
                 hour = moment.replace(minute=0, second=0, microsecond=0)
                 group = (hour.strftime("%Y-%m-%dT%H:%M:%SZ"),)
             counts[group] = counts.get(group, 0) + 1
+            newest[group] = max(arrived, newest.get(group, arrived))
         if query.group_by:
             columns = [{"name": name, "type": schema.type_of(name)} for name in query.group_by]
         else:
             columns = [{"name": query.hour_name, "type": "datetime"}]
         columns.append({"name": query.count_name, "type": "long"})
+        if query.ingested_name:
+            columns.append({"name": query.ingested_name, "type": "datetime"})
         table = {
             "name": "PrimaryResult",
             "columns": columns,
-            "rows": [[*group, count] for group, count in counts.items()],
+            "rows": [
+                [
+                    *group,
+                    count,
+                    *([newest[group].strftime("%Y-%m-%dT%H:%M:%S.%fZ")] if query.ingested_name else []),
+                ]
+                for group, count in counts.items()
+            ],
         }
         return Response.json(200, {"tables": [table]})
 
@@ -638,9 +661,19 @@ def _queryable_rows(
     timespan: tuple[datetime | None, datetime | None],
 ) -> list[dict[str, Any]]:
     """The rows of ``batches`` a query sees: arrived longer than ``latency`` ago, ``TimeGenerated`` in the timespan."""
+    return [row for row, _ in _arrived_rows(batches, latency, clock, timespan)]
+
+
+def _arrived_rows(
+    batches: list[Any],
+    latency: float,
+    clock: Callable[[], datetime],
+    timespan: tuple[datetime | None, datetime | None],
+) -> list[tuple[dict[str, Any], datetime]]:
+    """:func:`_queryable_rows` with each row's arrival time (what ``ingestion_time()`` gives)."""
     start, end = timespan
     now_mono = time.monotonic()
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[dict[str, Any], datetime]] = []
     for batch in batches:
         if batch.time + latency > now_mono:
             continue
@@ -651,7 +684,7 @@ def _queryable_rows(
                 generated = arrived
             if (start and generated < start) or (end and generated > end):
                 continue
-            rows.append(row)
+            rows.append((row, arrived))
     return rows
 
 

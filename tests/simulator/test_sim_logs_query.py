@@ -219,8 +219,11 @@ def test_rows_are_counted_by_identity_and_per_hour_over_https(sim, query_client,
         sim.workspace_id, hourly_rows_query("EmailEvents_CL", window), timespan=span
     )
 
-    copies = {tuple(r)[0]: tuple(r)[-1] for table in identities.tables for r in table.rows}
+    (table,) = identities.tables
+    columns = list(table.columns)
+    copies = {r[0]: r[columns.index("Copies")] for r in table.rows}
     assert copies == {**{trace_id: 1 for trace_id in ODD_IDS}, "plain": 2}
+    assert all(isinstance(r[columns.index("Ingested")], datetime) for r in table.rows)
     (hour_rows,) = [list(r) for table in hours.tables for r in table.rows]
     assert hour_rows[1] == len(ODD_IDS) + 2
 

@@ -54,8 +54,25 @@ def final(recipient: str, status: str, received: datetime = HALF_PAST_NINE, trac
     )
 
 
-def row(recipient: str, status: str, revision: int = 0, copies: int = 1, trace: str = TRACE) -> TableRow:
-    return TableRow(trace, recipient, status, revision, copies)
+def row(
+    recipient: str,
+    status: str,
+    revision: int = 0,
+    copies: int = 1,
+    trace: str = TRACE,
+    ingested: datetime | None = None,
+) -> TableRow:
+    return TableRow(trace, recipient, status, revision, copies, ingested)
+
+
+GRAPH_ASKED = at(11, 0)
+"""When the tests' comparisons asked Graph (rows that arrived after it may be newer than its answer)."""
+
+
+def compared(finals: list[GraphFinal], rows: list[TableRow]):  # noqa: ANN201
+    result = compare_piece(PIECE, finals, rows)
+    result.graph_read_at = GRAPH_ASKED
+    return result
 
 
 # ---------------------------------------------------------------- pieces and the range
@@ -181,27 +198,37 @@ def test_the_status_case_the_table_holds_does_not_matter():
 
 
 def test_a_row_stored_since_the_comparison_is_no_longer_missing():
-    result = compare_piece(PIECE, [final("a@contoso.com", "Delivered")], [])
+    result = compared([final("a@contoso.com", "Delivered")], [])
 
-    left = still_missing(result, [row("a@contoso.com", "Delivered")])
-
-    assert left == []
-    assert result.repair_skipped == 1
-
-
-def test_a_key_the_feed_moved_on_since_the_comparison_is_left_to_the_feed():
-    result = compare_piece(PIECE, [final("a@contoso.com", "Delivered")], [row("a@contoso.com", "Pending")])
-
-    left = still_missing(result, [row("a@contoso.com", "Pending"), row("a@contoso.com", "Failed", 1)])
+    left = still_missing(result, [row("a@contoso.com", "Delivered", ingested=at(11, 5))])
 
     assert left == []
     assert result.repair_skipped == 1
 
 
-def test_a_row_still_missing_is_kept():
-    result = compare_piece(PIECE, [final("a@contoso.com", "Delivered")], [row("a@contoso.com", "Pending")])
+def test_a_key_the_feed_wrote_after_graph_answered_is_left_to_the_feed():
+    result = compared(
+        [final("a@contoso.com", "Delivered")], [row("a@contoso.com", "Pending", ingested=at(10))]
+    )
 
-    assert len(still_missing(result, [row("a@contoso.com", "Pending")])) == 1
+    left = still_missing(
+        result,
+        [
+            row("a@contoso.com", "Pending", ingested=at(10)),
+            row("a@contoso.com", "Failed", 1, ingested=at(11, 5)),
+        ],
+    )
+
+    assert left == []
+    assert result.repair_skipped == 1
+
+
+def test_a_row_still_missing_is_kept_with_what_the_table_holds_now():
+    result = compared([final("a@contoso.com", "Delivered")], [])
+
+    (left,) = still_missing(result, [row("a@contoso.com", "Pending", ingested=at(10))])
+
+    assert (left.table_status, left.table_revision) == ("Pending", 0)
     assert result.repair_skipped == 0
 
 
@@ -341,27 +368,44 @@ def test_without_a_live_feed_everything_outside_backfills_was_never_loaded():
     assert never_loaded([], Window(at(0), at(2))) == [Window(at(0), at(2))]
 
 
-def test_the_second_read_clears_a_row_the_feed_stored_since_and_adds_nothing():
+def test_the_second_read_clears_a_row_the_feed_stored_before_graph_answered():
     finals = [final("a@contoso.com", "Delivered"), final("b@contoso.com", "Pending")]
-    first = compare_piece(PIECE, finals, [row("b@contoso.com", "Pending")])
+    first = compared(finals, [row("b@contoso.com", "Pending", ingested=at(10))])
 
-    again = confirm_piece(first, finals, [row("a@contoso.com", "Delivered"), row("b@contoso.com", "Pending")])
+    again = confirm_piece(
+        first,
+        finals,
+        [row("a@contoso.com", "Delivered", ingested=at(10, 59)), row("b@contoso.com", "Pending")],
+    )
 
     assert again.missing == []
     assert again.table_rows == 2
 
 
-def test_the_second_read_never_turns_a_newer_table_row_into_a_stale_one():
+def test_a_stale_row_not_yet_queryable_at_the_first_read_is_found_by_the_second():
+    finals = [final("a@contoso.com", "Delivered")]
+    first = compared(finals, [])  # the feed's Failed row was still in the ingestion latency
+
+    again = confirm_piece(first, finals, [row("a@contoso.com", "Failed", ingested=at(10, 30))])
+
+    (missing,) = again.missing
+    assert (missing.table_status, missing.table_revision) == ("Failed", 0)
+
+
+def test_the_second_read_never_takes_a_row_written_after_graph_answered_for_a_stale_one():
     finals = [final("b@contoso.com", "Pending")]
-    first = compare_piece(PIECE, finals, [row("b@contoso.com", "Pending")])
-    # The feed stored Delivered after Graph's (older) answer was read: not a row to repair.
-    fresh = [row("b@contoso.com", "Pending"), row("b@contoso.com", "Delivered", 1)]
+    first = compared(finals, [row("b@contoso.com", "Pending", ingested=at(10))])
+    # The feed stored Delivered after Graph's (older) answer was asked for: not a row to repair.
+    fresh = [
+        row("b@contoso.com", "Pending", ingested=at(10)),
+        row("b@contoso.com", "Delivered", 1, ingested=at(11)),
+    ]
 
     assert confirm_piece(first, finals, fresh).missing == []
 
 
 def test_the_second_read_keeps_a_row_still_missing():
     finals = [final("a@contoso.com", "Delivered")]
-    first = compare_piece(PIECE, finals, [])
+    first = compared(finals, [])
 
     assert len(confirm_piece(first, finals, []).missing) == 1
