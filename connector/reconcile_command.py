@@ -50,6 +50,7 @@ from connector.report import RunReport
 from connector.runner import (
     build_connector,
     build_graph_source,
+    build_lock,
     build_query_client,
     build_store,
     load_settings,
@@ -389,11 +390,13 @@ def _repair(
 ) -> RunReport:
     """Under the live feed's lock: wait out the ingestion latency, read the table again, send what is still missing."""
     with ExitStack() as resources:
-        connector = build_connector(settings, resources, clock=clock, sleep=sleep, caller=Caller.OTHER)
+        store = build_store(settings)
         # A live run may be under way: wait for it (it ends within its budget) rather than fail.
         wait = settings.run_time_budget.total_seconds() + settings.lock_lease_seconds
-        with connector.lock.hold(LIVE_FEED, wait_seconds=wait) as held:
-            _wait_for_latency(build_store(settings), settings.verify_delay, clock=clock, sleep=sleep)
+        with build_lock(store, settings).hold(LIVE_FEED, wait_seconds=wait) as held:
+            _wait_for_latency(store, settings.verify_delay, clock=clock, sleep=sleep)
+            # Built after the waits, so the repair's time budget (RUN_TIME_BUDGET_SECONDS) starts now.
+            connector = build_connector(settings, resources, clock=clock, sleep=sleep, caller=Caller.OTHER)
             pieces: list[tuple[Window, list[Missing]]] = []
             with_missing = [result for result in results if result.missing]
             for result in with_missing:
