@@ -897,6 +897,8 @@ def render_reconciliation(outcome: Reconciliation) -> list[str]:
         lines.append(
             f"the table holds every row Graph holds for {format_datetime(window.start)}..{format_datetime(window.end)}"
         )
+    for feed in outcome.unfinished_backfills:
+        lines.append(f"backfill {feed} still writes this range: rows it has not reached yet count as missing")
     for gap in outcome.never_loaded:
         lines.append(
             f"{format_datetime(gap.start)}..{format_datetime(gap.end)} was never loaded by the live feed or a "

@@ -114,6 +114,8 @@ class Reconciliation:
     repair: RunReport | None = None
     never_loaded: list[Window] = field(default_factory=list)
     """Parts of the range no feed loaded (a backfill fills them; ``--repair`` refuses them)."""
+    unfinished_backfills: list[str] = field(default_factory=list)
+    """Backfills still writing the range (its rows may be missing for now; ``--repair`` refuses it)."""
 
     @property
     def totals(self) -> Totals:
@@ -127,6 +129,7 @@ class Reconciliation:
             "start": format_datetime(window.start),
             "end": format_datetime(window.end),
             "notes": list(self.plan.notes),
+            "unfinishedBackfills": self.unfinished_backfills,
             "neverLoaded": [
                 {"start": format_datetime(gap.start), "end": format_datetime(gap.end)}
                 for gap in self.never_loaded
@@ -170,7 +173,7 @@ def reconcile(
         ArgumentError: ``start`` not before ``end``, a bad ``--tenant``, or an estimate above
             ``max_requests`` (before any Graph request).
         ConfigError: a bad setting, or ``WORKSPACE_ID`` unset (before any network call).
-        ReconcileError: an unfinished backfill still writes the range.
+        ReconcileError: ``repair`` of a range an unfinished backfill still writes, or no feed loaded.
         NothingToReconcile: nothing of the range can be compared yet (exit 0; the message says why).
         ConnectorError: a service failed, as for a run (its kind is the exit code).
     """
@@ -212,7 +215,7 @@ def reconcile(
             "instead, or reconcile --repair a range the feed has loaded"
         )
     busy = unfinished_backfills(checkpoints, plan.window)
-    if busy:
+    if repair and busy:
         raise ReconcileError(
             f"backfill {', '.join(busy)} overlaps {format_datetime(plan.window.start)}.."
             f"{format_datetime(plan.window.end)} and has not finished: a row repaired now would be stored "
@@ -241,7 +244,9 @@ def reconcile(
             )
         if announce is not None:
             announce(announcement)
-        outcome = Reconciliation(plan=plan, announcement=announcement, never_loaded=unloaded)
+        outcome = Reconciliation(
+            plan=plan, announcement=announcement, never_loaded=unloaded, unfinished_backfills=busy
+        )
         source = build_graph_source(settings, store, deadline, resources, caller=Caller.OTHER, sleep=sleep)
         unconfirmed = _compare(outcome, source, reader, deadline, progress, clock=clock)
         _confirm(outcome, unconfirmed, reader, store, settings.verify_delay, clock=clock, sleep=sleep)

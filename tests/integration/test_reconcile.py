@@ -19,12 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from connector.checkpoint import backfill_feed_name
 from connector.errors import ReconcileError
 from connector.ledger import row_id
 from connector.reconcile import floor_hour
 from connector.reconcile_command import reconcile
 from connector.runner import run_feed, unlock
 from connector.simulator import generate_traffic
+from connector.state import Checkpoint, FeedProgress
 from tests.integration.cli_run import run_cli
 
 pytestmark = pytest.mark.integration
@@ -396,3 +398,17 @@ def test_in_a_table_tenants_share_each_tenant_is_reconciled_on_its_own_rows(sim,
         for r in sim.ingestion.rows()
         if r["RowId"] in set(theirs[:2])
     )
+
+
+def test_a_backfill_still_writing_the_range_is_named_and_repair_waits_for_it(sim, env, fed, blob_store):
+    now = sim.now()
+    start, end = now - timedelta(hours=8), now - timedelta(hours=5)
+    claim = FeedProgress(feed=backfill_feed_name(start, end), range_start=start, range_end=end)
+    blob_store.save(Checkpoint(claim, {}), None)  # claimed, nothing stored yet
+
+    outcome = reconcile(now - timedelta(hours=6), now, env)
+
+    assert outcome.unfinished_backfills == [claim.feed]
+    with pytest.raises(ReconcileError, match="has not finished") as refused:
+        reconcile(now - timedelta(hours=6), now, env, repair=True)
+    assert refused.value.exit_code == 2
