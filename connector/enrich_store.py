@@ -36,7 +36,14 @@ from connector.errors import CheckpointFormatError
 from connector.ledger import ledger_key
 from connector.redact import safe_url
 from connector.store import file_error, storage_error
-from connector.workspace import IDS_PER_QUERY, LogAnalyticsVerifier, kql_string, queryable
+from connector.workspace import (
+    IDS_PER_QUERY,
+    LogAnalyticsVerifier,
+    kql_string,
+    queryable,
+    received_in,
+    tenant_filter,
+)
 
 PENDING_DOCUMENT = "enrich/pending.json"
 ENRICH_LOCK = "enrich"
@@ -48,10 +55,6 @@ LOOKBACK = timedelta(days=91)
 MARGIN = timedelta(hours=1)
 
 
-def _tenant_filter(source_tenant_id: str | None) -> str:
-    return "" if source_tenant_id is None else f"\n| where SourceTenantId == {kql_string(source_tenant_id)}"
-
-
 def _id_list(trace_ids: Sequence[str]) -> str:
     return ", ".join(kql_string(trace_id) for trace_id in trace_ids)
 
@@ -59,22 +62,14 @@ def _id_list(trace_ids: Sequence[str]) -> str:
 def enriched_pairs_query(table: str, trace_ids: Sequence[str], source_tenant_id: str | None = None) -> str:
     """KQL listing the (trace id, recipient) pairs of ``trace_ids`` the detail table holds."""
     return (
-        f"{table}\n| where MessageTraceId in ({_id_list(trace_ids)}){_tenant_filter(source_tenant_id)}\n"
+        f"{table}\n| where MessageTraceId in ({_id_list(trace_ids)}){tenant_filter(source_tenant_id)}\n"
         "| project MessageTraceId, RecipientAddress"
     )
 
 
 def recipients_query(table: str, trace_ids: Sequence[str], source_tenant_id: str | None = None) -> str:
-    """KQL listing every recipient the mail table holds for ``trace_ids``."""
-    return (
-        f"{table}\n| where MessageTraceId in ({_id_list(trace_ids)}){_tenant_filter(source_tenant_id)}\n"
-        "| project MessageTraceId, RecipientAddress"
-    )
-
-
-def kql_datetime(moment: datetime) -> str:
-    """``datetime(2026-01-20T00:00:00.0000000Z)``: an aware time as a KQL literal."""
-    return f"datetime({moment.strftime('%Y-%m-%dT%H:%M:%S.%f')}Z)"
+    """KQL listing every recipient the mail table holds for ``trace_ids`` (the same shape, on the mail table)."""
+    return enriched_pairs_query(table, trace_ids, source_tenant_id)
 
 
 def status_query(
@@ -92,8 +87,7 @@ def status_query(
     Pending then Delivered is not chosen for ``Pending``.
     """
     return (
-        f"{table}\n| where Received >= {kql_datetime(start)} and Received < {kql_datetime(end)}"
-        f"{_tenant_filter(source_tenant_id)}\n"
+        f"{table}{received_in(start, end, source_tenant_id)}\n"
         "| summarize arg_max(StatusRevision, Status) by MessageTraceId, RecipientAddress = tolower(RecipientAddress)\n"
         f"| where Status in ({_id_list(statuses)})\n"
         "| project MessageTraceId, RecipientAddress, Status\n"

@@ -84,8 +84,12 @@ def stored_query(table: str, row_ids: Sequence[str], source_tenant_id: str | Non
     a row of another tenant with the same identity must not count as this one's.
     """
     ids = ", ".join(kql_string(row_id) for row_id in row_ids)
-    tenant = "" if source_tenant_id is None else f"\n| where SourceTenantId == {kql_string(source_tenant_id)}"
-    return f"{table}\n| where RowId in ({ids}){tenant}\n| project RowId"
+    return f"{table}\n| where RowId in ({ids}){tenant_filter(source_tenant_id)}\n| project RowId"
+
+
+def tenant_filter(source_tenant_id: str | None) -> str:
+    """``| where SourceTenantId == "…"`` on its own line, or nothing when the table is the tenant's own."""
+    return "" if source_tenant_id is None else f"\n| where SourceTenantId == {kql_string(source_tenant_id)}"
 
 
 def presence_query(table: str, trace_ids: Sequence[str]) -> str:
@@ -219,10 +223,15 @@ def kql_datetime(moment: datetime) -> str:
     return f"datetime({format_datetime(moment)})"
 
 
-def _received_in(piece: Window, source_tenant_id: str | None) -> str:
-    tenant = "" if source_tenant_id is None else f"\n| where SourceTenantId == {kql_string(source_tenant_id)}"
+def received_in(start: datetime, end: datetime, source_tenant_id: str | None = None) -> str:
+    """The lines keeping to rows received in ``[start, end)`` (of one tenant, in a shared table).
+
+    By ``Received``, not ``TimeGenerated``: Log Analytics replaces an old ``TimeGenerated``
+    with the arrival time.
+    """
     return (
-        f"\n| where Received >= {kql_datetime(piece.start)} and Received < {kql_datetime(piece.end)}{tenant}"
+        f"\n| where Received >= {kql_datetime(start)} and Received < {kql_datetime(end)}"
+        f"{tenant_filter(source_tenant_id)}"
     )
 
 
@@ -235,7 +244,7 @@ def piece_rows_query(table: str, piece: Window, source_tenant_id: str | None = N
     answer for the hour from one it wrote before.
     """
     return (
-        f"{table}{_received_in(piece, source_tenant_id)}"
+        f"{table}{received_in(piece.start, piece.end, source_tenant_id)}"
         "\n| summarize Copies = count(), Ingested = max(ingestion_time())"
         " by MessageTraceId, RecipientAddress, Status, StatusRevision"
     )
@@ -243,7 +252,10 @@ def piece_rows_query(table: str, piece: Window, source_tenant_id: str | None = N
 
 def hourly_rows_query(table: str, window: Window, source_tenant_id: str | None = None) -> str:
     """KQL counting the table's rows of ``window`` per clock hour (what the request estimate reads)."""
-    return f"{table}{_received_in(window, source_tenant_id)}\n| summarize Rows = count() by Hour = bin(Received, 1h)"
+    return (
+        f"{table}{received_in(window.start, window.end, source_tenant_id)}"
+        "\n| summarize Rows = count() by Hour = bin(Received, 1h)"
+    )
 
 
 def _moment(value: object) -> datetime | None:

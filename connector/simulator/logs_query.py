@@ -264,14 +264,24 @@ _SUMMARIZE_BY = re.compile(
 )
 
 
-def parse_range_query(query: object) -> RangeQuery | None:
-    """Reconcile's range query (see :func:`connector.workspace.piece_rows_query`); None for another shape.
+class _RangeHead(NamedTuple):
+    table: str
+    column: str
+    start: datetime
+    end: datetime
+    filters: tuple[tuple[str, str], ...]
+    pos: int
+    """Where the query goes on after the range and its ``column == "value"`` filters."""
+
+
+def _parse_range_head(query: str) -> _RangeHead | None:
+    """``Table | where C >= datetime(…) and C < datetime(…)`` and any ``| where X == "…"`` after it.
+
+    What reconcile's and enrichment's range queries start with; None for another start.
 
     Raises:
         KqlSyntaxError: a string literal in a filter is malformed.
     """
-    if not isinstance(query, str):
-        return None
     head = _RANGE_HEAD.match(query)
     if head is None or head.group("again") != head.group("column"):
         return None
@@ -285,30 +295,44 @@ def parse_range_query(query: object) -> RangeQuery | None:
         value, pos = _scan_literal(query, condition.end())
         filters.append((condition.group("column"), value))
         pos = _skip_space(query, pos)
+    return _RangeHead(head.group("table"), head.group("column"), start, end, tuple(filters), pos)
+
+
+def parse_range_query(query: object) -> RangeQuery | None:
+    """Reconcile's range query (see :func:`connector.workspace.piece_rows_query`); None for another shape.
+
+    Raises:
+        KqlSyntaxError: a string literal in a filter is malformed.
+    """
+    if not isinstance(query, str):
+        return None
+    head = _parse_range_head(query)
+    if head is None:
+        return None
+    table, column, start, end, filters, pos = head
     tail = _SUMMARIZE_BY.fullmatch(query, pos)
     if tail is None:
         return None
-    column = head.group("column")
     if tail.group("hour") is not None:
         if tail.group("binned") != column:
             return None
         return RangeQuery(
-            head.group("table"),
+            table,
             column,
             start,
             end,
-            tuple(filters),
+            filters,
             tail.group("count"),
             (),
             tail.group("hour"),
         )
     group_by = tuple(name.strip() for name in tail.group("columns").split(","))
     return RangeQuery(
-        head.group("table"),
+        table,
         column,
         start,
         end,
-        tuple(filters),
+        filters,
         tail.group("count"),
         group_by,
         ingested_name=tail.group("ingested") or "",
@@ -599,11 +623,6 @@ class LogsQueryServer(SimulatedHttpServer):
 
 # ---- enrichment's queries (``connector/enrich_store.py``) -------------------------------------------
 
-_STATUS_HEAD = re.compile(
-    r"\s*(?P<table>\w+)\s*\|\s*where\s+Received\s*>=\s*datetime\((?P<start>[^()]+)\)\s+and\s+"
-    r"Received\s*<\s*datetime\((?P<end>[^()]+)\)\s*"
-)
-_TENANT_FILTER = re.compile(r"\|\s*where\s+SourceTenantId\s*==\s*")
 _STATUS_GROUP = re.compile(
     r"\|\s*summarize\s+arg_max\(StatusRevision,\s*Status\)\s+by\s+MessageTraceId,\s*"
     r"RecipientAddress\s*=\s*tolower\(RecipientAddress\)\s*\|\s*where\s+Status\s+in\s*\("
@@ -632,18 +651,13 @@ def parse_status_query(query: object) -> StatusQuery | None:
     """
     if not isinstance(query, str):
         return None
-    head = _STATUS_HEAD.match(query)
-    if head is None:
+    head = _parse_range_head(query)
+    if head is None or head.column != "Received" or any(name != "SourceTenantId" for name, _ in head.filters):
         return None
-    try:
-        start, end = _parse_time(head["start"]), _parse_time(head["end"])
-    except ValueError:
+    if len(head.filters) > 1:
         return None
-    pos, tenant = head.end(), None
-    tenant_filter = _TENANT_FILTER.match(query, pos)
-    if tenant_filter is not None:
-        tenant, pos = _scan_literal(query, tenant_filter.end())
-        pos = _skip_space(query, pos)
+    tenant = head.filters[0][1] if head.filters else None
+    pos = head.pos
     group = _STATUS_GROUP.match(query, pos)
     if group is None:
         return None
@@ -651,7 +665,7 @@ def parse_status_query(query: object) -> StatusQuery | None:
     tail = _STATUS_TAIL.fullmatch(query, pos)
     if tail is None:
         return None
-    return StatusQuery(head["table"], start, end, statuses, int(tail["take"]), tenant)
+    return StatusQuery(head.table, head.start, head.end, statuses, int(tail["take"]), tenant)
 
 
 def _queryable_rows(

@@ -20,10 +20,10 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def killed_after_first_accepted_batch(sim, env) -> None:
-    """Run the connector as a process; SIGKILL it the moment the service stores its first batch."""
+def killed_after_first_accepted_batch(sim, env, command: tuple[str, ...] = ("run",)) -> None:
+    """Run the connector (``command``) as a process; SIGKILL it the moment the service stores its first batch."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "connector", "--no-progress", "run"],
+        [sys.executable, "-m", "connector", "--no-progress", *command],
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,

@@ -8,14 +8,9 @@ in it directly, as an outage or a crash between a store and its commit would lea
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -24,14 +19,13 @@ from connector.errors import ReconcileError
 from connector.ledger import row_id
 from connector.reconcile import floor_hour
 from connector.reconcile_command import reconcile
-from connector.runner import run_feed, unlock
+from connector.runner import run_feed
 from connector.simulator import generate_traffic
 from connector.state import Checkpoint, FeedProgress
 from tests.integration.cli_run import run_cli
+from tests.integration.test_interrupted_batch import killed_after_first_accepted_batch
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def identity(row) -> tuple[str, str, str, int]:
@@ -310,28 +304,7 @@ def test_a_repair_killed_after_the_service_took_its_rows_leaves_no_duplicate_and
     dropped, _ = plant(sim)
     now = sim.now()
     start, end = (now - timedelta(hours=6)).strftime("%Y-%m-%dT%H:%M:%SZ"), now.strftime("%Y-%m-%dT%H:%M:%SZ")
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "connector",
-            "--no-progress",
-            "reconcile",
-            "--start",
-            start,
-            "--end",
-            end,
-            "--repair",
-        ],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    sim.ingestion.on_accepted = lambda batch: os.kill(child.pid, signal.SIGKILL)
-    assert child.wait(timeout=120) == -signal.SIGKILL
-    sim.ingestion.on_accepted = None
-    assert unlock("live", env, force=True).startswith("lock on live broken")
+    killed_after_first_accepted_batch(sim, env, ("reconcile", "--start", start, "--end", end, "--repair"))
     first_hour = min(dropped)
     present = {row["RowId"] for row in sim.ingestion.rows()}
     assert dropped[first_hour] <= present  # the first hour's batch was stored, its commit never saved

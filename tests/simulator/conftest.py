@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+from azure.identity import ClientSecretCredential
+from azure.monitor.query import LogsQueryClient
 
 from connector.simulator import Simulator
 
@@ -53,3 +55,28 @@ def graph_token(sim: Simulator) -> str:
         roles=("ExchangeMessageTrace.Read.All",),
     )
     return token
+
+
+@pytest.fixture
+def credential(sim: Simulator) -> ClientSecretCredential:
+    """The simulator's default app, as the SDK clients authenticate (client secret, its Entra)."""
+    return ClientSecretCredential(
+        sim.tenant_id,
+        sim.client_id,
+        sim.client_secret,
+        authority=sim.entra.url,
+        disable_instance_discovery=True,
+    )
+
+
+@pytest.fixture
+def query_client(sim: Simulator, credential: ClientSecretCredential) -> Iterator[LogsQueryClient]:
+    """The SDK's Log Analytics query client on the simulator (no retries: a fault is seen as it is)."""
+    with LogsQueryClient(
+        credential,
+        endpoint=sim.logs_query.url,
+        credential_scopes=["https://api.loganalytics.io/.default"],
+        connection_verify=sim.ca_bundle_path,
+        retry_total=0,
+    ) as client:
+        yield client

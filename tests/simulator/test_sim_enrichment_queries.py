@@ -7,14 +7,12 @@ the query API finds them by trace id or RowId (after the ingestion latency), and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from azure.identity import ClientSecretCredential
 from azure.monitor.ingestion import LogsIngestionClient
-from azure.monitor.query import LogsQueryClient
 
 from connector.enrich_store import enriched_pairs_query, status_query
 from connector.simulator import Simulator
@@ -25,29 +23,6 @@ pytestmark = pytest.mark.integration
 
 DETAIL = "MessageTraceDetail_CL"
 TRACE = "7e3b2b2e-1b5e-4b17-80cc-2af6c1d9a3b1"
-
-
-@pytest.fixture
-def credential(sim: Simulator) -> ClientSecretCredential:
-    return ClientSecretCredential(
-        sim.tenant_id,
-        sim.client_id,
-        sim.client_secret,
-        authority=sim.entra.url,
-        disable_instance_discovery=True,
-    )
-
-
-@pytest.fixture
-def client(sim: Simulator, credential: ClientSecretCredential) -> Iterator[LogsQueryClient]:
-    with LogsQueryClient(
-        credential,
-        endpoint=sim.logs_query.url,
-        credential_scopes=["https://api.loganalytics.io/.default"],
-        connection_verify=sim.ca_bundle_path,
-        retry_total=0,
-    ) as query_client:
-        yield query_client
 
 
 def upload(
@@ -77,12 +52,16 @@ def values(result: Any) -> list[list[Any]]:
     return [list(row) for table in result.tables for row in table.rows]
 
 
-def test_detail_rows_are_stored_apart_and_found_by_trace_id_and_by_row_id(sim, credential, client):
+def test_detail_rows_are_stored_apart_and_found_by_trace_id_and_by_row_id(sim, credential, query_client):
     upload(sim, credential, sim.detail_schema.stream, [detail_row(sim, "a@contoso.com", "r1")])
     window = timedelta(hours=1)
 
-    pairs = client.query_workspace(sim.workspace_id, enriched_pairs_query(DETAIL, [TRACE]), timespan=window)
-    stored = client.query_workspace(sim.workspace_id, stored_query(DETAIL, ["r1", "r2"]), timespan=window)
+    pairs = query_client.query_workspace(
+        sim.workspace_id, enriched_pairs_query(DETAIL, [TRACE]), timespan=window
+    )
+    stored = query_client.query_workspace(
+        sim.workspace_id, stored_query(DETAIL, ["r1", "r2"]), timespan=window
+    )
 
     assert sim.ingestion.rows() == []
     assert [r["RowId"] for r in sim.ingestion.rows(DETAIL)] == ["r1"]
@@ -90,11 +69,11 @@ def test_detail_rows_are_stored_apart_and_found_by_trace_id_and_by_row_id(sim, c
     assert values(stored) == [["r1"]]
 
 
-def test_detail_rows_are_not_queryable_before_the_ingestion_latency(sim, credential, client):
+def test_detail_rows_are_not_queryable_before_the_ingestion_latency(sim, credential, query_client):
     sim.logs_query.latency_seconds = 3600
     upload(sim, credential, sim.detail_schema.stream, [detail_row(sim, "a@contoso.com", "r1")])
 
-    result = client.query_workspace(
+    result = query_client.query_workspace(
         sim.workspace_id, enriched_pairs_query(DETAIL, [TRACE]), timespan=timedelta(hours=1)
     )
 
@@ -102,7 +81,7 @@ def test_detail_rows_are_not_queryable_before_the_ingestion_latency(sim, credent
 
 
 def test_the_status_query_sees_each_pair_in_its_newest_status_within_the_receive_range(
-    sim, credential, client
+    sim, credential, query_client
 ):
     now = sim.now()
 
@@ -132,7 +111,7 @@ def test_the_status_query_sees_each_pair_in_its_newest_status_within_the_receive
     )
     query = status_query("EmailEvents_CL", ["Failed", "Quarantined"], now - timedelta(hours=2), now)
 
-    result = client.query_workspace(
+    result = query_client.query_workspace(
         sim.workspace_id, query, timespan=(now - timedelta(days=1), now + timedelta(hours=1))
     )
 
@@ -155,11 +134,11 @@ def test_the_status_query_is_read_with_its_tenant_filter_and_limit():
     )
 
 
-def test_a_detail_query_naming_an_unknown_column_is_a_semantic_error(sim, client):
+def test_a_detail_query_naming_an_unknown_column_is_a_semantic_error(sim, query_client):
     from azure.core.exceptions import HttpResponseError
 
     with pytest.raises(HttpResponseError) as refused:
-        client.query_workspace(
+        query_client.query_workspace(
             sim.workspace_id,
             f'{DETAIL}\n| where MessageTraceId in ("x")\n| project NoSuchColumn',
             timespan=timedelta(hours=1),

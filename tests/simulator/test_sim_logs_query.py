@@ -7,7 +7,6 @@ decodes, and a 400 for a literal the service cannot parse.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +14,6 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.identity import ClientSecretCredential
 from azure.monitor.ingestion import LogsIngestionClient
-from azure.monitor.query import LogsQueryClient
 
 from connector.simulator import Simulator
 from connector.simulator.logs_query import (
@@ -114,29 +112,6 @@ def _row(sim: Simulator, trace_id: str, index: int) -> dict[str, Any]:
         "RecipientAddress": f"user{index}@contoso.com",
         "Status": "Delivered",
     }
-
-
-@pytest.fixture
-def credential(sim: Simulator) -> ClientSecretCredential:
-    return ClientSecretCredential(
-        sim.tenant_id,
-        sim.client_id,
-        sim.client_secret,
-        authority=sim.entra.url,
-        disable_instance_discovery=True,
-    )
-
-
-@pytest.fixture
-def query_client(sim: Simulator, credential: ClientSecretCredential) -> Iterator[LogsQueryClient]:
-    with LogsQueryClient(
-        credential,
-        endpoint=sim.logs_query.url,
-        credential_scopes=["https://api.loganalytics.io/.default"],
-        connection_verify=sim.ca_bundle_path,
-        retry_total=0,
-    ) as client:
-        yield client
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ Everything goes through the real msal / azure-identity / azure-monitor code over
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -379,29 +378,6 @@ def test_reset_forgets_added_tenants_and_their_tokens(sim: Simulator) -> None:
 
 
 # --------------------------------------------------------------------------- ingestion and query
-
-
-@pytest.fixture
-def credential(sim: Simulator) -> ClientSecretCredential:
-    return ClientSecretCredential(
-        sim.tenant_id,
-        sim.client_id,
-        sim.client_secret,
-        authority=sim.entra.url,
-        disable_instance_discovery=True,
-    )
-
-
-@pytest.fixture
-def query_client(sim: Simulator, credential: ClientSecretCredential) -> Iterator[LogsQueryClient]:
-    with LogsQueryClient(
-        credential,
-        endpoint=sim.logs_query.url,
-        credential_scopes=["https://api.loganalytics.io/.default"],
-        connection_verify=sim.ca_bundle_path,
-        retry_total=0,
-    ) as client:
-        yield client
 
 
 def _mail_row(sim: Simulator, row_id: str, **extra: Any) -> dict[str, Any]:
