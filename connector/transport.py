@@ -45,8 +45,9 @@ import requests
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
-from azure.core.pipeline.transport import HttpTransport
+from azure.core.pipeline.transport import HttpTransport, RequestsTransport
 from requests.adapters import HTTPAdapter
+from requests.utils import get_environ_proxies
 
 from connector.errors import ConnectorError, ErrorKind, kind_for_status
 from connector.ports import Deadline
@@ -70,7 +71,77 @@ def timeouts(read_timeout: float) -> tuple[float, float]:
     return min(CONNECT_TIMEOUT_SECONDS, read_timeout), read_timeout
 
 
-class ConnectorSession(requests.Session):
+# Origins one session remembers the environment's proxies for (a run talks to a handful).
+_MAX_ORIGINS = 64
+
+
+class EnvironmentOnceSession(requests.Session):
+    """A ``requests`` session that reads the environment's proxy settings once per origin, not per request.
+
+    With ``trust_env`` (requests' default) every request walks the whole process
+    environment twice for ``*_PROXY``/``NO_PROXY`` and looks for a ``.netrc``: about a
+    millisecond of CPU per request with the connector's environment, more on a Functions
+    host whose app settings are environment variables, and a run sends hundreds of
+    requests (two checkpoint appends per batch, the quota budget per page). This session
+    resolves an origin's proxies the way requests does (``get_environ_proxies``, so
+    ``NO_PROXY`` still exempts a host) on its first request there and keeps them; the
+    environment is not expected to change under a running process. It never reads
+    ``.netrc``: the connector sends only its own credentials. The CA bundle comes from the
+    settings (``verify``/``connection_verify``), not from requests' own environment lookup.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._origin_proxies: dict[tuple[str, str], dict[str, str]] = {}
+
+    @property
+    def trust_env(self) -> bool:
+        """Always False: the environment is read here, once per origin (azure-core's setting is ignored)."""
+        return False
+
+    @trust_env.setter
+    def trust_env(self, value: bool) -> None:
+        pass  # requests' __init__ and azure-core's transport set it; the lookup above replaces it
+
+    def merge_environment_settings(
+        self,
+        url: str | bytes | None,
+        proxies: Any,
+        stream: Any,
+        verify: Any,
+        cert: Any,
+    ) -> Any:  # requests' own settings mapping
+        """The merge of ``requests.Session``, with the environment's proxies for ``url``'s origin looked up once."""
+        text = url.decode() if isinstance(url, bytes) else str(url or "")
+        given = dict(proxies or {})
+        if "no_proxy" in given:  # a caller's own exemptions: looked up each time, as requests does
+            found = get_environ_proxies(text, no_proxy=given["no_proxy"])
+        else:
+            parts = urlsplit(text)
+            origin = (parts.scheme, parts.netloc)
+            cached = self._origin_proxies.get(origin)
+            if cached is None:
+                if len(self._origin_proxies) >= _MAX_ORIGINS:
+                    self._origin_proxies.clear()
+                cached = self._origin_proxies[origin] = get_environ_proxies(text)
+            found = cached
+        merged = {**found, **given}  # the caller's own proxies win, as with requests' setdefault
+        return super().merge_environment_settings(url, merged, stream, verify, cert)
+
+
+def sdk_transport(*, ca_bundle: str | None, connect_timeout: float, read_timeout: float) -> RequestsTransport:
+    """azure-core's requests transport over an :class:`EnvironmentOnceSession` (Blob, Logs Ingestion, query)."""
+    return RequestsTransport(
+        session=EnvironmentOnceSession(),
+        session_owner=True,
+        use_env_settings=False,
+        connection_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        **tls_options(ca_bundle),
+    )
+
+
+class ConnectorSession(EnvironmentOnceSession):
     """A session whose CA bundle and timeouts (short connect, ``timeout_seconds`` read) apply to every request."""
 
     def __init__(self, *, ca_bundle: str | None, timeout_seconds: float, connection_retries: int = 0) -> None:
@@ -207,6 +278,7 @@ def blob_options(settings: Settings) -> dict[str, Any]:
         "max_single_get_size": BLOB_GET_BYTES,
         "max_chunk_get_size": BLOB_GET_BYTES,
         **tls_options(settings.ca_bundle),
+        "transport": sdk_transport(ca_bundle=settings.ca_bundle, connect_timeout=connect, read_timeout=read),
     }
 
 
@@ -227,6 +299,11 @@ def retrying_options(settings: Settings, deadline: Deadline) -> dict[str, Any]:
         "connection_timeout": timeouts(settings.http_timeout_seconds)[0],
         "read_timeout": settings.http_timeout_seconds,
         **tls_options(settings.ca_bundle),
+        "transport": sdk_transport(
+            ca_bundle=settings.ca_bundle,
+            connect_timeout=timeouts(settings.http_timeout_seconds)[0],
+            read_timeout=settings.http_timeout_seconds,
+        ),
     }
 
 
