@@ -289,6 +289,7 @@ def retrying_options(settings: Settings, deadline: Deadline) -> dict[str, Any]:
     as is (``kwargs.get("retry_policy")``), so the ``HTTP_*`` retry settings go to the
     policy rather than to the client.
     """
+    connect, read = timeouts(settings.http_timeout_seconds)
     return {
         "retry_policy": DeadlineRetryPolicy(
             deadline,
@@ -296,14 +297,10 @@ def retrying_options(settings: Settings, deadline: Deadline) -> dict[str, Any]:
             retry_connect=min(CONNECT_RETRIES, settings.http_max_retries),
             retry_backoff_factor=settings.http_retry_backoff_seconds,
         ),
-        "connection_timeout": timeouts(settings.http_timeout_seconds)[0],
-        "read_timeout": settings.http_timeout_seconds,
+        "connection_timeout": connect,
+        "read_timeout": read,
         **tls_options(settings.ca_bundle),
-        "transport": sdk_transport(
-            ca_bundle=settings.ca_bundle,
-            connect_timeout=timeouts(settings.http_timeout_seconds)[0],
-            read_timeout=settings.http_timeout_seconds,
-        ),
+        "transport": sdk_transport(ca_bundle=settings.ca_bundle, connect_timeout=connect, read_timeout=read),
     }
 
 

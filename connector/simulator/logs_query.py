@@ -313,30 +313,16 @@ def parse_range_query(query: object) -> RangeQuery | None:
     tail = _SUMMARIZE_BY.fullmatch(query, pos)
     if tail is None:
         return None
-    if tail.group("hour") is not None:
+    hour = tail.group("hour")
+    if hour is not None:  # counted per hour of ``column``
         if tail.group("binned") != column:
             return None
-        return RangeQuery(
-            table,
-            column,
-            start,
-            end,
-            filters,
-            tail.group("count"),
-            (),
-            tail.group("hour"),
-        )
-    group_by = tuple(name.strip() for name in tail.group("columns").split(","))
-    return RangeQuery(
-        table,
-        column,
-        start,
-        end,
-        filters,
-        tail.group("count"),
-        group_by,
-        ingested_name=tail.group("ingested") or "",
-    )
+        group_by: tuple[str, ...] = ()
+        ingested = ""
+    else:
+        group_by = tuple(name.strip() for name in tail.group("columns").split(","))
+        ingested = tail.group("ingested") or ""
+    return RangeQuery(table, column, start, end, filters, tail.group("count"), group_by, hour or "", ingested)
 
 
 def _parse_time(text: str) -> datetime:
