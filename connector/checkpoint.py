@@ -401,7 +401,10 @@ def decode_snapshot(
 # half of one. When every row of the batch was accepted, the commit names the intent
 # (``"commit": "intent"``) instead of listing its rows again: the intent is the state
 # just before that line (the previous line's progress, or the snapshot's), so replaying
-# the line commits exactly those rows, and the commit stays one block either way.
+# the line commits exactly those rows, and the commit stays one block either way. One
+# intent may cover several batches sent one after another (``GROUP_MAX_ROWS`` in
+# :mod:`connector.sync`): the argument is the same, since the intent lists every row any
+# of them carries, and the commit lists (or names) the rows the service accepted.
 #
 # Lines are appended with an append-position condition: an SDK retry of a block that
 # already landed fails instead of appending it twice (the store then finds its own line

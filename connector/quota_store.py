@@ -70,20 +70,45 @@ class BlobBudgetStore:
 
     def __init__(self, container: ContainerClient, tenant: str) -> None:
         self._blob = container.get_blob_client(quota_blob_name(tenant))
+        self._written: tuple[QuotaBudget, str] | None = None
+        """The budget as this store last wrote it, with the ETag that write returned."""
         self.conflicts = 0
         """Writes that lost a race and were decided again (for tests and the benchmark)."""
+        self.reads = 0
+        """Reads of the blob (for tests and the benchmark)."""
 
     def update(self, change: Change[_R]) -> _R:
-        """Read with the ETag, decide, write ``If-Match`` (``If-None-Match: *`` when new); re-read on conflict."""
+        """Decide on the stored budget, write ``If-Match`` its ETag (``If-None-Match: *`` when new); re-read on conflict.
+
+        After its own write the store decides on what it wrote instead of reading it back:
+        the conditional write is the check, since a budget anyone changed since has another
+        ETag and the write is refused (then read afresh and decided again). An answer that
+        writes nothing (a wait) is never taken from that copy: it is decided again on a read.
+        So a run pacing itself alone costs one request a slot, not two.
+        """
         while True:
-            budget, etag = self._load()
+            written, self._written = self._written, None
+            etag: str | None
+            if written is not None:
+                budget, etag = written
+            else:
+                budget, etag = self._load()
             after, answer = change(budget)
-            if after is None or self._save(after, etag):
+            if after is None:
+                if written is not None:
+                    continue
+                return answer
+            data = after.encode()
+            new_etag = self._save(data, etag)
+            if new_etag is not None:
+                self._written = (QuotaBudget.decode(data), new_etag)  # as a read would give it back
                 return answer
             self.conflicts += 1
-            time.sleep(random.uniform(0, 0.02))  # noqa: S311 - jitter, so racing writers do not collide again
+            if written is None:
+                time.sleep(random.uniform(0, 0.02))  # noqa: S311 - jitter, so racing writers do not collide again
 
     def _load(self) -> tuple[QuotaBudget, str | None]:
+        self.reads += 1
         try:
             downloader = self._blob.download_blob()
             data = downloader.readall()
@@ -95,25 +120,25 @@ class BlobBudgetStore:
             ) from err
         return QuotaBudget.decode(data), downloader.properties.etag
 
-    def _save(self, budget: QuotaBudget, etag: str | None) -> bool:
-        """Write if unchanged since read; False when another writer got there first."""
+    def _save(self, data: bytes, etag: str | None) -> str | None:
+        """Write if unchanged since read; the new ETag, or None when another writer got there first."""
         conditions = (
             {"match_condition": MatchConditions.IfMissing}
             if etag is None
             else {"etag": etag, "match_condition": MatchConditions.IfNotModified}
         )
         try:
-            self._blob.upload_blob(
-                budget.encode(),
+            result = self._blob.upload_blob(
+                data,
                 overwrite=True,
                 content_settings=ContentSettings(content_type="application/json"),
                 **conditions,
             )
         except (ResourceModifiedError, ResourceExistsError):
-            return False
+            return None
         except HttpResponseError as err:
             if err.status_code in (409, 412):
-                return False
+                return None
             raise storage_error(
                 f"cannot write the Graph quota budget {safe_url(self._blob.url)}", err
             ) from err
@@ -121,7 +146,7 @@ class BlobBudgetStore:
             raise storage_error(
                 f"cannot write the Graph quota budget {safe_url(self._blob.url)}", err
             ) from err
-        return True
+        return str(result["etag"])
 
 
 class FileBudgetStore:

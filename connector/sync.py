@@ -5,9 +5,10 @@ The loop reaches Graph, Logs Ingestion and storage only through
 adapters. The commit rule, which is what makes the feed exactly-once:
 
 1. rows are uploaded in batches that are each one request;
-2. before a batch is sent its intent is saved; after it is accepted, its ledger
-   entries are committed and the checkpoint is saved (ETag-guarded) before the next
-   batch is sent;
+2. before batches are sent their intent is saved (one intent for a group of up to
+   :data:`GROUP_MAX_ROWS` rows, sent one batch after another); once they are answered,
+   the accepted rows' ledger entries are committed and the checkpoint is saved
+   (ETag-guarded) before anything else is sent;
 3. the high-water mark moves past a slice only once every row of it is committed;
 4. a refused batch stops the run: its rows stay uncommitted, the checkpoint stays at
    the last accepted batch, and the next run reads the slice again and sends exactly
@@ -190,6 +191,10 @@ _tuple_new = tuple.__new__
 
 # Records outside their slice are each logged at WARNING up to this many per run, then counted only.
 MAX_OUTSIDE_WARNINGS = 20
+
+GROUP_MAX_ROWS = 5_000
+"""Rows at most sent under one intent (:meth:`FeedSync._send`): about one Graph page, so one
+intent line stays near half a megabyte and a kill leaves at most this many rows to verify."""
 
 
 def _note_resolution(report: RunReport, resolution: Resolution) -> None:
@@ -440,6 +445,7 @@ class FeedSync:
 
     def _repair_piece(self, run: _Run, piece: Window, missing: Sequence[Missing]) -> None:
         batcher: Batcher[_Staged] = Batcher(self._policy.batch_budget_bytes)
+        ready: list[Batch[_Staged]] = []
         committed = run.state.ledger.committed
         for row_missing in missing:
             graph = row_missing.graph
@@ -456,10 +462,13 @@ class FeedSync:
                 self._dead_letter(run, graph.raw, err.problem, piece)
                 continue
             if full is not None:
-                self._upload(run, full, piece)
+                ready.append(full)
+                if sum(map(len, ready)) >= GROUP_MAX_ROWS:
+                    self._upload(run, ready, piece)
         last = batcher.flush()
         if last is not None:
-            self._upload(run, last, piece)
+            ready.append(last)
+        self._upload(run, ready, piece)
 
     # ------------------------------------------------------------------ a run's steps
 
@@ -652,6 +661,7 @@ class FeedSync:
         again does not send them twice); only a slice read to its last page is finished.
         """
         batcher: Batcher[_Staged] = Batcher(self._policy.batch_budget_bytes)
+        ready: list[Batch[_Staged]] = []  # full batches not sent: up to GROUP_MAX_ROWS rows share an intent
         reading = SliceReading(current)
         seen: SliceObservations[_Seen] = SliceObservations()
         stopped: str | ThrottledError | None = None
@@ -669,7 +679,7 @@ class FeedSync:
                 reading.pages += 1
                 self._take(run, page.records, current, seen, reading)
                 if reading.covered_from is not None:
-                    self._store(run, seen.release_newer_than(reading.covered_from), batcher, current)
+                    self._store(run, seen.release_newer_than(reading.covered_from), batcher, ready, current)
                 if not page.more:
                     break
                 if reading.pages >= self._policy.max_pages_per_slice and current.span > ONE_SECOND:
@@ -680,11 +690,12 @@ class FeedSync:
                     break
         finally:
             pages.close()
-        self._store(run, seen.release_all(), batcher, current)
+        self._store(run, seen.release_all(), batcher, ready, current)
         run.report.duplicates_dropped += seen.superseded
         last = batcher.flush()
         if last is not None:
-            self._upload(run, last, current)
+            ready.append(last)
+        self._upload(run, ready, current)
         return reading, stopped
 
     def _take(
@@ -734,9 +745,18 @@ class FeedSync:
             reading.oldest_seen, reading.newest_first = oldest, newest_first
 
     def _store(
-        self, run: _Run, released: Iterator[_Seen], batcher: Batcher[_Staged], current: Window
+        self,
+        run: _Run,
+        released: Iterator[_Seen],
+        batcher: Batcher[_Staged],
+        ready: list[Batch[_Staged]],
+        current: Window,
     ) -> None:
-        """Decide each key the read is done with against the ledger; batch what is new, upload full batches."""
+        """Decide each key the read is done with against the ledger; batch what is new.
+
+        Full batches wait in ``ready``; once they hold :data:`GROUP_MAX_ROWS` rows they are
+        sent together, and the slice's end sends what is left with its last batch.
+        """
         ledger = run.state.ledger
         decide, to_row, add = ledger.decide, self._mapper.to_row, batcher.add
         for key, received, status, record, raw, state in released:
@@ -757,7 +777,9 @@ class FeedSync:
                 self._dead_letter(run, raw, err.problem, current)
                 continue
             if full is not None:
-                self._upload(run, full, current)
+                ready.append(full)
+                if sum(map(len, ready)) >= GROUP_MAX_ROWS:
+                    self._upload(run, ready, current)
 
     def _outside(self, run: _Run, trace_id: str, received: datetime, current: Window) -> None:
         """Graph returned a record its filter excludes: counted, logged, left to the slice that holds it."""
@@ -811,26 +833,39 @@ class FeedSync:
 
     # ------------------------------------------------------------------ uploads
 
-    def _upload(self, run: _Run, batch: Batch[_Staged], current: Window) -> None:
-        """Send one batch; if the service refuses rows' content, find and dead-letter just those rows."""
-        accepted_before = run.report.rows_uploaded
-        result = self._send(run, batch)
-        if result.error is None:
-            if self._progress is not None and self._progress_window is not None:
-                self._progress(self._progress_window, current.start, run.report.rows_uploaded)
-            return
-        error = self._row_refusal(result, rows=len(batch))
-        isolation = RowIsolation(accepted_before=accepted_before)
-        isolation.note_accepted(len(batch) - len(result.failed_indexes))
-        self._isolate(run, batch, sorted(result.failed_indexes), error, isolation)
-        if isolation.gave_up or not isolation.deployment_takes_rows:
-            raise deployment_refused(error, rows=len(batch), why="every row it was sent, each on its own too")
-        refused = [(batch.tags[position], reason) for position, reason in isolation.refused_alone]
-        for staged, reason in refused:
-            self._dead_letter(run, staged.raw, reason, current)
-        # Held as handled: reading the slice again must not send them (and split a batch) again.
-        run.state.apply(Committed(dead_lettered=tuple(staged.decision for staged, _ in refused)), run.rules)
-        self._save(run)
+    def _upload(self, run: _Run, ready: list[Batch[_Staged]], current: Window) -> None:
+        """Send the ``ready`` batches (emptied); a batch whose rows' content is refused is split to find them.
+
+        The batches go under one intent and one commit (:meth:`_send`) until one is
+        refused; that one is settled on its own, and the rest go on under a new intent.
+        """
+        batches = ready[:]
+        ready.clear()
+        while batches:
+            sent, result = self._send(run, batches)
+            batch, batches = batches[sent - 1], batches[sent:]
+            if result.error is None:
+                if self._progress is not None and self._progress_window is not None:
+                    self._progress(self._progress_window, current.start, run.report.rows_uploaded)
+                continue
+            error = self._row_refusal(result, rows=len(batch))
+            taken = len(batch) - len(result.failed_indexes)
+            # Rows stored before this batch, the rest of its group's included: evidence the deployment takes rows.
+            isolation = RowIsolation(accepted_before=run.report.rows_uploaded - taken)
+            isolation.note_accepted(taken)
+            self._isolate(run, batch, sorted(result.failed_indexes), error, isolation)
+            if isolation.gave_up or not isolation.deployment_takes_rows:
+                raise deployment_refused(
+                    error, rows=len(batch), why="every row it was sent, each on its own too"
+                )
+            refused = [(batch.tags[position], reason) for position, reason in isolation.refused_alone]
+            for staged, reason in refused:
+                self._dead_letter(run, staged.raw, reason, current)
+            # Held as handled: reading the slice again must not send them (and split a batch) again.
+            run.state.apply(
+                Committed(dead_lettered=tuple(staged.decision for staged, _ in refused)), run.rules
+            )
+            self._save(run)
 
     @staticmethod
     def _row_refusal(result: UploadResult, *, rows: int) -> SinkError:
@@ -859,7 +894,7 @@ class FeedSync:
         split(refused, error)
         while to_send and not isolation.gave_up:
             positions = to_send.pop()
-            result = self._send(run, batch.select(positions))
+            _, result = self._send(run, [batch.select(positions)])
             isolation.note_accepted(len(positions) - len(result.failed_indexes))
             if result.error is not None:
                 split(
@@ -867,31 +902,45 @@ class FeedSync:
                     self._row_refusal(result, rows=len(positions)),
                 )
 
-    def _send(self, run: _Run, batch: Batch[_Staged]) -> UploadResult:
-        """One request: intent saved first, then the upload, then the accepted rows committed and saved."""
+    def _send(self, run: _Run, batches: Sequence[Batch[_Staged]]) -> tuple[int, UploadResult]:
+        """Requests under one intent: the intent saved, the batches uploaded in turn, what was accepted committed.
+
+        Stops after the first batch the service refuses (any rows of it); returns how many
+        batches were sent and the last one's result. One intent lists every row of every
+        batch: if the process dies after the service took any of them but before the commit
+        is saved, the next run finds the intent and resolves it (each row is either found
+        stored or sent again), exactly as for one batch. So a group costs two checkpoint
+        appends, not two per batch.
+        """
         if run.lock is not None:
             run.lock.check()
-        decisions = [staged.decision for staged in batch.tags]
-        # Intent first: if the process dies after the service took the batch but before the
-        # commit below is saved, the next run finds this record and resolves it.
+        decisions = [staged.decision for batch in batches for staged in batch.tags]
+        rows = batches[0].rows if len(batches) == 1 else [row for batch in batches for row in batch.rows]
         run.state.progress = replace(
-            run.state.progress, pending_batch=intent_for(decisions, batch.rows, self._clock())
+            run.state.progress, pending_batch=intent_for(decisions, rows, self._clock())
         )
         self._save(run)
-        result = self._ports.sink.upload(batch.payload())
-        failed = result.failed_indexes
-        accepted = (
-            tuple(decision for index, decision in enumerate(decisions) if index not in failed)
-            if failed
-            else tuple(decisions)
-        )
-        run.report.batches += 1
+        accepted: list[Decision] = []
+        sent = 0
+        result = UploadResult()
+        for batch in batches:
+            result = self._ports.sink.upload(batch.payload())
+            sent += 1
+            run.report.batches += 1
+            failed = result.failed_indexes
+            accepted += (
+                [staged.decision for index, staged in enumerate(batch.tags) if index not in failed]
+                if failed
+                else [staged.decision for staged in batch.tags]
+            )
+            if result.error is not None:
+                break  # the batches after it go under an intent of their own, once this one is settled
         # The outcome is known either way: the refused rows are simply not committed.
-        run.state.apply(Committed(accepted=accepted), run.rules)
+        run.state.apply(Committed(accepted=tuple(accepted)), run.rules)
         run.report.rows_uploaded += len(accepted)
         run.report.revisions += sum([decision.entry.revision > 0 for decision in accepted])
         self._save(run)
-        return result
+        return sent, result
 
     def _save(self, run: _Run) -> None:
         state = run.state

@@ -82,7 +82,7 @@ class EnvironmentOnceSession(requests.Session):
     environment twice for ``*_PROXY``/``NO_PROXY`` and looks for a ``.netrc``: about a
     millisecond of CPU per request with the connector's environment, more on a Functions
     host whose app settings are environment variables, and a run sends hundreds of
-    requests (two checkpoint appends per batch, the quota budget per page). This session
+    requests (two checkpoint appends per group of batches, the quota budget per page). This session
     resolves an origin's proxies the way requests does (``get_environ_proxies``, so
     ``NO_PROXY`` still exempts a host) on its first request there and keeps them; the
     environment is not expected to change under a running process. It never reads

@@ -73,3 +73,38 @@ def test_a_write_that_loses_the_etag_race_reads_again_and_decides_on_the_winner(
     assert seen == [0, 1]
     assert store.conflicts == 1
     assert wait > 0  # decided again on the winner's record: no slot left
+
+
+def test_a_holder_pacing_alone_reads_the_budget_once_and_then_decides_on_its_own_writes(container):
+    container.create_container()
+    policy = QuotaPolicy(limit=100, window_seconds=300.0, live_reserve_percent=0.0, burst_share=1.0)
+    store = BlobBudgetStore(container, TENANT)
+    gate = QuotaGate(store, policy, Caller.LIVE)
+    deadline = Deadline(timedelta(seconds=30))
+
+    for _ in range(5):
+        gate.acquire(deadline)
+
+    assert store.reads == 1  # the first slot; each later one is decided on the budget this holder wrote
+    stored = QuotaBudget.decode(container.download_blob(quota_blob_name(TENANT)).readall())
+    assert len(stored.sent) == 5
+
+
+def test_a_holder_whose_remembered_budget_another_wrote_over_reads_again_and_counts_both(container):
+    # The first holder remembers the budget it wrote; a second holder writes after it. The first
+    # holder's next write is refused by the ETag, and it decides again on the second's record.
+    container.create_container()
+    policy = QuotaPolicy(limit=3, window_seconds=300.0, live_reserve_percent=0.0, burst_share=1.0)
+    first = BlobBudgetStore(container, TENANT)
+    second = BlobBudgetStore(container, TENANT)
+    deadline = Deadline(timedelta(seconds=5))
+    QuotaGate(first, policy, Caller.LIVE).acquire(deadline)
+    QuotaGate(second, policy, Caller.LIVE).acquire(deadline)
+    QuotaGate(second, policy, Caller.LIVE).acquire(deadline)
+
+    with pytest.raises(GraphQuotaWaitError):
+        QuotaGate(first, policy, Caller.LIVE).acquire(deadline)  # all 3 slots are taken: it must see that
+
+    assert first.conflicts == 1
+    stored = QuotaBudget.decode(container.download_blob(quota_blob_name(TENANT)).readall())
+    assert len(stored.sent) == 3

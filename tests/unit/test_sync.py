@@ -567,3 +567,123 @@ class TestInterruptedBatch:
         assert report.outcome == "deferred"
         assert store.checkpoint().progress.pending_batch is not None
         assert len(sink.rows) == 5
+
+
+class TestBatchGroups:
+    """The batches a page fills go under one intent and one commit, with the same guarantees as one batch."""
+
+    ROWS = 12
+
+    def page_of_batches(self, source):
+        """One page of ROWS records, with a batch budget that holds about three rows a batch."""
+        source.page_size = self.ROWS
+        at = NOW - timedelta(minutes=30)
+        source.records = [
+            trace(f"id-{i:02d}", "bob@contoso.com", iso(at - timedelta(seconds=i))) for i in range(self.ROWS)
+        ]
+        row = len(json.dumps(make_row_like()))
+        return 3 * row + 40
+
+    def intents(self, store):
+        """The number of rows of each intent the store saw saved, in order."""
+        seen = []
+        save = store.save
+
+        def recording(checkpoint, etag, changes=None):
+            pending = checkpoint.progress.pending_batch
+            if pending is not None:
+                seen.append(len(pending.entries))
+            return save(checkpoint, etag, changes)
+
+        store.save = recording
+        return seen
+
+    def test_the_batches_of_one_page_are_sent_under_one_intent_and_one_commit(self, world):
+        source, sink, store, clock = world
+        budget = self.page_of_batches(source)
+        intents = self.intents(store)
+
+        report = make_sync(source, sink, store, clock, batch_budget=budget).run_live()
+
+        assert report.ok, report.error
+        assert sink.uploads == 4
+        assert report.batches == sink.uploads
+        assert intents == [self.ROWS]  # one intent listing every row of every batch, not one per batch
+        assert report.checkpoint_saves == 3  # the intent, the commit, the run summary
+        assert sorted(row["MessageTraceId"] for row in sink.rows) == [f"id-{i:02d}" for i in range(self.ROWS)]
+        assert store.checkpoint().progress.pending_batch is None
+
+    def test_a_kill_after_the_first_batch_of_a_group_is_settled_by_the_one_intent(self, world):
+        source, _, store, clock = world
+        budget = self.page_of_batches(source)
+        killer = KillingSink(kill_on_upload=1)
+        with pytest.raises(ProcessKilled):
+            make_sync(source, killer, store, clock, batch_budget=budget).run_live()
+        first = len(killer.rows)
+        assert 0 < first < self.ROWS
+        assert len(store.checkpoint().progress.pending_batch.entries) == self.ROWS
+        killer.kill_on_upload = 0
+        clock.advance(timedelta(minutes=11))
+
+        report = make_sync(
+            source, killer, store, clock, batch_budget=budget, verifier=MemoryVerifier(killer)
+        ).run_live()
+
+        assert report.ok, report.error
+        assert report.intent_rows_found == first
+        assert report.intent_rows_resent == self.ROWS - first
+        ids = [row["MessageTraceId"] for row in killer.rows]
+        assert sorted(ids) == [f"id-{i:02d}" for i in range(self.ROWS)]  # each once
+
+    def test_a_failed_upload_inside_a_group_commits_the_batches_before_it(self, world):
+        source, sink, store, clock = world
+        budget = self.page_of_batches(source)
+        sink.fail_on_upload = {2}
+
+        failed = make_sync(source, sink, store, clock, batch_budget=budget).run_live()
+
+        assert not failed.ok
+        first = len(sink.rows)
+        assert 0 < first < self.ROWS
+        assert store.checkpoint().progress.pending_batch is None  # the first batch is committed, not in doubt
+        assert failed.rows_uploaded == first
+        clock.advance(timedelta(minutes=5))
+
+        report = make_sync(source, sink, store, clock, batch_budget=budget).run_live()
+
+        assert report.ok, report.error
+        assert report.possible_duplicates == 0
+        assert report.rows_uploaded == self.ROWS - first
+        ids = [row["MessageTraceId"] for row in sink.rows]
+        assert sorted(ids) == [f"id-{i:02d}" for i in range(self.ROWS)]
+
+    def test_a_row_refused_inside_a_group_is_dead_lettered_and_the_batches_after_it_still_go(self, world):
+        source, sink, store, clock = world
+        budget = self.page_of_batches(source)
+        source.records[4]["subject"] = "refuse me"
+        sink.refuse_row = lambda row: "(InvalidPayload) range" if row.get("Subject") == "refuse me" else None
+        intents = self.intents(store)
+
+        report = make_sync(source, sink, store, clock, batch_budget=budget).run_live()
+
+        assert report.ok, report.error
+        ids = sorted(row["MessageTraceId"] for row in sink.rows)
+        assert ids == [f"id-{i:02d}" for i in range(self.ROWS) if i != 4]
+        (letter,) = store.dead_letters.values()
+        assert letter.record["id"] == "id-04"
+        # Four batches of three: the first stored, the second split to find its refused row, the last two
+        # under an intent of their own.
+        assert intents[0] == self.ROWS
+        assert intents[-1] == self.ROWS - 6
+        uploads = sink.uploads
+        clock.advance(timedelta(minutes=5))
+        assert make_sync(source, sink, store, clock, batch_budget=budget).run_live().ok
+        assert sink.uploads == uploads
+
+
+def make_row_like():
+    """A row as the mapper writes it for :func:`trace` (the batch budget is sized from it)."""
+    from connector.mapping import RowMapper, parse_trace_record
+
+    record = parse_trace_record(trace("id-00", "bob@contoso.com", iso(NOW)))
+    return RowMapper(("contoso.com",)).to_row(record, revision=0, previous_status=None)
