@@ -924,6 +924,9 @@ class FeedSync:
         sent = 0
         result = UploadResult()
         for batch in batches:
+            if sent and run.lock is not None:
+                # A holder that lost its lease stops sending: the next holder settles this intent.
+                run.lock.check()
             result = self._ports.sink.upload(batch.payload())
             sent += 1
             run.report.batches += 1

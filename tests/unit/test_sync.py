@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from connector.batching import DEFAULT_BATCH_BUDGET_BYTES
-from connector.errors import CheckpointConflictError, GraphThrottledError, SinkError
+from connector.errors import CheckpointConflictError, GraphThrottledError, LockLostError, SinkError
 from connector.ports import Deadline, FeedPorts
 from connector.sync import FeedSync, SyncPolicy
 from tests.fakes.memory import (
@@ -634,6 +634,28 @@ class TestBatchGroups:
         assert report.intent_rows_resent == self.ROWS - first
         ids = [row["MessageTraceId"] for row in killer.rows]
         assert sorted(ids) == [f"id-{i:02d}" for i in range(self.ROWS)]  # each once
+
+    def test_a_lease_lost_inside_a_group_stops_the_sending_and_leaves_the_intent_to_the_next_holder(
+        self, world
+    ):
+        source, sink, store, clock = world
+        budget = self.page_of_batches(source)
+
+        class LeaseLostAfterFirstUpload:
+            checks = 0
+
+            def check(self):
+                self.checks += 1
+                if self.checks > 1 and sink.uploads >= 1:
+                    raise LockLostError("the lease was last renewed 60 s ago (lease 60 s)")
+
+        report = make_sync(source, sink, store, clock, batch_budget=budget).run_live(
+            lock=LeaseLostAfterFirstUpload()
+        )
+
+        assert not report.ok
+        assert sink.uploads == 1  # no batch of the group went out after the lease was in doubt
+        assert len(store.checkpoint().progress.pending_batch.entries) == self.ROWS
 
     def test_a_failed_upload_inside_a_group_commits_the_batches_before_it(self, world):
         source, sink, store, clock = world
