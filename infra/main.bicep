@@ -140,7 +140,7 @@ param subjectMode string = 'keep'
 @secure()
 param subjectHashKey string = ''
 
-@description('Let the connector verify, after a crash, which rows of an unconfirmed batch arrived (WORKSPACE_ID), instead of resending the batch (without it, a crash between an accepted upload and the checkpoint save stores up to one batch twice). Grants Reader on the EmailEvents_CL table plus a custom role with only workspaces/read and workspaces/query/read on the workspace (Microsoft\'s table-level read access); creating that custom role needs Owner or User Access Administrator on the workspace\'s resource group.')
+@description('Let the connector verify, after a crash, which rows of an unconfirmed batch arrived (WORKSPACE_ID), instead of resending the batch (without it, a crash between an accepted upload and the checkpoint save stores up to one group of batches, at most about 5,000 rows, twice). Grants Reader on the EmailEvents_CL table plus a custom role with only workspaces/read and workspaces/query/read on the workspace (Microsoft\'s table-level read access); creating that custom role needs Owner or User Access Administrator on the workspace\'s resource group.')
 param enableWorkspaceVerification bool = true
 
 @description('Grant ExchangeMessageTrace.Read.All to the managed identity and create the service principal of the Exchange message trace app, with the Microsoft Graph Bicep extension. The deploying user needs AppRoleAssignment.ReadWrite.All and Application.ReadWrite.All (e.g. Privileged Role Administrator). Otherwise run infra/scripts/grant-graph-permission.sh.')
