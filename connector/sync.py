@@ -462,9 +462,7 @@ class FeedSync:
                 self._dead_letter(run, graph.raw, err.problem, piece)
                 continue
             if full is not None:
-                ready.append(full)
-                if sum(map(len, ready)) >= GROUP_MAX_ROWS:
-                    self._upload(run, ready, piece)
+                self._hold(run, ready, full, piece)
         last = batcher.flush()
         if last is not None:
             ready.append(last)
@@ -777,9 +775,7 @@ class FeedSync:
                 self._dead_letter(run, raw, err.problem, current)
                 continue
             if full is not None:
-                ready.append(full)
-                if sum(map(len, ready)) >= GROUP_MAX_ROWS:
-                    self._upload(run, ready, current)
+                self._hold(run, ready, full, current)
 
     def _outside(self, run: _Run, trace_id: str, received: datetime, current: Window) -> None:
         """Graph returned a record its filter excludes: counted, logged, left to the slice that holds it."""
@@ -832,6 +828,12 @@ class FeedSync:
         logger.warning("message trace record dead-lettered to %s: %s", where, hide_addresses(reason)[:400])
 
     # ------------------------------------------------------------------ uploads
+
+    def _hold(self, run: _Run, ready: list[Batch[_Staged]], full: Batch[_Staged], current: Window) -> None:
+        """Add a full batch to the group in ``ready``; send the group once it holds :data:`GROUP_MAX_ROWS` rows."""
+        ready.append(full)
+        if sum(map(len, ready)) >= GROUP_MAX_ROWS:
+            self._upload(run, ready, current)
 
     def _upload(self, run: _Run, ready: list[Batch[_Staged]], current: Window) -> None:
         """Send the ``ready`` batches (emptied); a batch whose rows' content is refused is split to find them.
