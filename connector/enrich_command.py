@@ -23,9 +23,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from connector.deadletter import DEAD_LETTER_PREFIX, DeadLetter
 from connector.detail import parse_events
 from connector.enrich_store import ENRICH_LOCK, MARGIN, BlobPendingStore, DetailWorkspace, FilePendingStore
 from connector.enrichment import (
+    REFUSED_MEMORY,
     REQUESTED,
     EnrichRequest,
     PendingDetail,
@@ -36,10 +38,18 @@ from connector.enrichment import (
     settle,
     unique_targets,
 )
-from connector.errors import ConfigError, ConnectorError, ErrorKind, ThrottledError, VerificationError
+from connector.errors import (
+    ConfigError,
+    ConnectorError,
+    ErrorKind,
+    SinkError,
+    ThrottledError,
+    VerificationError,
+)
 from connector.mapping import parse_datetime
-from connector.ports import Clock, Deadline
+from connector.ports import Clock, DeadLetterSink, Deadline
 from connector.quota import Caller
+from connector.refusal import MAX_ALONE_WITHOUT_EVIDENCE, Refusal, classify_refusal, deployment_refused
 from connector.runner import (
     build_graph_source,
     build_lock,
@@ -53,8 +63,13 @@ from connector.runner import (
 from connector.schema import load_detail_schema, load_table_schema
 from connector.settings import Settings, read_enrichment_settings
 from connector.store import BlobCheckpointStore, FileCheckpointStore
+from connector.windows import Window
 
 logger = logging.getLogger(__name__)
+
+DETAIL_SCHEMA = "MessageTraceDetail_CL"
+ENRICH_DEAD_LETTERS = "enrich"
+"""Dead letters of refused detail rows: ``deadletter/enrich/`` next to the checkpoints."""
 
 
 @dataclass(slots=True)
@@ -76,6 +91,10 @@ class EnrichReport:
     """Pairs planned but not fetched: the quota or the time budget ran out."""
     settled: int = 0
     """Uploads of an earlier run whose outcome was unknown, verified in the workspace."""
+    refused: int = 0
+    """Pairs whose rows the service refused for their content: dead-lettered, not fetched again."""
+    refused_earlier: int = 0
+    """Pairs skipped because an earlier run dead-lettered their refused rows."""
     max_requests: int = 0
     error: ConnectorError | None = field(default=None, repr=False)
 
@@ -92,6 +111,8 @@ class EnrichReport:
             "over_cap": self.over_cap,
             "left": self.left,
             "settled": self.settled,
+            "refused": self.refused,
+            "refused_earlier": self.refused_earlier,
             "max_requests": self.max_requests,
             "error": None if self.error is None else str(self.error),
         }
@@ -112,6 +133,15 @@ class EnrichReport:
             )
         if self.settled:
             text.append(f"  {self.settled} uploads of an earlier run settled in the workspace")
+        if self.refused:
+            text.append(
+                f"  {self.refused} pairs refused by the service for their content: dead-lettered under "
+                f"{DEAD_LETTER_PREFIX}{ENRICH_DEAD_LETTERS}/ with the reason, not fetched again"
+            )
+        if self.refused_earlier:
+            text.append(
+                f"  {self.refused_earlier} pairs skipped: their rows were refused and dead-lettered earlier"
+            )
         return text
 
 
@@ -261,18 +291,25 @@ def enrich(
                 deadline=deadline,
                 sleep=sleep,
             )
+            pending = pending.forgetting_refusals_before(clock() - REFUSED_MEMORY)
             pending_store.save(pending)
             targets = _targets(request, workspace, report)
             report.pairs = len(targets)
             enriched = workspace.enriched_pairs([target.trace_id for target in targets]) | recent
-            chosen = plan(targets, enriched, max_requests)
+            chosen = plan(targets, enriched, max_requests, pending.refused_keys())
             report.already_enriched, report.over_cap = chosen.already, chosen.over_cap
+            report.refused_earlier = chosen.refused_earlier
             report.planned_requests = len(chosen.todo)
             announce(
                 f"enrich: {report.pairs} pairs chosen, {chosen.already} already enriched; spending "
                 f"{len(chosen.todo)} Graph requests (one per pair, more only if Graph pages an answer) "
                 f"from the tenant's quota budget, cap {max_requests}"
                 + (f"; {chosen.over_cap} pairs over the cap left for a later run" if chosen.over_cap else "")
+                + (
+                    f"; {chosen.refused_earlier} pairs skipped: their rows were refused and dead-lettered earlier"
+                    if chosen.refused_earlier
+                    else ""
+                )
             )
             if not chosen.todo:
                 return report
@@ -280,6 +317,13 @@ def enrich(
                 settings, store, deadline, resources, caller=Caller.OTHER, sleep=sleep
             )
             sink = build_sink(settings, deadline, resources, stream_name=extra.detail_stream_name)
+
+            def remember_refused(key: str) -> None:
+                nonlocal pending
+                pending = pending.with_refused(key, clock())
+                pending_store.save(pending)
+
+            refusals = _Refusals(store, report, remember_refused, clock)
             for done, target in enumerate(chosen.todo):
                 if deadline.expired():
                     report.left = len(chosen.todo) - done
@@ -324,10 +368,111 @@ def enrich(
                 )
                 pending_store.save(pending)
                 result = sink.upload(rows)
-                if result.failed_indexes:
-                    # The outcome is left to the next run to verify: a refusal and a lost answer look alike here.
-                    raise result.error or VerificationError("logs ingestion did not take the detail rows")
-                pending = pending.marked_sent(target.key)
+                if not result.failed_indexes:
+                    pending = pending.marked_sent(target.key)
+                    pending_store.save(pending)
+                    report.rows_uploaded += len(rows)
+                    refusals.evidence()
+                    continue
+                error = _content_refusal(
+                    result.error, rows=len(rows), whole=len(result.failed_indexes) == len(rows)
+                )
+                # The service answered: nothing of the pair was stored. The pair is no longer pending.
+                pending = pending.without([target.key])
                 pending_store.save(pending)
-                report.rows_uploaded += len(rows)
+                refusals.refused(target, rows, error)
+            if refusals.held and report.error is None:
+                raise refusals.deployment_error()
+            report.left += len(refusals.held)  # refused before any pair was stored: fetched again next run
     return report
+
+
+def _content_refusal(error: ConnectorError | None, *, rows: int, whole: bool) -> SinkError:
+    """The error of a refused detail upload if it is about the rows' content; anything else is raised.
+
+    Not about the rows (throttling, an outage, a lost answer), or part of the pair stored
+    (the SDK split its rows over requests): the outcome is left to the next run, which
+    verifies the pending pair in the workspace. The deployment (the detail table or its
+    DCR stream): a setting error.
+    """
+    if error is None:
+        raise VerificationError("logs ingestion did not take the detail rows")
+    refusal = classify_refusal(error)
+    if refusal is Refusal.NOT_ROWS or not isinstance(error, SinkError) or not whole:
+        raise error
+    if refusal is Refusal.DEPLOYMENT:
+        raise deployment_refused(
+            error, rows=rows, why="a column or type of the detail rows", table=DETAIL_SCHEMA
+        )
+    return error
+
+
+class _Refusals:
+    """Pairs whose rows the service refused: dead-lettered once the deployment is known to take rows.
+
+    As for mail rows (:mod:`connector.refusal`), content is blamed only with evidence: a
+    pair of this run was stored. Until then refused pairs are held, and after
+    :data:`MAX_ALONE_WITHOUT_EVIDENCE` of them, or at the end of a run that stored none,
+    it is the deployment: nothing is dead-lettered and the run stops with a setting error.
+    """
+
+    def __init__(
+        self,
+        dead_letters: DeadLetterSink,
+        report: EnrichReport,
+        remember: Callable[[str], None],
+        clock: Clock,
+    ) -> None:
+        self._dead_letters = dead_letters
+        self._report = report
+        self._remember = remember
+        self._clock = clock
+        self._stored_any = False
+        self.held: list[tuple[Target, list[dict[str, object]], SinkError]] = []
+
+    def evidence(self) -> None:
+        """A pair was stored: the deployment takes rows, so the held refusals are about content."""
+        self._stored_any = True
+        held, self.held = self.held, []
+        for target, rows, error in held:
+            self._dead_letter(target, rows, error)
+
+    def refused(self, target: Target, rows: list[dict[str, object]], error: SinkError) -> None:
+        if self._stored_any:
+            self._dead_letter(target, rows, error)
+            return
+        self.held.append((target, rows, error))
+        if len(self.held) >= MAX_ALONE_WITHOUT_EVIDENCE:
+            raise self.deployment_error()
+
+    def deployment_error(self) -> SinkError:
+        _, rows, error = self.held[-1]
+        return deployment_refused(
+            error,
+            rows=len(rows),
+            why=f"every detail row of the {len(self.held)} pairs it was sent",
+            table=DETAIL_SCHEMA,
+        )
+
+    def _dead_letter(self, target: Target, rows: list[dict[str, object]], error: SinkError) -> None:
+        times = [parse_datetime(str(row["TimeGenerated"])) for row in rows]
+        letter = DeadLetter(
+            feed=ENRICH_DEAD_LETTERS,
+            reason=f"the Logs Ingestion API refused this pair's detail rows ({error.status}): "
+            f"{error.service_message or error}",
+            # The rows as sent: SUBJECT_MODE was applied when they were made.
+            record={"MessageTraceId": target.trace_id, "RecipientAddress": target.recipient, "rows": rows},
+            window=Window(min(times), max(times)),
+            seen_at=self._clock(),
+        )
+        where = self._dead_letters.put_dead_letter(letter)
+        self._remember(target.key)
+        self._report.refused += 1
+        # The reason stays in the document: a service's refusal can echo a row's text (enrich logs none).
+        logger.warning(
+            "the detail rows of one pair were refused (HTTP %s) and dead-lettered with the service's reason to %s; "
+            "the pair is not fetched again for %d days",
+            error.status,
+            where,
+            REFUSED_MEMORY.days,
+        )

@@ -21,6 +21,15 @@ document, by digest only (never a trace id or address), until the workspace show
 sent after it; an entry left unmarked (a killed or failed upload) is settled by asking
 the workspace for its ``RowId`` values once it is old enough, before anything is sent
 again. One pair's rows go in one request, so a pair is stored whole or not at all.
+
+Refused rows. When the service refuses a pair's request for its content (not the
+caller, the moment or the deployment: :mod:`connector.refusal`), the pair is not split:
+splitting would store part of a journey, and a crash between the parts would leave
+the rest unsent with no way back, since this document keeps digests, not pairs. The
+whole pair is dead-lettered with the service's reason and remembered as *refused* (by
+digest) for :data:`REFUSED_MEMORY`, so later runs neither fetch it again nor stall on
+it. As for mail rows, content is blamed only with evidence that the deployment takes
+rows (a pair of the same run was stored); see :mod:`connector.enrich_command`.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -264,18 +273,33 @@ class Plan:
     """Pairs the detail table holds already (or uploaded moments ago): skipped, no request spent."""
     over_cap: int
     """Pairs left for a later run by the request cap."""
+    refused_earlier: int = 0
+    """Pairs whose rows the service refused in an earlier run (dead-lettered): not fetched again."""
 
 
-def plan(targets: Sequence[Target], enriched: set[str], max_requests: int) -> Plan:
-    """The pairs to fetch: not yet enriched (``enriched`` holds pair digests), at most ``max_requests``."""
-    fresh = [target for target in unique_targets(targets) if target.key not in enriched]
-    already = len(unique_targets(targets)) - len(fresh)
-    return Plan(todo=tuple(fresh[:max_requests]), already=already, over_cap=max(0, len(fresh) - max_requests))
+def plan(
+    targets: Sequence[Target],
+    enriched: set[str],
+    max_requests: int,
+    refused: Set[str] = frozenset(),
+) -> Plan:
+    """The pairs to fetch: not yet enriched (``enriched`` holds pair digests) nor ``refused``, at most ``max_requests``."""
+    unique = unique_targets(targets)
+    fresh = [target for target in unique if target.key not in enriched and target.key not in refused]
+    refused_earlier = sum(1 for target in unique if target.key in refused and target.key not in enriched)
+    return Plan(
+        todo=tuple(fresh[:max_requests]),
+        already=len(unique) - len(fresh) - refused_earlier,
+        over_cap=max(0, len(fresh) - max_requests),
+        refused_earlier=refused_earlier,
+    )
 
 
 # ---- the pending document ------------------------------------------------------------
 
 PENDING_VERSION = 1
+REFUSED_MEMORY = timedelta(days=90)
+"""How long a refused pair is skipped: Graph keeps message trace 90 days, so a later fetch finds nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,10 +316,23 @@ class PendingPair:
 
 
 @dataclass(frozen=True, slots=True)
+class RefusedPair:
+    """A pair whose rows the service refused (dead-lettered with its reason): skipped by later runs."""
+
+    key: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class PendingDetail:
-    """The enrich document next to the checkpoints (``enrich/pending.json``)."""
+    """The enrich document next to the checkpoints (``enrich/pending.json``).
+
+    ``refused`` was added after the first release: a document without it has none, and
+    an older version keeps it untouched (an unknown field goes to ``extra``).
+    """
 
     pairs: tuple[PendingPair, ...] = ()
+    refused: tuple[RefusedPair, ...] = ()
     extra: Mapping[str, object] = field(default_factory=dict)
     """Fields this version does not know (kept on save, so a newer version's state survives)."""
 
@@ -313,6 +350,8 @@ class PendingDetail:
             }
             for pair in self.pairs
         ]
+        if self.refused:
+            document["refused"] = [{"key": pair.key, "at": format_datetime(pair.at)} for pair in self.refused]
         return json.dumps(document, sort_keys=True).encode("utf-8")
 
     @classmethod
@@ -332,10 +371,16 @@ class PendingDetail:
                 )
                 for item in document["pairs"]
             )
+            refused = tuple(
+                RefusedPair(key=str(item["key"]), at=parse_datetime(str(item["at"])))
+                for item in document.get("refused", [])
+            )
         except (UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
             raise ValueError(f"the enrich document is malformed ({err})") from None
-        extra = {name: value for name, value in document.items() if name not in ("version", "pairs")}
-        return cls(pairs=pairs, extra=extra)
+        extra = {
+            name: value for name, value in document.items() if name not in ("version", "pairs", "refused")
+        }
+        return cls(pairs=pairs, refused=refused, extra=extra)
 
     def with_pair(self, pair: PendingPair) -> PendingDetail:
         """The document with ``pair`` recorded (replacing an entry of the same key)."""
@@ -349,6 +394,22 @@ class PendingDetail:
         """The document without the pairs ``keys``."""
         gone = set(keys)
         return replace(self, pairs=tuple(p for p in self.pairs if p.key not in gone))
+
+    def with_refused(self, key: str, at: datetime) -> PendingDetail:
+        """The document with the pair ``key`` refused (and no longer pending: nothing of it was stored)."""
+        return replace(
+            self,
+            pairs=tuple(p for p in self.pairs if p.key != key),
+            refused=(*[r for r in self.refused if r.key != key], RefusedPair(key, at)),
+        )
+
+    def refused_keys(self) -> frozenset[str]:
+        """Digests of the pairs later runs skip."""
+        return frozenset(pair.key for pair in self.refused)
+
+    def forgetting_refusals_before(self, moment: datetime) -> PendingDetail:
+        """The document without refusals older than ``moment`` (so it stays bounded)."""
+        return replace(self, refused=tuple(r for r in self.refused if r.at >= moment))
 
 
 @dataclass(frozen=True, slots=True)

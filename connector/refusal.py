@@ -58,8 +58,11 @@ def classify_refusal(error: ConnectorError) -> Refusal:
     return Refusal.ROWS
 
 
-def deployment_refused(error: SinkError, *, rows: int, why: str) -> SinkError:
-    """The setting error a run stops with when the table, the DCR or the endpoint, not a row, is at fault."""
+def deployment_refused(error: SinkError, *, rows: int, why: str, table: str = "EmailEvents_CL") -> SinkError:
+    """The setting error a run stops with when the table, the DCR or the endpoint, not a row, is at fault.
+
+    ``table`` names the schema file (``connector/data/<table>.json``) to redeploy from.
+    """
     if error.status == 413:
         fix = (
             "The service found even single rows over its request size limit, though the connector keeps "
@@ -69,7 +72,7 @@ def deployment_refused(error: SinkError, *, rows: int, why: str) -> SinkError:
     else:
         fix = (
             "The table or the DCR stream does not match the rows the connector sends: redeploy the DCR and "
-            "the table from connector/data/EmailEvents_CL.json (see the README's upgrade order)"
+            f"the table from connector/data/{table}.json (see the README's upgrade order)"
         )
     return SinkError(
         f"the Logs Ingestion API refused {why} ({rows} rows; it said: {error.service_message or error}). {fix}. "

@@ -104,6 +104,8 @@ class DataCollectionRule:
         self.role_assigned = True
         self.on_accepted: Callable[[IngestedBatch], None] | None = None
         self.refuse_row: Callable[[dict[str, Any]], str | None] | None = None
+        self.refuse_other_row: dict[str, Callable[[dict[str, Any]], str | None]] = {}
+        """As ``refuse_row``, for the rows of another table (the detail table), by table name."""
         self.accept_status = 204
         self._rows: list[dict[str, Any]] = []
         self._other_rows: dict[str, list[dict[str, Any]]] = {
@@ -175,6 +177,7 @@ class DataCollectionRule:
         self.role_assigned = True
         self.on_accepted = None
         self.refuse_row = None
+        self.refuse_other_row = {}
         self.accept_status = 204
 
     def drop_rows(self, predicate: Callable[[dict[str, Any]], bool]) -> int:
@@ -364,6 +367,11 @@ class IngestionServer(SimulatedHttpServer):
     @refuse_row.setter
     def refuse_row(self, value: Callable[[dict[str, Any]], str | None] | None) -> None:
         self.default_dcr.refuse_row = value
+
+    @property
+    def refuse_other_row(self) -> dict[str, Callable[[dict[str, Any]], str | None]]:
+        """The default DCR's rules for rows of the other tables, by table name (a dict to fill)."""
+        return self.default_dcr.refuse_other_row
 
     @property
     def accept_status(self) -> int:
@@ -573,8 +581,8 @@ class IngestionServer(SimulatedHttpServer):
                     "InvalidPayload",
                     f"Record {index}: column '{name}' of type '{column_type}' {problem}: {value!r:.80}.",
                 )
-        refuse_row = rule.refuse_row
-        reason = None if refuse_row is None or schema is not self.schema else refuse_row(record)
+        refuse_row = rule.refuse_row if schema is self.schema else rule.refuse_other_row.get(schema.table)
+        reason = None if refuse_row is None else refuse_row(record)
         if reason is not None:
             raise IngestionError(400, "InvalidPayload", f"Record {index}: {reason}")
 

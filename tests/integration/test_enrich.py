@@ -20,6 +20,7 @@ from datetime import timedelta
 import pytest
 
 from connector.enrichment import PendingDetail
+from connector.errors import ErrorKind
 from connector.simulator import generate_traffic
 from tests.integration.cli_run import run_cli
 
@@ -252,6 +253,63 @@ def test_an_unconfirmed_upload_too_young_to_verify_stops_the_next_run_before_it_
     assert "run enrich again after" in capsys.readouterr().err
     assert len(sim.graph.requests(path="getDetailsByRecipient")) == requests_before
     assert len(detail_rows(sim)) == 2
+
+
+def _dead_letters(tmp_path) -> list[dict]:
+    folder = tmp_path / "state" / "deadletter" / "enrich"
+    return [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))] if folder.exists() else []
+
+
+@pytest.mark.parametrize(
+    "refused_first", [False, True], ids=["after-a-stored-pair", "before-any-stored-pair"]
+)
+def test_a_pair_whose_rows_the_service_refuses_is_dead_lettered_with_the_reason_and_not_fetched_again(
+    sim, file_store_env, tmp_path, refused_first
+):
+    records = traffic(sim, {0: "quarantined", 1: "failed"})
+    refused, stored = (records[1], records[0])
+    sim.ingestion.refuse_other_row[DETAIL] = lambda row: (
+        "this value is not accepted" if row["MessageTraceId"] == refused["id"].lower() else None
+    )
+    order = [refused, stored] if refused_first else [stored, refused]
+    args = [arg for r in order for arg in ("--trace-id", r["id"], "--recipient", r["recipientAddress"])]
+
+    code, counts = enrich_json(*args)
+
+    assert code == 0, counts
+    assert (counts["refused"], counts["rows_uploaded"], counts["left"]) == (1, 2, 0)
+    assert pairs_of(detail_rows(sim)) == {(stored["id"].lower(), stored["recipientAddress"].lower())}
+    [letter] = _dead_letters(tmp_path)
+    assert "this value is not accepted" in letter["reason"]
+    assert letter["record"]["MessageTraceId"] == refused["id"].lower()
+    assert [row["Event"] for row in letter["record"]["rows"]] == ["Receive", "Fail"]
+    code, counts = enrich_json(*args)
+    assert code == 0, counts
+    assert (counts["refused_earlier"], counts["already_enriched"], counts["requests"]) == (1, 1, 0)
+    assert len(sim.graph.requests(path="getDetailsByRecipient")) == 2
+    assert len(_dead_letters(tmp_path)) == 1
+
+
+def test_detail_rows_refused_before_any_pair_is_stored_blame_the_deployment_and_dead_letter_nothing(
+    sim, file_store_env, tmp_path, capsys
+):
+    records = traffic(sim, {0: "quarantined", 1: "failed"})
+    sim.ingestion.refuse_other_row[DETAIL] = lambda row: "this value is not accepted"
+    args = [arg for r in records[:2] for arg in ("--trace-id", r["id"], "--recipient", r["recipientAddress"])]
+
+    code, _ = run_cli("enrich", *args)
+
+    assert code == ErrorKind.SETTING.exit_code
+    assert "connector/data/MessageTraceDetail_CL.json" in capsys.readouterr().err
+    assert _dead_letters(tmp_path) == []
+    pending = tmp_path / "state" / "enrich" / "pending.json"
+    assert (
+        not pending.exists() or PendingDetail.decode(pending.read_bytes()) == PendingDetail()
+    )  # nothing remembered
+    sim.ingestion.refuse_other_row.clear()
+    code, counts = enrich_json(*args)
+    assert code == 0, counts
+    assert (counts["requests"], counts["rows_uploaded"], counts["refused_earlier"]) == (2, 4, 0)
 
 
 def test_the_request_cap_leaves_the_rest_for_a_later_run(sim, workspace_env):

@@ -216,6 +216,48 @@ class TestPendingDocument:
         assert again.pairs[0].sent is True
         assert json.loads(again.encode())["cursor"] == "kept"
 
+    def test_a_refused_pair_leaves_the_pending_pairs_round_trips_and_is_forgotten_after_its_memory(self):
+        document = (
+            PendingDetail()
+            .with_pair(self.pair("k1", FETCHED, False))
+            .with_pair(self.pair("k2", FETCHED, False))
+        )
+
+        refused = document.with_refused("k1", FETCHED)
+        again = PendingDetail.decode(refused.encode())
+
+        assert [pair.key for pair in again.pairs] == ["k2"]
+        assert again.refused_keys() == {"k1"}
+        assert again == refused
+        assert again.forgetting_refusals_before(FETCHED).refused_keys() == {"k1"}
+        assert again.forgetting_refusals_before(FETCHED + timedelta(seconds=1)).refused_keys() == frozenset()
+
+    def test_a_document_written_before_refusals_existed_reads_with_none(self):
+        old = {
+            "version": 1,
+            "pairs": [
+                json.loads(PendingDetail().with_pair(self.pair("k", FETCHED, True)).encode())["pairs"][0]
+            ],
+        }
+
+        document = PendingDetail.decode(json.dumps(old).encode())
+
+        assert document.refused == ()
+        assert "refused" not in json.loads(document.encode())  # what the earlier version wrote, unchanged
+
+    def test_the_plan_skips_refused_pairs_and_counts_them_apart_from_enriched_ones(self):
+        targets = [
+            Target(TRACE, "a@contoso.com"),
+            Target(TRACE, "b@contoso.com"),
+            Target(OTHER, "a@contoso.com"),
+        ]
+        refused = {targets[0].key}
+
+        chosen = plan(targets, {targets[1].key}, 10, refused)
+
+        assert [(t.trace_id, t.recipient) for t in chosen.todo] == [(OTHER, "a@contoso.com")]
+        assert (chosen.already, chosen.refused_earlier, chosen.over_cap) == (1, 1, 0)
+
     def test_a_malformed_document_is_refused_with_what_is_wrong(self):
         with pytest.raises(ValueError, match="enrich document is malformed"):
             PendingDetail.decode(b'{"pairs": [{"key": "k"}]}')
