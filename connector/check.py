@@ -8,7 +8,10 @@ needs, with the run's own settings and credentials, and says for each what to fi
 1. a token for each scope: Graph (``GRAPH_AUTH_MODE``), Logs Ingestion, Blob Storage
    (only for ``STORAGE_ACCOUNT_URL``; a connection string carries its own key), and
    Log Analytics query when ``WORKSPACE_ID`` is set (``AZURE_AUTH_MODE``);
-2. Graph answers with the permission: one ``messageTraces`` request over a 1-minute window;
+2. Graph answers with the permission: one ``messageTraces`` request over a 1-minute window,
+   taken from the tenant's quota budget like any other caller's (``other``: never the live
+   feed's reserve); when the budget's blob cannot be read the request goes anyway and says
+   so (storage has its own check below: a diagnosis must not stop at it);
    with ``DISCOVER_DOMAINS`` on, also ``GET /domains`` (``Domain.Read.All``): a failure there
    fails the check only when LOCAL_DOMAINS is empty too, since runs then have no domain;
 3. storage is writable: a probe blob (``check/probe-<uuid>``) written and deleted;
@@ -25,6 +28,7 @@ permission, ...), 0 when every check passed. Nothing here changes a checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -40,16 +44,18 @@ from connector.auth import azure_credential, graph_token_provider
 from connector.checkpoint import LIVE_FEED
 from connector.errors import (
     SERVICE_PRINCIPAL_APP_ID,
+    CheckpointError,
     ConnectorError,
     ErrorKind,
     ServicePrincipalMissingError,
 )
 from connector.graph import GraphMessageTraceSource
 from connector.mapping import RowMapper, format_datetime, parse_trace_record
-from connector.ports import Deadline
-from connector.runner import build_lock, build_sink, build_store
+from connector.ports import Deadline, RequestGate
+from connector.quota import Caller
+from connector.runner import build_lock, build_quota_gate, build_sink, build_store
 from connector.settings import Settings, StoreKind
-from connector.store import BlobCheckpointStore
+from connector.store import BlobCheckpointStore, FileCheckpointStore
 from connector.tenant_domains import DOMAIN_PERMISSION, discovery_failure
 from connector.transport import ConnectorSession, describe_failure
 from connector.windows import Window
@@ -152,15 +158,15 @@ def run_checks(settings: Settings, *, write_test_row: bool, now: datetime) -> li
                     ErrorKind.PERMISSION,
                 )
             )
+        store = build_store(settings)
         if results[0].kind is None:
-            results.append(_graph_check(settings, resources, deadline, now))
+            results.append(_graph_check(settings, resources, deadline, now, store))
             if settings.discover_domains:
                 results.append(_domains_check(settings, resources, deadline))
         else:
             results.append(
                 CheckResult("graph permission", results[0].kind, "not tried: no Graph token (above)")
             )
-        store = build_store(settings)
         results.append(
             _attempt(
                 "storage writable",
@@ -183,17 +189,25 @@ def run_checks(settings: Settings, *, write_test_row: bool, now: datetime) -> li
     return results
 
 
-def _graph_check(settings: Settings, resources: ExitStack, deadline: Deadline, now: datetime) -> CheckResult:
-    """One ``messageTraces`` request over the minute before the settle delay."""
+def _graph_check(
+    settings: Settings,
+    resources: ExitStack,
+    deadline: Deadline,
+    now: datetime,
+    store: BlobCheckpointStore | FileCheckpointStore,
+) -> CheckResult:
+    """One ``messageTraces`` request over the minute before the settle delay, paid from the quota budget."""
     session = ConnectorSession(ca_bundle=settings.ca_bundle, timeout_seconds=settings.http_timeout_seconds)
     resources.callback(session.close)
     end = (now - settings.settle_delay).replace(microsecond=0)
     window = Window(end - timedelta(minutes=1), end)
+    gate = _BudgetIfReachable(build_quota_gate(store, settings, Caller.OTHER))
 
     def read() -> str:
-        page = next(_graph_source(settings, session, deadline).pages(window))
+        page = next(_graph_source(settings, session, deadline, gate).pages(window))
         start = window.start.strftime("%Y-%m-%dT%H:%M:%SZ")
-        return f"messageTraces answered ({len(page.records)} records in the minute from {start})"
+        counted = "" if gate.unreachable is None else f"; not counted in the quota budget: {gate.unreachable}"
+        return f"messageTraces answered ({len(page.records)} records in the minute from {start}){counted}"
 
     result = _attempt(
         "graph permission",
@@ -209,8 +223,33 @@ def _graph_check(settings: Settings, resources: ExitStack, deadline: Deadline, n
     return result
 
 
+class _BudgetIfReachable:
+    """The tenant's quota budget for check's one request; a budget blob it cannot read lets the request go.
+
+    Implements :class:`connector.ports.RequestGate`. Storage is checked on its own line
+    below, with its fix; stopping the Graph check at it would hide whether the Graph
+    permission works, and one uncounted request is within the headroom pacing leaves.
+    """
+
+    def __init__(self, gate: RequestGate) -> None:
+        self._gate = gate
+        self.unreachable: str | None = None
+        """Why the request was not counted (the budget could not be read or written), if it was not."""
+
+    def acquire(self, deadline: Deadline) -> None:
+        try:
+            self._gate.acquire(deadline)
+        except CheckpointError as err:
+            self.unreachable = str(err).splitlines()[0]
+
+    def throttled(self, retry_after: float | None) -> None:
+        if self.unreachable is None:
+            with contextlib.suppress(CheckpointError):
+                self._gate.throttled(retry_after)
+
+
 def _graph_source(
-    settings: Settings, session: ConnectorSession, deadline: Deadline
+    settings: Settings, session: ConnectorSession, deadline: Deadline, gate: RequestGate | None = None
 ) -> GraphMessageTraceSource:
     return GraphMessageTraceSource(
         base_url=settings.graph_base_url,
@@ -220,6 +259,7 @@ def _graph_source(
         max_retries=min(2, settings.http_max_retries),
         backoff_seconds=settings.http_retry_backoff_seconds,
         deadline=deadline,
+        gate=gate,
     )
 
 

@@ -8,8 +8,12 @@ import pytest
 
 from connector.auth import clear_credential_cache
 from connector.cli import main
-from connector.runner import build_lock, build_store
+from connector.errors import ErrorKind
+from connector.quota import Caller, QuotaBudget
+from connector.quota_store import BlobBudgetStore, FileBudgetStore
+from connector.runner import build_lock, build_quota_gate, build_store
 from connector.settings import Settings
+from connector.store import BlobCheckpointStore
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +50,42 @@ def test_a_working_deployment_passes_every_check_and_sends_one_graph_request(sim
     assert len(sim.graph.requests(path="messageTraces")) == 1
     assert "4 verified domains (contoso.com, fabrikam.com" in lines["graph domains"]
     assert sim.ingestion.rows() == []
+
+
+def budget_of(settings: Settings) -> QuotaBudget:
+    store = build_store(settings)
+    budget = (
+        BlobBudgetStore(store.container, settings.graph_tenant_id)
+        if isinstance(store, BlobCheckpointStore)
+        else FileBudgetStore(store.directory, settings.graph_tenant_id)
+    )
+    return budget.update(lambda stored: (None, stored))  # read, write nothing
+
+
+def test_the_graph_request_is_paid_from_the_tenant_s_quota_budget_as_another_caller(sim, environment):
+    code, lines = check()
+
+    assert code == 0, lines
+    budget = budget_of(Settings.from_env(environment))
+    assert len(budget.sent) == 1
+    assert set(budget.next_due) == {Caller.OTHER.value}
+    assert "not counted" not in lines["graph permission"]
+
+
+def test_a_quota_budget_with_no_slot_in_the_check_s_time_stops_the_graph_check_not_the_others(
+    sim, environment
+):
+    settings = Settings.from_env(environment)
+    store = build_store(settings)
+    # Another caller was told by Graph to wait ten minutes: every caller of the budget honours it.
+    build_quota_gate(store, settings, Caller.LIVE).throttled(600)
+
+    code, lines = check()
+
+    assert code == ErrorKind.TRANSIENT.exit_code, lines
+    assert lines["graph permission"].startswith("FAIL")
+    assert lines["storage writable"].startswith("ok")
+    assert sim.graph.requests(path="messageTraces") == []
 
 
 def test_a_missing_domain_permission_fails_the_check_only_when_local_domains_is_empty(sim, monkeypatch):
