@@ -41,6 +41,7 @@ from connector.enrichment import (
     parse_statuses,
 )
 from connector.errors import SERVICE_PRINCIPAL_WAIT, ArgumentError, ConfigError, ConnectorError, ErrorKind
+from connector.log_context import tenant_logging
 from connector.mapping import format_datetime, parse_datetime
 from connector.ports import LockState, ProgressCallback
 from connector.queued import DEFAULT_SLICE_HOURS, MAX_SLICE_HOURS, JobStatus, job_status
@@ -939,7 +940,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     if args.log_level != "DEBUG":
         quiet_sdk_loggers()
     try:
-        return _COMMANDS[args.command](args, out)
+        with tenant_logging(getattr(args, "tenant", None)):
+            return _COMMANDS[args.command](args, out)
     except ConnectorError as err:
         sys.stderr.write(f"error: {scrub(str(err))}\n")
         return err.exit_code

@@ -54,6 +54,7 @@ from connector.errors import (
     SourceError,
     classify_http_status,
 )
+from connector.log_context import in_this_context
 from connector.paging import NextLinkPaginator
 from connector.ports import Deadline, RequestGate, SourcePage, TokenProvider
 from connector.redact import safe_url
@@ -216,7 +217,7 @@ class GraphMessageTraceSource:
                 )
                 paginator.advance(body.get("@odata.nextLink"))
                 if paginator.url is not None and self._prefetch is not None:
-                    ahead = self._prefetch.submit(self._get_page, paginator.url)
+                    ahead = self._prefetch.submit(in_this_context(self._get_page), paginator.url)
                 yield SourcePage(records=records, more=paginator.url is not None)
         finally:
             if ahead is not None and not ahead.cancel():

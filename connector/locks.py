@@ -42,6 +42,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsE
 from azure.storage.blob import BlobClient, BlobLeaseClient, ContainerClient
 
 from connector.errors import LockLostError, RunLockedError
+from connector.log_context import in_this_context
 from connector.mapping import parse_datetime
 from connector.ports import Clock, HeldLock, LockState
 from connector.redact import safe_url, scrub
@@ -157,7 +158,9 @@ class _BlobLease:
         self._renewed_at = monotonic()
         self._failure: str | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._renew_loop, name="checkpoint-lease", daemon=True)
+        self._thread = threading.Thread(
+            target=in_this_context(self._renew_loop), name="checkpoint-lease", daemon=True
+        )
         self._thread.start()
 
     def _renew_loop(self) -> None:

@@ -35,10 +35,11 @@ from connector.errors import (
     RunLockedError,
     SinkError,
 )
-from connector.fanout import decode_tenant_run, superseded, tick_runs
+from connector.fanout import TenantRun, decode_tenant_run, superseded, tick_runs
 from connector.graph import GraphMessageTraceSource
 from connector.ingestion import LogsIngestionSink
 from connector.locks import BlobRunLock, FileRunLock, process_alive, this_host
+from connector.log_context import tenant_logging
 from connector.ports import Clock, Deadline, FeedPorts, LockState, ProgressCallback, RunLock
 from connector.queued import (
     DEFAULT_SLICE_HOURS,
@@ -711,6 +712,13 @@ def run_queued_slice(
             the same slice holds its lock (retried; on the last delivery that one returns).
     """
     message = decode_message(body)
+    with tenant_logging(message.tenant):
+        return _run_queued_slice(message, attempt=attempt, env=env, clock=clock)
+
+
+def _run_queued_slice(
+    message: SliceMessage, *, attempt: int, env: Mapping[str, str] | None, clock: Clock
+) -> RunReport:
     try:
         settings = _slice_settings(message, env)
     except ConfigError as err:
@@ -937,6 +945,13 @@ def run_tenant_message(
         ConnectorError: a transient failure of the run, for the host to retry.
     """
     run = decode_tenant_run(body)
+    with tenant_logging(run.tenant):
+        return _run_tenant(run, attempt=attempt, env=env, clock=clock)
+
+
+def _run_tenant(
+    run: TenantRun, *, attempt: int, env: Mapping[str, str] | None, clock: Clock
+) -> RunReport | None:
     settings = Settings.from_env(env)
     try:
         scoped = settings.for_tenant(run.tenant)

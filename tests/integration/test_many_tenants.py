@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import uuid
 from collections import Counter
 from datetime import timedelta
@@ -130,6 +131,27 @@ def test_each_tick_enqueues_every_enabled_tenant_and_one_tenant_s_failure_is_its
     assert set(stored) == {(r["id"], r["recipientAddress"].lower()) for r in sim.graph.rows()}
     assert max(stored.values()) == 1
     assert tenant_host.poison.get_queue_properties().approximate_message_count == 0
+
+
+def test_each_tenant_s_log_lines_name_it(sim, tenants, tenant_host, monkeypatch, caplog):
+    set_tenants(
+        monkeypatch,
+        tenants,
+        [{"name": "broken", "tenantId": NOT_CONSENTED}, {"name": "one", "tenantId": sim.tenant_id}],
+    )
+    add_mail(sim)
+    caplog.set_level(logging.INFO, logger="connector")
+
+    timer_function(load_function_app())(TimerRequest())
+    tenant_host.drain()
+
+    ours = [
+        r for r in caplog.records if r.name.startswith("connector.") and getattr(r, "connector_tenant", None)
+    ]
+    assert {r.connector_tenant for r in ours} == {"broken", "one"}
+    assert all(r.getMessage().startswith(f"[tenant {r.connector_tenant}] ") for r in ours)
+    (failure,) = [r for r in ours if r.levelno >= logging.ERROR]
+    assert failure.connector_tenant == "broken"
 
 
 def test_a_message_that_waited_behind_a_later_run_ends_without_reading_graph(sim, tenants, tenant_host):
