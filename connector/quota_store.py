@@ -42,7 +42,7 @@ from connector.errors import GraphQuotaWaitError
 from connector.ports import Deadline
 from connector.quota import Caller, QuotaBudget, QuotaPolicy, admit, throttled
 from connector.redact import safe_url
-from connector.store import storage_error
+from connector.store import file_error, storage_error
 
 logger = logging.getLogger(__name__)
 
@@ -156,21 +156,28 @@ class FileBudgetStore:
         self._path = Path(directory) / quota_blob_name(tenant)
 
     def update(self, change: Change[_R]) -> _R:
-        """Hold the lock file while reading, deciding and atomically replacing the document."""
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._path.with_suffix(".lock"), "a+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                data = self._path.read_bytes()
-            except FileNotFoundError:
-                data = b""
-            after, answer = change(QuotaBudget.decode(data) if data else QuotaBudget())
-            if after is not None:
-                fd, temporary = tempfile.mkstemp(dir=self._path.parent, prefix=".quota-")
-                with os.fdopen(fd, "wb") as out:
-                    out.write(after.encode())
-                os.replace(temporary, self._path)
-            return answer
+        """Hold the lock file while reading, deciding and atomically replacing the document.
+
+        Raises:
+            CheckpointError: the directory cannot be used (a refused path is a permission problem).
+        """
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self._path.with_suffix(".lock"), "a+b") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    data = self._path.read_bytes()
+                except FileNotFoundError:
+                    data = b""
+                after, answer = change(QuotaBudget.decode(data) if data else QuotaBudget())
+                if after is not None:
+                    fd, temporary = tempfile.mkstemp(dir=self._path.parent, prefix=".quota-")
+                    with os.fdopen(fd, "wb") as out:
+                        out.write(after.encode())
+                    os.replace(temporary, self._path)
+                return answer
+        except OSError as err:
+            raise file_error(f"cannot use the Graph quota budget {self._path}", err) from err
 
 
 class QuotaGate:

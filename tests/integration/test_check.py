@@ -88,6 +88,23 @@ def test_a_quota_budget_with_no_slot_in_the_check_s_time_stops_the_graph_check_n
     assert sim.graph.requests(path="messageTraces") == []
 
 
+def test_an_unreachable_budget_does_not_hide_the_graph_answer_and_the_line_says_it_was_not_counted(
+    sim, monkeypatch, tmp_path
+):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the state directory should be")
+    monkeypatch.setenv("CHECKPOINT_STORE", "file")
+    monkeypatch.setenv("CHECKPOINT_DIRECTORY", str(blocked))
+
+    code, lines = check()
+
+    assert lines["graph permission"].startswith("ok"), lines
+    assert "not counted in the quota budget" in lines["graph permission"]
+    assert lines["storage writable"].startswith("FAIL")
+    assert code != 0
+    assert len(sim.graph.requests(path="messageTraces")) == 1
+
+
 def test_a_missing_domain_permission_fails_the_check_only_when_local_domains_is_empty(sim, monkeypatch):
     sim.graph.domains_permission_granted = False
     code, lines = check()
