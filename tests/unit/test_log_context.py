@@ -8,26 +8,27 @@ import threading
 from connector.log_context import current_tenant, in_this_context, tenant_logging
 
 connector_log = logging.getLogger("connector.sync")
-sdk_log = logging.getLogger("azure.core.pipeline")
+other_log = logging.getLogger("another_library")  # not one of the connector's loggers
 
 
 def test_a_connector_line_inside_a_tenant_s_run_starts_with_its_name_and_carries_it(caplog):
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="connector")
+    caplog.set_level(logging.INFO, logger="another_library")
     with tenant_logging("contoso"):
         connector_log.info("slice %s stopped", "a..b")
-        sdk_log.info("retrying")
+        other_log.info("retrying")
     connector_log.info("outside")
 
-    inside, sdk, outside = caplog.records
+    inside, other, outside = caplog.records
     assert inside.getMessage() == "[tenant contoso] slice a..b stopped"
-    assert (inside.connector_tenant, sdk.connector_tenant) == ("contoso", "contoso")  # type: ignore[attr-defined]
-    assert sdk.getMessage() == "retrying"  # other libraries' lines keep their text
+    assert (inside.connector_tenant, other.connector_tenant) == ("contoso", "contoso")  # type: ignore[attr-defined]
+    assert other.getMessage() == "retrying"  # other libraries' lines keep their text
     assert outside.getMessage() == "outside"
     assert outside.connector_tenant is None  # type: ignore[attr-defined]
 
 
 def test_a_thread_the_run_starts_keeps_the_tenant_and_concurrent_runs_keep_their_own(caplog):
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="connector")
     started = threading.Barrier(2)
 
     def run(tenant: str) -> None:
@@ -55,7 +56,7 @@ def test_a_thread_the_run_starts_keeps_the_tenant_and_concurrent_runs_keep_their
 
 
 def test_a_single_tenant_deployment_s_lines_are_unchanged(caplog):
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="connector")
     with tenant_logging(None):
         connector_log.info("run done")
 
