@@ -283,6 +283,14 @@ def _started_together(env: dict[str, str], commands: list[list[str]]) -> list[tu
     return outcomes
 
 
+def _ends(outcomes: list[tuple[int, str]]) -> list[tuple[int, list[str]]]:
+    """Each command's exit code with its error and warning lines (what a fault report needs, not the summary)."""
+    return [
+        (code, [line for line in output.splitlines() if "error" in line.lower() or " WARNING " in line][-6:])
+        for code, output in outcomes
+    ]
+
+
 def _backfill(start: datetime, end: datetime) -> list[str]:
     return [
         "backfill",
@@ -747,7 +755,7 @@ def run_harness(
                 result.concurrency_faults.append(f"two overlapping backfills exited {codes}, not [0, 2]")
             beside = _started_together(env, [["run"], _backfill(now - timedelta(hours=15), now)])
             if [code for code, _ in beside] != [0, 0]:
-                result.concurrency_faults.append(f"a live run beside a backfill: {beside}")
+                result.concurrency_faults.append(f"a live run beside a backfill: {_ends(beside)}")
             sim.graph.quota.limit = quota
             sim.graph.quota.reset()
             if queue:
