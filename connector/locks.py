@@ -10,9 +10,13 @@ which the kernel releases when the process dies.
 A second run gets :class:`~connector.errors.RunLockedError` ("another run holds the
 lock since …") and exits non-zero; a caller that expects the holder to be done soon (a
 short lock that two starting runs take in turn) passes ``wait_seconds``, and the lock
-is tried again every fraction of a second until then. If renewing fails, or the
-renewals fall behind so far that the lease may have expired, the run stops before its
-next upload (:class:`~connector.errors.LockLostError`) instead of risking a double upload.
+is tried again every fraction of a second until then. Before each upload the run
+checks its lease: when the background renewal has fallen behind (half a lease without
+one: a slow storage answer, a retried request, a starved thread) it renews the lease
+itself, and only if that fails, or a renewal failed before, does it stop before the
+upload (:class:`~connector.errors.LockLostError`) instead of risking a double upload.
+Renewing late is safe: the service renews a lease only while nobody else has leased
+the blob since, so a renewal that succeeds proves no other run held the lock between.
 
 The holder records itself on the lock (blob metadata, or the flock file's content):
 ``host``, ``pid``, ``since`` and, for a lease, ``renewed`` (rewritten with every
@@ -186,12 +190,29 @@ class _BlobLease:
             logger.warning("could not record the lock renewal: %s", scrub(str(err)))
 
     def check(self) -> None:
-        """Raise if a renewal failed or the last one is too old to trust."""
+        """Raise if a renewal failed, or if the lease cannot be renewed now that the last renewal is old.
+
+        A renewal older than half the lease is made up here, on the caller's thread: the
+        background one is late, and an upload must start with time left on the lease.
+        """
         if self._failure is not None:
             raise LockLostError(self._failure)
         age = self._monotonic() - self._renewed_at
-        if age > self._duration - 5:
-            raise LockLostError(f"the lease was last renewed {age:.0f} s ago (lease {self._duration} s)")
+        if age <= self._duration / 2:
+            return
+        try:
+            self.renew()
+        except AzureError as err:
+            self._failure = (
+                f"the lease was last renewed {age:.0f} s ago (lease {self._duration} s) and renewing it now "
+                f"failed: {scrub(str(err))}"
+            )
+            raise LockLostError(self._failure) from None
+        logger.warning(
+            "the checkpoint lock's background renewal was %.0f s late (lease %d s): renewed before the upload",
+            age,
+            self._duration,
+        )
 
     def release(self) -> None:
         self._stop.set()
