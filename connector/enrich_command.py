@@ -60,14 +60,13 @@ from connector.runner import (
     shared_table_tenant,
     utc_now,
 )
-from connector.schema import load_detail_schema, load_table_schema
+from connector.schema import DETAIL_SCHEMA_RESOURCE, load_detail_schema, load_table_schema
 from connector.settings import Settings, read_enrichment_settings
 from connector.store import BlobCheckpointStore, FileCheckpointStore
 from connector.windows import Window
 
 logger = logging.getLogger(__name__)
 
-DETAIL_SCHEMA = "MessageTraceDetail_CL"
 ENRICH_DEAD_LETTERS = "enrich"
 """Dead letters of refused detail rows: ``deadletter/enrich/`` next to the checkpoints."""
 
@@ -402,7 +401,7 @@ def _content_refusal(error: ConnectorError | None, *, rows: int, whole: bool) ->
         raise error
     if refusal is Refusal.DEPLOYMENT:
         raise deployment_refused(
-            error, rows=rows, why="a column or type of the detail rows", table=DETAIL_SCHEMA
+            error, rows=rows, why="a column or type of the detail rows", schema_file=DETAIL_SCHEMA_RESOURCE
         )
     return error
 
@@ -451,7 +450,7 @@ class _Refusals:
             error,
             rows=len(rows),
             why=f"every detail row of the {len(self.held)} pairs it was sent",
-            table=DETAIL_SCHEMA,
+            schema_file=DETAIL_SCHEMA_RESOURCE,
         )
 
     def _dead_letter(self, target: Target, rows: list[dict[str, object]], error: SinkError) -> None:

@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 
 from connector.errors import ConnectorError, ErrorKind, SinkError
+from connector.schema import SCHEMA_RESOURCE
 
 # Statuses with which the service refuses the content of a request (not the caller or the moment).
 ROW_REFUSAL_STATUSES = frozenset({400, 413})
@@ -58,10 +59,12 @@ def classify_refusal(error: ConnectorError) -> Refusal:
     return Refusal.ROWS
 
 
-def deployment_refused(error: SinkError, *, rows: int, why: str, table: str = "EmailEvents_CL") -> SinkError:
+def deployment_refused(
+    error: SinkError, *, rows: int, why: str, schema_file: str = SCHEMA_RESOURCE
+) -> SinkError:
     """The setting error a run stops with when the table, the DCR or the endpoint, not a row, is at fault.
 
-    ``table`` names the schema file (``connector/data/<table>.json``) to redeploy from.
+    ``schema_file`` is the table's schema in ``connector/data/``, to redeploy from.
     """
     if error.status == 413:
         fix = (
@@ -72,7 +75,7 @@ def deployment_refused(error: SinkError, *, rows: int, why: str, table: str = "E
     else:
         fix = (
             "The table or the DCR stream does not match the rows the connector sends: redeploy the DCR and "
-            f"the table from connector/data/{table}.json (see the README's upgrade order)"
+            f"the table from connector/data/{schema_file} (see the README's upgrade order)"
         )
     return SinkError(
         f"the Logs Ingestion API refused {why} ({rows} rows; it said: {error.service_message or error}). {fix}. "
